@@ -1,0 +1,3 @@
+from mutualctr.cli import main
+
+main()
