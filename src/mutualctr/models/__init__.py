@@ -1,1 +1,114 @@
+"""CTR models over one fused embedding table, a registry and the L2 penalty.
 
+``build_model(name, num_features, num_fields, config)`` -> ``nn.Module`` whose
+``forward(ids (B, F) LongTensor of global ids) -> (B,)`` logits. See docs/models.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from mutualctr.config import ConfigError, from_dict
+from mutualctr.models.config import (
+    DCNConfig, DCNV2Config, FiBiNETConfig, MLPConfig, ModelConfig, PNNConfig,
+)
+from mutualctr.models.dcn import DCN
+from mutualctr.models.dcnv2 import DCNV2
+from mutualctr.models.deepfm import DeepFM
+from mutualctr.models.embedding import FeatureEmbedding, FeatureLinear
+from mutualctr.models.fibinet import FiBiNET
+from mutualctr.models.fm import FM
+from mutualctr.models.lr import LR
+from mutualctr.models.pnn import PNN
+
+__all__ = [
+    "MODELS", "build_model", "model_config_from_dict", "l2_penalty", "embedding_tables",
+    "set_sparse_grad", "set_plain", "FeatureEmbedding", "FeatureLinear", "ModelConfig",
+    "MLPConfig", "DCNConfig", "DCNV2Config", "PNNConfig", "FiBiNETConfig",
+    "LR", "FM", "DeepFM", "DCN", "DCNV2", "PNN", "FiBiNET",
+]
+
+MODELS: dict[str, tuple[type[nn.Module], type[ModelConfig]]] = {
+    "lr": (LR, ModelConfig),
+    "fm": (FM, ModelConfig),
+    "deepfm": (DeepFM, ModelConfig),
+    "dcn": (DCN, DCNConfig),
+    "dcnv2": (DCNV2, DCNV2Config),
+    "pnn": (PNN, PNNConfig),
+    "fibinet": (FiBiNET, FiBiNETConfig),
+}
+
+
+def _entry(name: str) -> tuple[type[nn.Module], type[ModelConfig]]:
+    try:
+        return MODELS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown model {name!r} (known: {', '.join(MODELS)})") from None
+
+
+def model_config_from_dict(name: str, data: dict[str, Any] | None) -> ModelConfig:
+    """The config dataclass of model ``name`` from plain (YAML) data; strict, keys ``model.*``."""
+    return from_dict(_entry(name)[1], data, "model")
+
+
+def build_model(
+    name: str, num_features: int, num_fields: int, config: dict | ModelConfig | None = None
+) -> nn.Module:
+    """Model ``name`` for ``num_features`` global ids over ``num_fields`` fields."""
+    cls, config_cls = _entry(name)
+    if config is None or isinstance(config, dict):
+        config = model_config_from_dict(name, config)
+    elif type(config) is not config_cls:
+        raise ConfigError(
+            f"model {name!r} takes a {config_cls.__name__}, got {type(config).__name__}"
+        )
+    if num_features < 1 or num_fields < 1:
+        raise ConfigError(f"num_features and num_fields must be >= 1, got {num_features}, {num_fields}")
+    return cls(num_features, num_fields, config)
+
+
+def embedding_tables(model: nn.Module) -> list[FeatureEmbedding]:
+    """Every :class:`FeatureEmbedding` (the embedding and the first-order table) of ``model``."""
+    return [m for m in model.modules() if isinstance(m, FeatureEmbedding)]
+
+
+def set_sparse_grad(model: nn.Module, sparse: bool) -> None:
+    """Switch every table of ``model`` between dense and coalesced sparse row gradients."""
+    for table in embedding_tables(model):
+        table.sparse_grad = sparse
+
+
+def set_plain(model: nn.Module, plain: bool) -> None:
+    """Switch every table of ``model`` between the fast lookup and plain ``F.embedding``."""
+    for table in embedding_tables(model):
+        table.plain = plain
+
+
+def _net_weights(model: nn.Module) -> list[torch.Tensor]:
+    """Dense weights under ``net_l2``: every parameter except embeddings, BatchNorm and biases."""
+    skip = {
+        id(p) for m in model.modules()
+        if isinstance(m, (FeatureEmbedding, nn.modules.batchnorm._BatchNorm)) for p in m.parameters()
+    }
+    return [
+        p for name, p in model.named_parameters()
+        if id(p) not in skip and not any(part.startswith("bias") for part in name.split("."))
+    ]
+
+
+def l2_penalty(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """All L2 terms of ``model`` for the batch ``ids (B, F)``: add it to the loss.
+
+    Embedding part: ``l2 * sum_{b,f} ||w[ids[b,f]]||^2 / B`` per table (batch-local; its
+    gradient is already applied by the fast lookup's backward, so there it is a value only;
+    on the plain path it is differentiable). Net part: ``net_l2 * sum ||W||^2`` over the
+    dense weight matrices (differentiable; biases, BatchNorm and embeddings excluded).
+    """
+    total = sum((t.penalty(ids) for t in embedding_tables(model)), ids.new_zeros((), dtype=torch.float32))
+    net_l2 = getattr(model, "net_l2", 0.0)
+    if net_l2:
+        total = total + net_l2 * sum(p.pow(2).sum() for p in _net_weights(model))
+    return total

@@ -1,0 +1,207 @@
+"""Shared layers. Shapes: B batch, F fields, D embedding dim, P = F(F-1)/2 field pairs.
+
+Every interaction layer takes the field embeddings ``(B, F, D)`` from
+:class:`~mutualctr.models.embedding.FeatureEmbedding` and is vectorised over the field
+pairs ``i < j`` (row-major order, as ``torch.triu_indices(F, F, 1)``), so a model is a
+few lines of wiring. Dense weights use Xavier-normal init and zero biases (FuxiCTR's choice).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mutualctr.models.embedding import FeatureEmbedding, FeatureLinear
+
+__all__ = [
+    "FeatureEmbedding", "FeatureLinear", "MLP", "FactorizationMachine", "CrossNet",
+    "CrossNetV2", "InnerProduct", "OuterProduct", "SENET", "Bilinear", "field_pairs",
+]
+
+
+def field_pairs(num_fields: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index vectors ``(rows, cols)`` of the P pairs ``i < j``, row-major."""
+    rows, cols = torch.triu_indices(num_fields, num_fields, 1)
+    return rows, cols
+
+
+def _xavier(*shape: int) -> nn.Parameter:
+    """Xavier-normal over the last two dims (each matrix of a stack is one layer)."""
+    std = (2.0 / (shape[-1] + shape[-2])) ** 0.5
+    return nn.Parameter(torch.randn(*shape) * std)
+
+
+class MLP(nn.Sequential):
+    """``(B, in_dim)`` -> ``(B, hidden[-1])``, or ``(B,)`` when ``output_dim=1``.
+
+    Per hidden layer: Linear, [BatchNorm1d], ReLU, [Dropout]; then an optional Linear to 1.
+    """
+
+    def __init__(self, in_dim: int, hidden, dropout=0.0, batch_norm=False, output_dim=None):
+        layers: list[nn.Module] = []
+        for h in hidden:
+            layers.append(nn.Linear(in_dim, h))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(h))
+            layers.append(nn.ReLU())
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            in_dim = h
+        if output_dim is not None:
+            layers.append(nn.Linear(in_dim, output_dim))
+        super().__init__(*layers)
+        self.out_dim = in_dim if output_dim is None else output_dim
+        self.squeeze = output_dim == 1
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_normal_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        return out.squeeze(-1) if self.squeeze else out
+
+
+class FactorizationMachine(nn.Module):
+    """Second-order FM term ``sum_{i<j} <v_i, v_j>``: ``(B, F, D)`` -> ``(B,)``.
+
+    Uses ``((sum_i v_i)^2 - sum_i v_i^2) / 2``, O(F D) instead of O(F^2 D).
+    """
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        square_of_sum = emb.sum(dim=1).pow(2)
+        sum_of_square = emb.pow(2).sum(dim=1)
+        return 0.5 * (square_of_sum - sum_of_square).sum(dim=1)
+
+
+class CrossNet(nn.Module):
+    """DCN cross layers ``x_{l+1} = x_0 (x_l . w_l) + b_l + x_l``: ``(B, d)`` -> ``(B, d)``.
+
+    ``x_l . w_l`` is a scalar per row, so each layer costs O(d) (2d parameters).
+    """
+
+    def __init__(self, dim: int, num_layers: int):
+        super().__init__()
+        self.weight = nn.ParameterList(_xavier(dim, 1) for _ in range(num_layers))
+        self.bias = nn.ParameterList(nn.Parameter(torch.zeros(dim)) for _ in range(num_layers))
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        for w, b in zip(self.weight, self.bias):
+            x = x0 * (x @ w) + b + x
+        return x
+
+
+class CrossNetV2(nn.Module):
+    """DCN-V2 matrix cross ``x_{l+1} = x_0 * (W_l x_l + b_l) + x_l``: ``(B, d)`` -> ``(B, d)``.
+
+    Full rank ``W_l (d, d)``, or low rank ``W_l = U_l V_l^T`` with ``U_l, V_l (d, r)`` when
+    ``low_rank=r`` (the paper's cheaper variant): ``d^2 + d`` or ``2dr + d`` per layer.
+    """
+
+    def __init__(self, dim: int, num_layers: int, low_rank: int | None = None):
+        super().__init__()
+        self.low_rank = low_rank
+        shape = (dim, dim) if low_rank is None else (dim, low_rank)
+        self.weight = nn.ParameterList(_xavier(*shape) for _ in range(num_layers))
+        self.weight_v = nn.ParameterList(
+            _xavier(*shape) for _ in range(num_layers if low_rank is not None else 0)
+        )
+        self.bias = nn.ParameterList(nn.Parameter(torch.zeros(dim)) for _ in range(num_layers))
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        for i, (w, b) in enumerate(zip(self.weight, self.bias)):
+            wx = x @ w.t() if self.low_rank is None else (x @ self.weight_v[i]) @ w.t()
+            x = x0 * (wx + b) + x
+        return x
+
+
+class InnerProduct(nn.Module):
+    """IPNN: ``<v_i, v_j>`` for all pairs: ``(B, F, D)`` -> ``(B, P)``."""
+
+    def __init__(self, num_fields: int):
+        super().__init__()
+        rows, cols = field_pairs(num_fields)
+        self.register_buffer("flat", rows * num_fields + cols, persistent=False)
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        gram = torch.bmm(emb, emb.transpose(1, 2))  # (B, F, F), one BLAS call
+        return gram.flatten(1).index_select(1, self.flat)
+
+
+class _Pairs(nn.Module):
+    """Base for pairwise layers: gathers ``(v_i, v_j)`` as two ``(B, P, D)`` tensors."""
+
+    def __init__(self, num_fields: int):
+        super().__init__()
+        rows, cols = field_pairs(num_fields)
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("cols", cols, persistent=False)
+        self.num_pairs = rows.numel()
+
+    def pairs(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return emb.index_select(1, self.rows), emb.index_select(1, self.cols)
+
+
+class OuterProduct(_Pairs):
+    """OPNN with a kernel matrix per pair: ``v_i^T K_ij v_j``: ``(B, F, D)`` -> ``(B, P)``.
+
+    Kernel ``(P, D, D)``: the outer product ``v_i v_j^T`` contracted with ``K_ij``
+    (pytorch-fm's / FuxiCTR's 'mat' kernel), without forming the ``(B, P, D, D)`` outer products.
+    """
+
+    def __init__(self, num_fields: int, dim: int):
+        super().__init__(num_fields)
+        self.kernel = _xavier(self.num_pairs, dim, dim)
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        p, q = self.pairs(emb)
+        pk = torch.einsum("bpd,pde->bpe", p, self.kernel)
+        return (pk * q).sum(dim=-1)
+
+
+class SENET(nn.Module):
+    """Squeeze-excitation field re-weighting (FiBiNET): ``(B, F, D)`` -> ``(B, F, D)``.
+
+    Squeeze: mean over D -> ``(B, F)``; excitation: ``F -> max(1, F // r) -> F`` with ReLUs,
+    no biases; the ``F`` weights rescale each field's embedding.
+    """
+
+    def __init__(self, num_fields: int, reduction_ratio: int):
+        super().__init__()
+        reduced = max(1, num_fields // reduction_ratio)
+        self.excitation = nn.Sequential(
+            nn.Linear(num_fields, reduced, bias=False), nn.ReLU(),
+            nn.Linear(reduced, num_fields, bias=False), nn.ReLU(),
+        )
+        for m in self.excitation:
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_normal_(m.weight)
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        return emb * self.excitation(emb.mean(dim=2)).unsqueeze(-1)
+
+
+class Bilinear(_Pairs):
+    """FiBiNET bilinear interaction ``(v_i W) * v_j`` for pairs: ``(B, F, D)`` -> ``(B, P, D)``.
+
+    ``field_all``: one ``W (D, D)``; ``field_each``: ``W_i`` per field ``(F, D, D)``;
+    ``field_interaction``: ``W_ij`` per pair ``(P, D, D)``. No bias (as FiBiNET).
+    """
+
+    def __init__(self, num_fields: int, dim: int, bilinear_type: str):
+        super().__init__(num_fields)
+        self.bilinear_type = bilinear_type
+        count = {"field_all": 1, "field_each": num_fields, "field_interaction": self.num_pairs}
+        self.weight = _xavier(count[bilinear_type], dim, dim)
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        if self.bilinear_type == "field_all":
+            vw = emb @ self.weight[0]  # (B, F, D)
+            return vw.index_select(1, self.rows) * emb.index_select(1, self.cols)
+        if self.bilinear_type == "field_each":
+            vw = torch.einsum("bfd,fde->bfe", emb, self.weight)
+            return vw.index_select(1, self.rows) * emb.index_select(1, self.cols)
+        p, q = self.pairs(emb)
+        return torch.einsum("bpd,pde->bpe", p, self.weight) * q
