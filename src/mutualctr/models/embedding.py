@@ -35,13 +35,13 @@ class _Lookup(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(weight: torch.Tensor, ids: torch.Tensor, l2: float, sparse: bool) -> torch.Tensor:
+    def forward(weight: torch.Tensor, ids: torch.Tensor, l2: float, owner) -> torch.Tensor:
         return F.embedding(ids, weight)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        weight, ids, l2, sparse = inputs
-        ctx.num_rows, ctx.l2, ctx.sparse = weight.shape[0], l2, sparse
+        weight, ids, l2, owner = inputs
+        ctx.num_rows, ctx.l2, ctx.owner = weight.shape[0], l2, owner
         ctx.save_for_backward(ids, output if l2 else None)
 
     @staticmethod
@@ -51,12 +51,14 @@ class _Lookup(torch.autograd.Function):
         if ctx.l2:  # d/dw of l2 * sum ||w[ids]||^2 / B, per occurrence
             grad = grad + (2.0 * ctx.l2 / ids.shape[0]) * rows
         flat_ids, grad = ids.reshape(-1), grad.reshape(-1, dim)
-        if ctx.sparse:
-            uniq, inverse = torch.unique(flat_ids, return_inverse=True)
+        if ctx.owner.sparse_grad:
+            uniq, inverse = torch.unique(flat_ids, return_inverse=True)  # sorted
             values = grad.new_zeros(uniq.numel(), dim).index_add_(0, inverse, grad)
             out = torch.sparse_coo_tensor(
-                uniq.unsqueeze(0), values, (ctx.num_rows, dim), is_coalesced=True
+                uniq.unsqueeze(0), values, (ctx.num_rows, dim),
+                is_coalesced=True, check_invariants=False,
             )
+            ctx.owner._sparse_values_ptr = values.data_ptr()
         elif torch._C._functorch.is_batchedtensor(grad):  # under vmap: out-of-place
             out = torch.zeros(ctx.num_rows, dim, dtype=grad.dtype, device=grad.device)
             out = out.index_add(0, flat_ids, grad)
@@ -79,11 +81,31 @@ class FeatureEmbedding(nn.Module):
         nn.init.normal_(self.weight, 0.0, init_std)
         self.sparse_grad = False
         self.plain = False
+        self._hooked_weight = None  # id() of the weight that carries _keep_coalesced_flag
+        self._sparse_values_ptr = None
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.plain:
             return F.embedding(ids, self.weight, sparse=self.sparse_grad)
-        return _Lookup.apply(self.weight, ids, self.l2, self.sparse_grad)
+        if self.sparse_grad and self._hooked_weight != id(self.weight) and self.weight.requires_grad:
+            self.weight.register_post_accumulate_grad_hook(self._keep_coalesced_flag)
+            self._hooked_weight = id(self.weight)
+        return _Lookup.apply(self.weight, ids, self.l2, self)
+
+    def _keep_coalesced_flag(self, weight: torch.Tensor) -> None:
+        """Restore the coalesced flag that autograd's AccumulateGrad drops.
+
+        When ``.grad`` was empty, AccumulateGrad stores a shallow copy of our coalesced
+        gradient (same values storage) without the flag; re-flag it, without any copy. A sum
+        of several backward passes is genuinely uncoalesced and is left as it is.
+        """
+        grad = weight.grad
+        if (
+            grad is not None and grad.is_sparse and not grad.is_coalesced()
+            and grad._values().data_ptr() == self._sparse_values_ptr
+        ):
+            grad._coalesced_(True)
+        self._sparse_values_ptr = None
 
     def penalty(self, ids: torch.Tensor) -> torch.Tensor:
         """``l2 * sum_{b,f} ||w[ids[b,f]]||^2 / B``: differentiable on the plain path only.

@@ -1,0 +1,137 @@
+"""Every model: shapes, parameter counts, gradients, overfitting, seeding, state_dict."""
+
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F_
+
+from mutualctr.models import MODELS, build_model
+
+N, F, D, H = 400, 8, 8, [16, 8]
+SMALL = {"embed_dim": D, "mlp": {"hidden": H}}
+VARIANTS = [
+    ("lr", {}), ("fm", {}), ("deepfm", {}), ("dcn", {}), ("dcnv2", {}),
+    ("dcnv2", {"low_rank": 4, "structure": "stacked"}), ("pnn", {}), ("pnn", {"product": "outer"}),
+    ("fibinet", {"bilinear_type": "field_all"}), ("fibinet", {"bilinear_type": "field_each"}),
+    ("fibinet", {}),
+]
+IDS = pytest.mark.parametrize("name,extra", VARIANTS, ids=[f"{n}-{'-'.join(map(str, e.values()))}" for n, e in VARIANTS])
+
+
+def batch(rows=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, N // F, (rows, F), generator=g) + torch.arange(F) * (N // F)
+    return ids, torch.randint(0, 2, (rows,), generator=g).float()
+
+
+def mlp_params(in_dim, hidden, out=True):
+    total = 0
+    for h in hidden:
+        total, in_dim = total + in_dim * h + h, h
+    return total + (in_dim + 1 if out else 0)
+
+
+def expected_params(name, extra):
+    d, p = F * D, F * (F - 1) // 2
+    emb, lin = N * D, N + 1
+    if name == "lr":
+        return lin
+    if name == "fm":
+        return lin + emb
+    if name == "deepfm":
+        return lin + emb + mlp_params(d, H)
+    if name == "dcn":
+        return emb + 3 * 2 * d + mlp_params(d, H, out=False) + d + H[-1] + 1
+    if name == "dcnv2":
+        r = extra.get("low_rank")
+        cross = 3 * ((d * d if r is None else 2 * d * r) + d)
+        head = H[-1] + 1 + (d if extra.get("structure", "parallel") == "parallel" else 0)
+        return emb + cross + mlp_params(d, H, out=False) + head
+    if name == "pnn":
+        kernel = p * D * D if extra.get("product") == "outer" else 0
+        return emb + kernel + mlp_params(d + p, H)
+    if name == "fibinet":
+        count = {"field_all": 1, "field_each": F}.get(extra.get("bilinear_type"), p)
+        senet = 2 * F * (F // 3)
+        return lin + emb + senet + 2 * count * D * D + mlp_params(2 * p * D, H)
+    raise AssertionError(name)
+
+
+def test_registry_names():
+    assert set(MODELS) == {"lr", "fm", "deepfm", "dcn", "dcnv2", "pnn", "fibinet"}
+
+
+@IDS
+def test_shape_and_parameter_count(name, extra):
+    model = build_model(name, N, F, SMALL | extra)
+    ids, _ = batch()
+    assert model(ids).shape == (32,)
+    assert sum(p.numel() for p in model.parameters()) == expected_params(name, extra)
+
+
+def test_default_config_sizes():
+    model = build_model("deepfm", 1000, 39)
+    assert model.embedding.weight.shape == (1000, 16)
+    assert model.linear.weight.shape == (1000, 1)
+    assert [m.out_features for m in model.mlp if isinstance(m, torch.nn.Linear)] == [400, 200, 100, 1]
+    assert len(build_model("dcn", 1000, 39).cross.weight) == 3
+    assert build_model("fibinet", 1000, 39).bilinear.bilinear_type == "field_interaction"
+
+
+@IDS
+def test_every_parameter_gets_a_gradient(name, extra):
+    torch.manual_seed(0)
+    cfg = SMALL | extra | {"init_std": 0.1, "mlp": {"hidden": H, "batch_norm": True, "dropout": 0.1}}
+    model = build_model(name, N, F, cfg)
+    ids, y = batch()
+    F_.binary_cross_entropy_with_logits(model(ids), y).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+
+
+@IDS
+def test_overfits_256_rows(name, extra):
+    torch.manual_seed(0)
+    model = build_model(name, N, F, SMALL | extra)
+    ids, y = batch(256, seed=1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05 if name in ("lr", "fm") else 0.01)
+    for step in range(150):
+        loss = F_.binary_cross_entropy_with_logits(model(ids), y)
+        start = loss.item() if step == 0 else start
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < start / 10, (start, loss.item())
+
+
+@IDS
+def test_same_seed_same_model(name, extra):
+    ids, _ = batch()
+    models = []
+    for seed in (7, 7, 8):
+        torch.manual_seed(seed)
+        models.append(build_model(name, N, F, SMALL | extra))
+    a, b, c = models
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(v, w), k
+    assert torch.equal(a(ids), b(ids))
+    assert not torch.equal(a.embedding.weight if hasattr(a, "embedding") else a.linear.weight,
+                           c.embedding.weight if hasattr(c, "embedding") else c.linear.weight)
+
+
+@IDS
+def test_state_dict_round_trip(name, extra):
+    cfg = SMALL | extra | {"init_std": 0.1, "mlp": {"hidden": H, "batch_norm": True}}
+    torch.manual_seed(0)
+    model = build_model(name, N, F, cfg)
+    ids, y = batch()
+    F_.binary_cross_entropy_with_logits(model(ids), y)  # BN running stats move
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    buf.seek(0)
+    torch.manual_seed(1)
+    other = build_model(name, N, F, cfg)
+    other.load_state_dict(torch.load(buf, weights_only=True))
+    model.eval(), other.eval()
+    assert torch.equal(model(ids), other(ids))
