@@ -1,0 +1,428 @@
+"""Raw CTR files -> a store (two streaming passes: count on train, then encode).
+
+Pass 1 reads the inputs chunk by chunk, validates every cell (vectorised), assigns each row
+to train/dev/test and counts the train split's values per field (pyarrow ``value_counts``,
+merged geometrically with ``group_by``). Vocabularies keep values seen at least min-count
+times. Pass 2 re-reads, encodes with ``index_in`` and writes each split's rows straight into
+its preallocated memory-mapped ``.npy``. Memory is flat in the number of rows: one chunk plus
+the value counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mutualctr.atomic import atomic_dir
+from mutualctr.config import to_dict
+from mutualctr.data.encode import bad_row_error
+from mutualctr.data.reader import TableReader, iter_lines
+from mutualctr.data.schema import Schema, load_schema
+from mutualctr.data.store import (FIRST, MISSING, OOV, SPLITS, FeatureMap, FieldInfo, Store, read_feature_map,
+                                  write_vocab)
+from mutualctr.data.transform import ChunkTransformer
+from mutualctr.errors import DataError, StoreError
+
+FRACTIONS = (0.8, 0.1, 0.1)
+FINGERPRINT_VERSION = 1
+_HEAD_TAIL = 1 << 20
+
+
+@dataclass
+class PrepareResult:
+    store: Store
+    reused: bool
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+# -- fingerprint ------------------------------------------------------------------------------
+def file_identity(path: Path) -> dict[str, Any]:
+    """Size, mtime and a hash of the first and last MiB: cheap, and changes with the file."""
+    st = path.stat()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read(_HEAD_TAIL))
+        if st.st_size > 2 * _HEAD_TAIL:
+            f.seek(st.st_size - _HEAD_TAIL)
+            h.update(f.read(_HEAD_TAIL))
+        elif st.st_size > _HEAD_TAIL:
+            h.update(f.read())
+    return {"name": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "head_tail_sha256": h.hexdigest()}
+
+
+def fingerprint(schema: Schema, settings: dict[str, Any], inputs: list[dict[str, Any]]) -> str:
+    blob = json.dumps({"v": FINGERPRINT_VERSION, "schema": to_dict(schema), "settings": settings,
+                       "inputs": inputs}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+# -- splits -----------------------------------------------------------------------------------
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def assign_splits(index: np.ndarray, mode: str, seed: int, total: int | None = None) -> np.ndarray:
+    """Split (0 train, 1 dev, 2 test) of rows by global row index, independent of chunking.
+
+    random: in every block of 10 consecutive rows a seeded shuffle puts 8 rows in train, 1 in
+    dev and 1 in test (exactly 80/10/10 up to the last partial block). sequential: the first
+    80% of the rows train, the next 10% dev, the last 10% test (file order = time order).
+    """
+    index = np.asarray(index, dtype=np.int64)
+    if mode == "sequential":
+        a, b = int(total * FRACTIONS[0]), int(total * (FRACTIONS[0] + FRACTIONS[1]))
+        return (index >= a).astype(np.uint8) + (index >= b).astype(np.uint8)
+    if len(index) == 0:
+        return np.zeros(0, np.uint8)
+    b0, b1 = index.min() // 10, index.max() // 10 + 1
+    keys = np.arange(b0 * 10, b1 * 10, dtype=np.int64).reshape(-1, 10)
+    with np.errstate(over="ignore"):
+        h = _splitmix64(keys.astype(np.uint64) ^ _splitmix64(np.array([seed], np.uint64)))
+    rank = np.argsort(np.argsort(h, axis=1), axis=1).ravel()
+    r = rank[index - b0 * 10]
+    return np.where(r < 8, 0, np.where(r == 8, 1, 2)).astype(np.uint8)
+
+
+def _count_rows(schema: Schema, path: Path) -> int:
+    """Data rows of a file (physical lines minus header), for the sequential split."""
+    if schema.format == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(str(path)).metadata.num_rows
+    reader = TableReader(schema, path)  # checks layout and header
+    n = sum(1 for _ in iter_lines(path))
+    return n - reader.header_lines
+
+
+# -- value counts -----------------------------------------------------------------------------
+class _Counts:
+    """Running value counts of one field, merged in geometric batches (amortised linear)."""
+
+    def __init__(self, value_type: pa.DataType) -> None:
+        self.type = value_type
+        self.merged = pa.table({"value": pa.array([], value_type), "count": pa.array([], pa.int64())})
+        self.pending: list[pa.Table] = []
+        self.pending_len = 0
+
+    def add_counts(self, values: pa.Array, counts: np.ndarray) -> None:
+        keep = counts > 0
+        if not keep.any():
+            return
+        self.pending.append(pa.table({"value": values.filter(pa.array(keep)).cast(self.type),
+                                      "count": pa.array(counts[keep].astype(np.int64))}))
+        self.pending_len += int(keep.sum())
+        if self.pending_len > max(1 << 20, 2 * self.merged.num_rows):
+            self._merge()
+
+    def _merge(self) -> None:
+        if not self.pending:
+            return
+        t = pa.concat_tables([self.merged, *self.pending])
+        g = t.group_by("value").aggregate([("count", "sum")])
+        self.merged = pa.table({"value": g.column("value"), "count": g.column("count_sum")})
+        self.pending, self.pending_len = [], 0
+
+    def vocabulary(self, min_count: int) -> tuple[pa.Array, pa.Array]:
+        """Values with count >= min_count, sorted by value (deterministic ids)."""
+        self._merge()
+        t = self.merged.filter(pc.greater_equal(self.merged.column("count"), min_count))
+        t = t.sort_by("value")
+        return t.column("value").combine_chunks(), t.column("count").combine_chunks()
+
+
+# -- progress ---------------------------------------------------------------------------------
+class _Progress:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._p = None
+        self._task = None
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
+                                       TextColumn, TimeElapsedColumn)
+            from rich.text import Text
+
+            class RowsPerSecond(ProgressColumn):
+                def render(self, task):  # type: ignore[override]
+                    speed = task.finished_speed or task.speed
+                    return Text(f"{speed / 1000:,.0f}k rows/s" if speed else "", style="cyan")
+
+            self._p = Progress(TextColumn("{task.description}"), BarColumn(),
+                               MofNCompleteColumn(), RowsPerSecond(), TimeElapsedColumn(),
+                               transient=False)
+            self._p.__enter__()
+        return self
+
+    def phase(self, description: str, total: int | None) -> None:
+        if self._p is not None:
+            self._task = self._p.add_task(description, total=total)
+
+    def advance(self, n: int) -> None:
+        if self._p is not None:
+            self._p.advance(self._task, n)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._p is not None:
+            self._p.__exit__(*exc)
+
+
+def _ordered_map(fn: Callable, items, workers: int = 2, window: int = 4):
+    """``map(fn, items)`` on a thread pool, in order, at most ``window`` results ahead
+    (pyarrow and numpy release the GIL, so chunks are processed on both cores)."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pending: deque = deque()
+    it = iter(items)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mutualctr-prepare") as ex:
+        try:
+            for item in it:
+                pending.append(ex.submit(fn, item))
+                if len(pending) >= window:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()
+
+
+# -- prepare ----------------------------------------------------------------------------------
+def _summary(fm: FeatureMap, seconds: float | None = None) -> dict[str, Any]:
+    c = fm.counts
+    rows = c["rows"]
+    total = sum(rows.values())
+    out = {
+        "dataset": fm.dataset,
+        "fingerprint": fm.fingerprint,
+        "rows": dict(rows),
+        "click_rate": {s: (c["positives"][s] / rows[s] if rows[s] else float("nan")) for s in SPLITS},
+        "vocab_size": {f.name: f.vocab_size for f in fm.fields},
+        "num_features": fm.num_features,
+        "rejected": c.get("rejected", 0),
+        "rejected_lines": c.get("rejected_lines", []),
+    }
+    if seconds is not None:
+        out["seconds"] = seconds
+        out["rows_per_s"] = (total + out["rejected"]) / seconds if seconds > 0 else float("nan")
+    return out
+
+
+def prepare(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str = "random",
+            seed: int = 0, min_count: int | None = None, on_bad_rows: str = "error",
+            overwrite: bool = False, progress: bool = True) -> PrepareResult:
+    """Prepare raw ``inputs`` of ``dataset`` (criteo, avazu or a schema YAML) into store ``out``.
+
+    The same inputs and settings reuse an existing store (``reused=True``); another store at
+    ``out`` raises StoreError unless ``overwrite``. Bad input raises DataError naming file,
+    line and column, or with ``on_bad_rows='skip'`` is skipped and counted.
+    """
+    t0 = time.perf_counter()
+    if split not in ("random", "sequential"):
+        raise ValueError(f"split: expected 'random' or 'sequential', got {split!r}")
+    if on_bad_rows not in ("error", "skip"):
+        raise ValueError(f"on_bad_rows: expected 'error' or 'skip', got {on_bad_rows!r}")
+    if min_count is not None and min_count < 1:
+        raise ValueError(f"min_count: must be >= 1, got {min_count}")
+    schema = load_schema(dataset)
+    inputs = [Path(p) for p in inputs]
+    if not inputs:
+        raise DataError("no input files")
+    for p in inputs:
+        if not p.is_file():
+            raise DataError(f"{p}: no such file")
+    out = Path(out)
+    settings = {"split": split, "seed": seed, "min_count": min_count, "on_bad_rows": on_bad_rows,
+                "fractions": list(FRACTIONS)}
+    identities = [file_identity(p) for p in inputs]
+    fp = fingerprint(schema, settings, identities)
+
+    if out.exists():
+        if (out / "feature_map.json").exists():
+            try:
+                old = read_feature_map(out)
+            except StoreError:
+                old = None
+            if old is not None and old.fingerprint == fp:
+                store = Store.open(out)
+                return PrepareResult(store, True, _summary(store.feature_map))
+            if not overwrite:
+                raise StoreError(
+                    f"{out}: holds a store prepared from other inputs or settings (fingerprint "
+                    f"{old.fingerprint if old else '?'} != {fp}); pass another --out or --overwrite")
+        elif not out.is_dir() or any(out.iterdir()):
+            if not overwrite:
+                raise StoreError(f"{out}: exists and is not a mutualctr store; pass another --out "
+                                 "or --overwrite")
+
+    with atomic_dir(out) as tmp, _Progress(progress) as bar:
+        fm = _build(schema, inputs, tmp, split, seed, min_count, on_bad_rows, fp, settings,
+                    identities, bar)
+    store = Store.open(out)
+    return PrepareResult(store, False, _summary(fm, time.perf_counter() - t0))
+
+
+def _build(schema: Schema, inputs: list[Path], tmp: Path, split: str, seed: int,
+           min_count: int | None, on_bad_rows: str, fp: str, settings: dict[str, Any],
+           identities: list[dict[str, Any]], bar: _Progress) -> FeatureMap:
+    skip = on_bad_rows == "skip"
+    readers = [TableReader(schema, p, on_bad_rows) for p in inputs]
+    schema = schema.resolve(readers[0].columns)
+    for r in readers:
+        r.schema = schema
+        if r.columns != schema.columns:
+            raise DataError(f"{r.path}: columns differ from {inputs[0]} "
+                            f"({', '.join(r.columns)} vs {', '.join(schema.columns)})")
+    fields = schema.fields()
+    F = len(fields)
+    transform = ChunkTransformer(schema)
+    total = None
+    if split == "sequential":
+        bar.phase("counting rows", None)
+        total = sum(_count_rows(schema, p) for p in inputs)
+
+    # pass 1: parse, validate, split; count the train values; spill dictionary-encoded chunks
+    spill = tmp / ".spill"
+    spill.mkdir()
+    bar.phase("pass 1/2 read+count", total)
+    counts: list[_Counts] = []
+    rows = np.zeros(3, np.int64)
+    pos = np.zeros(3, np.int64)
+    rejected = 0
+    bad_lines: list[str] = []
+    names = [f"f{i}" for i in range(F)] + ["split", "label"]
+
+    def work1(item: tuple[int, int, Any]) -> tuple[Any, Any, np.ndarray, list]:
+        ci, g0, chunk = item
+        n = chunk.batch.num_rows
+        t = transform(chunk.batch)
+        s = assign_splits(np.arange(g0, g0 + n), split, seed, total)
+        if t.errors:
+            s[t.bad] = 3
+        train = s == 0
+        cols, dict_counts = [], []
+        for tok in t.tokens:
+            d = pc.dictionary_encode(tok)
+            idx = d.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+            sel = idx[train]
+            dict_counts.append((d.dictionary, np.bincount(sel[sel >= 0],
+                                                          minlength=len(d.dictionary))))
+            cols.append(d)
+        batch = pa.RecordBatch.from_arrays(cols + [pa.array(s), pa.array(t.label)], names)
+        with pa.OSFile(str(spill / f"{ci:06d}.arrow"), "wb") as sink:
+            with pa.ipc.new_file(sink, batch.schema) as w:
+                w.write_batch(batch)
+        return chunk, t, s, dict_counts
+
+    def chunks1():
+        g0 = 0
+        ci = 0
+        for reader in readers:
+            for chunk in reader:
+                yield ci, g0, chunk
+                ci += 1
+                g0 += chunk.batch.num_rows
+
+    g = 0
+    n_chunks = 0
+    for chunk, t, s, dict_counts in _ordered_map(work1, chunks1()):
+        n = chunk.batch.num_rows
+        g += n
+        n_chunks += 1
+        if t.errors:
+            if not skip:
+                raise bad_row_error(chunk, t)
+            rejected += int(t.bad.sum())
+            if len(bad_lines) < 5:
+                bad_lines += [f"{chunk.path}:{chunk.line(int(i))}"
+                              for i in np.flatnonzero(t.bad)[:5]]
+        rows += np.bincount(s, minlength=4)[:3]
+        pos += np.bincount(s, weights=t.label, minlength=4)[:3].astype(np.int64)
+        if not counts:
+            counts = [_Counts(tok.type) for tok in t.tokens]
+        for c, (values, cnt) in zip(counts, dict_counts):
+            c.add_counts(values, cnt)
+        bar.advance(n)
+    rejected += sum(r.skipped for r in readers)
+    for r in readers:
+        bad_lines += [f"{r.path}:{ln}" for ln in r.bad_width_lines(5)]
+
+    # vocabularies
+    (tmp / "vocab").mkdir()
+    infos, vocabs = [], []
+    offset = 0
+    for i, ((name, kind, col), c) in enumerate(zip(fields, counts)):
+        mc = schema.min_count_for(col, min_count)
+        values, cnt = c.vocabulary(mc)
+        write_vocab(tmp / "vocab" / f"{i:03d}.arrow", values, cnt)
+        size = FIRST + len(values)
+        infos.append(FieldInfo(name, kind, col, size, offset, offset, offset + 1, mc))
+        vocabs.append(values)
+        offset += size
+    del counts
+    if offset >= 2**31:
+        raise DataError(f"{offset} features do not fit int32 ids; raise --min-count")
+    offsets = np.array([f.offset for f in infos], np.int64)
+
+    # pass 2: map each spilled chunk's dictionaries to vocabulary ids, write the splits
+    X, Y = {}, {}
+    for k, name in enumerate(SPLITS):
+        X[name] = np.lib.format.open_memmap(tmp / f"{name}.X.npy", "w+", np.int32, (int(rows[k]), F))
+        Y[name] = np.lib.format.open_memmap(tmp / f"{name}.y.npy", "w+", np.float32, (int(rows[k]),))
+    at = np.zeros(3, np.int64)
+    bar.phase("pass 2/2 encode", g)
+    def work2(ci: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        f = spill / f"{ci:06d}.arrow"
+        with pa.memory_map(str(f)) as src:
+            batch = pa.ipc.open_file(src).get_batch(0)
+            n = batch.num_rows
+            enc = np.empty((n, F), np.int32)
+            for i in range(F):
+                d = batch.column(i)
+                lut = pc.index_in(d.dictionary, value_set=vocabs[i])
+                lut = lut.fill_null(OOV - FIRST).to_numpy(zero_copy_only=False).astype(np.int32)
+                lut = np.append(lut + FIRST, MISSING).astype(np.int32) + np.int32(offsets[i])
+                enc[:, i] = lut[d.indices.fill_null(-1).to_numpy(zero_copy_only=False)]
+            s = batch.column(F).to_numpy().copy()
+            label = batch.column(F + 1).to_numpy().copy()
+            del batch, d
+        f.unlink()
+        return enc, s, label
+
+    for enc, s, label in _ordered_map(work2, range(n_chunks)):
+        for k, name in enumerate(SPLITS):
+            sel = s == k
+            m = int(sel.sum())
+            if m:
+                X[name][at[k]:at[k] + m] = enc[sel]
+                Y[name][at[k]:at[k] + m] = label[sel]
+                at[k] += m
+        bar.advance(len(s))
+    spill.rmdir()
+    for name in SPLITS:
+        X[name].flush()
+        Y[name].flush()
+    X.clear()
+    Y.clear()
+
+    counts_d = {"rows": {name: int(rows[k]) for k, name in enumerate(SPLITS)},
+                "positives": {name: int(pos[k]) for k, name in enumerate(SPLITS)},
+                "rejected": int(rejected), "rejected_lines": bad_lines[:5],
+                "rows_read": int(g)}
+    fm = FeatureMap(dataset=schema.name, fields=infos, fingerprint=fp, schema=to_dict(schema),
+                    settings=settings, counts=counts_d, inputs=identities)
+    (tmp / "feature_map.json").write_text(json.dumps(fm.to_json(), indent=1) + "\n")
+    return fm

@@ -1,0 +1,178 @@
+"""The prepared, memory-mappable training store.
+
+Layout of a store directory (written atomically by :func:`mutualctr.data.prepare.prepare`)::
+
+    feature_map.json         fields, vocab sizes, offsets, schema, settings, counts, fingerprint
+    train.X.npy train.y.npy  int32 (rows, F) global ids and float32 (rows,) 0/1 labels
+    dev.X.npy   dev.y.npy
+    test.X.npy  test.y.npy
+    vocab/000.arrow ...      per field: the kept raw values (row i -> local id i + 2) and counts
+
+Ids: field ``f`` owns the global rows ``offset .. offset + vocab_size - 1`` of one embedding
+table; local id 0 is the field's OOV index (rare or unseen values), 1 its missing index, and
+2.. its vocabulary in ``vocab/NNN.arrow`` order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from mutualctr.errors import StoreError
+
+FORMAT = "mutualctr-store"
+VERSION = 1
+SPLITS = ("train", "dev", "test")
+OOV, MISSING, FIRST = 0, 1, 2  # local ids
+
+
+@dataclass
+class FieldInfo:
+    name: str
+    kind: str  # categorical | numeric-bucketed | hour-of-day | weekday | weekend
+    column: str  # the raw column it comes from
+    vocab_size: int  # embedding rows of this field, OOV and missing included
+    offset: int  # global id of the field's local id 0
+    oov_index: int  # global id of the field's OOV row (= offset)
+    missing_index: int  # global id of the field's missing row (= offset + 1)
+    min_count: int = 1
+
+
+@dataclass
+class FeatureMap:
+    dataset: str
+    fields: list[FieldInfo]
+    fingerprint: str
+    schema: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def num_fields(self) -> int:
+        return len(self.fields)
+
+    @property
+    def num_features(self) -> int:
+        last = self.fields[-1]
+        return last.offset + last.vocab_size
+
+    def field(self, name: str) -> FieldInfo:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {"format": FORMAT, "version": VERSION, "num_fields": self.num_fields,
+                "num_features": self.num_features, **d}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "FeatureMap":
+        return cls(dataset=d["dataset"], fields=[FieldInfo(**f) for f in d["fields"]],
+                   fingerprint=d["fingerprint"], schema=d.get("schema", {}),
+                   settings=d.get("settings", {}), counts=d.get("counts", {}),
+                   inputs=d.get("inputs", []))
+
+
+def read_feature_map(path: Path) -> FeatureMap:
+    fm = Path(path) / "feature_map.json"
+    if not Path(path).is_dir():
+        raise StoreError(f"{path}: no such store directory")
+    if not fm.is_file():
+        raise StoreError(f"{path}: not a mutualctr store (no feature_map.json; incomplete or "
+                         "foreign directory)")
+    try:
+        d = json.loads(fm.read_text())
+    except (OSError, ValueError) as e:
+        raise StoreError(f"{fm}: unreadable feature map: {e}") from None
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise StoreError(f"{path}: not a mutualctr store ({fm.name} has no format marker)")
+    if d.get("version") != VERSION:
+        raise StoreError(f"{path}: store version {d.get('version')} is not {VERSION}; "
+                         "prepare it again with --overwrite")
+    try:
+        return FeatureMap.from_json(d)
+    except (KeyError, TypeError) as e:
+        raise StoreError(f"{fm}: malformed feature map ({e})") from None
+
+
+class Store:
+    """A prepared store: feature map, per-split memory maps and vocabularies."""
+
+    def __init__(self, path: Path, feature_map: FeatureMap) -> None:
+        self.path = Path(path)
+        self.feature_map = feature_map
+        self._vocab: dict[int, pa.Table] = {}
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Store":
+        path = Path(path)
+        store = cls(path, read_feature_map(path))
+        for name in SPLITS:
+            rows = store.rows(name)
+            for part, shape in (("X", (rows, store.feature_map.num_fields)), ("y", (rows,))):
+                f = path / f"{name}.{part}.npy"
+                if not f.is_file():
+                    raise StoreError(f"{path}: incomplete store (missing {f.name})")
+                try:
+                    arr = np.load(f, mmap_mode="r") if rows else np.load(f)
+                except (OSError, ValueError) as e:
+                    raise StoreError(f"{f}: unreadable ({e})") from None
+                if arr.shape != shape:
+                    raise StoreError(f"{f}: shape {arr.shape}, expected {shape}")
+        for i in range(store.feature_map.num_fields):
+            if not (path / "vocab" / f"{i:03d}.arrow").is_file():
+                raise StoreError(f"{path}: incomplete store (missing vocab/{i:03d}.arrow)")
+        return store
+
+    @property
+    def fingerprint(self) -> str:
+        return self.feature_map.fingerprint
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return SPLITS
+
+    def rows(self, name: str) -> int:
+        if name not in SPLITS:
+            raise StoreError(f"{self.path}: no split {name!r} (splits: {', '.join(SPLITS)})")
+        return int(self.feature_map.counts["rows"][name])
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(X int32 (rows, F) global ids, y float32 (rows,)) as read-only memory maps."""
+        rows = self.rows(name)
+        if rows == 0:
+            return (np.zeros((0, self.feature_map.num_fields), np.int32),
+                    np.zeros((0,), np.float32))
+        X = np.load(self.path / f"{name}.X.npy", mmap_mode="r")
+        y = np.load(self.path / f"{name}.y.npy", mmap_mode="r")
+        return X, y
+
+    def vocab_table(self, field: int | str) -> pa.Table:
+        i = field if isinstance(field, int) else [f.name for f in self.feature_map.fields].index(field)
+        if i not in self._vocab:
+            with pa.memory_map(str(self.path / "vocab" / f"{i:03d}.arrow")) as src:
+                self._vocab[i] = pa.ipc.open_file(src).read_all()
+        return self._vocab[i]
+
+    def vocab(self, field: int | str) -> pa.Array:
+        """The kept raw values of a field; value ``vocab[i]`` has local id ``i + 2``."""
+        return self.vocab_table(field).column("value").combine_chunks()
+
+    def __repr__(self) -> str:
+        fm = self.feature_map
+        return (f"Store({str(self.path)!r}, dataset={fm.dataset!r}, fields={fm.num_fields}, "
+                f"features={fm.num_features}, rows={fm.counts.get('rows')})")
+
+
+def write_vocab(path: Path, values: pa.Array, counts: pa.Array) -> None:
+    table = pa.table({"value": values, "count": counts})
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
