@@ -26,8 +26,8 @@ from mutualctr.data._threads import background
 
 def preload(X, y) -> tuple[torch.Tensor, torch.Tensor]:
     """A split in memory as (int64 (rows, F), float32 (rows,)) tensors."""
-    return (torch.from_numpy(np.ascontiguousarray(X, dtype=np.int64)),
-            torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)))
+    return (torch.from_numpy(np.array(X, dtype=np.int64, copy=True)),
+            torch.from_numpy(np.array(y, dtype=np.float32, copy=True)))
 
 
 class BatchLoader:

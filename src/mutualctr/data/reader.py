@@ -89,11 +89,11 @@ class TableReader:
     """
 
     def __init__(self, schema: Schema, path: Path, on_bad_rows: str = "error",
-                 optional: tuple[str, ...] = (), block_size: int = BLOCK_SIZE) -> None:
+                 optional: tuple[str, ...] = (), block_size: int | None = None) -> None:
         self.schema = schema
         self.path = Path(path)
         self.skip = on_bad_rows == "skip"
-        self.block_size = block_size
+        self.block_size = block_size or BLOCK_SIZE
         self.skipped = 0  # rows of the wrong width skipped
         self._bad_lines: list[int] = []
         if not self.path.exists():
@@ -140,8 +140,8 @@ class TableReader:
         want = self.schema.columns
         header = self.schema.header
         if header == "auto":
-            header = fields == want or (self.schema.label in fields and len(fields) > 1
-                                        and all(f in want for f in fields))
+            # a header: the first line is made of the schema's column names
+            header = len(fields) > 1 and all(f in want for f in fields)
         if header:
             self._check_names(fields, optional, f"{self.path}:1")
             self.columns = fields
