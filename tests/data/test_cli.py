@@ -1,0 +1,57 @@
+"""`mutualctr prepare` and `mutualctr data synth`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from mutualctr.cli import app
+from mutualctr.data.schema import load_schema
+from mutualctr.data.store import Store
+
+from .helpers import criteo_rows, write_tsv
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "configs" / "schemas"
+
+
+def test_prepare_and_synth_commands(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["data", "synth", "--rows", "3000", "--out", str(tmp_path / "s.txt"),
+                              "--seed", "2", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "ceiling AUC" in res.output and (tmp_path / "s.txt.meta.json").is_file()
+    res = runner.invoke(app, ["prepare", "--dataset", "criteo", "--input", str(tmp_path / "s.txt"),
+                              "--out", str(tmp_path / "st"), "--min-count", "2", "--quiet"])
+    assert res.exit_code == 0, res.output
+    for word in ("prepared store", "train", "2,400", "click rate", "C26", "rows rejected: 0"):
+        assert word in res.output
+    res = runner.invoke(app, ["prepare", "--dataset", "criteo", "--input", str(tmp_path / "s.txt"),
+                              "--out", str(tmp_path / "st"), "--min-count", "2", "--quiet"])
+    assert "reused existing store" in res.output
+    assert Store.open(tmp_path / "st").feature_map.settings["min_count"] == 2
+
+
+def test_errors_are_one_line_exit_2(tmp_path):
+    rows = criteo_rows(20)
+    rows[4][0] = "yes"
+    raw = write_tsv(tmp_path / "c.txt", rows)
+    p = subprocess.run([sys.executable, "-m", "mutualctr", "prepare", "--dataset", "criteo",
+                        "--input", str(raw), "--out", str(tmp_path / "o"), "--quiet"],
+                       capture_output=True, text=True)
+    assert p.returncode == 2
+    assert p.stderr.strip().count("\n") == 0
+    assert f"{raw}:5: column label: 'yes' is not a label" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "mutualctr", "prepare", "--dataset", "criteo",
+                        "--input", str(raw), "--out", str(tmp_path / "o"), "--quiet",
+                        "--on-bad-rows", "skip"], capture_output=True, text=True)
+    assert p.returncode == 0 and f"{raw}:5" in p.stdout
+
+
+def test_example_schemas_load():
+    for f in sorted(SCHEMAS.glob("*.yaml")):
+        s = load_schema(f)
+        if s.columns:  # else the columns come from the file's header
+            assert s.fields()
