@@ -99,9 +99,248 @@ def synth_cmd(
 
 # ---- training (issue 4) --------------------------------------------------------------
 
+
+def _print_json(obj) -> None:
+    import json
+
+    typer.echo(json.dumps(obj, default=float))
+
+
+def _resolve_config(model: Optional[str], config: Optional[Path], store: Path, seed, epochs, lr, batch_size, device):
+    from mutualctr.training import api
+    from mutualctr.training.config import load_run_config, with_overrides
+
+    if config is not None:
+        cfg = load_run_config(config)
+    else:
+        if model is None:
+            _fail("give --model NAME or --config FILE")
+        dataset = getattr(api.open_store(store).feature_map, "dataset", None)
+        cfg = api.default_config(model, dataset)
+    return with_overrides(cfg, model=model, seed=seed, epochs=epochs, lr=lr, batch_size=batch_size, device=device)
+
+
+@app.command()
+def train(
+    data: Path = typer.Option(..., "--data", help="prepared store (mutualctr prepare)"),
+    out: Path = typer.Option(..., "--out", help="run directory to create (or resume)"),
+    model: Optional[str] = typer.Option(None, "--model", help="lr, fm, deepfm, dcn, dcnv2, pnn, fibinet"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML run config (default: configs/<dataset>/<model>.yaml)"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    json_out: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
+):
+    """Train one model; keeps the best-on-dev checkpoint and reports its test metrics."""
+    from mutualctr.training import api
+    from mutualctr.training.config import load_run_config
+
+    if resume and (out / "config.yaml").is_file() and config is None and model is None:
+        cfg = load_run_config(out / "config.yaml")
+    else:
+        cfg = _resolve_config(model, config, data, seed, epochs, lr, batch_size, device)
+    s = api.train(data, out, cfg, resume=resume, quiet=quiet)
+    if json_out:
+        _print_json(s)
+        return
+    typer.echo(f"{s['model']}: best dev AUC {s['dev_auc']:.5f} (step {s['best_step']}), "
+               f"test AUC {s['test_auc']:.5f}, test logloss {s['test_logloss']:.5f}, "
+               f"{s['samples_per_s'] or 0:,.0f} samples/s -> {out}")
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Option(..., "--run"),
+    data: Path = typer.Option(..., "--data"),
+    split: str = typer.Option("test", "--split", help="train | dev | test"),
+    device: str = typer.Option("auto", "--device"),
+    json_out: bool = typer.Option(False, "--json", help='print {"auc", "logloss", "rows"}'),
+):
+    """Score a run's best checkpoint on a split of the store."""
+    from mutualctr.training import api
+
+    r = api.evaluate(run, data, split, device=device)
+    if json_out:
+        _print_json(r)
+    else:
+        typer.echo(f"{split}: AUC {r['auc']:.5f}  logloss {r['logloss']:.5f}  rows {r['rows']:,}")
+
+
+@app.command()
+def predict(
+    run: Path = typer.Option(..., "--run"),
+    input: Path = typer.Option(..., "--input", help="raw file in the store's format"),
+    out: Path = typer.Option(..., "--out", help="CSV to write"),
+    keep: List[str] = typer.Option([], "--keep", help="raw column to copy next to the probability"),
+    data: Optional[Path] = typer.Option(None, "--data", help="store (default: the one the run was trained on)"),
+    device: str = typer.Option("auto", "--device"),
+):
+    """Write click probabilities for raw rows (unseen values map to OOV)."""
+    from mutualctr.training import api
+
+    r = api.predict(run, input, out, keep=keep, store_path=data, device=device)
+    extra = f" (AUC {r['auc']:.5f} on the file's labels)" if "auc" in r else ""
+    typer.echo(f"wrote {r['rows']:,} probabilities to {out}{extra}")
+
+
 # ---- mutual learning (issue 5) -------------------------------------------------------
 
+
+def _print_group(g, json_out: bool) -> None:
+    if json_out:
+        _print_json(g)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"group ({g['settings']['mode']}, alpha={g['settings']['alpha']}, lr={g['settings']['lr']})")
+    ft = any(m.get("start") for m in g["members"])
+    cols = ["member", "model"] + (["start dev AUC", "start test AUC"] if ft else []) + \
+        ["best dev AUC", "test AUC", "test logloss"] + (["RelaImp %"] if ft else [])
+    for c in cols:
+        t.add_column(c, justify="right")
+    rows = [(str(i), m) for i, m in enumerate(g["members"])] + [("mean", g["mean"] | {"model": ""})]
+    for label, m in rows:
+        start = m.get("start") or {}
+        vals = [label, m.get("model", "")]
+        if ft:
+            vals += [f"{start.get('dev_auc', m.get('start_dev_auc', float('nan'))):.5f}",
+                     f"{start.get('test_auc', m.get('start_test_auc', float('nan'))):.5f}"]
+        vals += [f"{m['dev_auc']:.5f}", f"{m['test_auc']:.5f}", f"{m['test_logloss']:.5f}"]
+        if ft:
+            vals.append(f"{m.get('relaimp_test', float('nan')):+.3f}")
+        t.add_row(*vals)
+    Console().print(t)
+
+
+def _csv_ints(s: Optional[str]) -> List[int]:
+    return [int(x) for x in s.split(",")] if s else []
+
+
+@app.command()
+def mutual(
+    data: Path = typer.Option(..., "--data"),
+    out: Path = typer.Option(..., "--out", help="group directory (one run directory per member inside)"),
+    init: List[Path] = typer.Option([], "--init", help="trained runs to finetune: --init RUN [RUN...]"),
+    more_init: Optional[List[Path]] = typer.Argument(None, hidden=True),
+    models: Optional[str] = typer.Option(None, "--models", help="scratch: comma-separated model names"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="scratch: comma-separated seeds, one per model"),
+    alpha: float = typer.Option(1.0, "--alpha", help="mutual-loss weight; 0 = continued training control"),
+    loss: str = typer.Option("mse_prob", "--loss", help="mse_prob | mse_logit | kl"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="learning rate (finetune default 1e-4)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    evals_per_epoch: Optional[int] = typer.Option(None, "--evals-per-epoch"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="batch order seed"),
+    device: Optional[str] = typer.Option(None, "--device"),
+    resume: bool = typer.Option(False, "--resume"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    json_out: bool = typer.Option(False, "--json"),
+):
+    """Deep mutual learning of N models: finetune trained runs, or train from scratch."""
+    from mutualctr.training import api
+
+    g = api.mutual(data, out, init=list(init) + list(more_init or []), models=models.split(",") if models else (), seeds=_csv_ints(seeds),
+                   alpha=alpha, loss=loss, lr=lr, epochs=epochs, evals_per_epoch=evals_per_epoch, seed=seed,
+                   device=device, resume=resume, quiet=quiet)
+    _print_group(g, json_out)
+
+
+@app.command()
+def distill(
+    data: Path = typer.Option(..., "--data"),
+    teacher: Path = typer.Option(..., "--teacher", help="trained run (frozen)"),
+    student: str = typer.Option(..., "--student", help="a run to finetune, or a model name to train"),
+    out: Path = typer.Option(..., "--out"),
+    beta: float = typer.Option(1.0, "--beta", help="weight of MSE(p_student, p_teacher)"),
+    loss: str = typer.Option("mse_prob", "--loss"),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    evals_per_epoch: Optional[int] = typer.Option(None, "--evals-per-epoch"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device"),
+    resume: bool = typer.Option(False, "--resume"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    json_out: bool = typer.Option(False, "--json"),
+):
+    """Knowledge distillation: the student learns from labels and a frozen teacher."""
+    from mutualctr.training import api
+
+    g = api.distill(data, out, teacher, student, beta=beta, loss=loss, lr=lr, epochs=epochs,
+                    evals_per_epoch=evals_per_epoch, seed=seed, device=device, resume=resume, quiet=quiet)
+    _print_group(g, json_out)
+
+
+@app.command()
+def ensemble(
+    runs: List[Path] = typer.Option(..., "--runs", help="run directories: --runs RUN [RUN...]"),
+    more_runs: Optional[List[Path]] = typer.Argument(None, hidden=True),
+    data: Path = typer.Option(..., "--data"),
+    split: str = typer.Option("test", "--split"),
+    device: str = typer.Option("auto", "--device"),
+    json_out: bool = typer.Option(False, "--json"),
+):
+    """Evaluate the average of the members' probabilities."""
+    from mutualctr.training import api
+
+    r = api.ensemble(list(runs) + list(more_runs or []), data, split, device=device)
+    if json_out:
+        _print_json(r)
+        return
+    for m in r["members"]:
+        typer.echo(f"{m['model']:>8} {m['run']}: AUC {m['auc']:.5f} logloss {m['logloss']:.5f}")
+    typer.echo(f"ensemble of {len(r['members'])}: {split} AUC {r['auc']:.5f} logloss {r['logloss']:.5f}")
+
 # ---- experiments (issue 6) -----------------------------------------------------------
+
+
+def _csv_floats(s: Optional[str], name: str) -> List[float]:
+    try:
+        return [float(x) for x in s.split(",") if x.strip()] if s else []
+    except ValueError:
+        _fail(f"{name}: expected comma-separated numbers, got {s!r}")
+
+
+@app.command()
+def experiment(
+    question: str = typer.Argument(..., help="rq1 | rq2 | rq3 | rq4 | all (or a comma list)"),
+    data: Path = typer.Option(..., "--data", help="prepared store"),
+    out: Path = typer.Option(..., "--out", help="experiment directory (runs are cached in OUT/runs)"),
+    models: str = typer.Option("deepfm,dcn,pnn,fibinet", "--models"),
+    instances: int = typer.Option(4, "--instances", help="independent runs / group members per model"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated, one per instance (default 1..N)"),
+    config_dir: Optional[Path] = typer.Option(None, "--config-dir", help="run configs: DIR/<model>.yaml or DIR/<dataset>/<model>.yaml"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="epochs of the independent and from-scratch runs"),
+    alpha: str = typer.Option("1.0", "--alpha", help="mutual-loss weights to try, e.g. 1.0,0.5 (chosen on dev)"),
+    finetune_lr: str = typer.Option("1e-4", "--finetune-lr", help="finetuning learning rates to try (chosen on dev)"),
+    rq4_model: Optional[str] = typer.Option(None, "--rq4-model", help="model of RQ4 (default: dcn on Criteo, fibinet on Avazu, else the first)"),
+    paper: Optional[bool] = typer.Option(None, "--paper/--no-paper", help="show the paper's numbers (default: on Criteo/Avazu stores)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Run RQ1-RQ4 of the paper with controls; writes results.csv, tables.md, stats.json and plots."""
+    from mutualctr.experiments import run_experiment
+
+    r = run_experiment(question, data, out, [m for m in models.split(",") if m.strip()], instances=instances,
+                       seeds=_csv_ints(seeds) or None, config_dir=config_dir, epochs=epochs,
+                       alphas=_csv_floats(alpha, "--alpha"), finetune_lrs=_csv_floats(finetune_lr, "--finetune-lr"),
+                       rq4_model=rq4_model, quiet=quiet, reference=paper)
+    typer.echo(f"{len(r['rows'])} result rows in {r['seconds']:.0f} s -> {r['paths']['tables']} "
+               f"(results.csv, stats.json, plots: {', '.join(Path(p).name for p in r['paths']['plots'])})")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo_out"), "--out", help="where the data, store, runs and reports go"),
+    rows: Optional[int] = typer.Option(None, "--rows", help="synthetic rows (default sized for ~10 min on 2 CPU cores)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """The main job end to end: synthetic data -> store -> RQ1 + RQ2 with controls for DeepFM and DCN."""
+    from mutualctr.experiments.demo import run_demo
+
+    run_demo(out, rows=rows, quiet=quiet)
 
 
 def main() -> None:

@@ -1,0 +1,255 @@
+"""High-level operations behind the CLI: train, evaluate, predict, mutual, distill, ensemble.
+
+Every function takes paths and typed settings, returns plain dicts, and prints nothing
+(progress bars aside); the CLI formats the output.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from mutualctr import atomic
+from mutualctr.config import ConfigError
+from mutualctr.errors import CheckpointError
+from mutualctr.training import checkpoint
+from mutualctr.training.config import MutualConfig, RunConfig, load_run_config, run_config_from_dict
+from mutualctr.training.metrics import relaimp
+from mutualctr.training.trainer import Member, Trainer, predict_logits, resolve_device, scores
+
+REPO_CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+
+
+def open_store(path: str | Path):
+    from mutualctr.data.store import Store
+
+    return Store.open(path)
+
+
+def default_config(model: str, dataset: str | None = None, config_dir: Path | None = None) -> RunConfig:
+    """configs/<dataset>/<model>.yaml when shipped (or in ``config_dir``), else built-in defaults."""
+    for base in [config_dir, REPO_CONFIGS]:
+        if base is None:
+            continue
+        for cand in ([base / dataset / f"{model}.yaml"] if dataset else []) + [base / f"{model}.yaml"]:
+            if cand.is_file():
+                return load_run_config(cand)
+    return run_config_from_dict({"model": {"name": model}})
+
+
+def build(cfg: RunConfig, store, seed: int | None = None):
+    from mutualctr.models import build_model
+
+    torch.manual_seed(cfg.train.seed if seed is None else seed)
+    fm = store.feature_map
+    return build_model(cfg.model_name, fm.num_features, fm.num_fields, cfg.model_params())
+
+
+def load_run(run: str | Path, store=None) -> tuple[torch.nn.Module, RunConfig, dict[str, Any]]:
+    """The best model of a run directory (or a best.pt file), checked against ``store``."""
+    from mutualctr.models import build_model
+
+    run = Path(run)
+    path = run if run.suffix == ".pt" else run / "checkpoints" / "best.pt"
+    if not run.exists():
+        raise CheckpointError(f"{run}: no such run directory")
+    ck = checkpoint.load(path)
+    if ck.get("kind") != "model":
+        raise CheckpointError(f"{path}: not a model checkpoint")
+    if store is not None:
+        checkpoint.check_store(ck, store, path)
+    cfg = run_config_from_dict(ck["config"], str(path))
+    model = build_model(cfg.model_name, ck["num_features"], ck["num_fields"], cfg.model_params())
+    try:
+        model.load_state_dict(ck["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit model {cfg.model_name}: {e}") from e
+    return model, cfg, ck
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    if resume:
+        return
+    if (out / "checkpoints").exists():
+        raise CheckpointError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
+
+
+def train(store_path: str | Path, out: str | Path, cfg: RunConfig, resume: bool = False,
+          quiet: bool = False) -> dict[str, Any]:
+    """Independent training of one model (the trainer with N = 1)."""
+    store = open_store(store_path)
+    out = Path(out)
+    _check_out(out, resume)
+    member = Member(config=cfg, model=build(cfg, store), run_dir=out)
+    trainer = Trainer(store, [member], out, cfg.train, quiet=quiet)
+    return trainer.fit(resume=resume)[0]
+
+
+def evaluate(run: str | Path, store_path: str | Path, split: str = "test", device: str = "auto",
+             batch_size: int = 32768) -> dict[str, Any]:
+    store = open_store(store_path)
+    model, _, _ = load_run(run, store)
+    dev = resolve_device(device)
+    model.to(dev)
+    X, y = store.split(split)
+    return scores(np.asarray(y), predict_logits(model, X, batch_size, dev))
+
+
+def predict(run: str | Path, input_path: str | Path, out: str | Path, keep: Sequence[str] = (),
+            store_path: str | Path | None = None, device: str = "auto", batch_size: int = 32768) -> dict[str, Any]:
+    """Encode raw rows with the run's store vocabulary and write probabilities as CSV."""
+    from mutualctr.data.encode import encode_file
+
+    run = Path(run)
+    if store_path is None:
+        ck = checkpoint.load(run / "checkpoints" / "best.pt")
+        store_path = ck.get("store_path")
+    store = open_store(store_path)
+    model, _, _ = load_run(run, store)
+    enc = encode_file(store, Path(input_path), keep=list(keep))
+    dev = resolve_device(device)
+    model.to(dev)
+    logits = predict_logits(model, enc.X, batch_size, dev)
+    probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    out = Path(out)
+    with atomic.atomic_path(out) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            cols = list(keep)
+            w.writerow(cols + ["probability"])
+            kept = [enc.kept[c] for c in cols]
+            for i in range(len(probs)):
+                w.writerow([k[i] for k in kept] + [f"{probs[i]:.6f}"])
+    res = {"rows": int(len(probs)), "out": str(out)}
+    if enc.labels is not None and len(np.unique(enc.labels)) == 2:
+        res.update({k: v for k, v in scores(enc.labels, logits).items() if k != "rows"})
+    return res
+
+
+# ---- groups -----------------------------------------------------------------------------
+
+def _member_dir(out: Path, i: int, name: str) -> Path:
+    return out / f"m{i}-{name}"
+
+
+def _group_result(results: list[dict[str, Any]], out: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    for r in results:
+        s = r.get("start")
+        if s:
+            r["relaimp_test"] = relaimp(r["test_auc"], s["test_auc"])
+            r["relaimp_dev"] = relaimp(r["dev_auc"], s["dev_auc"])
+    keys = ["dev_auc", "dev_logloss", "test_auc", "test_logloss", "relaimp_test"]
+    mean = {k: float(np.mean([r[k] for r in results])) for k in keys if all(k in r for r in results)}
+    if all(r.get("start") for r in results):
+        mean["start_test_auc"] = float(np.mean([r["start"]["test_auc"] for r in results]))
+        mean["start_dev_auc"] = float(np.mean([r["start"]["dev_auc"] for r in results]))
+    group = {"settings": settings, "members": results, "mean": mean}
+    atomic.write_json(out / "group.json", group)
+    return group
+
+
+def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path] = (),
+           models: Sequence[str] = (), seeds: Sequence[int] = (), alpha: float = 1.0,
+           loss: str = "mse_prob", lr: float | None = None, epochs: int | None = None,
+           evals_per_epoch: int | None = None, seed: int | None = None, device: str | None = None,
+           config_dir: Path | None = None, resume: bool = False, quiet: bool = False,
+           teachers: Sequence[str | Path] = ()) -> dict[str, Any]:
+    """Train a group: finetune from runs (``init``) or from scratch (``models`` + ``seeds``).
+
+    ``alpha = 0`` is the no-mutual control (each member trained as if alone). ``teachers``
+    turns the peer term into distillation from frozen models.
+    """
+    store = open_store(store_path)
+    out = Path(out)
+    _check_out(out, resume)
+    if loss not in ("mse_prob", "mse_logit", "kl"):
+        raise ConfigError(f"unknown mutual loss {loss!r} (mse_prob, mse_logit, kl)")
+    mcfg = MutualConfig(alpha=alpha, loss=loss)
+    members: list[Member] = []
+    finetune = bool(init)
+    if finetune and models:
+        raise ConfigError("give either --init RUN... (finetune) or --models (scratch), not both")
+    if finetune:
+        lr = 1e-4 if lr is None else lr
+        for i, run in enumerate(init):
+            model, cfg, ck = load_run(run, store)
+            cfg = replace(cfg, optim=replace(cfg.optim, lr=lr))
+            members.append(Member(config=cfg, model=model, run_dir=_member_dir(out, i, cfg.model_name),
+                                  init_from=str(Path(run).resolve())))
+        train_cfg = replace(members[0].config.train, epochs=1 if epochs is None else epochs,
+                            evals_per_epoch=4 if evals_per_epoch is None else evals_per_epoch, patience=0)
+    else:
+        if not models:
+            raise ConfigError("give --init RUN... to finetune or --models NAME,... to train from scratch")
+        seeds = list(seeds) or list(range(1, len(models) + 1))
+        if len(seeds) != len(models):
+            raise ConfigError(f"--seeds has {len(seeds)} values for {len(models)} models")
+        dataset = getattr(store.feature_map, "dataset", None)
+        for i, (name, s) in enumerate(zip(models, seeds)):
+            cfg = default_config(name, dataset, config_dir)
+            cfg = replace(cfg, train=replace(cfg.train, seed=s))
+            if lr is not None:
+                cfg = replace(cfg, optim=replace(cfg.optim, lr=lr))
+            members.append(Member(config=cfg, model=build(cfg, store, seed=s), run_dir=_member_dir(out, i, name)))
+        base = members[0].config.train
+        train_cfg = replace(base, epochs=base.epochs if epochs is None else epochs,
+                            evals_per_epoch=base.evals_per_epoch if evals_per_epoch is None else evals_per_epoch)
+    if seed is not None:
+        train_cfg = replace(train_cfg, seed=seed)
+    if device is not None:
+        train_cfg = replace(train_cfg, device=device)
+    teacher_models = [load_run(t, store)[0] for t in teachers]
+    trainer = Trainer(store, members, out, train_cfg, mcfg, teachers=teacher_models, quiet=quiet,
+                      finetune=finetune)
+    if finetune and not (resume and trainer.ckpt_path.is_file()):
+        for m in members:
+            d, t = trainer.evaluate(m.model, "dev"), trainer.evaluate(m.model, "test")
+            m.start = {"dev_auc": d["auc"], "dev_logloss": d["logloss"], "test_auc": t["auc"], "test_logloss": t["logloss"]}
+        atomic.write_json(out / "start.json", [m.start for m in members])
+    elif finetune:
+        import json
+
+        for m, s in zip(members, json.loads((out / "start.json").read_text())):
+            m.start = s
+    results = trainer.fit(resume=resume)
+    settings = {"mode": "distill" if teachers else ("finetune" if finetune else "scratch"), "alpha": alpha,
+                "loss": loss, "lr": members[0].config.optim.lr, "epochs": train_cfg.epochs,
+                "evals_per_epoch": train_cfg.evals_per_epoch, "seed": train_cfg.seed,
+                "init": [str(p) for p in init], "teachers": [str(t) for t in teachers]}
+    return _group_result(results, out, settings)
+
+
+def distill(store_path: str | Path, out: str | Path, teacher: str | Path, student: str, beta: float = 1.0,
+            **kw) -> dict[str, Any]:
+    """Student (a run to finetune, or a model name to train from scratch) learns from a frozen teacher."""
+    if Path(student).exists():
+        return mutual(store_path, out, init=[student], alpha=beta, teachers=[teacher], **kw)
+    return mutual(store_path, out, models=[student], seeds=kw.pop("seeds", ()) or [1], alpha=beta,
+                  teachers=[teacher], **kw)
+
+
+def ensemble(runs: Sequence[str | Path], store_path: str | Path, split: str = "test", device: str = "auto",
+             batch_size: int = 32768) -> dict[str, Any]:
+    """AUC/logloss of the average of the members' probabilities, and of each member."""
+    store = open_store(store_path)
+    X, y = store.split(split)
+    y = np.asarray(y)
+    dev = resolve_device(device)
+    probs, members = [], []
+    for run in runs:
+        model, cfg, _ = load_run(run, store)
+        model.to(dev)
+        logits = predict_logits(model, X, batch_size, dev)
+        probs.append(1.0 / (1.0 + np.exp(-logits.astype(np.float64))))
+        members.append({"run": str(run), "model": cfg.model_name, **scores(y, logits)})
+    avg = np.mean(probs, axis=0)
+    logit_avg = np.log(np.clip(avg, 1e-12, 1)) - np.log(np.clip(1 - avg, 1e-12, 1))
+    res = scores(y, logit_avg)
+    res["members"] = members
+    res["split"] = split
+    return res

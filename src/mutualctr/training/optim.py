@@ -1,0 +1,163 @@
+"""Optimizers and learning-rate schedules.
+
+Dense parameters (MLP, cross, product, SENET, bilinear weights) use torch's Adam. The one
+embedding table uses either torch's Adam on a dense gradient (``dense``, parity with the
+peers) or :class:`RowAdam` (``rowwise``, default), which reads the coalesced sparse gradient
+the embedding layer produces and updates only the rows the batch touched.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+
+class RowAdam(torch.optim.Optimizer):
+    """Adam restricted to the rows present in a sparse gradient ("lazy" Adam).
+
+    For a touched row r at global step t:  m_r <- b1 m_r + (1-b1) g_r;  v_r <- b2 v_r + (1-b2) g_r^2;
+    w_r <- w_r - lr * (m_r / (1-b1^t)) / (sqrt(v_r / (1-b2^t)) + eps).
+    Untouched rows keep their weights and moments. On a step where every row is touched this is
+    exactly torch.optim.Adam; otherwise it differs only in not decaying the moments (and not
+    moving) rows the batch did not use, which is what makes a step cost O(touched rows) instead
+    of O(table). Dense gradients are accepted too (all rows touched).
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            lr, eps = group["lr"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float64)
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                t = float(state["step"])
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                bc1, bc2 = 1 - b1**t, 1 - b2**t
+                g = p.grad
+                if g.is_sparse:
+                    if not g.is_coalesced():
+                        g = g.coalesce()
+                    rows, vals = g.indices()[0], g.values()
+                    m_r = m.index_select(0, rows).mul_(b1).add_(vals, alpha=1 - b1)
+                    v_r = v.index_select(0, rows).mul_(b2).addcmul_(vals, vals, value=1 - b2)
+                    m.index_copy_(0, rows, m_r)
+                    v.index_copy_(0, rows, v_r)
+                    denom = (v_r / bc2).sqrt_().add_(eps)
+                    p.index_add_(0, rows, (m_r / denom).mul_(-lr / bc1))
+                else:
+                    m.mul_(b1).add_(g, alpha=1 - b1)
+                    v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                    denom = (v / bc2).sqrt_().add_(eps)
+                    p.addcdiv_(m, denom, value=-lr / bc1)
+        return None
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and schedule settings (YAML section ``optim``)."""
+
+    lr: float = 1e-3
+    embedding_optimizer: Literal["rowwise", "dense"] = "rowwise"
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    schedule: Literal["exp", "constant", "plateau"] = "exp"
+    decay_epochs: float = 3.0  # exp: reach `decay_to` x lr after this many epochs (paper: 3)
+    decay_to: float = 0.1
+    plateau_factor: float = 0.1  # plateau: multiply lr by this when dev AUC stops improving
+    plateau_patience: int = 1
+
+    def __post_init__(self):
+        if self.lr <= 0:
+            raise ValueError("optim.lr must be > 0")
+        if not 0 < self.decay_to <= 1:
+            raise ValueError("optim.decay_to must be in (0, 1]")
+
+
+class Schedule:
+    """Per-step learning rate: exp decay, constant, or plateau decay (driven by dev AUC).
+
+    exp: lr(t) = lr0 * decay_to ** (t / (decay_epochs * steps_per_epoch))  (SPEC.md: one tenth
+    after three epochs).
+    """
+
+    def __init__(self, cfg: OptimConfig, optimizers: list[torch.optim.Optimizer], steps_per_epoch: int):
+        self.cfg = cfg
+        self.optimizers = optimizers
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.base_lr = cfg.lr
+        self.plateau_scale = 1.0
+        self.plateau_best = -math.inf
+        self.plateau_bad = 0
+        self.set_step(0)
+
+    def lr_at(self, step: int) -> float:
+        c = self.cfg
+        if c.schedule == "exp":
+            return self.base_lr * c.decay_to ** (step / (c.decay_epochs * self.steps_per_epoch))
+        return self.base_lr * self.plateau_scale
+
+    def set_step(self, step: int) -> float:
+        lr = self.lr_at(step)
+        for opt in self.optimizers:
+            for g in opt.param_groups:
+                g["lr"] = lr
+        self.lr = lr
+        return lr
+
+    def observe(self, dev_auc: float) -> None:
+        """Plateau decay: call after each dev evaluation."""
+        if self.cfg.schedule != "plateau":
+            return
+        if dev_auc > self.plateau_best:
+            self.plateau_best, self.plateau_bad = dev_auc, 0
+        else:
+            self.plateau_bad += 1
+            if self.plateau_bad >= self.cfg.plateau_patience:
+                self.plateau_scale *= self.cfg.plateau_factor
+                self.plateau_bad = 0
+
+    def state_dict(self) -> dict:
+        return dict(base_lr=self.base_lr, plateau_scale=self.plateau_scale,
+                    plateau_best=self.plateau_best, plateau_bad=self.plateau_bad)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.base_lr = state["base_lr"]
+        self.plateau_scale = state["plateau_scale"]
+        self.plateau_best = state["plateau_best"]
+        self.plateau_bad = state["plateau_bad"]
+
+
+def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Optimizer]:
+    """[dense Adam for the network, embedding optimizer]; sets the tables' gradient mode."""
+    from mutualctr.models import embedding_tables, set_sparse_grad
+
+    emb = [t.weight for t in embedding_tables(model)]
+    emb_ids = {id(p) for p in emb}
+    dense = [p for p in model.parameters() if id(p) not in emb_ids]
+    sparse = cfg.embedding_optimizer == "rowwise"
+    set_sparse_grad(model, sparse)
+    betas = (cfg.beta1, cfg.beta2)
+    opts: list[torch.optim.Optimizer] = []
+    if dense:
+        opts.append(torch.optim.Adam(dense, lr=cfg.lr, betas=betas, eps=cfg.eps))
+    if emb:
+        if sparse:
+            opts.append(RowAdam(emb, lr=cfg.lr, betas=betas, eps=cfg.eps))
+        else:
+            opts.append(torch.optim.Adam(emb, lr=cfg.lr, betas=betas, eps=cfg.eps))
+    return opts

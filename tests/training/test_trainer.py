@@ -1,0 +1,221 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mutualctr.config import ConfigError
+from mutualctr.errors import CheckpointError, TrainingError
+from mutualctr.training import api, checkpoint
+from mutualctr.training.config import run_config_from_dict, run_config_to_dict
+from mutualctr.training.trainer import Trainer
+from tests.conftest import tiny_config
+
+
+def _state(run: Path) -> dict:
+    return checkpoint.load(run / "checkpoints" / "best.pt")["state_dict"]
+
+
+def _assert_same_weights(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_train_writes_a_complete_run(tiny_store, tmp_path):
+    out = tmp_path / "run"
+    s = api.train(tiny_store, out, tiny_config(epochs=3), quiet=True)
+    for f in ["config.yaml", "metrics.jsonl", "summary.json", "checkpoints/best.pt", "checkpoints/last.pt"]:
+        assert (out / f).is_file(), f
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 3
+    assert {"step", "epoch", "lr", "train_loss", "dev_auc", "dev_logloss", "samples_per_s"} <= set(lines[0])
+    # the learning rate decays per step (exp schedule)
+    assert lines[0]["lr"] > lines[-1]["lr"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["test_auc"] == s["test_auc"]
+    assert summary["dev_auc"] == max(l["dev_auc"] for l in lines)
+    assert s["test_auc"] > 0.6  # synthetic data carries a clear signal
+    ev = api.evaluate(out, tiny_store, "test")
+    assert ev["auc"] == pytest.approx(s["test_auc"], abs=1e-12)
+
+
+def test_same_seed_same_metrics_and_weights(tiny_store, tmp_path):
+    a = api.train(tiny_store, tmp_path / "a", tiny_config(seed=5), quiet=True)
+    b = api.train(tiny_store, tmp_path / "b", tiny_config(seed=5), quiet=True)
+    c = api.train(tiny_store, tmp_path / "c", tiny_config(seed=6), quiet=True)
+    assert a["test_auc"] == b["test_auc"] and a["dev_logloss"] == b["dev_logloss"]
+    _assert_same_weights(_state(tmp_path / "a"), _state(tmp_path / "b"))
+    assert a["test_auc"] != c["test_auc"]
+
+
+@pytest.mark.parametrize("model", ["lr", "fm", "deepfm", "dcn", "dcnv2", "pnn", "fibinet"])
+def test_every_model_trains(model, tiny_store, tmp_path):
+    s = api.train(tiny_store, tmp_path / model, tiny_config(model, epochs=3, lr=1e-2), quiet=True)
+    assert 0.55 < s["test_auc"] <= 1.0
+
+
+def test_dense_embedding_optimizer_trains_too(tiny_store, tmp_path):
+    s = api.train(tiny_store, tmp_path / "dense", tiny_config(embedding_optimizer="dense", epochs=1), quiet=True)
+    assert s["test_auc"] > 0.6
+
+
+def test_resume_after_interruption_equals_uninterrupted(tiny_store, tmp_path, monkeypatch):
+    cfg = tiny_config(epochs=3, evals_per_epoch=2)
+    full = api.train(tiny_store, tmp_path / "full", cfg, quiet=True)
+
+    calls = {"n": 0}
+    orig = Trainer._step
+
+    def dying_step(self, ids, labels):
+        calls["n"] += 1
+        if calls["n"] == 40:  # mid-epoch 2, after a checkpoint
+            raise KeyboardInterrupt
+        return orig(self, ids, labels)
+
+    monkeypatch.setattr(Trainer, "_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        api.train(tiny_store, tmp_path / "cut", cfg, quiet=True)
+    monkeypatch.setattr(Trainer, "_step", orig)
+    with pytest.raises(CheckpointError, match="--resume"):
+        api.train(tiny_store, tmp_path / "cut", cfg, quiet=True)
+    resumed = api.train(tiny_store, tmp_path / "cut", cfg, resume=True, quiet=True)
+    for k in ("dev_auc", "dev_logloss", "test_auc", "test_logloss", "best_step", "steps"):
+        assert resumed[k] == full[k], k
+    _assert_same_weights(_state(tmp_path / "full"), _state(tmp_path / "cut"))
+    full_lines = [json.loads(l)["dev_auc"] for l in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    cut_lines = [json.loads(l)["dev_auc"] for l in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert full_lines == cut_lines
+
+
+def test_resume_after_kill_9_equals_uninterrupted(tiny_store, tmp_path):
+    cfg = tiny_config(epochs=4, evals_per_epoch=2)
+    cfg_file = tmp_path / "cfg.yaml"
+    import yaml
+
+    cfg_file.write_text(yaml.safe_dump(run_config_to_dict(cfg)))
+    cmd = [sys.executable, "-m", "mutualctr", "train", "--data", str(tiny_store), "--config", str(cfg_file),
+           "--quiet", "--json"]
+    full = subprocess.run(cmd + ["--out", str(tmp_path / "full")], capture_output=True, text=True, check=True)
+    full = json.loads(full.stdout)
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + ["--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    killed = proc.poll() is None
+    if killed:
+        time.sleep(0.05)  # land somewhere in the middle, possibly mid-write
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    res = subprocess.run(cmd + ["--out", str(run), "--resume"], capture_output=True, text=True, check=True)
+    res = json.loads(res.stdout)
+    assert killed, "the run finished before it could be killed; enlarge it"
+    for k in ("dev_auc", "test_auc", "test_logloss", "best_step"):
+        assert res[k] == full[k], k
+
+
+def test_checkpoint_against_another_store_fails_clearly(tiny_store, other_store, tmp_path):
+    api.train(tiny_store, tmp_path / "r", tiny_config(epochs=1), quiet=True)
+    with pytest.raises(CheckpointError, match="fingerprint"):
+        api.evaluate(tmp_path / "r", other_store)
+    with pytest.raises(CheckpointError, match="fingerprint"):
+        api.mutual(other_store, tmp_path / "g", init=[tmp_path / "r"], quiet=True)
+
+
+def test_corrupt_truncated_and_missing_checkpoints(tiny_store, tmp_path):
+    api.train(tiny_store, tmp_path / "r", tiny_config(epochs=1), quiet=True)
+    best = tmp_path / "r" / "checkpoints" / "best.pt"
+    data = best.read_bytes()
+    best.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        api.evaluate(tmp_path / "r", tiny_store)
+    best.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        api.evaluate(tmp_path / "r", tiny_store)
+    with pytest.raises(CheckpointError, match="no such run"):
+        api.evaluate(tmp_path / "nope", tiny_store)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_store, tmp_path, monkeypatch):
+    cfg = tiny_config(epochs=3)
+    orig = Trainer.group_losses
+    calls = {"n": 0}
+
+    def poisoned(self, ids, labels):
+        calls["n"] += 1
+        losses = orig(self, ids, labels)
+        if calls["n"] >= 25:  # epoch 2, after the epoch-1 checkpoint
+            losses = [l * float("nan") for l in losses]
+        return losses
+
+    monkeypatch.setattr(Trainer, "group_losses", poisoned)
+    with pytest.raises(TrainingError, match=r"non-finite loss at step 25 .*last good checkpoint .*step 19"):
+        api.train(tiny_store, tmp_path / "r", cfg, quiet=True)
+    ck = checkpoint.load(tmp_path / "r" / "checkpoints" / "last.pt")
+    assert ck["step"] == 19
+    assert all(torch.isfinite(v).all() for v in ck["members"][0]["model"].values() if v.is_floating_point())
+    assert api.evaluate(tmp_path / "r", tiny_store)["auc"] > 0.5
+
+
+def test_unknown_config_keys_are_rejected():
+    with pytest.raises(ConfigError, match="unknown key train.epoch"):
+        run_config_from_dict({"model": {"name": "deepfm"}, "train": {"epoch": 3}})
+    with pytest.raises(ConfigError, match="unknown model"):
+        run_config_from_dict({"model": {"name": "deepfn"}})
+    with pytest.raises(ConfigError, match="optim.lr"):
+        run_config_from_dict({"model": {"name": "deepfm"}, "optim": {"lr": "fast"}})
+
+
+def test_missing_store_is_a_clear_error(tmp_path):
+    from mutualctr.errors import StoreError
+
+    with pytest.raises(StoreError):
+        api.train(tmp_path / "nostore", tmp_path / "r", tiny_config(), quiet=True)
+
+
+def test_shipped_configs_load():
+    from mutualctr.training.config import load_run_config
+
+    files = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*/*.yaml"))
+    assert len(files) >= 14
+    for f in files:
+        cfg = load_run_config(f)
+        assert cfg.train.batch_size == 4000 and cfg.model.get("embed_dim", 16) == 16
+
+
+def test_sparse_and_dense_optimizer_agree_on_first_step(tiny_store):
+    """One step from the same start: rowwise and dense Adam give the same touched rows."""
+    from mutualctr.data.store import Store
+    from mutualctr.training.optim import build_optimizers
+
+    store = Store.open(tiny_store)
+    X, y = store.split("train")
+    ids = torch.from_numpy(np.asarray(X[:256], dtype=np.int64))
+    labels = torch.from_numpy(np.asarray(y[:256])).float()
+    results = []
+    for mode in ("rowwise", "dense"):
+        cfg = tiny_config(embedding_optimizer=mode)
+        model = api.build(cfg, store, seed=3)
+        opts = build_optimizers(model, cfg.optim)
+        from mutualctr.models import l2_penalty
+        from mutualctr.training.losses import bce
+
+        (bce(model(ids), labels) + l2_penalty(model, ids)).backward()
+        for o in opts:
+            o.step()
+        results.append(model.state_dict())
+    touched = torch.unique(ids)
+    a, b = results
+    for k in a:
+        if a[k].shape[:1] == (store.feature_map.num_features,):
+            torch.testing.assert_close(a[k][touched], b[k][touched], rtol=1e-5, atol=1e-7)
+        else:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-7)
