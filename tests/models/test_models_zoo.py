@@ -79,6 +79,13 @@ def test_default_config_sizes():
     assert build_model("fibinet", 1000, 39).bilinear.bilinear_type == "field_interaction"
 
 
+@pytest.mark.parametrize("name,extra", [("dcn", {}), ("dcnv2", {}), ("dcnv2", {"structure": "stacked"})])
+def test_cross_network_alone(name, extra):
+    model = build_model(name, N, F, {"embed_dim": D, "mlp": {"hidden": []}} | extra)
+    assert model.mlp is None and model.out.in_features == F * D
+    assert model(batch()[0]).shape == (32,)
+
+
 @IDS
 def test_every_parameter_gets_a_gradient(name, extra):
     torch.manual_seed(0)

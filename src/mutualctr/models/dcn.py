@@ -3,7 +3,8 @@
 ids ``(B, F)`` -> ``x_0 = flatten(embedding) (B, d = F*D)``; a cross network
 ``x_{l+1} = x_0 (x_l . w_l) + b_l + x_l`` (explicit bounded-degree crosses) runs in parallel
 with an MLP (implicit crosses); their outputs ``(B, d)`` and ``(B, hidden[-1])`` are
-concatenated and a final Linear gives ``(B,)`` logits. No first-order term (as the paper).
+concatenated and a final Linear gives ``(B,)`` logits. No first-order term (as the paper);
+``mlp.hidden: []`` leaves the cross network alone.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ class DCN(CTRModel):
         dim = num_fields * config.embed_dim
         self.embedding = self.make_embedding()
         self.cross = CrossNet(dim, config.cross_layers)
-        self.mlp = self.make_mlp(dim, output_dim=None)
-        self.out = nn.Linear(dim + self.mlp.out_dim, 1)
+        self.mlp = self.make_mlp(dim, output_dim=None) if config.mlp.hidden else None
+        deep = self.mlp.out_dim if self.mlp is not None else 0
+        self.out = nn.Linear(dim + deep, 1)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         x0 = self.embedding(ids).flatten(1)  # (B, d)
-        return self.out(torch.cat([self.cross(x0), self.mlp(x0)], dim=1)).squeeze(-1)
+        parts = [self.cross(x0)] if self.mlp is None else [self.cross(x0), self.mlp(x0)]
+        return self.out(torch.cat(parts, dim=1)).squeeze(-1)

@@ -2,7 +2,8 @@
 
 ids ``(B, F)`` -> ``x_0 (B, d = F*D)``. ``structure='parallel'`` (default): cross network
 and MLP side by side, concatenated, then Linear; ``'stacked'``: MLP on the cross output,
-then Linear. ``low_rank=r`` replaces each ``W_l (d, d)`` by ``U_l V_l^T`` (d x r each).
+then Linear (``mlp.hidden: []``: cross network only). ``low_rank=r`` replaces each
+``W_l (d, d)`` by ``U_l V_l^T`` (d x r each).
 """
 
 from __future__ import annotations
@@ -23,12 +24,16 @@ class DCNV2(CTRModel):
         dim = num_fields * config.embed_dim
         self.embedding = self.make_embedding()
         self.cross = CrossNetV2(dim, config.cross_layers, config.low_rank)
-        self.mlp = self.make_mlp(dim, output_dim=None)
+        self.mlp = self.make_mlp(dim, output_dim=None) if config.mlp.hidden else None
+        deep = self.mlp.out_dim if self.mlp is not None else 0
         self.parallel = config.structure == "parallel"
-        self.out = nn.Linear(self.mlp.out_dim + (dim if self.parallel else 0), 1)
+        self.out = nn.Linear(deep + (dim if self.parallel or self.mlp is None else 0), 1)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         x0 = self.embedding(ids).flatten(1)  # (B, d)
         cross = self.cross(x0)
-        h = torch.cat([cross, self.mlp(x0)], dim=1) if self.parallel else self.mlp(cross)
+        if self.mlp is None:
+            h = cross
+        else:
+            h = torch.cat([cross, self.mlp(x0)], dim=1) if self.parallel else self.mlp(cross)
         return self.out(h).squeeze(-1)
