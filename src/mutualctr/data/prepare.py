@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +141,34 @@ class _Counts:
         t = self.merged.filter(pc.greater_equal(self.merged.column("count"), min_count))
         t = t.sort_by("value")
         return t.column("value").combine_chunks(), t.column("count").combine_chunks()
+
+
+class _NpyWriter:
+    """A preallocated ``.npy`` file filled by row ranges with ``os.pwrite``."""
+
+    def __init__(self, path: Path, dtype, shape: tuple[int, ...]) -> None:
+        dtype = np.dtype(dtype)
+        with open(path, "wb") as f:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                    "shape": shape})
+            self.base = f.tell()
+            f.truncate(self.base + int(np.prod(shape)) * dtype.itemsize)
+        self.row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+        self.dtype = dtype
+        self.fd = os.open(path, os.O_WRONLY)
+
+    def write(self, row: int, values: np.ndarray) -> None:
+        data = np.ascontiguousarray(values, dtype=self.dtype)
+        mv = memoryview(data).cast("B")
+        at = self.base + row * self.row_bytes
+        while len(mv):
+            n = os.pwrite(self.fd, mv, at)
+            mv, at = mv[n:], at + n
+
+    def close(self) -> None:
+        os.fsync(self.fd)
+        os.close(self.fd)
 
 
 # -- progress ---------------------------------------------------------------------------------
@@ -378,10 +407,11 @@ def _build(schema: Schema, inputs: list[Path], tmp: Path, split: str, seed: int,
     offsets = np.array([f.offset for f in infos], np.int64)
 
     # pass 2: map each spilled chunk's dictionaries to vocabulary ids, write the splits
-    X, Y = {}, {}
-    for k, name in enumerate(SPLITS):
-        X[name] = np.lib.format.open_memmap(tmp / f"{name}.X.npy", "w+", np.int32, (int(rows[k]), F))
-        Y[name] = np.lib.format.open_memmap(tmp / f"{name}.y.npy", "w+", np.float32, (int(rows[k]),))
+    # plain positional writes, not a memory map: written pages then do not count as RSS
+    X = {name: _NpyWriter(tmp / f"{name}.X.npy", np.int32, (int(rows[k]), F))
+         for k, name in enumerate(SPLITS)}
+    Y = {name: _NpyWriter(tmp / f"{name}.y.npy", np.float32, (int(rows[k]),))
+         for k, name in enumerate(SPLITS)}
     at = np.zeros(3, np.int64)
     bar.phase("pass 2/2 encode", g)
     def work2(ci: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -407,16 +437,14 @@ def _build(schema: Schema, inputs: list[Path], tmp: Path, split: str, seed: int,
             sel = s == k
             m = int(sel.sum())
             if m:
-                X[name][at[k]:at[k] + m] = enc[sel]
-                Y[name][at[k]:at[k] + m] = label[sel]
+                X[name].write(at[k], enc[sel])
+                Y[name].write(at[k], label[sel])
                 at[k] += m
         bar.advance(len(s))
     spill.rmdir()
     for name in SPLITS:
-        X[name].flush()
-        Y[name].flush()
-    X.clear()
-    Y.clear()
+        X[name].close()
+        Y[name].close()
 
     counts_d = {"rows": {name: int(rows[k]) for k, name in enumerate(SPLITS)},
                 "positives": {name: int(pos[k]) for k, name in enumerate(SPLITS)},
