@@ -19,24 +19,33 @@ from mutualctr.errors import DataError
 
 class Encoder:
     """Field tokens -> int32 (rows, F) global ids: vocabulary value i -> offset + 2 + i,
-    unseen or rare -> offset + OOV, missing -> offset + MISSING."""
+    unseen or rare -> offset + OOV, missing -> offset + MISSING.
+
+    Works per chunk dictionary: each distinct token is looked up once (``index_in``), the
+    rows then take their id from that small table.
+    """
 
     def __init__(self, vocabs: Sequence[pa.Array], offsets: Sequence[int]) -> None:
         self.vocabs = list(vocabs)
         self.offsets = np.asarray(offsets, dtype=np.int64)
 
-    def __call__(self, tokens: Sequence[pa.Array], out: np.ndarray | None = None) -> np.ndarray:
+    def column(self, f: int, tok: pa.Array) -> np.ndarray:
+        """Global ids (int32) of one field's tokens."""
+        d = tok if pa.types.is_dictionary(tok.type) else pc.dictionary_encode(tok)
+        values = d.dictionary
+        vocab = self.vocabs[f]
+        if values.type != vocab.type:
+            values = values.cast(vocab.type)
+        lut = pc.index_in(values, value_set=vocab).fill_null(OOV - FIRST)
+        lut = lut.to_numpy(zero_copy_only=False).astype(np.int64) + FIRST
+        lut = (np.append(lut, MISSING) + self.offsets[f]).astype(np.int32)  # index -1: missing
+        return lut[d.indices.fill_null(-1).to_numpy(zero_copy_only=False)]
+
+    def __call__(self, tokens: Sequence[pa.Array]) -> np.ndarray:
         n = len(tokens[0]) if tokens else 0
-        X = np.empty((n, len(self.vocabs)), dtype=np.int32) if out is None else out
-        for f, (tok, vocab) in enumerate(zip(tokens, self.vocabs)):
-            if tok.type != vocab.type:
-                tok = tok.cast(vocab.type)
-            idx = pc.index_in(tok, value_set=vocab)
-            local = idx.fill_null(OOV - FIRST).to_numpy(zero_copy_only=False).astype(np.int64)
-            local += FIRST
-            if tok.null_count:
-                local[~tok.is_valid().to_numpy(zero_copy_only=False)] = MISSING
-            X[:, f] = local + self.offsets[f]
+        X = np.empty((n, len(self.vocabs)), dtype=np.int32)
+        for f, tok in enumerate(tokens):
+            X[:, f] = self.column(f, tok)
         return X
 
     @classmethod

@@ -24,10 +24,10 @@ import pyarrow.compute as pc
 
 from mutualctr.atomic import atomic_dir
 from mutualctr.config import to_dict
-from mutualctr.data.encode import bad_row_error
+from mutualctr.data.encode import Encoder, bad_row_error
 from mutualctr.data.reader import TableReader, iter_lines
 from mutualctr.data.schema import Schema, load_schema
-from mutualctr.data.store import (FIRST, MISSING, OOV, SPLITS, FeatureMap, FieldInfo, Store, read_feature_map,
+from mutualctr.data.store import (FIRST, SPLITS, FeatureMap, FieldInfo, Store, read_feature_map,
                                   write_vocab)
 from mutualctr.data.transform import ChunkTransformer
 from mutualctr.errors import DataError, StoreError
@@ -344,7 +344,7 @@ def _build(schema: Schema, inputs: list[Path], tmp: Path, split: str, seed: int,
         train = s == 0
         cols, dict_counts = [], []
         for tok in t.tokens:
-            d = pc.dictionary_encode(tok)
+            d = tok if pa.types.is_dictionary(tok.type) else pc.dictionary_encode(tok)
             idx = d.indices.fill_null(-1).to_numpy(zero_copy_only=False)
             sel = idx[train]
             dict_counts.append((d.dictionary, np.bincount(sel[sel >= 0],
@@ -381,7 +381,8 @@ def _build(schema: Schema, inputs: list[Path], tmp: Path, split: str, seed: int,
         rows += np.bincount(s, minlength=4)[:3]
         pos += np.bincount(s, weights=t.label, minlength=4)[:3].astype(np.int64)
         if not counts:
-            counts = [_Counts(tok.type) for tok in t.tokens]
+            counts = [_Counts(tok.type.value_type if pa.types.is_dictionary(tok.type)
+                              else tok.type) for tok in t.tokens]
         for c, (values, cnt) in zip(counts, dict_counts):
             c.add_counts(values, cnt)
         bar.advance(n)
@@ -414,21 +415,16 @@ def _build(schema: Schema, inputs: list[Path], tmp: Path, split: str, seed: int,
          for k, name in enumerate(SPLITS)}
     at = np.zeros(3, np.int64)
     bar.phase("pass 2/2 encode", g)
+    encoder = Encoder(vocabs, offsets)
+
     def work2(ci: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         f = spill / f"{ci:06d}.arrow"
         with pa.memory_map(str(f)) as src:
             batch = pa.ipc.open_file(src).get_batch(0)
-            n = batch.num_rows
-            enc = np.empty((n, F), np.int32)
-            for i in range(F):
-                d = batch.column(i)
-                lut = pc.index_in(d.dictionary, value_set=vocabs[i])
-                lut = lut.fill_null(OOV - FIRST).to_numpy(zero_copy_only=False).astype(np.int32)
-                lut = np.append(lut + FIRST, MISSING).astype(np.int32) + np.int32(offsets[i])
-                enc[:, i] = lut[d.indices.fill_null(-1).to_numpy(zero_copy_only=False)]
+            enc = encoder(batch.columns[:F])
             s = batch.column(F).to_numpy().copy()
             label = batch.column(F + 1).to_numpy().copy()
-            del batch, d
+            del batch
         f.unlink()
         return enc, s, label
 

@@ -1,6 +1,7 @@
 """Vectorised validation and transformation of one chunk of raw columns into field tokens.
 
-Each store field gets one token array per chunk (null = missing):
+Each store field gets one dictionary-encoded token array per chunk (null = missing; the
+dictionary may repeat a token, e.g. raw "1" and "3" both bucket to 1):
 - categorical: the raw string;
 - numeric-bucketed: int64 ``floor(ln(v)^2)`` for v > 2, else ``v`` (Criteo_x4 setting);
 - hour-of-day / weekday / weekend: int64 from a ``YYMMDDHH`` value.
@@ -80,7 +81,7 @@ class ChunkTransformer:
         for name, kind, col in self.fields:
             raw = batch.column(names.index(col))
             if kind == CATEGORICAL:
-                tokens.append(_as_string(raw))
+                tokens.append(pc.dictionary_encode(_as_string(raw)))
             elif kind == NUMERIC:
                 tokens.append(self._numeric(raw, col, flag))
             else:
@@ -105,33 +106,38 @@ class ChunkTransformer:
         flag(~(one | zero), col, s, "is not a label (0 or 1)")
         return one.astype(np.float32)
 
-    def _numeric(self, raw: pa.Array, col: str, flag) -> pa.Array:
+    def _numeric(self, raw: pa.Array, col: str, flag) -> pa.DictionaryArray:
         integer = self.schema.numeric_values == "integer"
+        what = "is not an integer" if integer else "is not a number"
         if pa.types.is_integer(raw.type):
-            v = raw.cast(pa.int64())
-        elif pa.types.is_floating(raw.type):
+            return pc.dictionary_encode(bucket(raw.cast(pa.int64())))
+        if pa.types.is_floating(raw.type):
             v = raw.cast(pa.float64())
             null = ~v.is_valid().to_numpy(zero_copy_only=False)
             f = v.fill_null(0).to_numpy(zero_copy_only=False)
             bad = ~null & ~np.isfinite(f)
             if integer:
                 bad |= ~null & np.isfinite(f) & (np.floor(f) != f)
-            flag(bad, col, v, "is not an integer" if integer else "is not a finite number")
-            v = pa.array(np.where(bad, 0, f), mask=null)
-        else:
-            s = _as_string(raw)
-            try:
-                v = pc.cast(s, pa.int64())
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                pattern = _INT_RE if integer else _NUM_RE
-                ok = pc.match_substring_regex(s, pattern).fill_null(True)
-                okn = ok.to_numpy(zero_copy_only=False)
-                flag(~okn, col, s, "is not an integer" if integer else "is not a number")
-                s = pc.if_else(ok, s, pa.scalar("0"))
-                v = pc.cast(s, pa.int64() if integer else pa.float64())
-        return bucket(v)
+            flag(bad, col, v, what)
+            return pc.dictionary_encode(bucket(pa.array(np.where(bad, 0, f), mask=null)))
+        # text: validate and bucket each distinct value once, on the chunk's dictionary
+        s = _as_string(raw)
+        d = pc.dictionary_encode(s)
+        values = d.dictionary
+        try:
+            v = pc.cast(values, pa.int64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            ok = pc.match_substring_regex(values, _INT_RE if integer else _NUM_RE)
+            okn = ok.to_numpy(zero_copy_only=False)
+            if not okn.all():
+                idx = d.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+                rows_bad = np.append(~okn, False)[idx]  # index -1 (missing) -> ok
+                flag(rows_bad, col, s, what)
+            v = pc.cast(pc.if_else(ok, values, pa.scalar("0")),
+                        pa.int64() if integer else pa.float64())
+        return pa.DictionaryArray.from_arrays(d.indices, bucket(v))
 
-    def _hour(self, raw: pa.Array, col: str, flag) -> list[pa.Array]:
+    def _hour(self, raw: pa.Array, col: str, flag) -> list[pa.DictionaryArray]:
         s = _as_string(raw)
         enc = pc.dictionary_encode(s)
         d = enc.dictionary.to_pylist()
@@ -143,15 +149,10 @@ class ChunkTransformer:
         days = ((2000 + yy - 1970).astype("datetime64[Y]").astype("datetime64[M]")
                 + np.where(ok_d, mm - 1, 0)).astype("datetime64[D]") + np.where(ok_d, dd - 1, 0)
         weekday = (days.astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
-        ok = np.where(idx >= 0, ok_d[np.maximum(idx, 0)] if len(d) else False, True)
-        flag(~ok, col, s, "is not a YYMMDDHH hour")
-        missing = idx < 0
-        take = np.maximum(idx, 0)
-        out = []
-        for values in (hh, weekday, (weekday >= 5).astype(np.int64)):
-            vals = values[take] if len(d) else np.zeros(len(idx), dtype=np.int64)
-            out.append(pa.array(vals, type=pa.int64(), mask=missing | ~ok))
-        return out
+        if not ok_d.all():
+            flag(np.append(~ok_d, False)[idx], col, s, "is not a YYMMDDHH hour")
+        return [pa.DictionaryArray.from_arrays(enc.indices, pa.array(values, pa.int64()))
+                for values in (hh, weekday, (weekday >= 5).astype(np.int64))]
 
 
 def bucket(v: pa.Array) -> pa.Array:
