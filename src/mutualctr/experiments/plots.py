@@ -1,0 +1,99 @@
+"""PNG plots (matplotlib, Agg backend): test AUC per setting per model, and AUC vs the number of
+co-trained models (RQ4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from mutualctr.experiments.stats import mean_std
+
+ORDER = ["independent", "mutual_scratch", "mutual_pretrained", "alpha0_control", "distill", "ensemble"]
+SHORT = {"independent": "indep.", "mutual_scratch": "DML\nscratch", "mutual_pretrained": "DML\nfinetune",
+         "alpha0_control": "alpha=0\nctrl", "distill": "distill", "ensemble": "ensemble"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _selected(r) -> bool:
+    return r.get("selected", "") in ("", None, 1, "1", True)
+
+
+def plot_settings(rows: Sequence[dict], path: Path) -> Path | None:
+    """One panel per model: mean test AUC +- std (over instances) for each setting present."""
+    from mutualctr.experiments.report import LABELS
+
+    models = []
+    for r in rows:
+        if r["setting"] in ORDER and r["model"] not in models:
+            models.append(r["model"])
+    if not models:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(models), figsize=(3.4 * len(models), 3.4), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        xs, ms, ss = [], [], []
+        for s in ORDER:
+            vals = [r["test_auc"] for r in rows if r["model"] == model and r["setting"] == s and _selected(r)
+                    and r["question"] in ("rq1", "rq2")]
+            if vals:
+                m, sd = mean_std(vals)
+                xs.append(SHORT[s])
+                ms.append(m)
+                ss.append(sd)
+        ax.errorbar(range(len(xs)), ms, yerr=ss, fmt="o", capsize=4, color="tab:blue")
+        if ms:
+            ax.axhline(ms[0], color="grey", lw=0.8, ls="--")
+        ax.set_xticks(range(len(xs)))
+        ax.set_xticklabels(xs, fontsize=7)
+        ax.set_title(LABELS.get(model, model), fontsize=10)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.ticklabel_format(axis="y", useOffset=False)
+    axes[0][0].set_ylabel("test AUC (mean ± std)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_n_models(rows: Sequence[dict], path: Path) -> Path | None:
+    """AUC vs number of co-trained models: the pretrained members and the same members finetuned."""
+    from mutualctr.experiments.report import LABELS
+
+    rq4 = [r for r in rows if r["question"] == "rq4"]
+    models = sorted({r["model"] for r in rq4})
+    if not models:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        for setting, color, label in (("pretrained", "grey", "pretrained members"),
+                                      ("mutual_pretrained", "tab:red", "after mutual finetuning")):
+            ns = sorted({r["n_models"] for r in rq4 if r["model"] == model and r["setting"] == setting})
+            stats = [mean_std([r["test_auc"] for r in rq4 if r["model"] == model and r["setting"] == setting
+                               and r["n_models"] == n]) for n in ns]
+            ax.errorbar(ns, [m for m, _ in stats], yerr=[s for _, s in stats], fmt="o-", capsize=4,
+                        color=color, label=label)
+        ax.set_xlabel("number of co-trained models")
+        ax.set_xticks(sorted({r["n_models"] for r in rq4 if r["model"] == model}))
+        ax.set_title(LABELS.get(model, model), fontsize=10)
+        ax.ticklabel_format(axis="y", useOffset=False)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("test AUC (mean ± std)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def write_plots(rows: Sequence[dict], out: Path) -> list[Path]:
+    out = Path(out)
+    made = [plot_settings(rows, out / "auc_by_setting.png"), plot_n_models(rows, out / "auc_vs_n_models.png")]
+    return [p for p in made if p is not None]

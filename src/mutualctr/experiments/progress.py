@@ -1,0 +1,126 @@
+"""One progress display across a whole experiment: which run, which phase, ETA.
+
+The trainer's own bar is switched off while this one is live (rich allows one live display);
+instead, the line under the bar follows the current run's metrics.jsonl (epoch, dev AUC).
+The ETA is cost-weighted: each job has an estimated cost in member-epochs, cached jobs count
+as done at no time, and the rate is measured on the jobs actually executed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+
+def _fmt_s(s: float) -> str:
+    if s != s or s < 0:  # nan
+        return "?"
+    s = int(round(s))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+class ExperimentProgress:
+    def __init__(self, total_cost: float, quiet: bool = False, console=None):
+        self.total = max(float(total_cost), 1e-9)
+        self.quiet = quiet
+        self.done = 0.0
+        self.exec_cost = 0.0
+        self.exec_time = 0.0
+        self.jobs = 0
+        self.t0 = time.perf_counter()
+        self._job_t0 = None
+        self._job_cost = 0.0
+        self._watch: list[Path] = []
+        self._watch_cache = ("", 0.0)
+        self.live = None
+        if quiet:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = console or Console()
+        watch = self
+
+        class _RunColumn(TextColumn):
+            def render(self, task):  # noqa: D401 - rich hook
+                from rich.text import Text
+
+                return Text(watch._run_status(), style="dim")
+
+        self.live = Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=24),
+                             TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+                             TextColumn("ETA {task.fields[eta]}"), _RunColumn(""),
+                             console=self.console, transient=False, refresh_per_second=2)
+        self.task = self.live.add_task("experiment", total=self.total, eta="?")
+        self.live.start()
+
+    # ---- jobs ---------------------------------------------------------------------------
+    def start(self, label: str, cost: float, watch: list[Path] = (), resumed: bool = False) -> None:
+        self.jobs += 1
+        self._job_t0 = time.perf_counter()
+        self._job_cost = cost
+        self._watch = list(watch)
+        self._watch_cache = ("", 0.0)
+        if self.live is not None:
+            self.live.update(self.task, description=f"[{self.jobs}] {label}" + (" (resumed)" if resumed else ""),
+                             eta=self.eta())
+
+    def finish(self, message: Optional[str] = None) -> None:
+        dt = time.perf_counter() - (self._job_t0 or time.perf_counter())
+        self.exec_time += dt
+        self.exec_cost += self._job_cost
+        self._advance(self._job_cost)
+        self._watch = []
+        if message:
+            self.log(f"{message}  [{_fmt_s(dt)}]")
+
+    def skip(self, label: str, cost: float) -> None:
+        """A cached job: counted as done, costs no time."""
+        self.jobs += 1
+        self._advance(cost)
+        self.log(f"cached: {label}")
+
+    def _advance(self, cost: float) -> None:
+        self.done = min(self.total, self.done + cost)
+        if self.live is not None:
+            self.live.update(self.task, completed=self.done, eta=self.eta())
+
+    def eta(self) -> str:
+        if self.exec_cost <= 0:
+            return "?"
+        return _fmt_s((self.total - self.done) * self.exec_time / self.exec_cost)
+
+    def log(self, msg: str) -> None:
+        if self.live is not None:
+            self.live.console.print(msg)
+
+    def close(self) -> None:
+        self._watch = []
+        self._watch_cache = ("", 0.0)
+        if self.live is not None:
+            self.live.update(self.task, completed=self.total, eta="0:00", description="experiment done")
+            self.live.stop()
+            self.live = None
+
+    # ---- the current run's last dev evaluation -----------------------------------------
+    def _run_status(self) -> str:
+        now = time.perf_counter()
+        text, at = self._watch_cache
+        if now - at < 1.0:
+            return text
+        parts = []
+        files = [f for d in self._watch for f in [d / "metrics.jsonl", *sorted(d.glob("*/metrics.jsonl"))]]
+        for p in files:
+            try:
+                last = p.read_text().strip().splitlines()[-1]
+                r = json.loads(last)
+                parts.append(f"ep {r['epoch']:.2f} dev {r['dev_auc']:.4f}")
+            except (OSError, IndexError, ValueError, KeyError):
+                continue
+        text = "; ".join(parts[:5])
+        self._watch_cache = (text, now)
+        return text

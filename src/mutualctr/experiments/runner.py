@@ -1,0 +1,529 @@
+"""RQ1-RQ4 orchestration on top of :mod:`mutualctr.training.api`, with a run cache.
+
+Every training job lives in ``OUT/runs/<kind>-<key>`` where ``key`` hashes the job kind, the
+members' full run configs (model, optimizer, loop, seed), the job settings (alpha, lr, ...,
+the keys of the runs it starts from) and the store fingerprint. A job whose ``summary.json``
+(single run) or ``group.json`` (group) exists is not run again; one with
+``checkpoints/last.pt`` but no result is resumed; anything else in its directory (an
+interruption before the first checkpoint) is discarded and the job starts over. So questions
+share runs (RQ2 starts from RQ1's independent runs, RQ3/RQ4 from the same), a rerun skips
+finished work, and an interrupted experiment resumes where it stopped.
+
+The questions (SPEC.md, issue 6):
+
+- RQ1: per model, ``instances`` independent runs (seeds) and one mutual-from-scratch group of
+  ``instances`` members with the same seeds.
+- RQ2: the independent runs as pretrained members, mutually finetuned for one epoch, for every
+  (alpha, finetune lr) of the grid; the setting with the best mean dev AUC is reported. Controls
+  at the chosen lr: alpha = 0 (continued training, same budget), the ensemble average of the
+  pretrained members, and distillation from the best-on-dev pretrained member (the teacher,
+  frozen) into each *other* pretrained member, finetuned with the same epoch, lr and
+  beta = the chosen alpha, so only the peer differs from DML (a frozen best model instead of
+  live peers).
+- RQ3: the best-on-dev pretrained instance of each model, finetuned as one mixed group (grid
+  chosen on dev) vs the same instance in its RQ2 same-model group.
+- RQ4: for one model, 5 pretrained instances (extra seeds trained when ``instances`` < 5),
+  ranked on dev; groups of the top 5, 4, 3, 2, finetuned with the setting RQ2 chose for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from mutualctr import atomic
+from mutualctr.config import ConfigError
+
+QUESTIONS = ("rq1", "rq2", "rq3", "rq4")
+FINETUNE_EPOCHS = 1
+FINETUNE_EVALS = 4
+RQ4_SIZES = (5, 4, 3, 2)
+# Paper: Table 3 is FiBiNET on Avazu, Table 4 DCN on Criteo.
+RQ4_DEFAULT = {"avazu": "fibinet", "criteo": "dcn"}
+
+
+def parse_questions(question: str | Sequence[str]) -> list[str]:
+    qs = [question] if isinstance(question, str) else list(question)
+    out: list[str] = []
+    for q in qs:
+        for part in str(q).lower().split(","):
+            part = part.strip()
+            if part == "all":
+                out.extend(QUESTIONS)
+            elif part in QUESTIONS:
+                out.append(part)
+            elif part:
+                raise ConfigError(f"unknown question {part!r} (rq1, rq2, rq3, rq4, all)")
+    if not out:
+        raise ConfigError("no question given (rq1, rq2, rq3, rq4, all)")
+    return [q for q in QUESTIONS if q in out]
+
+
+@dataclass
+class Settings:
+    questions: list[str]
+    models: list[str]
+    instances: int = 4
+    seeds: list[int] = field(default_factory=list)
+    config_dir: Optional[Path] = None
+    epochs: Optional[int] = None
+    alphas: list[float] = field(default_factory=lambda: [1.0])
+    finetune_lrs: list[float] = field(default_factory=lambda: [1e-4])
+    rq4_model: Optional[str] = None
+    reference: Optional[bool] = None  # paper numbers beside ours; None = when Criteo/Avazu
+    bootstrap_resamples: int = 1000
+    bootstrap_seed: int = 0
+
+    def __post_init__(self):
+        if self.instances < 2:
+            raise ConfigError("--instances must be >= 2 (mutual learning needs at least two members)")
+        if not self.models:
+            raise ConfigError("--models: give at least one model")
+        if len(set(self.models)) != len(self.models):
+            raise ConfigError(f"--models lists a model twice: {','.join(self.models)}")
+        self.seeds = list(self.seeds) or list(range(1, self.instances + 1))
+        if len(self.seeds) != self.instances:
+            raise ConfigError(f"--seeds has {len(self.seeds)} values for --instances {self.instances}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError("--seeds: seeds must differ")
+        if not self.alphas or not self.finetune_lrs:
+            raise ConfigError("--alpha and --finetune-lr need at least one value each")
+        if any(a < 0 for a in self.alphas) or any(lr <= 0 for lr in self.finetune_lrs):
+            raise ConfigError("--alpha values must be >= 0 and --finetune-lr values > 0")
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError("--epochs must be >= 1")
+
+    @property
+    def grid(self) -> list[tuple[float, float]]:
+        return [(a, lr) for a in self.alphas for lr in self.finetune_lrs]
+
+    def rq4_seeds(self) -> list[int]:
+        seeds = list(self.seeds)
+        nxt = max(seeds) + 1
+        while len(seeds) < max(RQ4_SIZES):
+            seeds.append(nxt)
+            nxt += 1
+        return seeds
+
+    def to_json(self) -> dict[str, Any]:
+        return {"questions": self.questions, "models": self.models, "instances": self.instances,
+                "seeds": self.seeds, "config_dir": str(self.config_dir) if self.config_dir else None,
+                "epochs": self.epochs, "alphas": self.alphas, "finetune_lrs": self.finetune_lrs,
+                "rq4_model": self.rq4_model, "bootstrap_resamples": self.bootstrap_resamples,
+                "bootstrap_seed": self.bootstrap_seed}
+
+
+def _hash(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Job:
+    """A finished job: its key, directory and result (summary or group dict)."""
+
+    key: str
+    dir: Path
+    result: dict[str, Any]
+
+
+class Experiment:
+    """Runs the questions for one store and collects result rows."""
+
+    def __init__(self, data: Path, out: Path, settings: Settings, quiet: bool = False,
+                 progress=None, api_module=None):
+        from mutualctr.training import api as _api
+
+        self.api = api_module or _api
+        self.data = Path(data)
+        self.out = Path(out)
+        self.settings = settings
+        self.quiet = quiet
+        self.store = self.api.open_store(self.data)
+        self.fingerprint = self.store.fingerprint
+        self.dataset = getattr(self.store.feature_map, "dataset", None)
+        self.runs_dir = self.out / "runs"
+        self.rows: list[dict[str, Any]] = []
+        self.bootstrap: list[dict[str, Any]] = []
+        self.choices: dict[str, Any] = {}
+        self.progress = progress
+        self._indep: dict[tuple[str, int], Job] = {}
+        self._grid: dict[str, dict[tuple[float, float], Job]] = {}
+        if settings.rq4_model is None:
+            d = RQ4_DEFAULT.get(str(self.dataset))
+            settings.rq4_model = d if d in settings.models else settings.models[0]
+
+    # ---- the cache ------------------------------------------------------------------------
+    def config(self, model: str, seed: int):
+        from mutualctr.training.config import with_overrides
+
+        cfg = self.api.default_config(model, self.dataset, self.settings.config_dir)
+        return with_overrides(cfg, seed=seed, epochs=self.settings.epochs)
+
+    def _cached(self, kind: str, payload: dict[str, Any], marker: str, label: str, cost: float,
+                fn: Callable[[Path, bool], dict[str, Any]]) -> Job:
+        from mutualctr.training.config import run_config_to_dict  # noqa: F401 (payload built by callers)
+
+        key = f"{kind}-{_hash({'kind': kind, 'fingerprint': self.fingerprint, **payload})}"
+        d = self.runs_dir / key
+        done = d / marker
+        if done.is_file():
+            if self.progress:
+                self.progress.skip(label, cost)
+            return Job(key, d, json.loads(done.read_text()))
+        resume = (d / "checkpoints" / "last.pt").is_file()
+        if d.exists() and not resume:
+            shutil.rmtree(d)  # interrupted before its first checkpoint: start over
+        d.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(d / "job.json", {"kind": kind, "label": label, "fingerprint": self.fingerprint,
+                                           "store": str(self.data), **payload})
+        if self.progress:
+            self.progress.start(label, cost, watch=[d], resumed=resume)
+        result = fn(d, resume)
+        if self.progress:
+            self.progress.finish(f"done {label}: {_brief(result)}")
+        return Job(key, d, result)
+
+    # ---- jobs -----------------------------------------------------------------------------
+    def independent(self, model: str, seed: int) -> Job:
+        if (model, seed) in self._indep:
+            return self._indep[(model, seed)]
+        from mutualctr.training.config import run_config_to_dict
+
+        cfg = self.config(model, seed)
+        payload = {"configs": [run_config_to_dict(cfg)], "seeds": [seed], "settings": {}}
+
+        def fn(d: Path, resume: bool):
+            return self.api.train(self.data, d, cfg, resume=resume, quiet=self._trainer_quiet)
+
+        job = self._cached("train", payload, "summary.json", f"independent {model} seed {seed}",
+                           cfg.train.epochs, fn)
+        self._indep[(model, seed)] = job
+        return job
+
+    def scratch(self, model: str, seeds: Sequence[int]) -> Job:
+        from mutualctr.training.config import run_config_to_dict
+
+        cfgs = [self.config(model, s) for s in seeds]
+        settings = {"alpha": 1.0, "loss": "mse_prob", "epochs": self.settings.epochs}
+        payload = {"configs": [run_config_to_dict(c) for c in cfgs], "seeds": list(seeds), "settings": settings}
+
+        def fn(d: Path, resume: bool):
+            return self.api.mutual(self.data, d, models=[model] * len(seeds), seeds=list(seeds), alpha=1.0,
+                                   epochs=self.settings.epochs, config_dir=self.settings.config_dir,
+                                   resume=resume, quiet=self._trainer_quiet)
+
+        return self._cached("scratch", payload, "group.json",
+                            f"mutual from scratch {len(seeds)} x {model}", len(seeds) * cfgs[0].train.epochs, fn)
+
+    def finetune(self, init: Sequence[Job], alpha: float, lr: float, label: str) -> Job:
+        settings = {"alpha": alpha, "lr": lr, "loss": "mse_prob", "epochs": FINETUNE_EPOCHS,
+                    "evals_per_epoch": FINETUNE_EVALS}
+        payload = {"init": [j.key for j in init], "settings": settings}
+
+        def fn(d: Path, resume: bool):
+            return self.api.mutual(self.data, d, init=[j.dir for j in init], alpha=alpha, lr=lr,
+                                   epochs=FINETUNE_EPOCHS, evals_per_epoch=FINETUNE_EVALS,
+                                   resume=resume, quiet=self._trainer_quiet)
+
+        return self._cached("finetune", payload, "group.json", label, len(init) * FINETUNE_EPOCHS, fn)
+
+    def distill(self, teacher: Job, students: Sequence[Job], beta: float, lr: float, label: str) -> Job:
+        settings = {"beta": beta, "lr": lr, "loss": "mse_prob", "epochs": FINETUNE_EPOCHS,
+                    "evals_per_epoch": FINETUNE_EVALS}
+        payload = {"teacher": teacher.key, "init": [j.key for j in students], "settings": settings}
+
+        def fn(d: Path, resume: bool):
+            # One group whose peers are the frozen teacher only: each student is distilled
+            # independently (no student sees another), in one pass over the data.
+            return self.api.mutual(self.data, d, init=[j.dir for j in students], alpha=beta, lr=lr,
+                                   epochs=FINETUNE_EPOCHS, evals_per_epoch=FINETUNE_EVALS,
+                                   teachers=[teacher.dir], resume=resume, quiet=self._trainer_quiet)
+
+        return self._cached("distill", payload, "group.json", label, len(students) * FINETUNE_EPOCHS + 0.5, fn)
+
+    def ensemble(self, runs: Sequence[Job], label: str) -> Job:
+        payload = {"runs": [j.key for j in runs], "settings": {}}
+
+        def fn(d: Path, resume: bool):
+            test = self.api.ensemble([j.dir for j in runs], self.data, "test")
+            dev = self.api.ensemble([j.dir for j in runs], self.data, "dev")
+            res = {"dev_auc": dev["auc"], "dev_logloss": dev["logloss"], "test_auc": test["auc"],
+                   "test_logloss": test["logloss"], "members": test["members"]}
+            atomic.write_json(d / "ensemble.json", res)
+            return res
+
+        return self._cached("ensemble", payload, "ensemble.json", label, 0.1 * len(runs), fn)
+
+    @property
+    def _trainer_quiet(self) -> bool:
+        # rich allows one live display: the experiment's own progress replaces the trainer's.
+        return self.quiet or self.progress is not None
+
+    # ---- building blocks shared by the questions ------------------------------------------
+    def pretrained(self, model: str, seeds: Optional[Sequence[int]] = None) -> list[Job]:
+        return [self.independent(model, s) for s in (seeds or self.settings.seeds)]
+
+    def rq2_grid(self, model: str) -> dict[tuple[float, float], Job]:
+        if model not in self._grid:
+            pre = self.pretrained(model)
+            n = len(pre)
+            self._grid[model] = {
+                (a, lr): self.finetune(pre, a, lr, f"mutual finetune {n} x {model} alpha {a:g} lr {lr:g}")
+                for a, lr in self.settings.grid}
+        return self._grid[model]
+
+    def rq2_choice(self, model: str) -> tuple[tuple[float, float], Job]:
+        grid = self.rq2_grid(model)
+        best = max(grid, key=lambda k: grid[k].result["mean"]["dev_auc"])
+        return best, grid[best]
+
+    def best_instance(self, model: str) -> int:
+        """Index (0-based, in seed order) of the pretrained instance with the best dev AUC."""
+        pre = self.pretrained(model)
+        return max(range(len(pre)), key=lambda i: pre[i].result["dev_auc"])
+
+    # ---- rows -------------------------------------------------------------------------------
+    def _row(self, question: str, model: str, setting: str, instance, r: dict[str, Any], run: Path | str,
+             **extra) -> None:
+        row = {"question": question, "model": model, "setting": setting, "n_models": extra.pop("n_models", ""),
+               "instance": instance, "seed": extra.pop("seed", r.get("seed", "")),
+               "alpha": extra.pop("alpha", ""), "lr": extra.pop("lr", ""),
+               "dev_auc": r.get("dev_auc"), "dev_logloss": r.get("dev_logloss"),
+               "test_auc": r.get("test_auc"), "test_logloss": r.get("test_logloss"),
+               "start_test_auc": (r.get("start") or {}).get("test_auc", ""),
+               "relaimp_vs_start": r.get("relaimp_test", ""),
+               "selected": extra.pop("selected", ""), "run": str(run),
+               "train_time_s": r.get("train_time_s", "")}
+        row.update(extra)
+        self.rows.append(row)
+
+    def _member_rows(self, question: str, setting: str, group: Job, instances: Sequence[int],
+                     seeds: Sequence[int], **extra) -> None:
+        for m, inst, seed in zip(group.result["members"], instances, seeds):
+            self._row(question, m["model"], setting, inst, m, m.get("run_dir", group.dir), seed=seed, **extra)
+
+    def _indep_rows(self, model: str, jobs: Sequence[Job], seeds: Sequence[int]) -> None:
+        done = {(r["model"], r["setting"], r["instance"]) for r in self.rows}
+        for i, (j, s) in enumerate(zip(jobs, seeds), 1):
+            if (model, "independent", i) not in done:
+                self._row("rq1", model, "independent", i, j.result, j.dir, seed=s,
+                          lr=j.result.get("lr", ""))
+
+    # ---- the questions -----------------------------------------------------------------------
+    def rq1(self) -> None:
+        st = self.settings
+        for model in st.models:
+            pre = self.pretrained(model)
+            self._indep_rows(model, pre, st.seeds)
+            g = self.scratch(model, st.seeds)
+            self._member_rows("rq1", "mutual_scratch", g, range(1, st.instances + 1), st.seeds, alpha=1.0)
+
+    def rq2(self) -> None:
+        st = self.settings
+        for model in st.models:
+            pre = self.pretrained(model)
+            self._indep_rows(model, pre, st.seeds)
+            grid = self.rq2_grid(model)
+            (alpha, lr), chosen = self.rq2_choice(model)
+            inst = range(1, st.instances + 1)
+            for (a, l), g in grid.items():
+                self._member_rows("rq2", "mutual_pretrained", g, inst, st.seeds, alpha=a, lr=l,
+                                  selected=int((a, l) == (alpha, lr)))
+            ctrl = grid.get((0.0, lr)) or self.finetune(pre, 0.0, lr,
+                                                        f"control alpha 0 {len(pre)} x {model} lr {lr:g}")
+            self._member_rows("rq2", "alpha0_control", ctrl, inst, st.seeds, alpha=0.0, lr=lr)
+            ens = self.ensemble(pre, f"ensemble of {len(pre)} x {model}")
+            self._row("rq2", model, "ensemble", "", ens.result, ens.dir, seed="")
+            t = self.best_instance(model)
+            students = [j for i, j in enumerate(pre) if i != t]
+            beta = alpha if alpha > 0 else 1.0
+            dist = self.distill(pre[t], students, beta, lr,
+                                f"distill {model} #{t + 1} -> {len(students)} others beta {beta:g} lr {lr:g}")
+            others = [i + 1 for i in range(len(pre)) if i != t]
+            self._member_rows("rq2", "distill", dist, others, [st.seeds[i - 1] for i in others],
+                              alpha=beta, lr=lr, teacher=t + 1)
+            self.choices[model] = {"alpha": alpha, "lr": lr, "teacher_instance": t + 1}
+            self._bootstrap(model, t, pre[t], chosen, ctrl)
+
+    def rq3(self) -> None:
+        st = self.settings
+        best = {m: self.best_instance(m) for m in st.models}
+        pre = {m: self.pretrained(m) for m in st.models}
+        for m in st.models:
+            self._indep_rows(m, pre[m], st.seeds)
+            i = best[m]
+            self._row("rq3", m, "pretrained_best", i + 1, pre[m][i].result, pre[m][i].dir, seed=st.seeds[i])
+            (_, _), same = self.rq2_choice(m)
+            self._row("rq3", m, "dml_same", i + 1, same.result["members"][i], same.result["members"][i]["run_dir"],
+                      seed=st.seeds[i], alpha=same.result["settings"]["alpha"], lr=same.result["settings"]["lr"])
+        if len(st.models) < 2:
+            self.choices["rq3"] = "skipped: RQ3 needs at least two models"
+            return
+        init = [pre[m][best[m]] for m in st.models]
+        grid = {(a, lr): self.finetune(init, a, lr, f"mutual finetune mixed {'+'.join(st.models)} alpha {a:g} lr {lr:g}")
+                for a, lr in st.grid}
+        choice = max(grid, key=lambda k: grid[k].result["mean"]["dev_auc"])
+        self.choices["rq3_mixed"] = {"alpha": choice[0], "lr": choice[1]}
+        for (a, lr), g in grid.items():
+            for m, mem in zip(st.models, g.result["members"]):
+                i = best[m]
+                self._row("rq3", m, "dml_different", i + 1, mem, mem["run_dir"], seed=st.seeds[i], alpha=a, lr=lr,
+                          selected=int((a, lr) == choice))
+
+    def rq4(self) -> None:
+        st = self.settings
+        model = st.rq4_model
+        seeds = st.rq4_seeds()
+        pre = self.pretrained(model, seeds)
+        self._indep_rows(model, pre[:st.instances], st.seeds)
+        (alpha, lr), _ = self.rq2_choice(model)
+        ranked = sorted(range(len(pre)), key=lambda i: -pre[i].result["dev_auc"])
+        for k in RQ4_SIZES:
+            if k > len(pre):
+                continue
+            members = sorted(ranked[:k])  # seed order, so the group of all RQ2 instances is shared
+            g = self.finetune([pre[i] for i in members], alpha, lr,
+                              f"mutual finetune top-{k} {model} alpha {alpha:g} lr {lr:g}")
+            for i in members:
+                self._row("rq4", model, "pretrained", i + 1, pre[i].result, pre[i].dir, seed=seeds[i], n_models=k)
+            self._member_rows("rq4", "mutual_pretrained", g, [i + 1 for i in members], [seeds[i] for i in members],
+                              n_models=k, alpha=alpha, lr=lr)
+        self.choices["rq4"] = {"model": model, "alpha": alpha, "lr": lr, "seeds": seeds}
+
+    # ---- bootstrap of the test-AUC difference ---------------------------------------------------
+    def _bootstrap(self, model: str, t: int, pre: Job, finetuned: Job, control: Job) -> None:
+        """Paired bootstrap over test rows for the best-on-dev instance: finetuned vs its own
+        pretrained start, and finetuned vs the alpha-0 control of the same instance."""
+        import numpy as np
+
+        from mutualctr.experiments.stats import bootstrap_auc_diff
+        from mutualctr.training.trainer import predict_logits, resolve_device
+
+        X, y = self.store.split("test")
+        y = np.asarray(y)
+        dev = resolve_device("auto")
+        cache: dict[str, np.ndarray] = {}
+
+        def logits(run) -> np.ndarray:
+            run = str(run)
+            if run not in cache:
+                m, _, _ = self.api.load_run(run, self.store)
+                m.to(dev)
+                cache[run] = predict_logits(m, X, 32768, dev)
+            return cache[run]
+
+        ft_run = finetuned.result["members"][t]["run_dir"]
+        ctrl_run = control.result["members"][t]["run_dir"]
+        for name, a, b in (("finetuned - pretrained", pre.dir, ft_run),
+                           ("finetuned - alpha0 control", ctrl_run, ft_run)):
+            ci = bootstrap_auc_diff(y, logits(a), logits(b), resamples=self.settings.bootstrap_resamples,
+                                    seed=self.settings.bootstrap_seed)
+            self.bootstrap.append({"model": model, "instance": t + 1, "comparison": name, "a": str(a), "b": str(b),
+                                   **ci.as_dict()})
+
+
+def _brief(result: dict[str, Any]) -> str:
+    if "members" in result and "mean" in result:
+        m = result["mean"]
+        return f"mean dev {m.get('dev_auc', float('nan')):.5f} test {m.get('test_auc', float('nan')):.5f}"
+    return f"dev {result.get('dev_auc', float('nan')):.5f} test {result.get('test_auc', float('nan')):.5f}"
+
+
+def planned_cost(st: Settings, epochs_of: Callable[[str], int]) -> float:
+    """Estimated total cost (member-epochs) of the questions, each shared job counted once."""
+    jobs: dict[tuple, float] = {}
+    n, g = st.instances, len(st.grid)
+
+    def pre(m, seeds=None):
+        for s in seeds or st.seeds:
+            jobs[("train", m, s)] = epochs_of(m)
+
+    def grid(m, k=n, tag="same"):
+        for a, lr in st.grid:
+            jobs[("ft", tag, m, a, lr)] = k * FINETUNE_EPOCHS
+
+    for q in st.questions:
+        if q == "rq1":
+            for m in st.models:
+                pre(m)
+                jobs[("scratch", m)] = n * epochs_of(m)
+        elif q == "rq2":
+            for m in st.models:
+                pre(m)
+                grid(m)
+                if 0.0 not in st.alphas:
+                    jobs[("ctrl", m)] = n * FINETUNE_EPOCHS
+                jobs[("ens", m)] = 0.1 * n
+                jobs[("distill", m)] = (n - 1) * FINETUNE_EPOCHS + 0.5
+        elif q == "rq3":
+            for m in st.models:
+                pre(m)
+                grid(m)
+            if len(st.models) > 1:
+                grid("mixed", len(st.models), "mixed")
+        elif q == "rq4":
+            m = st.rq4_model or st.models[0]
+            pre(m, st.rq4_seeds())
+            grid(m)
+            for k in RQ4_SIZES:
+                if k != n or g > 1:
+                    jobs[("rq4", m, k)] = k * FINETUNE_EPOCHS
+    return sum(jobs.values())
+
+
+def run_experiment(question: str | Sequence[str], data: str | Path, out: str | Path, models: Sequence[str],
+                   instances: int = 4, seeds: Optional[Sequence[int]] = None, config_dir: Optional[Path] = None,
+                   epochs: Optional[int] = None, alphas: Sequence[float] = (1.0,),
+                   finetune_lrs: Sequence[float] = (1e-4,), rq4_model: Optional[str] = None,
+                   quiet: bool = False, reference: Optional[bool] = None, progress: bool = True,
+                   bootstrap_resamples: int = 1000) -> dict[str, Any]:
+    """Run RQ1-RQ4 (or a subset) and write results.csv, tables.md, stats.json and the plots.
+
+    Returns {"rows", "bootstrap", "choices", "paths": {...}, "seconds"}. ``quiet`` silences
+    every display; ``progress=False`` keeps the trainers' own bars instead of the experiment's.
+    """
+    from mutualctr.experiments import report
+    from mutualctr.experiments.progress import ExperimentProgress
+
+    t0 = time.perf_counter()
+    st = Settings(questions=parse_questions(question), models=[m.strip().lower() for m in models],
+                  instances=instances, seeds=list(seeds or []),
+                  config_dir=Path(config_dir) if config_dir else None, epochs=epochs,
+                  alphas=[float(a) for a in alphas], finetune_lrs=[float(x) for x in finetune_lrs],
+                  rq4_model=rq4_model.lower() if rq4_model else None, reference=reference,
+                  bootstrap_resamples=bootstrap_resamples)
+    from mutualctr.models import MODELS
+
+    for m in st.models + ([st.rq4_model] if st.rq4_model else []):
+        if m not in MODELS:
+            raise ConfigError(f"unknown model {m!r} (known: {', '.join(sorted(MODELS))})")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    exp = Experiment(Path(data), out, st, quiet=quiet)
+    if st.rq4_model not in st.models and "rq4" in st.questions:
+        raise ConfigError(f"--rq4-model {st.rq4_model} is not among --models")
+    prog = None
+    if not quiet and progress:
+        epochs_of = {m: exp.config(m, st.seeds[0]).train.epochs for m in set(st.models)}
+        prog = ExperimentProgress(planned_cost(st, epochs_of.__getitem__))
+        exp.progress = prog
+    try:
+        for q in st.questions:
+            if prog:
+                prog.log(f"[bold]{q.upper()}[/bold]")
+            getattr(exp, q)()
+    finally:
+        if prog:
+            prog.close()
+    use_ref = st.reference if st.reference is not None else exp.dataset in ("criteo", "avazu")
+    meta = {"dataset": exp.dataset, "store": str(Path(data).resolve()), "fingerprint": exp.fingerprint,
+            "settings": st.to_json(), "choices": exp.choices, "bootstrap": exp.bootstrap,
+            "reference": bool(use_ref), "seconds": round(time.perf_counter() - t0, 1)}
+    paths = report.write_report(out, exp.rows, meta)
+    return {"rows": exp.rows, "bootstrap": exp.bootstrap, "choices": exp.choices, "paths": paths,
+            "seconds": meta["seconds"], "dataset": exp.dataset}

@@ -1,0 +1,127 @@
+"""The table renderer against a hand-made results.csv."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mutualctr.experiments import report
+from mutualctr.experiments.stats import relaimp
+
+HEADER = "question,model,setting,n_models,instance,seed,alpha,lr,teacher,selected,dev_auc,dev_logloss,test_auc,test_logloss,start_test_auc,relaimp_vs_start,train_time_s,run\n"
+
+
+def _row(q, model, setting, inst, auc, n="", selected="", alpha="", teacher="", seed=""):
+    return (f"{q},{model},{setting},{n},{inst},{seed},{alpha},,{teacher},{selected},{auc + 0.01},0.5,{auc},0.45,,,1.0,"
+            f"runs/x\n")
+
+
+@pytest.fixture
+def results_csv(tmp_path):
+    lines = [HEADER]
+    for i, (ind, scr, ft, ctrl) in enumerate([(0.800, 0.801, 0.810, 0.805), (0.810, 0.806, 0.815, 0.812),
+                                               (0.790, 0.795, 0.799, 0.796)], 1):
+        lines.append(_row("rq1", "deepfm", "independent", i, ind, seed=i))
+        lines.append(_row("rq1", "deepfm", "mutual_scratch", i, scr, alpha=1.0, seed=i))
+        lines.append(_row("rq2", "deepfm", "mutual_pretrained", i, ft, selected=1, alpha=1.0, seed=i))
+        lines.append(_row("rq2", "deepfm", "mutual_pretrained", i, 0.5, selected=0, alpha=0.5, seed=i))  # grid loser
+        lines.append(_row("rq2", "deepfm", "alpha0_control", i, ctrl, alpha=0.0, seed=i))
+    lines.append(_row("rq2", "deepfm", "ensemble", "", 0.812))
+    lines.append(_row("rq2", "deepfm", "distill", 1, 0.803, teacher=2))
+    lines.append(_row("rq2", "deepfm", "distill", 3, 0.7935, teacher=2))
+    lines.append(_row("rq3", "deepfm", "pretrained_best", 2, 0.810))
+    lines.append(_row("rq3", "deepfm", "dml_same", 2, 0.815))
+    lines.append(_row("rq3", "deepfm", "dml_different", 2, 0.817, selected=1))
+    lines.append(_row("rq3", "deepfm", "dml_different", 2, 0.600, selected=0))
+    for n, members in ((3, [1, 2, 3]), (2, [1, 2])):
+        for i in members:
+            lines.append(_row("rq4", "deepfm", "pretrained", i, 0.80 + 0.001 * i, n=n))
+            lines.append(_row("rq4", "deepfm", "mutual_pretrained", i, 0.81 + 0.001 * i, n=n))
+    p = tmp_path / "results.csv"
+    p.write_text("".join(lines))
+    return p
+
+
+def _table_rows(md: str, first_cell: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in md.splitlines()
+            if line.startswith("| ") and line.split("|")[1].strip().startswith(first_cell)]
+
+
+def test_read_results_parses_numbers(results_csv):
+    rows = report.read_results(results_csv)
+    assert rows[0]["test_auc"] == pytest.approx(0.8) and rows[0]["instance"] == 1 and rows[0]["n_models"] == ""
+    report.write_results(results_csv.with_name("again.csv"), rows)
+    assert report.read_results(results_csv.with_name("again.csv")) == rows
+
+
+def test_table1_layout_means_and_relaimp(results_csv):
+    rows = report.read_results(results_csv)
+    md = report.table1(rows, None, None)
+    assert md.startswith("### DeepFM")
+    header = [c.strip() for c in md.splitlines()[2].strip("|").split("|")]
+    assert header == ["setting", "#1", "#2", "#3", "mean ± std", "RelaImp", "test logloss"]
+    ind = _table_rows(md, "independent")[0]
+    assert ind[1:4] == ["0.80000", "0.81000", "0.79000"]
+    assert ind[4] == f"{0.8:.5f} ± {np.std([0.8, 0.81, 0.79], ddof=1):.5f}"
+    ft = _table_rows(md, "mutual with pretraining")[0]
+    assert ft[1:4] == ["0.81000", "0.81500", "0.79900"]  # the grid loser (selected=0) is left out
+    assert ft[5] == f"{relaimp(np.mean([0.81, 0.815, 0.799]), 0.8):+.3f}%"
+    dist = _table_rows(md, "control: distillation")[0]
+    assert "teacher #2" in dist[0] and dist[2] == "" and dist[1] == "0.80300"
+    ens = _table_rows(md, "control: ensemble")[0]
+    assert ens[4] == "0.81200" and ens[5] == f"{relaimp(0.812, 0.8):+.3f}%"
+    assert len(_table_rows(md, "control: continued")) == 1
+    assert len(_table_rows(md, "mutual from scratch")) == 1
+
+
+def test_table1_shows_the_papers_numbers_for_criteo(results_csv):
+    rows = report.read_results(results_csv)
+    md = report.table1(rows, "criteo", report.load_reference())
+    paper = [0.81207, 0.81208, 0.81206, 0.81206]  # paper_tables.csv: table1 criteo DeepFM independent
+    ref = report.paper_values(report.load_reference(), "table1", "criteo", "deepfm", "independent")
+    assert len(ref) == 4 and np.mean(ref) == pytest.approx(np.mean(ref))
+    ind = _table_rows(md, "independent")[0]
+    assert "paper (criteo) mean" in md
+    assert ind[7] == f"{np.mean(ref):.5f}"
+    assert all(0.81 < v < 0.82 for v in ref) and len(paper) == 4
+    assert "paper" not in report.table1(rows, "mydata", report.load_reference())
+
+
+def test_paired_tests_against_hand_computation(results_csv):
+    from scipy import stats as sps
+
+    rows = report.read_results(results_csv)
+    tests = {t["comparison"]: t for t in report.paired_tests(rows)}
+    d = np.subtract([0.810, 0.815, 0.799], [0.800, 0.810, 0.790])
+    t = d.mean() / (d.std(ddof=1) / np.sqrt(3))
+    got = tests["finetuned - pretrained"]
+    assert got["n"] == 3 and got["t"] == pytest.approx(t) and got["p"] == pytest.approx(2 * sps.t.sf(abs(t), 2))
+    d2 = np.subtract([0.810, 0.815, 0.799], [0.805, 0.812, 0.796])
+    assert tests["finetuned - alpha0 control"]["mean_diff"] == pytest.approx(d2.mean())
+    assert tests["finetuned - distilled (student instances)"]["n"] == 2
+
+
+def test_table2_and_tables34(results_csv):
+    rows = report.read_results(results_csv)
+    t2 = report.table2(rows, None, None)
+    r = _table_rows(t2, "DeepFM")[0]
+    assert r == ["DeepFM", "#2", "0.81000", "0.81500", f"{relaimp(0.815, 0.81):+.3f}%", "0.81700",
+                 f"{relaimp(0.817, 0.81):+.3f}%"]
+    t34 = report.table34(rows, None, None)
+    body = [line for line in t34.splitlines() if line.startswith("| 3") or line.startswith("| 2")]
+    assert len(body) == 2
+    three = [c.strip() for c in body[0].strip("|").split("|")]
+    assert three[1] == "#1, #2, #3" and three[2].startswith(f"{0.802:.5f} ±") and three[3].startswith(f"{0.812:.5f} ±")
+
+
+def test_render_and_rerender(results_csv, tmp_path):
+    rows = report.read_results(results_csv)
+    meta = {"dataset": "criteo", "reference": True, "settings": {"models": ["deepfm"], "instances": 3},
+            "bootstrap": [{"model": "deepfm", "instance": 2, "comparison": "finetuned - pretrained", "diff": 0.005,
+                           "low": 0.001, "high": 0.009, "level": 0.95, "resamples": 1000, "seed": 0, "p_le_0": 0.01}]}
+    text = report.render_tables(rows, meta)
+    for title in ("## Table 1", "## Significance", "## Grid", "## Table 2", "## Tables 3-4"):
+        assert title in text
+    assert "[+0.00100, +0.00900]" in text
+    (tmp_path / "stats.json").write_text(json.dumps(meta))
+    assert report.rerender(tmp_path) == text

@@ -1,0 +1,113 @@
+"""Orchestration with a fake training API: rows and tables per question, caching, resume."""
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from mutualctr.config import ConfigError
+from mutualctr.experiments import run_experiment
+from mutualctr.experiments.report import read_results
+
+
+def _run(out: Path, question="all", **kw):
+    args = dict(models=["deepfm", "dcn"], instances=2, alphas=[1.0, 0.5], quiet=True, bootstrap_resamples=50)
+    args.update(kw)
+    return run_experiment(question, "unused-store", out, **args)
+
+
+def test_all_questions_rows_tables_and_plots(fake_api, tmp_path):
+    r = _run(tmp_path / "exp")
+    rows = read_results(Path(r["paths"]["results"]))
+    count = Counter((x["question"], x["model"], x["setting"]) for x in rows)
+    for m in ("deepfm", "dcn"):
+        assert count[("rq1", m, "independent")] == 2
+        assert count[("rq1", m, "mutual_scratch")] == 2
+        assert count[("rq2", m, "mutual_pretrained")] == 4  # 2 members x 2 grid points
+        assert count[("rq2", m, "alpha0_control")] == 2
+        assert count[("rq2", m, "ensemble")] == 1
+        assert count[("rq2", m, "distill")] == 1  # the other instance, taught by the best
+        assert count[("rq3", m, "pretrained_best")] == count[("rq3", m, "dml_same")] == 1
+        assert count[("rq3", m, "dml_different")] == 2  # one per grid point
+    # RQ4 on Criteo defaults to DCN; 3 extra instances are trained to reach 5.
+    assert count[("rq4", "dcn", "pretrained")] == count[("rq4", "dcn", "mutual_pretrained")] == 5 + 4 + 3 + 2
+    assert sorted({x["n_models"] for x in rows if x["question"] == "rq4"}) == [2, 3, 4, 5]
+    # The fake makes alpha 1.0 better on dev, and seed 2 the best instance.
+    sel = [x for x in rows if x["setting"] == "mutual_pretrained" and x["question"] == "rq2" and x["selected"] == 1]
+    assert {x["alpha"] for x in sel} == {1.0} and len(sel) == 4
+    assert {x["teacher"] for x in rows if x["setting"] == "distill"} == {2}
+    assert {x["instance"] for x in rows if x["setting"] == "distill"} == {1}
+    top2 = {x["instance"] for x in rows if x["question"] == "rq4" and x["n_models"] == 2}
+    assert top2 == {4, 5}  # worst on dev dropped each time
+    assert Counter(c[0] for c in fake_api.calls) == {"train": 2 + 5, "mutual": 2 + 4 + 2 + 2 + 2 + 4}
+    text = Path(r["paths"]["tables"]).read_text()
+    for title in ("## Table 1", "### DeepFM", "### DCN", "## Significance", "## Grid", "## Table 2",
+                  "## Tables 3-4", "paper (criteo) mean", "Paired bootstrap"):
+        assert title in text
+    assert len(r["bootstrap"]) == 4  # 2 comparisons x 2 models
+    assert all(Path(p).is_file() and Path(p).stat().st_size > 1000 for p in r["paths"]["plots"])
+    assert len(r["paths"]["plots"]) == 2
+
+
+def test_second_run_trains_nothing_and_reports_the_same(fake_api, tmp_path):
+    r1 = _run(tmp_path / "exp")
+    first = Path(r1["paths"]["results"]).read_text()
+    fake_api.calls.clear()
+    r2 = _run(tmp_path / "exp")
+    assert fake_api.calls == []
+    assert Path(r2["paths"]["results"]).read_text() == first
+
+
+def test_questions_share_runs(fake_api, tmp_path):
+    _run(tmp_path / "exp", "rq1", models=["deepfm"])
+    n1 = len(fake_api.calls)
+    fake_api.calls.clear()
+    _run(tmp_path / "exp", "rq2", models=["deepfm"])
+    assert "train" not in {c[0] for c in fake_api.calls}  # RQ2 starts from RQ1's runs
+    assert len(fake_api.calls) == 2 + 1 + 1 and n1 == 3  # grid of 2, control, distillation
+
+
+def test_interrupted_experiment_resumes_where_it_stopped(fake_api, tmp_path):
+    fake_api.fail_at = 5
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "exp", "rq1,rq2")
+    started = fake_api.calls[-1][1]
+    assert (started / "checkpoints" / "last.pt").is_file()
+    finished = [c[1] for c in fake_api.calls[:-1]]
+    fake_api.fail_at = None
+    fake_api.calls.clear()
+    _run(tmp_path / "exp", "rq1,rq2")
+    again = {c[1]: c[2] for c in fake_api.calls}
+    assert not set(finished) & set(again)  # finished jobs are not run again
+    assert again[started] is True  # the started one resumes from its checkpoint
+    assert sum(again.values()) == 1
+
+
+def test_job_interrupted_before_its_first_checkpoint_starts_over(fake_api, tmp_path):
+    _run(tmp_path / "exp", "rq1", models=["deepfm"])
+    job = Path(fake_api.calls[0][1])
+    (job / "summary.json").unlink()  # as if killed before finishing, with no last.pt
+    (job / "partial.txt").write_text("junk")
+    fake_api.calls.clear()
+    _run(tmp_path / "exp", "rq1", models=["deepfm"])
+    assert [(c[1], c[2]) for c in fake_api.calls] == [(job, False)]
+    assert not (job / "partial.txt").exists()
+
+
+def test_changed_settings_make_new_runs(fake_api, tmp_path):
+    _run(tmp_path / "exp", "rq1", models=["deepfm"])
+    fake_api.calls.clear()
+    _run(tmp_path / "exp", "rq1", models=["deepfm"], epochs=3)
+    assert len(fake_api.calls) == 3  # other configs -> other keys
+
+
+@pytest.mark.parametrize("kw", [dict(instances=1), dict(seeds=[1, 1]), dict(seeds=[1, 2, 3]), dict(alphas=[]),
+                                dict(models=["nosuchmodel"]), dict(models=["deepfm", "deepfm"])])
+def test_bad_settings_are_refused(fake_api, tmp_path, kw):
+    with pytest.raises(ConfigError):
+        _run(tmp_path / "exp", **kw)
+
+
+def test_unknown_question(fake_api, tmp_path):
+    with pytest.raises(ConfigError, match="rq9"):
+        _run(tmp_path / "exp", "rq9")
