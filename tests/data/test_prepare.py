@@ -245,3 +245,14 @@ def test_user_schema_csv_and_parquet(tmp_path):
     for p, raw in zip(prices, cols["price"]):
         exp = None if raw is None else (math.floor(math.log(raw) ** 2) if raw > 2 else math.floor(raw))
         assert p == (exp if exp is None or exp in vocab else "<OOV>")  # OOV: only in dev/test
+
+
+def test_trailing_blank_lines_are_not_rows(tmp_path):
+    from mutualctr.data.prepare import count_lines
+
+    rows = criteo_rows(30)
+    raw = tmp_path / "c.txt"
+    raw.write_text("\n".join("\t".join(r) for r in rows) + "\n\n\n")
+    assert count_lines(raw) == 30 and count_lines(raw, block=7) == 30
+    r = prepare("criteo", [raw], tmp_path / "s", split="sequential", progress=False)
+    assert r.summary["rows"] == {"train": 24, "dev": 3, "test": 3}

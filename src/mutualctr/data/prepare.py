@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from mutualctr.atomic import atomic_dir
 from mutualctr.config import to_dict
 from mutualctr.data.encode import Encoder, bad_row_error
-from mutualctr.data.reader import TableReader, iter_lines
+from mutualctr.data.reader import TableReader, _open
 from mutualctr.data.schema import Schema, load_schema
 from mutualctr.data.store import (FIRST, SPLITS, FeatureMap, FieldInfo, Store, read_feature_map,
                                   write_vocab)
@@ -96,6 +96,31 @@ def assign_splits(index: np.ndarray, mode: str, seed: int, total: int | None = N
     return np.where(r < 8, 0, np.where(r == 8, 1, 2)).astype(np.uint8)
 
 
+def count_lines(path: Path, block: int = 16 << 20) -> int:
+    """Lines of a (possibly compressed) text file, not counting trailing blank lines."""
+    n = 0
+    trailing = 0  # newlines at the end of what was read so far
+    last = b""
+    with _open(path) as f:
+        while True:
+            try:
+                data = f.read(block)
+            except OSError as e:
+                raise DataError(f"{path}: truncated or corrupt compressed file: {e}") from None
+            if not data:
+                break
+            n += data.count(b"\n")
+            stripped = data.rstrip(b"\r\n")
+            trailing = trailing + data.count(b"\n") if not stripped else \
+                data[len(stripped):].count(b"\n")
+            last = data[-1:]
+    if not n and not last:
+        return 0
+    if last != b"\n":
+        return n + 1
+    return n - max(trailing - 1, 0)
+
+
 def _count_rows(schema: Schema, path: Path) -> int:
     """Data rows of a file (physical lines minus header), for the sequential split."""
     if schema.format == "parquet":
@@ -103,8 +128,7 @@ def _count_rows(schema: Schema, path: Path) -> int:
 
         return pq.ParquetFile(str(path)).metadata.num_rows
     reader = TableReader(schema, path)  # checks layout and header
-    n = sum(1 for _ in iter_lines(path))
-    return n - reader.header_lines
+    return count_lines(path) - reader.header_lines
 
 
 # -- value counts -----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from mutualctr import atomic
+from mutualctr.data._threads import background
 
 N_INT, N_CAT = 13, 26
 CHUNK = 100_000
@@ -188,15 +189,20 @@ def generate(rows: int, out: Path, seed: int = 0, progress: bool = True) -> Synt
             comp = "gzip" if out.name.endswith(".gz") else None
             with pa.output_stream(str(tmp), compression=comp) as sink:
                 writer = None
-                for i, start in enumerate(range(0, rows, CHUNK)):
-                    n = min(CHUNK, rows - start)
-                    rng = np.random.default_rng([seed, i, 15485863])
-                    cats, ints = model.sample(rng, n)
-                    p = 1.0 / (1.0 + np.exp(-model.logit(cats, ints)))
-                    y = rng.random(n) < p
-                    probs[start:start + n] = p
-                    labels[start:start + n] = y
-                    t = model.table(cats, ints, y)
+
+                def chunks():
+                    for i, start in enumerate(range(0, rows, CHUNK)):
+                        n = min(CHUNK, rows - start)
+                        rng = np.random.default_rng([seed, i, 15485863])
+                        cats, ints = model.sample(rng, n)
+                        p = 1.0 / (1.0 + np.exp(-model.logit(cats, ints)))
+                        y = rng.random(n) < p
+                        probs[start:start + n] = p
+                        labels[start:start + n] = y
+                        yield n, model.table(cats, ints, y)
+
+                # rows are sampled in a background thread while this one writes
+                for n, t in background(chunks(), 2, "mutualctr-synth"):
                     if writer is None:
                         writer = pacsv.CSVWriter(sink, t.schema, write_options=opts)
                     writer.write_table(t)
