@@ -146,3 +146,16 @@ def test_header_mismatch(tmp_path):
     (tmp_path / "s.yaml").write_text("label: label\ncolumns: [label, a]\ncategorical: [a]\n")
     with pytest.raises(DataError, match=r"t\.csv:1: missing column 'a'"):
         prepare(tmp_path / "s.yaml", [raw], tmp_path / "store", progress=False)
+
+
+def test_invalid_utf8(tmp_path):
+    rows = criteo_rows(30)
+    raw = tmp_path / "c.txt"
+    lines = ["\t".join(r).encode() for r in rows]
+    lines[11] = lines[11].replace(rows[11][20].encode(), b"ab\xffcd", 1) if rows[11][20] else \
+        b"\t".join([*(x.encode() for x in rows[11][:20]), b"ab\xffcd", *(x.encode() for x in rows[11][21:])])
+    raw.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(DataError, match=r"c\.txt:12: column C7: .* is not valid UTF-8"):
+        _prep(tmp_path, raw)
+    r = _prep(tmp_path, raw, on_bad_rows="skip")
+    assert r.summary["rejected"] == 1 and r.summary["rejected_lines"] == [f"{raw}:12"]

@@ -47,6 +47,31 @@ def _as_string(col: pa.Array) -> pa.Array:
     return pc.cast(col, pa.string())
 
 
+def _checked(d: pa.DictionaryArray, col: str, flag) -> pa.DictionaryArray:
+    """The CSV reader skips UTF-8 checks (faster); check each distinct value once here and
+    flag the rows holding invalid text (their dictionary entry becomes "")."""
+    try:
+        d.dictionary.validate(full=True)
+        return d
+    except pa.ArrowInvalid:
+        pass
+    values = d.dictionary.cast(pa.binary()).to_pylist()
+    ok = []
+    for v in values:
+        try:
+            v.decode("utf-8")
+            ok.append(True)
+        except UnicodeDecodeError:
+            ok.append(False)
+    ok = np.array(ok, dtype=bool)
+    idx = d.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+    rows_bad = np.append(~ok, False)[idx]
+    clean = pa.array([v.decode("utf-8") if k else "" for v, k in zip(values, ok)], pa.string())
+    shown = pa.array([None if i < 0 else repr(values[i])[1:] for i in idx], pa.string())
+    flag(rows_bad, col, shown, "is not valid UTF-8 text")
+    return pa.DictionaryArray.from_arrays(d.indices, clean)
+
+
 class ChunkTransformer:
     """Transforms chunks of one schema's file columns into the schema's field tokens."""
 
@@ -81,7 +106,7 @@ class ChunkTransformer:
         for name, kind, col in self.fields:
             raw = batch.column(names.index(col))
             if kind == CATEGORICAL:
-                tokens.append(pc.dictionary_encode(_as_string(raw)))
+                tokens.append(_checked(pc.dictionary_encode(_as_string(raw)), col, flag))
             elif kind == NUMERIC:
                 tokens.append(self._numeric(raw, col, flag))
             else:
@@ -122,7 +147,7 @@ class ChunkTransformer:
             return pc.dictionary_encode(bucket(pa.array(np.where(bad, 0, f), mask=null)))
         # text: validate and bucket each distinct value once, on the chunk's dictionary
         s = _as_string(raw)
-        d = pc.dictionary_encode(s)
+        d = _checked(pc.dictionary_encode(s), col, flag)
         values = d.dictionary
         try:
             v = pc.cast(values, pa.int64())
@@ -139,7 +164,7 @@ class ChunkTransformer:
 
     def _hour(self, raw: pa.Array, col: str, flag) -> list[pa.DictionaryArray]:
         s = _as_string(raw)
-        enc = pc.dictionary_encode(s)
+        enc = _checked(pc.dictionary_encode(s), col, flag)
         d = enc.dictionary.to_pylist()
         idx = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False)
         ok_d = np.array([len(x) == 8 and x.isdigit() for x in d], dtype=bool)
