@@ -85,8 +85,8 @@ class FeatureEmbedding(nn.Module):
         self._sparse_values_ptr = None
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if self.plain:
-            return F.embedding(ids, self.weight, sparse=self.sparse_grad)
+        if self.plain or not (torch.is_grad_enabled() and self.weight.requires_grad):
+            return F.embedding(ids, self.weight, sparse=self.sparse_grad)  # also: eval, frozen
         if self.sparse_grad and self._hooked_weight != id(self.weight) and self.weight.requires_grad:
             self.weight.register_post_accumulate_grad_hook(self._keep_coalesced_flag)
             self._hooked_weight = id(self.weight)
