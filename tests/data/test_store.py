@@ -135,3 +135,24 @@ def test_open_rejects_incomplete_or_foreign(tmp_path, raw):
     with pytest.raises(StoreError, match="no split 'valid'"):
         Store.open(tmp_path / "store") if (tmp_path / "store").exists() else \
             prepare("criteo", [raw], tmp_path / "store", progress=False).store.split("valid")
+
+
+def test_damaged_store_is_not_reused(tmp_path, raw):
+    out = tmp_path / "store"
+    prepare("criteo", [raw], out, progress=False)
+    (out / "train.X.npy").unlink()
+    with pytest.raises(StoreError, match=r"missing train\.X\.npy.*pass --overwrite"):
+        prepare("criteo", [raw], out, progress=False)
+    r = prepare("criteo", [raw], out, progress=False, overwrite=True)
+    assert not r.reused and Store.open(out).rows("train") == 240
+    (out / "feature_map.json").write_text("{not json")
+    with pytest.raises(StoreError, match="unreadable or foreign"):
+        prepare("criteo", [raw], out, progress=False)
+
+
+def test_header_auto_needs_columns(tmp_path):
+    from mutualctr.config import ConfigError
+    from mutualctr.data.schema import schema_from_dict
+
+    with pytest.raises(ConfigError, match="columns: required when header is auto"):
+        schema_from_dict({"header": "auto", "label": "y"})

@@ -310,12 +310,19 @@ def prepare(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str =
             except StoreError:
                 old = None
             if old is not None and old.fingerprint == fp:
-                store = Store.open(out)
-                return PrepareResult(store, True, _summary(store.feature_map))
-            if not overwrite:
+                try:
+                    store = Store.open(out)
+                    return PrepareResult(store, True, _summary(store.feature_map))
+                except StoreError as e:
+                    if not overwrite:
+                        raise StoreError(f"{e}; pass --overwrite to prepare it again") from None
+            if not overwrite and old is None:
+                raise StoreError(f"{out}: holds an unreadable or foreign feature_map.json; pass "
+                                 "another --out or --overwrite")
+            if not overwrite and old.fingerprint != fp:
                 raise StoreError(
                     f"{out}: holds a store prepared from other inputs or settings (fingerprint "
-                    f"{old.fingerprint if old else '?'} != {fp}); pass another --out or --overwrite")
+                    f"{old.fingerprint} != {fp}); pass another --out or --overwrite")
         elif not out.is_dir() or any(out.iterdir()):
             if not overwrite:
                 raise StoreError(f"{out}: exists and is not a mutualctr store; pass another --out "

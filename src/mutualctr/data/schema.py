@@ -71,8 +71,8 @@ class Schema:
             raise ConfigError(f"min_count: must be >= 1, got {self.min_count}")
         if self.format == "parquet" and self.header is False:
             raise ConfigError("header: parquet files always carry their column names")
-        if self.header is False and not self.columns:
-            raise ConfigError("columns: required when header is false")
+        if self.header is not True and self.format != "parquet" and not self.columns:
+            raise ConfigError(f"columns: required when header is {str(self.header).lower()}")
         seen: dict[str, str] = {}
         for role in ("categorical", "numeric", "hour", "drop"):
             for col in getattr(self, role):
