@@ -44,6 +44,8 @@ class BatchLoader:
         self.drop_last = drop_last
         self.prefetch = prefetch
         self._torch = isinstance(X, torch.Tensor)
+        if self._torch:
+            self._Xn, self._yn = X.detach().cpu().numpy(), y.detach().cpu().numpy()
 
     @property
     def rows(self) -> int:
@@ -64,9 +66,9 @@ class BatchLoader:
             xs, ys = self.X[a:b], self.y[a:b]
         else:
             idx = np.sort(perm[a:b])
-            if self._torch:
-                t = torch.from_numpy(idx)
-                return self.X.index_select(0, t).long(), self.y.index_select(0, t).float()
+            if self._torch:  # numpy's gather is far faster than index_select on CPU here
+                return (torch.from_numpy(np.take(self._Xn, idx, axis=0)).long(),
+                        torch.from_numpy(np.take(self._yn, idx)).float())
             xs, ys = self.X[idx], self.y[idx]
         if self._torch:
             return xs.long(), ys.float()
