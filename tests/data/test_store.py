@@ -156,3 +156,15 @@ def test_header_auto_needs_columns(tmp_path):
 
     with pytest.raises(ConfigError, match="columns: required when header is auto"):
         schema_from_dict({"header": "auto", "label": "y"})
+
+
+def test_disk_full_is_a_store_error(tmp_path, raw, monkeypatch):
+    import errno
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(prepare_mod, "write_vocab", full)
+    with pytest.raises(StoreError, match=r"store: cannot write the store: .*No space left"):
+        prepare("criteo", [raw], tmp_path / "store", progress=False)
+    assert not (tmp_path / "store").exists()

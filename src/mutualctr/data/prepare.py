@@ -328,9 +328,12 @@ def prepare(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str =
                 raise StoreError(f"{out}: exists and is not a mutualctr store; pass another --out "
                                  "or --overwrite")
 
-    with atomic_dir(out) as tmp, _Progress(progress) as bar:
-        fm = _build(schema, inputs, tmp, split, seed, min_count, on_bad_rows, fp, settings,
-                    identities, bar)
+    try:
+        with atomic_dir(out) as tmp, _Progress(progress) as bar:
+            fm = _build(schema, inputs, tmp, split, seed, min_count, on_bad_rows, fp, settings,
+                        identities, bar)
+    except OSError as e:  # disk full, permissions, ...: nothing is left behind
+        raise StoreError(f"{out}: cannot write the store: {e}") from e
     store = Store.open(out)
     return PrepareResult(store, False, _summary(fm, time.perf_counter() - t0))
 
