@@ -318,6 +318,7 @@ def experiment(
     finetune_lr: str = typer.Option("1e-4", "--finetune-lr", help="finetuning learning rates to try (chosen on dev)"),
     rq4_model: Optional[str] = typer.Option(None, "--rq4-model", help="model of RQ4 (default: dcn on Criteo, fibinet on Avazu, else the first)"),
     paper: Optional[bool] = typer.Option(None, "--paper/--no-paper", help="show the paper's numbers (default: on Criteo/Avazu stores)"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (1 is faster on a busy shared CPU)"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Run RQ1-RQ4 of the paper with controls; writes results.csv, tables.md, stats.json and plots."""
@@ -326,7 +327,7 @@ def experiment(
     r = run_experiment(question, data, out, [m for m in models.split(",") if m.strip()], instances=instances,
                        seeds=_csv_ints(seeds) or None, config_dir=config_dir, epochs=epochs,
                        alphas=_csv_floats(alpha, "--alpha"), finetune_lrs=_csv_floats(finetune_lr, "--finetune-lr"),
-                       rq4_model=rq4_model, quiet=quiet, reference=paper)
+                       rq4_model=rq4_model, quiet=quiet, reference=paper, threads=threads)
     typer.echo(f"{len(r['rows'])} result rows in {r['seconds']:.0f} s -> {r['paths']['tables']} "
                f"(results.csv, stats.json, plots: {', '.join(Path(p).name for p in r['paths']['plots'])})")
 

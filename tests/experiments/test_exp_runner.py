@@ -111,3 +111,13 @@ def test_bad_settings_are_refused(fake_api, tmp_path, kw):
 def test_unknown_question(fake_api, tmp_path):
     with pytest.raises(ConfigError, match="rq9"):
         _run(tmp_path / "exp", "rq9")
+
+
+def test_grid_choice_is_on_dev_and_never_the_control_when_alternatives_exist():
+    from mutualctr.experiments.runner import Job, _best_on_dev
+
+    def job(dev):
+        return Job("k", Path("."), {"mean": {"dev_auc": dev}})
+
+    assert _best_on_dev({(0.0, 1e-4): job(0.9), (1.0, 1e-4): job(0.7), (0.5, 1e-4): job(0.8)}) == (0.5, 1e-4)
+    assert _best_on_dev({(0.0, 1e-4): job(0.9), (0.0, 3e-4): job(0.95)}) == (0.0, 3e-4)

@@ -279,8 +279,7 @@ class Experiment:
 
     def rq2_choice(self, model: str) -> tuple[tuple[float, float], Job]:
         grid = self.rq2_grid(model)
-        best = max(grid, key=lambda k: grid[k].result["mean"]["dev_auc"])
-        return best, grid[best]
+        return _best_on_dev(grid), grid[_best_on_dev(grid)]
 
     def best_instance(self, model: str) -> int:
         """Index (0-based, in seed order) of the pretrained instance with the best dev AUC."""
@@ -367,7 +366,7 @@ class Experiment:
         init = [pre[m][best[m]] for m in st.models]
         grid = {(a, lr): self.finetune(init, a, lr, f"mutual finetune mixed {'+'.join(st.models)} alpha {a:g} lr {lr:g}")
                 for a, lr in st.grid}
-        choice = max(grid, key=lambda k: grid[k].result["mean"]["dev_auc"])
+        choice = _best_on_dev(grid)
         self.choices["rq3_mixed"] = {"alpha": choice[0], "lr": choice[1]}
         for (a, lr), g in grid.items():
             for m, mem in zip(st.models, g.result["members"]):
@@ -427,6 +426,13 @@ class Experiment:
                                    **ci.as_dict()})
 
 
+def _best_on_dev(grid: dict[tuple[float, float], Job]) -> tuple[float, float]:
+    """The (alpha, lr) whose group has the best mean dev AUC; alpha = 0 (no mutual term, the
+    control) is only chosen when the grid has nothing else."""
+    cands = [k for k in grid if k[0] > 0] or list(grid)
+    return max(cands, key=lambda k: grid[k].result["mean"]["dev_auc"])
+
+
 def _brief(result: dict[str, Any]) -> str:
     if "members" in result and "mean" in result:
         m = result["mean"]
@@ -481,16 +487,22 @@ def run_experiment(question: str | Sequence[str], data: str | Path, out: str | P
                    epochs: Optional[int] = None, alphas: Sequence[float] = (1.0,),
                    finetune_lrs: Sequence[float] = (1e-4,), rq4_model: Optional[str] = None,
                    quiet: bool = False, reference: Optional[bool] = None, progress: bool = True,
-                   bootstrap_resamples: int = 1000) -> dict[str, Any]:
+                   bootstrap_resamples: int = 1000, threads: Optional[int] = None) -> dict[str, Any]:
     """Run RQ1-RQ4 (or a subset) and write results.csv, tables.md, stats.json and the plots.
 
     Returns {"rows", "bootstrap", "choices", "paths": {...}, "seconds"}. ``quiet`` silences
     every display; ``progress=False`` keeps the trainers' own bars instead of the experiment's.
+    ``threads`` sets torch's intra-op threads for the whole process (1 is much faster on a CPU
+    shared with other jobs); a performance knob only, so it is not part of the run keys.
     """
     from mutualctr.experiments import report
     from mutualctr.experiments.progress import ExperimentProgress
 
     t0 = time.perf_counter()
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     st = Settings(questions=parse_questions(question), models=[m.strip().lower() for m in models],
                   instances=instances, seeds=list(seeds or []),
                   config_dir=Path(config_dir) if config_dir else None, epochs=epochs,

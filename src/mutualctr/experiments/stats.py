@@ -112,7 +112,7 @@ class BootstrapCI:
 
 def bootstrap_auc_diff(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray,
                        resamples: int = 1000, level: float = 0.95, seed: int = 0,
-                       chunk_cells: int = 20_000_000) -> BootstrapCI:
+                       chunk_cells: int = 4_000_000) -> BootstrapCI:
     """Percentile CI of AUC(b) - AUC(a), resampling test rows with replacement (paired).
 
     Each resample is a vector of multiplicities (bincount of n draws); both AUCs are computed
