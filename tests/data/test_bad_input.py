@@ -159,3 +159,14 @@ def test_invalid_utf8(tmp_path):
         _prep(tmp_path, raw)
     r = _prep(tmp_path, raw, on_bad_rows="skip")
     assert r.summary["rejected"] == 1 and r.summary["rejected_lines"] == [f"{raw}:12"]
+
+
+def test_header_only_without_newline_and_crlf(tmp_path):
+    (tmp_path / "s.yaml").write_text("label: label\ncategorical: [a]\n")
+    raw = tmp_path / "t.csv"
+    raw.write_text("label,a")
+    with pytest.raises(DataError, match=r"t\.csv: empty file \(no data rows\)"):
+        prepare(tmp_path / "s.yaml", [raw], tmp_path / "o", progress=False)
+    raw.write_bytes(b"label,a\r\n1,x\r\n0,y\r\n2,z")
+    with pytest.raises(DataError, match=r"t\.csv:4: column label: '2'"):
+        prepare(tmp_path / "s.yaml", [raw], tmp_path / "o", progress=False)

@@ -173,42 +173,49 @@ class TableReader:
             raise DataError(f"{self.path}: corrupt parquet file near row {start + 1}: {e}") from None
 
     def _pieces(self) -> Iterator[tuple[bytes, int]]:
-        """Whole lines in pieces of about ``block_size`` bytes: (bytes, first line number)."""
-        line = 1
-        pending: bytes | None = None
-        rest = b""
+        """Whole lines in pieces of about ``block_size`` bytes: (bytes, first line number).
+
+        The header is cut off; trailing blank lines at the end of the file are not rows.
+        """
+        first = 1 + self.header_lines  # line number of the next piece's first line
         header = self.header_lines
-        with _open(self.path) as f:
-            while True:
-                try:
-                    data = f.read(self.block_size)
-                except OSError as e:
-                    raise DataError(f"{self.path}: truncated or corrupt compressed file (after "
-                                    f"line {line - 1}): {e}") from None
-                if not data:
-                    break
-                buf = rest + data if rest else data
-                cut = buf.rfind(b"\n") + 1
-                if cut == 0:
-                    rest = buf
-                    continue
-                piece, rest = buf[:cut], buf[cut:]
-                while header and piece:
-                    nl = piece.find(b"\n") + 1
-                    piece, header, line = piece[nl:], header - 1, line + 1
-                if not piece:
-                    continue
-                if pending is not None:
-                    yield pending, line
-                    line += pending.count(b"\n")
-                pending = piece
-        if rest:
-            pending = (pending or b"") + rest + b"\n"
-        if pending:
-            # trailing blank lines at the end of the file are not rows
+        pending: bytes | None = None
+        pending_line = first
+
+        def whole_lines() -> Iterator[bytes]:
+            rest = b""
+            with _open(self.path) as f:
+                while True:
+                    try:
+                        data = f.read(self.block_size)
+                    except OSError as e:
+                        raise DataError(f"{self.path}: truncated or corrupt compressed file "
+                                        f"(after line {first - 1}): {e}") from None
+                    if not data:
+                        break
+                    buf = rest + data if rest else data
+                    cut = buf.rfind(b"\n") + 1
+                    if cut == 0:
+                        rest = buf
+                        continue
+                    yield buf[:cut]
+                    rest = buf[cut:]
+            if rest:
+                yield rest + b"\n"
+
+        for piece in whole_lines():
+            while header and piece:
+                piece, header = piece[piece.find(b"\n") + 1:], header - 1
+            if not piece:
+                continue
+            if pending is not None:
+                yield pending, pending_line
+            pending, pending_line = piece, first
+            first += piece.count(b"\n")
+        if pending is not None:
             stripped = pending.rstrip(b"\r\n")
             if stripped:
-                yield stripped + b"\n", line
+                yield stripped + b"\n", pending_line
 
     def _parse(self, piece: bytes, first_line: int) -> tuple[pa.Table, np.ndarray | None]:
         names = self.columns
