@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from mutualctr.atomic import atomic_dir
 from mutualctr.config import to_dict
 from mutualctr.data.encode import Encoder, bad_row_error
-from mutualctr.data.reader import TableReader, _open
+from mutualctr.data.reader import TableReader, iter_blocks
 from mutualctr.data.schema import Schema, load_schema
 from mutualctr.data.store import (FIRST, SPLITS, FeatureMap, FieldInfo, Store, read_feature_map,
                                   write_vocab)
@@ -101,19 +101,12 @@ def count_lines(path: Path, block: int = 16 << 20) -> int:
     n = 0
     trailing = 0  # newlines at the end of what was read so far
     last = b""
-    with _open(path) as f:
-        while True:
-            try:
-                data = f.read(block)
-            except OSError as e:
-                raise DataError(f"{path}: truncated or corrupt compressed file: {e}") from None
-            if not data:
-                break
-            n += data.count(b"\n")
-            stripped = data.rstrip(b"\r\n")
-            trailing = trailing + data.count(b"\n") if not stripped else \
-                data[len(stripped):].count(b"\n")
-            last = data[-1:]
+    for data in iter_blocks(path, block):
+        n += data.count(b"\n")
+        stripped = data.rstrip(b"\r\n")
+        trailing = trailing + data.count(b"\n") if not stripped else \
+            data[len(stripped):].count(b"\n")
+        last = data[-1:]
     if not n and not last:
         return 0
     if last != b"\n":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -47,24 +47,29 @@ def _open(path: Path) -> pa.NativeFile:
         raise DataError(f"{path}: cannot open: {e}") from None
 
 
-def iter_lines(path: Path, block: int = 4 << 20) -> Iterator[bytes]:
-    """Physical lines of a (possibly compressed) text file, without their newline."""
+def iter_blocks(path: Path, block: int, where: Callable[[], str] = lambda: "") -> Iterator[bytes]:
+    """Decompressed blocks of a file; a truncated or corrupt stream is a DataError."""
     with _open(path) as f:
-        rest = b""
         while True:
             try:
                 data = f.read(block)
             except OSError as e:
-                raise DataError(f"{path}: truncated or corrupt compressed file: {e}") from None
+                raise DataError(f"{path}: truncated or corrupt compressed file{where()}: {e}") from None
             if not data:
-                break
-            data = rest + data
-            lines = data.split(b"\n")
-            rest = lines.pop()
-            for line in lines:
-                yield line[:-1] if line.endswith(b"\r") else line
-        if rest:
-            yield rest[:-1] if rest.endswith(b"\r") else rest
+                return
+            yield data
+
+
+def iter_lines(path: Path, block: int = 4 << 20) -> Iterator[bytes]:
+    """Physical lines of a (possibly compressed) text file, without their newline."""
+    rest = b""
+    for data in iter_blocks(path, block):
+        lines = (rest + data).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            yield line[:-1] if line.endswith(b"\r") else line
+    if rest:
+        yield rest[:-1] if rest.endswith(b"\r") else rest
 
 
 def _split_line(line: str, schema: Schema) -> list[str]:
@@ -184,22 +189,14 @@ class TableReader:
 
         def whole_lines() -> Iterator[bytes]:
             rest = b""
-            with _open(self.path) as f:
-                while True:
-                    try:
-                        data = f.read(self.block_size)
-                    except OSError as e:
-                        raise DataError(f"{self.path}: truncated or corrupt compressed file "
-                                        f"(after line {first - 1}): {e}") from None
-                    if not data:
-                        break
-                    buf = rest + data if rest else data
-                    cut = buf.rfind(b"\n") + 1
-                    if cut == 0:
-                        rest = buf
-                        continue
-                    yield buf[:cut]
-                    rest = buf[cut:]
+            for data in iter_blocks(self.path, self.block_size, lambda: f" (after line {first - 1})"):
+                buf = rest + data if rest else data
+                cut = buf.rfind(b"\n") + 1
+                if cut == 0:
+                    rest = buf
+                    continue
+                yield buf[:cut]
+                rest = buf[cut:]
             if rest:
                 yield rest + b"\n"
 
