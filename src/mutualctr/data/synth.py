@@ -17,6 +17,7 @@ Everything is vectorised numpy/pyarrow and deterministic given ``seed``.
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from dataclasses import dataclass
@@ -186,8 +187,10 @@ def generate(rows: int, out: Path, seed: int = 0, progress: bool = True) -> Synt
     try:
         with atomic.atomic_path(out) as tmp:
             tmp.chmod(0o644)
-            comp = "gzip" if out.name.endswith(".gz") else None
-            with pa.output_stream(str(tmp), compression=comp) as sink:
+            # gzip level 1: ~3x faster than the default and only ~10% larger
+            opener = (lambda: gzip.open(tmp, "wb", compresslevel=1)) if out.name.endswith(".gz") \
+                else (lambda: pa.output_stream(str(tmp)))
+            with opener() as sink:
                 writer = None
 
                 def chunks():
