@@ -103,7 +103,7 @@ def test_overfits_256_rows(name, extra):
     model = build_model(name, N, F, SMALL | extra)
     ids, y = batch(256, seed=1)
     opt = torch.optim.Adam(model.parameters(), lr=0.05 if name in ("lr", "fm") else 0.01)
-    for step in range(150):
+    for step in range(100):  # worst ratio seen over seeds 0-2: 0.03 (LR)
         loss = F_.binary_cross_entropy_with_logits(model(ids), y)
         start = loss.item() if step == 0 else start
         opt.zero_grad()
