@@ -54,7 +54,7 @@ def test_signal_is_learnable(tmp_path):
     import scipy.sparse as sp
     from sklearn.linear_model import LogisticRegression
 
-    generate(60_000, tmp_path / "s.txt", seed=0, progress=False)
+    generate(40_000, tmp_path / "s.txt", seed=0, progress=False)
     store = prepare("criteo", [tmp_path / "s.txt"], tmp_path / "st", progress=False).store
     D = store.feature_map.num_features
 

@@ -138,7 +138,7 @@ class _Model:
         return z, z2
 
     def calibrate(self, seed: int) -> None:
-        cats, ints = self.sample(np.random.default_rng([seed, 104729]), 200_000)
+        cats, ints = self.sample(np.random.default_rng([seed, 104729]), 100_000)
         z1, z2 = self._parts(cats, ints)
         # fix the spread of the two parts: first order (what LR can learn) and interactions
         self.s1, self.s2 = FIRST_ORDER_SD / z1.std(), INTERACTION_SD / z2.std()
