@@ -244,6 +244,9 @@ def _ordered_map(fn: Callable, items, workers: int = 2, window: int = 4):
         finally:
             for f in pending:
                 f.cancel()
+            close = getattr(it, "close", None)
+            if close is not None:  # stop the readers' background threads now
+                close()
 
 
 # -- prepare ----------------------------------------------------------------------------------
