@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mutualctr.config import ConfigError
 from mutualctr.data.reader import Chunk, TableReader
 from mutualctr.data.schema import Schema, schema_from_dict
 from mutualctr.data.store import FIRST, MISSING, OOV, Store
@@ -72,7 +73,7 @@ def encode_file(store: Store, path: Path, keep: Sequence[str] = (),
                 on_bad_rows: str = "error") -> EncodedRows:
     """Encode a raw file of the store's schema (label column optional) with its vocabularies."""
     if on_bad_rows not in ("error", "skip"):
-        raise ValueError(f"on_bad_rows: expected 'error' or 'skip', got {on_bad_rows!r}")
+        raise ConfigError(f"on_bad_rows: expected 'error' or 'skip', got {on_bad_rows!r}")
     schema: Schema = schema_from_dict(store.feature_map.schema)
     path = Path(path)
     reader = TableReader(schema, path, on_bad_rows, optional=(schema.label,))

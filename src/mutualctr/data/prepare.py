@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mutualctr.atomic import atomic_dir
-from mutualctr.config import to_dict
+from mutualctr.config import ConfigError, to_dict
 from mutualctr.data.encode import Encoder, bad_row_error
 from mutualctr.data.reader import TableReader, iter_blocks
 from mutualctr.data.schema import Schema, load_schema
@@ -281,11 +281,11 @@ def prepare(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str =
     """
     t0 = time.perf_counter()
     if split not in ("random", "sequential"):
-        raise ValueError(f"split: expected 'random' or 'sequential', got {split!r}")
+        raise ConfigError(f"split: expected 'random' or 'sequential', got {split!r}")
     if on_bad_rows not in ("error", "skip"):
-        raise ValueError(f"on_bad_rows: expected 'error' or 'skip', got {on_bad_rows!r}")
+        raise ConfigError(f"on_bad_rows: expected 'error' or 'skip', got {on_bad_rows!r}")
     if min_count is not None and min_count < 1:
-        raise ValueError(f"min_count: must be >= 1, got {min_count}")
+        raise ConfigError(f"min_count: must be >= 1, got {min_count}")
     schema = load_schema(dataset)
     inputs = [Path(p) for p in inputs]
     if not inputs:

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from mutualctr import atomic
+from mutualctr.config import ConfigError
 from mutualctr.data._threads import background
 
 N_INT, N_CAT = 13, 26
@@ -168,7 +169,7 @@ class _Model:
 def generate(rows: int, out: Path, seed: int = 0, progress: bool = True) -> SynthResult:
     """Write ``rows`` Criteo-format TSV rows to ``out`` (gzip if it ends with .gz)."""
     if rows < 1:
-        raise ValueError(f"rows: must be >= 1, got {rows}")
+        raise ConfigError(f"rows: must be >= 1, got {rows}")
     t0 = time.perf_counter()
     out = Path(out)
     model = _Model(seed)
