@@ -42,6 +42,7 @@ class _Lookup(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         weight, ids, l2, owner = inputs
         ctx.num_rows, ctx.l2, ctx.owner = weight.shape[0], l2, owner
+        ctx.sparse = owner.sparse_grad  # the mode at forward time decides
         ctx.save_for_backward(ids, output if l2 else None)
 
     @staticmethod
@@ -51,7 +52,7 @@ class _Lookup(torch.autograd.Function):
         if ctx.l2:  # d/dw of l2 * sum ||w[ids]||^2 / B, per occurrence
             grad = grad + (2.0 * ctx.l2 / ids.shape[0]) * rows
         flat_ids, grad = ids.reshape(-1), grad.reshape(-1, dim)
-        if ctx.owner.sparse_grad:
+        if ctx.sparse:
             uniq, inverse = torch.unique(flat_ids, return_inverse=True)  # sorted
             values = grad.new_zeros(uniq.numel(), dim).index_add_(0, inverse, grad)
             out = torch.sparse_coo_tensor(
