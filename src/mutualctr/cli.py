@@ -336,12 +336,13 @@ def experiment(
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="where the data, store, runs and reports go"),
     rows: Optional[int] = typer.Option(None, "--rows", help="synthetic rows (default sized for ~10 min on 2 CPU cores)"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (1 is faster on a busy shared CPU)"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """The main job end to end: synthetic data -> store -> RQ1 + RQ2 with controls for DeepFM and DCN."""
     from mutualctr.experiments.demo import run_demo
 
-    run_demo(out, rows=rows, quiet=quiet)
+    run_demo(out, rows=rows, quiet=quiet, threads=threads)
 
 
 def main() -> None:

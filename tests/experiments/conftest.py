@@ -141,3 +141,12 @@ def tiny_config_dir(tmp_path):
         })
         (d / f"{m}.yaml").write_text(yaml.safe_dump(run_config_to_dict(cfg), sort_keys=False))
     return d
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: the runs are tiny and the CI machine is shared (no oversubscription)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

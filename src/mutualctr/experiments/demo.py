@@ -48,7 +48,7 @@ def demo_configs(out: Path) -> Path:
 
 
 def run_demo(out: str | Path = "demo_out", rows: Optional[int] = None, quiet: bool = False,
-             seed: int = 0, echo=print) -> dict[str, Any]:
+             seed: int = 0, echo=print, threads: Optional[int] = None) -> dict[str, Any]:
     from mutualctr.data import prepare, synth
     from mutualctr.experiments import report
     from mutualctr.experiments.runner import run_experiment
@@ -78,7 +78,7 @@ def run_demo(out: str | Path = "demo_out", rows: Optional[int] = None, quiet: bo
         echo(f"[3/3] RQ1 + RQ2 with controls: {', '.join(MODELS)} x {INSTANCES} instances "
              f"(configs in {cfg_dir}); runs cached in {out / 'experiment' / 'runs'}")
     res = run_experiment(["rq1", "rq2"], prep.store.path, out / "experiment", list(MODELS), instances=INSTANCES,
-                         config_dir=cfg_dir, quiet=quiet, reference=False)
+                         config_dir=cfg_dir, quiet=quiet, reference=False, threads=threads)
     parsed = report.read_results(Path(res["paths"]["results"]))
     import json
 
