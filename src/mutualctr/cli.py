@@ -120,6 +120,18 @@ def _resolve_config(model: Optional[str], config: Optional[Path], store: Path, s
     return with_overrides(cfg, model=model, seed=seed, epochs=epochs, lr=lr, batch_size=batch_size, device=device)
 
 
+_DIST_TIMEOUT = typer.Option(None, "--dist-timeout", help="seconds a worker waits for the others in a "
+                             "collective before failing (default 600)")
+
+
+def _launch_workers(nproc: int) -> None:
+    """--nproc K outside torchrun: run this very command as K torchrun workers, exit with its code."""
+    from mutualctr.distributed import env_world_size, launch
+
+    if nproc > 1 and env_world_size() <= 1:
+        raise typer.Exit(launch(nproc))
+
+
 @app.command()
 def train(
     data: Path = typer.Option(..., "--data", help="prepared store (mutualctr prepare)"),
@@ -134,16 +146,24 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
     json_out: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
+    nproc: int = typer.Option(1, "--nproc", help="data-parallel workers on this machine (runs torchrun; "
+                                                 "or start the command under torchrun yourself)"),
+    dist_timeout: Optional[float] = _DIST_TIMEOUT,
 ):
     """Train one model; keeps the best-on-dev checkpoint and reports its test metrics."""
+    from mutualctr.distributed import is_main_process
     from mutualctr.training import api
     from mutualctr.training.config import load_run_config
+
+    _launch_workers(nproc)
 
     if resume and (out / "config.yaml").is_file() and config is None and model is None:
         cfg = load_run_config(out / "config.yaml")
     else:
         cfg = _resolve_config(model, config, data, seed, epochs, lr, batch_size, device)
-    s = api.train(data, out, cfg, resume=resume, quiet=quiet)
+    s = api.train(data, out, cfg, resume=resume, quiet=quiet, dist_timeout=dist_timeout)
+    if not is_main_process():
+        return
     if json_out:
         _print_json(s)
         return
@@ -239,14 +259,20 @@ def mutual(
     resume: bool = typer.Option(False, "--resume"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
     json_out: bool = typer.Option(False, "--json"),
+    nproc: int = typer.Option(1, "--nproc", help="workers on this machine (runs torchrun): one member per "
+                                                 "worker, or a data-parallel group of workers per member"),
+    dist_timeout: Optional[float] = _DIST_TIMEOUT,
 ):
     """Deep mutual learning of N models: finetune trained runs, or train from scratch."""
+    from mutualctr.distributed import is_main_process
     from mutualctr.training import api
 
+    _launch_workers(nproc)
     g = api.mutual(data, out, init=list(init) + list(more_init or []), models=models.split(",") if models else (), seeds=_csv_ints(seeds),
                    alpha=alpha, loss=loss, lr=lr, epochs=epochs, evals_per_epoch=evals_per_epoch, seed=seed,
-                   device=device, resume=resume, quiet=quiet)
-    _print_group(g, json_out)
+                   device=device, resume=resume, quiet=quiet, dist_timeout=dist_timeout)
+    if is_main_process():
+        _print_group(g, json_out)
 
 
 @app.command()

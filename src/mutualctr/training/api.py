@@ -80,14 +80,22 @@ def _check_out(out: Path, resume: bool) -> None:
 
 
 def train(store_path: str | Path, out: str | Path, cfg: RunConfig, resume: bool = False,
-          quiet: bool = False) -> dict[str, Any]:
-    """Independent training of one model (the trainer with N = 1)."""
-    store = open_store(store_path)
-    out = Path(out)
-    _check_out(out, resume)
-    member = Member(config=cfg, model=build(cfg, store), run_dir=out)
-    trainer = Trainer(store, [member], out, cfg.train, quiet=quiet)
-    return trainer.fit(resume=resume)[0]
+          quiet: bool = False, dist_timeout: float | None = None) -> dict[str, Any]:
+    """Independent training of one model (the trainer with N = 1).
+
+    Under torchrun (``WORLD_SIZE > 1``) the workers train it data-parallel: each reads its
+    shard of every global batch; rank 0 writes the run (see docs/distributed.md).
+    """
+    from mutualctr.distributed import session
+
+    with session(1, cfg.train.device, dist_timeout) as par:
+        store = open_store(store_path)
+        out = Path(out)
+        _check_out(out, resume)
+        par.barrier("the start")  # every worker checked --out before anyone writes into it
+        member = Member(config=cfg, model=build(cfg, store), run_dir=out)
+        trainer = Trainer(store, [member], out, cfg.train, quiet=quiet, parallel=par)
+        return trainer.fit(resume=resume)[0]
 
 
 def evaluate(run: str | Path, store_path: str | Path, split: str = "test", device: str = "auto",
@@ -137,7 +145,8 @@ def _member_dir(out: Path, i: int, name: str) -> Path:
     return out / f"m{i}-{name}"
 
 
-def _group_result(results: list[dict[str, Any]], out: Path, settings: dict[str, Any]) -> dict[str, Any]:
+def _group_result(results: list[dict[str, Any]], out: Path, settings: dict[str, Any],
+                  write: bool = True) -> dict[str, Any]:
     for r in results:
         s = r.get("start")
         if s:
@@ -149,7 +158,8 @@ def _group_result(results: list[dict[str, Any]], out: Path, settings: dict[str, 
         mean["start_test_auc"] = float(np.mean([r["start"]["test_auc"] for r in results]))
         mean["start_dev_auc"] = float(np.mean([r["start"]["dev_auc"] for r in results]))
     group = {"settings": settings, "members": results, "mean": mean}
-    atomic.write_json(out / "group.json", group)
+    if write:
+        atomic.write_json(out / "group.json", group)
     return group
 
 
@@ -158,12 +168,33 @@ def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path
            loss: str = "mse_prob", lr: float | None = None, epochs: int | None = None,
            evals_per_epoch: int | None = None, seed: int | None = None, device: str | None = None,
            config_dir: Path | None = None, resume: bool = False, quiet: bool = False,
-           teachers: Sequence[str | Path] = ()) -> dict[str, Any]:
+           teachers: Sequence[str | Path] = (), dist_timeout: float | None = None) -> dict[str, Any]:
     """Train a group: finetune from runs (``init``) or from scratch (``models`` + ``seeds``).
 
     ``alpha = 0`` is the no-mutual control (each member trained as if alone). ``teachers``
-    turns the peer term into distillation from frozen models.
+    turns the peer term into distillation from frozen models. Under torchrun the members are
+    spread over the workers (one per worker, several per worker, or a data-parallel group of
+    workers per member; see docs/distributed.md); every worker returns the whole group.
     """
+    from mutualctr.distributed import session
+
+    n = len(init) or len(models)
+    with session(max(n, 1), device, dist_timeout) as par:
+        return _mutual(par, store_path, out, init=init, models=models, seeds=seeds, alpha=alpha, loss=loss,
+                       lr=lr, epochs=epochs, evals_per_epoch=evals_per_epoch, seed=seed, device=device,
+                       config_dir=config_dir, resume=resume, quiet=quiet, teachers=teachers)
+
+
+def _train_config_of_run(run: str | Path):
+    """The ``train`` section of a run, without loading its weights where config.yaml is there."""
+    run = Path(run)
+    if run.is_dir() and (run / "config.yaml").is_file():
+        return load_run_config(run / "config.yaml").train
+    return load_run(run)[1].train
+
+
+def _mutual(par, store_path, out, *, init, models, seeds, alpha, loss, lr, epochs, evals_per_epoch, seed,
+            device, config_dir, resume, quiet, teachers) -> dict[str, Any]:
     store = open_store(store_path)
     out = Path(out)
     _check_out(out, resume)
@@ -177,12 +208,16 @@ def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path
     if finetune:
         lr = 1e-4 if lr is None else lr
         for i, run in enumerate(init):
+            if i not in par.member_ids:  # another worker's member
+                continue
             model, cfg, ck = load_run(run, store)
             cfg = replace(cfg, optim=replace(cfg.optim, lr=lr))
             members.append(Member(config=cfg, model=model, run_dir=_member_dir(out, i, cfg.model_name),
                                   init_from=str(Path(run).resolve())))
-        train_cfg = replace(members[0].config.train, epochs=1 if epochs is None else epochs,
+        base = members[0].config.train if par.member_ids[0] == 0 else _train_config_of_run(init[0])
+        train_cfg = replace(base, epochs=1 if epochs is None else epochs,
                             evals_per_epoch=4 if evals_per_epoch is None else evals_per_epoch, patience=0)
+        group_lr = lr
     else:
         if not models:
             raise ConfigError("give --init RUN... to finetune or --models NAME,... to train from scratch")
@@ -190,13 +225,17 @@ def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path
         if len(seeds) != len(models):
             raise ConfigError(f"--seeds has {len(seeds)} values for {len(models)} models")
         dataset = getattr(store.feature_map, "dataset", None)
+        cfgs = []
         for i, (name, s) in enumerate(zip(models, seeds)):
             cfg = default_config(name, dataset, config_dir)
             cfg = replace(cfg, train=replace(cfg.train, seed=s))
             if lr is not None:
                 cfg = replace(cfg, optim=replace(cfg.optim, lr=lr))
-            members.append(Member(config=cfg, model=build(cfg, store, seed=s), run_dir=_member_dir(out, i, name)))
-        base = members[0].config.train
+            cfgs.append(cfg)
+            if i in par.member_ids:
+                members.append(Member(config=cfg, model=build(cfg, store, seed=s), run_dir=_member_dir(out, i, name)))
+        base = cfgs[0].train
+        group_lr = cfgs[0].optim.lr
         train_cfg = replace(base, epochs=base.epochs if epochs is None else epochs,
                             evals_per_epoch=base.evals_per_epoch if evals_per_epoch is None else evals_per_epoch)
     if seed is not None:
@@ -204,24 +243,30 @@ def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path
     if device is not None:
         train_cfg = replace(train_cfg, device=device)
     teacher_models = [load_run(t, store)[0] for t in teachers]
+    par.barrier("the start")  # every worker checked --out before anyone writes into it
     trainer = Trainer(store, members, out, train_cfg, mcfg, teachers=teacher_models, quiet=quiet,
-                      finetune=finetune)
+                      finetune=finetune, parallel=par)
     if finetune and not (resume and trainer.ckpt_path.is_file()):
         for m in members:
             d, t = trainer.evaluate(m.model, "dev"), trainer.evaluate(m.model, "test")
             m.start = {"dev_auc": d["auc"], "dev_logloss": d["logloss"], "test_auc": t["auc"], "test_logloss": t["logloss"]}
-        atomic.write_json(out / "start.json", [m.start for m in members])
+        starts = par.member_results([m.start for m in members])
+        if par.is_main:
+            atomic.write_json(out / "start.json", starts)
     elif finetune:
         import json
 
-        for m, s in zip(members, json.loads((out / "start.json").read_text())):
-            m.start = s
-    results = trainer.fit(resume=resume)
+        starts = json.loads((out / "start.json").read_text())
+        for m, gi in zip(members, par.member_ids):
+            m.start = starts[gi]
+    results = par.member_results(trainer.fit(resume=resume))
     settings = {"mode": "distill" if teachers else ("finetune" if finetune else "scratch"), "alpha": alpha,
-                "loss": loss, "lr": members[0].config.optim.lr, "epochs": train_cfg.epochs,
+                "loss": loss, "lr": group_lr, "epochs": train_cfg.epochs,
                 "evals_per_epoch": train_cfg.evals_per_epoch, "seed": train_cfg.seed,
                 "init": [str(p) for p in init], "teachers": [str(t) for t in teachers]}
-    return _group_result(results, out, settings)
+    if par.distributed:
+        settings["workers"] = par.world
+    return _group_result(results, out, settings, write=par.is_main)
 
 
 def distill(store_path: str | Path, out: str | Path, teacher: str | Path, student: str, beta: float = 1.0,

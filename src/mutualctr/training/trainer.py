@@ -99,9 +99,17 @@ def model_payload(member: Member, store, step: int, epoch: float, dev: dict | No
 class Trainer:
     def __init__(self, store, members: list[Member], out: Path, train: TrainConfig,
                  mutual: MutualConfig | None = None, teachers: list[nn.Module] = (),
-                 quiet: bool = False, finetune: bool = False):
+                 quiet: bool = False, finetune: bool = False, parallel=None):
+        """``parallel``: this process's place among torchrun workers (see
+        :mod:`mutualctr.distributed`); ``members`` are then only the members this process holds.
+        The default is one process holding every member."""
+        from mutualctr.distributed.context import Local
+
         if not members:
             raise ValueError("a trainer needs at least one member")
+        self.par = parallel if parallel is not None else Local(len(members))
+        if len(self.par.member_ids) != len(members):
+            raise ValueError(f"this process holds members {self.par.member_ids}, got {len(members)} members")
         self.store = store
         self.members = members
         self.out = Path(out)
@@ -118,6 +126,12 @@ class Trainer:
         X, y = store.split("train")
         self.loader = BatchLoader(X, y, batch_size=train.batch_size, shuffle=True, seed=train.seed,
                                   prefetch=train.prefetch)
+        self.batches = None
+        if self.par.data_size > 1:
+            from mutualctr.distributed.shard import ShardedBatches
+
+            self.batches = ShardedBatches(self.loader, self.par.data_rank, self.par.data_size)
+        self._weight = 1.0  # this worker's share of the global batch (data parallelism)
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch == 0:
             raise TrainingError(f"{store.path}: the train split is empty")
@@ -156,69 +170,130 @@ class Trainer:
         if self.teachers and alpha != 0.0:
             with torch.no_grad():
                 teacher_logits = [t(ids) for t in self.teachers]
+        every = logits
+        if alpha != 0.0 and not self.teachers:
+            every = self.par.exchange(logits)  # all N members' logits, the remote ones detached
         losses = []
         for i, (m, z) in enumerate(zip(self.members, logits)):
+            gi = self.par.member_ids[i]
             loss = bce(z, labels) + l2_penalty(m.model, ids)
             if alpha != 0.0:
-                peers = teacher_logits if self.teachers else [q.detach() for j, q in enumerate(logits) if j != i]
+                peers = teacher_logits if self.teachers else [q.detach() for j, q in enumerate(every) if j != gi]
                 loss = loss + alpha * peer_term(self.mutual.loss, z, peers)
             losses.append(loss)
         return losses
 
     def _step(self, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """One optimisation step of every member; returns the (N,) detached losses."""
-        losses = self.group_losses(ids, labels)
+        """One optimisation step of every member; returns the (N,) detached losses.
+
+        Data parallelism: this worker's batch is a shard of the global batch; ``par.sync`` sums
+        the replicas' gradients weighted by ``self._weight`` (shard rows / global rows) and
+        returns the global losses.
+        """
         for m in self.members:
             for opt in m.optimizers:
                 opt.zero_grad(set_to_none=True)
-        # Members share no parameters and peers are detached, so one backward of the sum gives
-        # each member exactly the gradient of its own loss.
-        torch.stack(losses).sum().backward()
+        if len(labels) == 0:  # a global batch smaller than the number of data workers
+            local = torch.zeros(len(self.members), device=self.device)
+        else:
+            losses = self.group_losses(ids, labels)
+            # Members share no parameters and peers are detached, so one backward of the sum gives
+            # each member exactly the gradient of its own loss.
+            torch.stack(losses).sum().backward()
+            local = torch.stack([l.detach() for l in losses])
+        losses = self.par.sync(self.members, local, self._weight)
         for m in self.members:
             for opt in m.optimizers:
                 opt.step()
-        return torch.stack([l.detach() for l in losses])
+        return losses
 
     # ---- evaluation ---------------------------------------------------------------------
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         X, y = self.dev if split == "dev" else self.test
-        logits = predict_logits(model, X, self.train_cfg.eval_batch_size, self.device)
-        return scores(np.asarray(y), logits)
+        lo, hi = self.par.shard(len(y))  # data workers score a shard each; the AUC is exact
+        logits = predict_logits(model, X[lo:hi], self.train_cfg.eval_batch_size, self.device)
+        return scores(np.asarray(y), self.par.gather_rows(logits, len(y)))
 
     # ---- checkpoints --------------------------------------------------------------------
-    def _save_group(self, state: dict[str, Any]) -> None:
-        payload = {
-            "kind": "group",
-            "fingerprint": self.store.fingerprint,
-            "members": [
-                {
-                    "model": m.model.state_dict(),
-                    "optimizers": [o.state_dict() for o in m.optimizers],
-                    "schedule": m.schedule.state_dict(),
-                    "best": m.best,
-                    "best_state": m.best_state,
-                    "history": m.history,
-                    "config": run_config_to_dict(m.config),
-                }
-                for m in self.members
-            ],
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-            },
-            **state,
+    @staticmethod
+    def _member_state(m: Member) -> dict[str, Any]:
+        return {
+            "model": m.model.state_dict(),
+            "optimizers": [o.state_dict() for o in m.optimizers],
+            "schedule": m.schedule.state_dict(),
+            "best": m.best,
+            "best_state": m.best_state,
+            "history": m.history,
+            "config": run_config_to_dict(m.config),
         }
-        checkpoint.save(self.ckpt_path, payload)
+
+    @staticmethod
+    def _rng_state() -> dict[str, Any]:
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+        }
+
+    def _member_file(self, gi: int, step: int) -> Path:
+        return self.ckpt_path.parent / "members" / f"m{gi}.step{step}.pt"
+
+    def _save_group(self, state: dict[str, Any]) -> None:
+        par = self.par
+        if not par.sharded_members:
+            # this process holds every member (data-parallel replicas hold identical copies)
+            if par.is_main:
+                checkpoint.save(self.ckpt_path, {"kind": "group", "fingerprint": self.store.fingerprint,
+                                                 "members": [self._member_state(m) for m in self.members],
+                                                 "rng": self._rng_state(), **state})
+            return
+        # Members live in several processes: a two-phase commit. Each member's writer saves its
+        # member at this step; when all have, rank 0 replaces last.pt (naming those files) in one
+        # rename; only then are older member files removed. A crash at any point leaves last.pt
+        # naming a complete set of files, all at the same step.
+        step = state["step"]
+        if par.is_writer:
+            for m, gi in zip(self.members, par.member_ids):
+                checkpoint.save(self._member_file(gi, step), {
+                    "kind": "member", "index": gi, "step": step, "fingerprint": self.store.fingerprint,
+                    "member": self._member_state(m), "rng": self._rng_state()})
+        par.barrier("the checkpoint commit (member files)")
+        if par.is_main:
+            names = [str(self._member_file(gi, step).relative_to(self.ckpt_path.parent))
+                     for gi in range(par.num_members)]
+            checkpoint.save(self.ckpt_path, {"kind": "group", "fingerprint": self.store.fingerprint,
+                                             "members": None, "member_files": names,
+                                             "rng": self._rng_state(), **state})
+        par.barrier("the checkpoint commit (group file)")
+        if par.is_writer:
+            for gi in par.member_ids:
+                keep = self._member_file(gi, step).name
+                for old in self._member_file(gi, step).parent.glob(f"m{gi}.step*.pt"):
+                    if old.name != keep:
+                        old.unlink(missing_ok=True)
 
     def _load_group(self) -> dict[str, Any]:
+        """Load last.pt into this process's members; either layout (one file, or member files)
+        resumes in any mode: one process, data-parallel, or members spread over workers."""
         ck = checkpoint.load(self.ckpt_path)
         checkpoint.check_store(ck, self.store, self.ckpt_path)
-        if ck.get("kind") != "group" or len(ck["members"]) != len(self.members):
-            raise CheckpointError(f"{self.ckpt_path}: holds {len(ck.get('members', []))} members, "
-                                  f"this run has {len(self.members)}")
-        for m, s in zip(self.members, ck["members"]):
+        files = ck.get("member_files")
+        held = len(files) if files else len(ck.get("members") or [])
+        if ck.get("kind") != "group" or held != self.par.num_members:
+            raise CheckpointError(f"{self.ckpt_path}: holds {held} members, "
+                                  f"this run has {self.par.num_members}")
+        rng = ck["rng"]
+        for m, gi in zip(self.members, self.par.member_ids):
+            if files:
+                path = self.ckpt_path.parent / files[gi]
+                mf = checkpoint.load(path)
+                if mf.get("index") != gi or mf.get("step") != ck["step"]:
+                    raise CheckpointError(f"{path}: member {mf.get('index')} at step {mf.get('step')}, but "
+                                          f"{self.ckpt_path} expects member {gi} at step {ck['step']}")
+                s, rng = mf["member"], mf["rng"]
+            else:
+                s = ck["members"][gi]
             if s["config"]["model"] != run_config_to_dict(m.config)["model"]:
                 raise CheckpointError(f"{self.ckpt_path}: member {m.name} was saved with another model config")
             m.model.load_state_dict(s["model"])
@@ -226,11 +301,15 @@ class Trainer:
                 o.load_state_dict(os_)
             m.schedule.load_state_dict(s["schedule"])
             m.best, m.best_state, m.history = s["best"], s["best_state"], s["history"]
-        torch.set_rng_state(ck["rng"]["torch"])
-        if ck["rng"]["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
-        np.random.set_state(ck["rng"]["numpy"])
-        random.setstate(ck["rng"]["python"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        steps = self.par.all_gather_object(int(ck["step"]))
+        if len(set(steps)) != 1:
+            raise CheckpointError(f"{self.ckpt_path}: the workers would resume at different steps {steps}; "
+                                  f"every worker must see the same --out directory (a shared filesystem)")
         return ck
 
     def _write_member_files(self, m: Member) -> None:
@@ -251,27 +330,31 @@ class Trainer:
             ck = self._load_group()
             step, epoch, batch_in_epoch = ck["step"], ck["epoch"], ck["batch_in_epoch"]
             bad_evals, elapsed, done = ck["bad_evals"], ck["elapsed"], ck["done"]
-        for m in self.members:
+        par = self.par
+        for m in self.members if par.is_writer else ():
             m.run_dir.mkdir(parents=True, exist_ok=True)
             atomic.write_text(m.run_dir / "config.yaml", _yaml(run_config_to_dict(m.config)))
             atomic.write_json(m.run_dir / "store.json", {"path": str(Path(self.store.path).resolve()),
                                                            "fingerprint": self.store.fingerprint})
         total_steps = cfg.epochs * self.steps_per_epoch
-        progress = _Progress(total_steps, step, self.quiet, len(self.members))
+        progress = _Progress(total_steps, step, self.quiet or not par.is_main, len(self.members))
         loss_sum = torch.zeros(len(self.members), device=self.device)
         loss_n = 0
         t_window, rows_window = time.perf_counter(), 0
         try:
             while not done and epoch < cfg.epochs:
-                for ids, labels in self.loader.epoch(epoch, start_batch=batch_in_epoch):
+                for batch in self._epoch(epoch, batch_in_epoch):
+                    ids, labels, global_rows = batch
                     ids = ids.to(self.device, non_blocking=True)
                     labels = labels.to(self.device, non_blocking=True)
                     for m in self.members:
                         m.schedule.set_step(step)
+                    par.step = step
+                    self._weight = len(labels) / global_rows
                     losses = self._step(ids, labels)
                     step += 1
                     batch_in_epoch += 1
-                    rows_window += len(labels)
+                    rows_window += global_rows
                     loss_sum += losses
                     loss_n += 1
                     if self.device.type == "cpu" or step % 50 == 0:
@@ -308,6 +391,12 @@ class Trainer:
             progress.close()
         return self._finish(elapsed, step)
 
+    def _epoch(self, epoch: int, start_batch: int):
+        """(ids, labels, global batch rows): this worker's part of each global batch."""
+        if self.batches is not None:
+            return self.batches.epoch(epoch, start_batch=start_batch)
+        return ((ids, labels, len(labels)) for ids, labels in self.loader.epoch(epoch, start_batch=start_batch))
+
     def _ckpt_step(self) -> int:
         try:
             return int(checkpoint.load(self.ckpt_path)["step"])
@@ -315,7 +404,9 @@ class Trainer:
             return -1
 
     def _evaluate_all(self, step: int, epoch: float, train_losses: list[float], sps: float, progress) -> bool:
+        par = self.par
         improved = False
+        lines = []
         for m, tl in zip(self.members, train_losses):
             dev = self.evaluate(m.model, "dev")
             m.schedule.observe(dev["auc"])
@@ -326,11 +417,22 @@ class Trainer:
                 improved = True
                 m.best = {"step": step, "epoch": round(epoch, 4), "dev_auc": dev["auc"], "dev_logloss": dev["logloss"]}
                 m.best_state = {k: v.detach().to("cpu", copy=True) for k, v in m.model.state_dict().items()}
-                checkpoint.save(m.run_dir / "checkpoints" / "best.pt",
-                                model_payload(m, self.store, step, epoch, {"auc": dev["auc"], "logloss": dev["logloss"]}))
-            self._write_member_files(m)
-            progress.log(f"step {step} epoch {epoch:.2f} {m.name}: dev AUC {dev['auc']:.5f} "
+                if par.is_writer:
+                    checkpoint.save(m.run_dir / "checkpoints" / "best.pt",
+                                    model_payload(m, self.store, step, epoch,
+                                                  {"auc": dev["auc"], "logloss": dev["logloss"]}))
+            if par.is_writer:
+                self._write_member_files(m)
+            lines.append(f"step {step} epoch {epoch:.2f} {m.name}: dev AUC {dev['auc']:.5f} "
                          f"logloss {dev['logloss']:.5f} (train loss {tl:.5f}, {sps:,.0f} samples/s)")
+        if par.sharded_members:
+            # the group's decisions (patience) need every member; rank 0 logs every member
+            every = par.all_gather_object((improved, par.member_ids, lines) if par.is_writer else None)
+            improved = any(e[0] for e in every if e is not None)
+            by_id = {gi: line for e in every if e is not None for gi, line in zip(e[1], e[2])}
+            lines = [by_id[gi] for gi in sorted(by_id)]
+        for line in lines:
+            progress.log(line)
         return improved
 
     def _finish(self, elapsed: float, step: int) -> list[dict[str, Any]]:
@@ -356,7 +458,8 @@ class Trainer:
                 "start": m.start,
                 "fingerprint": self.store.fingerprint,
             }
-            atomic.write_json(m.run_dir / "summary.json", summary)
+            if self.par.is_writer:
+                atomic.write_json(m.run_dir / "summary.json", summary)
             results.append(summary)
         return results
 
