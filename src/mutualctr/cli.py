@@ -41,13 +41,14 @@ def _print_prepare_summary(result) -> None:
     for name, rows in s["rows"].items():
         splits.add_row(name, f"{rows:,}", f"{s['click_rate'][name]:.4f}")
     console.print(splits)
-    vocab = Table(title=f"vocabulary ({s['num_features']:,} embedding rows, OOV and missing "
-                        "included)")
+    vocab = Table(title="vocabulary size per field")
     vocab.add_column("field")
     vocab.add_column("size", justify="right")
     for name, size in s["vocab_size"].items():
         vocab.add_row(name, f"{size:,}")
     console.print(vocab)
+    console.print(f"{s['num_features']:,} embedding rows in all (each field's OOV and missing "
+                  "rows included)")
     rej = f"rows rejected: {s['rejected']:,}"
     if s["rejected_lines"]:
         rej += "  (first: " + ", ".join(s["rejected_lines"]) + ")"
