@@ -99,6 +99,9 @@ def two_workers(tiny_store, tmp_path_factory):
         {"op": "mutual", "name": "mutual", "store": str(tiny_store), "out": str(tmp / "mutual"),
          "kwargs": {"models": ["deepfm", "dcn"], "seeds": [1, 2], "epochs": 2, "evals_per_epoch": 2,
                     "config_dir": str(cdir), "alpha": 1.0}},
+        {"op": "mutual", "name": "two_per_worker", "store": str(tiny_store), "out": str(tmp / "two_per_worker"),
+         "kwargs": {"models": ["deepfm", "dcn", "dcn", "deepfm"], "seeds": [1, 2, 3, 4], "epochs": 1,
+                    "evals_per_epoch": 1, "config_dir": str(cdir), "alpha": 0.5}},
     ]
     t0 = time.perf_counter()
     res = _wait(_spawn({"jobs": jobs, "result": str(tmp / "result")}, tmp))
@@ -176,6 +179,30 @@ def test_mutual_one_member_per_worker_equals_single_process_group(two_workers, t
     assert abs(alone["test_logloss"] - g0["members"][0]["test_logloss"]) > 1e-6
 
 
+def test_several_members_per_worker_equal_single_process_group(two_workers, tiny_store, tmp_path, one_thread):
+    single = api.mutual(tiny_store, tmp_path / "g", models=["deepfm", "dcn", "dcn", "deepfm"], seeds=[1, 2, 3, 4],
+                        epochs=1, evals_per_epoch=1, config_dir=two_workers["cdir"], alpha=0.5, quiet=True)
+    multi = two_workers["results"][0]["two_per_worker"]
+    for s, m in zip(single["members"], multi["members"]):
+        for k in ("dev_auc", "test_auc", "test_logloss"):
+            assert abs(s[k] - m[k]) < TOL, k
+
+
+@pytest.mark.skipif(os.environ.get("MUTUALCTR_TEST_4PROC") != "1",
+                    reason="4 processes on a 2-core machine take ~30 s; set MUTUALCTR_TEST_4PROC=1")
+def test_combined_grid_two_members_each_data_parallel_over_two_workers(tiny_store, tmp_path, one_thread):
+    cdir = _config_dir(tmp_path)
+    kw = {"models": ["deepfm", "dcn"], "seeds": [1, 2], "epochs": 1, "evals_per_epoch": 2, "config_dir": str(cdir)}
+    job = {"op": "mutual", "name": "g", "store": str(tiny_store), "out": str(tmp_path / "g"), "kwargs": kw}
+    for code, err in _wait(_spawn({"jobs": [job], "result": str(tmp_path / "r")}, tmp_path, world=4)):
+        assert code == 0, err[-3000:]
+    multi = json.loads((tmp_path / "r.0").read_text())["g"]
+    single = api.mutual(tiny_store, tmp_path / "s", quiet=True, **{**kw, "config_dir": cdir})
+    for i, (s, m) in enumerate(zip(single["members"], multi["members"])):
+        name = f"m{i}-{s['model']}"
+        _assert_runs_match(tmp_path / "s" / name, tmp_path / "g" / name, s, m, weights_atol=1e-4)
+
+
 def test_nproc_flag_runs_torchrun_and_matches_one_process(two_workers, tiny_store, tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(_cfg()))
@@ -196,10 +223,10 @@ def test_nproc_flag_runs_torchrun_and_matches_one_process(two_workers, tiny_stor
 # ---- failure and resume -------------------------------------------------------------------------
 
 def test_dead_worker_stops_the_other_and_the_group_resumes_at_one_step(tiny_store, tmp_path, one_thread):
-    cdir = _config_dir(tmp_path, epochs=6, evals_per_epoch=2)
+    cdir = _config_dir(tmp_path, epochs=4, evals_per_epoch=2)
     out = tmp_path / "g"
     job = {"op": "mutual", "name": "g", "store": str(tiny_store), "out": str(out),
-           "kwargs": {"models": ["deepfm", "dcn"], "seeds": [1, 2], "epochs": 6, "evals_per_epoch": 2,
+           "kwargs": {"models": ["deepfm", "dcn"], "seeds": [1, 2], "epochs": 4, "evals_per_epoch": 2,
                       "config_dir": str(cdir), "alpha": 1.0}}
     procs = _spawn({"jobs": [job], "result": str(tmp_path / "r"), "timeout": 60}, tmp_path)
     last = out / "checkpoints" / "last.pt"
@@ -218,17 +245,38 @@ def test_dead_worker_stops_the_other_and_the_group_resumes_at_one_step(tiny_stor
     ck = checkpoint.load(last)
     files = [checkpoint.load(last.parent / f) for f in ck["member_files"]]
     assert [f["index"] for f in files] == [0, 1] and {f["step"] for f in files} == {ck["step"]}
-    assert 0 < ck["step"] < 6 * 19
+    assert 0 < ck["step"] < 4 * 19
     # resume with two workers: both members restart at that step and finish like one process
     job["kwargs"]["resume"] = True
     res = _wait(_spawn({"jobs": [job], "result": str(tmp_path / "r"), "timeout": 60}, tmp_path))
     for code, e in res:
         assert code == 0, e[-3000:]
     resumed = json.loads((tmp_path / "r.0").read_text())["g"]
-    single = api.mutual(tiny_store, tmp_path / "s", models=["deepfm", "dcn"], seeds=[1, 2], epochs=6,
+    single = api.mutual(tiny_store, tmp_path / "s", models=["deepfm", "dcn"], seeds=[1, 2], epochs=4,
                         evals_per_epoch=2, config_dir=cdir, alpha=1.0, quiet=True)
     for i, (s, m) in enumerate(zip(single["members"], resumed["members"])):
         name = f"m{i}-{s['model']}"
         assert [h["step"] for h in _history(out / name)] == [h["step"] for h in _history(tmp_path / "s" / name)]
         for k in ("dev_auc", "test_auc", "test_logloss"):
             assert abs(s[k] - m[k]) < TOL, (name, k)
+
+
+def test_hung_worker_times_out_with_a_clear_error(tiny_store, tmp_path):
+    cdir = _config_dir(tmp_path, epochs=6)
+    job = {"op": "mutual", "name": "g", "store": str(tiny_store), "out": str(tmp_path / "g"),
+           "kwargs": {"models": ["deepfm", "dcn"], "seeds": [1, 2], "epochs": 6, "config_dir": str(cdir),
+                      "dist_timeout": 5}}
+    procs = _spawn({"jobs": [job], "result": str(tmp_path / "r"), "timeout": 5}, tmp_path)
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "g" / "m0-deepfm" / "config.yaml").exists() and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)
+        procs[1].send_signal(signal.SIGSTOP)  # alive but silent: only the timeout can tell
+        t = time.time()
+        rc, err = _wait(procs[:1], timeout=60)[0]
+        assert rc != 0 and time.time() - t < 60
+        assert "did not answer within 5 s" in err and "Timed out" in err, err[-2000:]
+    finally:
+        procs[1].send_signal(signal.SIGKILL)
+        procs[1].wait()
