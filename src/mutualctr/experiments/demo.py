@@ -20,7 +20,7 @@ from typing import Any, Optional
 from mutualctr import atomic
 
 # Sized so that the whole demo takes about 10 minutes on 2 CPU cores (measured; see README).
-DEFAULT_ROWS = 150_000
+DEFAULT_ROWS = 160_000
 MODELS = ("deepfm", "dcn")
 INSTANCES = 3
 DEMO_TRAIN = {"batch_size": 1000, "epochs": 2, "evals_per_epoch": 1, "patience": 1}
@@ -48,7 +48,7 @@ def demo_configs(out: Path) -> Path:
 
 
 def run_demo(out: str | Path = "demo_out", rows: Optional[int] = None, quiet: bool = False,
-             seed: int = 0, echo=print, threads: Optional[int] = None) -> dict[str, Any]:
+             seed: int = 0, echo=print, threads: Optional[int] = 1) -> dict[str, Any]:
     from mutualctr.data import prepare, synth
     from mutualctr.experiments import report
     from mutualctr.experiments.runner import run_experiment
