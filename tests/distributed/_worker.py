@@ -23,7 +23,8 @@ def main(spec_path: str) -> None:
     out = {}
     for job in spec["jobs"]:
         if job["op"] == "train":
-            out[job["name"]] = api.train(job["store"], job["out"], run_config_from_dict(job["config"]), quiet=True)
+            out[job["name"]] = api.train(job["store"], job["out"], run_config_from_dict(job["config"]), quiet=True,
+                                          resume=job.get("resume", False))
         else:
             kw = dict(job["kwargs"])
             kw["config_dir"] = Path(kw["config_dir"]) if kw.get("config_dir") else None

@@ -91,7 +91,10 @@ def two_workers(tiny_store, tmp_path_factory):
     """One 2-process launch running every job of the equality checks."""
     tmp = tmp_path_factory.mktemp("dist")
     cdir = _config_dir(tmp)
+    _interrupted_single_process_run(tiny_store, tmp / "dp_resume")
     jobs = [
+        {"op": "train", "name": "dp_resume", "store": str(tiny_store), "out": str(tmp / "dp_resume"),
+         "config": _cfg(epochs=3), "resume": True},
         {"op": "train", "name": "dp_rowwise", "store": str(tiny_store), "out": str(tmp / "dp_rowwise"),
          "config": _cfg()},
         {"op": "train", "name": "dp_dense", "store": str(tiny_store), "out": str(tmp / "dp_dense"),
@@ -109,6 +112,27 @@ def two_workers(tiny_store, tmp_path_factory):
         assert rc == 0, err[-3000:]
     results = [json.loads((tmp / f"result.{r}").read_text()) for r in range(2)]
     return {"tmp": tmp, "cdir": cdir, "results": results, "seconds": time.perf_counter() - t0}
+
+
+def _interrupted_single_process_run(store: Path, out: Path) -> None:
+    """A one-process run of _cfg(epochs=3) stopped mid-epoch 2, after a checkpoint."""
+    from mutualctr.training.trainer import Trainer
+
+    threads = torch.get_num_threads()
+    orig, calls = Trainer._step, {"n": 0}
+
+    def dying(self, ids, labels):
+        calls["n"] += 1
+        if calls["n"] == 25:
+            raise KeyboardInterrupt
+        return orig(self, ids, labels)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Trainer, "_step", dying)
+        with pytest.raises(KeyboardInterrupt):
+            api.train(store, out, run_config_from_dict(_cfg(epochs=3)), quiet=True)
+    torch.set_num_threads(threads)
+    assert checkpoint.load(out / "checkpoints" / "last.pt")["step"] == 19
 
 
 def _history(run: Path) -> list[dict]:
@@ -154,6 +178,13 @@ def test_data_parallel_sparse_rows_equals_single_process(two_workers, tiny_store
     timing = ("train_time_s", "samples_per_s")
     assert {k: v for k, v in r0.items() if k not in timing} == {k: v for k, v in r1.items() if k not in timing}
     _assert_runs_match(tmp_path / "s", two_workers["tmp"] / "dp_rowwise", single, r0, weights_atol=1e-4)
+
+
+def test_one_process_run_resumes_data_parallel(two_workers, tiny_store, tmp_path, one_thread):
+    """A checkpoint of one process resumes on 2 workers and ends like the uninterrupted run."""
+    single = api.train(tiny_store, tmp_path / "s", run_config_from_dict(_cfg(epochs=3)), quiet=True)
+    resumed = two_workers["results"][0]["dp_resume"]
+    _assert_runs_match(tmp_path / "s", two_workers["tmp"] / "dp_resume", single, resumed, weights_atol=1e-4)
 
 
 def test_data_parallel_dense_embedding_equals_single_process(two_workers, tiny_store, tmp_path, one_thread):
