@@ -1,0 +1,129 @@
+"""Shared pieces of the benchmark suite: machine header, trainer construction, path modes."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Modes of the training path, all on the same Trainer step:
+#   fast       the defaults: mark-based unique rows shared by the tables, fused Adam/RowAdam
+#   reference  the previous path: torch.unique (sort) per table, elementwise RowAdam, unfused Adam
+#   bf16       fast + bf16 autocast of the forward (mutualctr.training.fast.apply_fast)
+#   plain      F.embedding (PyTorch's embedding backward) with a dense table gradient and
+#              torch's dense Adam on the whole table: what a plain PyTorch CTR model does
+MODES = ("fast", "reference", "bf16", "plain")
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def header() -> dict:
+    flags = ""
+    try:
+        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "machine": platform.machine(), "cpu": cpu_name(), "cores": os.cpu_count(),
+        "amx_bf16": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags,
+        "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+        "torch_threads": torch.get_num_threads(), "load_avg_start": [round(x, 2) for x in os.getloadavg()],
+        "gpu": "not measured (no GPU on this machine)" if not torch.cuda.is_available() else torch.cuda.get_device_name(0),
+    }
+
+
+def header_line(h: dict) -> str:
+    return (f"# {h['date_utc']} UTC, {h['cpu']} ({h['cores']} cores, AMX-BF16 {'yes' if h['amx_bf16'] else 'no'}), "
+            f"Python {h['python']}, torch {h['torch']} ({h['torch_threads']} threads), numpy {h['numpy']}; "
+            f"load average {h['load_avg_start'][0]:.1f} {h['load_avg_start'][1]:.1f} {h['load_avg_start'][2]:.1f} at start")
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def median(xs) -> float:
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def set_mode(trainer, mode: str) -> None:
+    """Apply ``mode`` to every member of ``trainer`` (rebuilding its optimizers where needed)."""
+    from mutualctr.models import embedding as E
+    from mutualctr.models import set_plain
+    from mutualctr.training.fast import apply_fast
+    from mutualctr.training.optim import Schedule, build_optimizers
+
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r} (known: {', '.join(MODES)})")
+    for m in trainer.members:
+        optim = m.config.optim
+        if mode == "reference":
+            optim = replace(optim, fused=False)
+        elif mode == "plain":
+            optim = replace(optim, embedding_optimizer="dense", fused=False)
+        m.config.optim = optim
+        m.optimizers = build_optimizers(m.model, optim)
+        m.schedule = Schedule(optim, m.optimizers, trainer.steps_per_epoch)
+        set_plain(m.model, mode == "plain")
+    apply_fast(trainer, bf16=(mode == "bf16"))
+    trainer._bench_unique = "sort" if mode in ("reference", "plain") else "mark"
+    _ = E  # the unique method is switched per step by activate()
+
+
+def activate(trainer) -> None:
+    """Before a step of ``trainer``: the module-level unique method of its mode."""
+    from mutualctr.models import embedding as E
+
+    if hasattr(E, "unique_method"):
+        E.unique_method = getattr(trainer, "_bench_unique", "mark")
+
+
+def build_trainer(store, models: list[str], out, seed: int = 0, mode: str = "fast", alpha: float = 1.0,
+                  batch_size: int | None = None, quiet: bool = True):
+    """A Trainer on ``store`` (a Store or a path) with the shipped criteo config of each model
+    (batch 4000, emb 16, MLP [400, 200, 100], row-wise Adam), 1 epoch, CPU, no prefetch thread."""
+    from mutualctr.training.api import build, default_config, open_store
+    from mutualctr.training.config import MutualConfig
+    from mutualctr.training.trainer import Member, Trainer
+
+    if isinstance(store, (str, Path)):
+        store = open_store(store)
+    members = []
+    for i, name in enumerate(models):
+        cfg = default_config(name, "criteo")
+        cfg.train = replace(cfg.train, epochs=1, device="cpu", prefetch=0,
+                            batch_size=batch_size or cfg.train.batch_size)
+        model = build(cfg, store, seed=seed + i)
+        members.append(Member(config=cfg, model=model, run_dir=Path(out) / f"m{i}-{name}"))
+    mutual = MutualConfig(alpha=alpha) if len(members) > 1 else None
+    trainer = Trainer(store, members, Path(out), members[0].config.train, mutual=mutual, quiet=quiet)
+    set_mode(trainer, mode)
+    return trainer
+
+
+def step(trainer, ids, labels, step_no: int) -> float:
+    """One ``Trainer._step`` (schedules set as the trainer's loop does); returns seconds."""
+    activate(trainer)
+    for m in trainer.members:
+        m.schedule.set_step(step_no)
+    t = time.perf_counter()
+    losses = trainer._step(ids, labels)
+    float(losses.sum())  # the loop's finiteness check reads the losses every CPU step
+    return time.perf_counter() - t
