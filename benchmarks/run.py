@@ -285,6 +285,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--growth-steps", type=int, default=None, help="timed steps per table (default 10, 5 with --quick)")
     ap.add_argument("--growth-vocabs", default="200000,10000000")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    ap.add_argument("--tag", default="", help="write OUT/results-TAG.json (several partial runs side by side)")
     a = ap.parse_args(argv)
     rows = a.rows or (200_000 if a.quick else 1_000_000)
     modes = [m for m in a.modes.split(",") if m]
@@ -324,9 +325,10 @@ def main(argv=None) -> dict:
     r["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     text = table(r)
     print("\n" + text)
-    (out / "results.json").write_text(json.dumps(r, indent=1) + "\n")
-    (out / "results.txt").write_text(text + "\n")
-    log(f"\nwrote {out / 'results.json'} and {out / 'results.txt'}")
+    stem = f"results-{a.tag}" if a.tag else "results"
+    (out / f"{stem}.json").write_text(json.dumps(r, indent=1) + "\n")
+    (out / f"{stem}.txt").write_text(text + "\n")
+    log(f"\nwrote {out / (stem + '.json')} and {out / (stem + '.txt')}")
     return r
 
 

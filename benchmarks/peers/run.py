@@ -1,0 +1,141 @@
+"""Side by side: mutualctr vs FuxiCTR 2.3.10 and DeepCTR-Torch 0.3.0, DeepFM and DCN, same data.
+
+    bash benchmarks/peers/setup.sh                 # once: bench_out/peers-venv
+    python -m benchmarks.peers.run --store bench_out/store_200000_0 [--rounds 3] [--steps 5]
+        [--models deepfm,dcn] [--peers-python bench_out/peers-venv/bin/python]
+
+The store is one prepared by ``python -m benchmarks.run`` (or ``mutualctr prepare``). Each peer
+runs in its own process in its own venv (benchmarks/peers/worker.py) on the same encoded rows
+(batch 4000, emb 16, MLP [400, 200, 100], embedding L2 1e-5 in each system's own form, Adam
+lr 1e-3); mutualctr runs in this process through ``Trainer._step`` (fast path). After 2 warm-up
+steps each, the systems alternate in blocks of ``--steps`` steps for ``--rounds`` rounds, so
+load from other jobs hits all of them alike. Reported: train samples/s (batch / median step
+time), eval samples/s over the test split (one pass, after the timed steps), the ratios
+mutualctr / peer, and the load average. Peers' preprocessing is not run here (their models are
+fed the same encoded ids). Not part of CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import ROOT, build_trainer, header, header_line, load, median, step
+
+PEERS = ("fuxictr", "deepctr")
+
+
+class Peer:
+    def __init__(self, python: str, system: str, model: str, store: str):
+        self.name = system
+        self.p = subprocess.Popen([python, str(ROOT / "benchmarks" / "peers" / "worker.py")], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.call({"cmd": "init", "store": store, "system": system, "model": model, "batch": 4000, "seed": 0})
+
+    def call(self, msg: dict) -> dict:
+        self.p.stdin.write(json.dumps(msg) + "\n")
+        self.p.stdin.flush()
+        line = self.p.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name}: worker exited")
+        out = json.loads(line)
+        if "error" in out:
+            raise RuntimeError(f"{self.name}: {out['error']}\n{out.get('trace', '')}")
+        return out
+
+    def close(self) -> None:
+        self.p.stdin.close()
+        self.p.wait(timeout=60)
+
+
+def ours_eval(tr) -> tuple[float, float]:
+    from mutualctr.training.trainer import predict_logits, scores
+
+    X, y = tr.test
+    Xm = np.ascontiguousarray(X)
+    t = time.perf_counter()
+    logits = predict_logits(tr.members[0].model, Xm, 32768, tr.device)
+    dt = time.perf_counter() - t
+    return len(y) / dt, scores(np.asarray(y), logits)["auc"]
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--store", required=True)
+    ap.add_argument("--models", default="deepfm,dcn")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--peers-python", default=str(ROOT / "bench_out" / "peers-venv" / "bin" / "python"))
+    ap.add_argument("--out", type=Path, default=ROOT / "bench_out")
+    a = ap.parse_args(argv)
+    if not Path(a.peers_python).exists():
+        raise SystemExit(f"{a.peers_python}: no peers venv; run bash benchmarks/peers/setup.sh first")
+    h = header()
+    print(header_line(h), flush=True)
+    res = {"header": h, "args": vars(a) | {"out": str(a.out)}, "models": {}}
+    with tempfile.TemporaryDirectory() as work:
+        for model in a.models.split(","):
+            peers = [Peer(a.peers_python, s, model, a.store) for s in PEERS]
+            tr = build_trainer(a.store, [model], Path(work) / model, mode="fast")
+            batches = tr.loader.epoch(0)
+            k = 0
+
+            def ours(n):
+                nonlocal k
+                ts = []
+                for _ in range(n):
+                    ids, labels = next(batches)
+                    ts.append(step(tr, ids, labels, k))
+                    k += 1
+                return ts
+
+            ours(2)
+            for p in peers:
+                p.call({"cmd": "steps", "n": 2})
+            times = {"mutualctr": [], **{p.name: [] for p in peers}}
+            for r in range(a.rounds):
+                times["mutualctr"] += ours(a.steps)
+                for p in peers:
+                    times[p.name] += p.call({"cmd": "steps", "n": a.steps})["times"]
+                print(f"  {model} round {r + 1}/{a.rounds} (load {load():.1f})", flush=True)
+            row = {}
+            ev, auc = ours_eval(tr)
+            row["mutualctr"] = {"train_samples_per_s": round(4000 / median(times["mutualctr"])), "eval_samples_per_s": round(ev)}
+            for p in peers:
+                e = p.call({"cmd": "eval"})
+                row[p.name] = {"train_samples_per_s": round(4000 / median(times[p.name])),
+                               "eval_samples_per_s": round(e["rows"] / e["seconds"])}
+                p.close()
+            for p in PEERS:
+                row[f"train_ratio_vs_{p}"] = round(row["mutualctr"]["train_samples_per_s"] / row[p]["train_samples_per_s"], 2)
+                row[f"eval_ratio_vs_{p}"] = round(row["mutualctr"]["eval_samples_per_s"] / row[p]["eval_samples_per_s"], 2)
+            row["load_end"] = load()
+            row["timed_steps"] = a.rounds * a.steps
+            res["models"][model] = row
+            del tr
+    lines = [header_line(h), f"# store {a.store}; {a.rounds} rounds x {a.steps} steps per system, alternating; medians",
+             f"{'model':7s} {'system':10s} {'train/s':>9s} {'eval/s':>9s} {'ours/peer train':>16s} {'ours/peer eval':>15s}"]
+    for model, row in res["models"].items():
+        for s in ("mutualctr", *PEERS):
+            rt = "" if s == "mutualctr" else f"{row[f'train_ratio_vs_{s}']:.2f}x"
+            re_ = "" if s == "mutualctr" else f"{row[f'eval_ratio_vs_{s}']:.2f}x"
+            lines.append(f"{model:7s} {s:10s} {row[s]['train_samples_per_s']:>9,} {row[s]['eval_samples_per_s']:>9,} {rt:>16s} {re_:>15s}")
+        lines.append(f"{'':7s} (load average {row['load_end']:.1f} at the end)")
+    text = "\n".join(lines)
+    print("\n" + text)
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "peers.json").write_text(json.dumps(res, indent=1) + "\n")
+    (a.out / "peers.txt").write_text(text + "\n")
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""Peers' side of the side-by-side benchmark; runs in the PEERS' venv (benchmarks/peers/setup.sh).
+
+Protocol (one JSON object per line on stdin, one per line on stdout):
+  {"cmd": "init", "store": DIR, "system": "fuxictr"|"deepctr", "model": "deepfm"|"dcn", "batch": 4000, "seed": 0}
+  {"cmd": "steps", "n": K}     -> {"times": [seconds per train step]}
+  {"cmd": "eval"}              -> {"seconds": s, "rows": n, "auc": a}
+The data is mutualctr's prepared store (train/test .npy id matrices, feature_map.json): each
+field's global ids minus the field's offset are the per-field category indices both peers expect,
+so all three systems see the same encoded rows in the same order.
+
+FuxiCTR 2.3.10's PyPI package ships the layers and BaseModel but not the model zoo, so DeepFM and
+DCN are composed here from its installed layers exactly as its model zoo composes them
+(model_zoo/DeepFM/src/DeepFM.py, model_zoo/DCN/src/DCN.py), and trained with its own
+BaseModel.train_step (its loss + whole-table L2 regulariser + gradient clipping + Adam).
+DeepCTR-Torch 0.3.0: its DeepFM and DCN classes and the body of its fit() loop (sum-reduced BCE +
+get_regularization_loss + Adam).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+STATE = {}
+
+
+def load_store(path):
+    fm = json.load(open(f"{path}/feature_map.json"))
+    fields = fm["fields"]
+    offsets = np.array([f["offset"] for f in fields], dtype=np.int64)
+    vocab = [int(f["vocab_size"]) for f in fields]
+    names = [f["name"] for f in fields]
+    X = np.load(f"{path}/train.X.npy", mmap_mode="r")
+    y = np.load(f"{path}/train.y.npy", mmap_mode="r")
+    Xt = np.load(f"{path}/test.X.npy", mmap_mode="r")
+    yt = np.load(f"{path}/test.y.npy", mmap_mode="r")
+    return names, vocab, offsets, X, y, Xt, yt
+
+
+def fuxictr_model(name, names, vocab, emb_dim, hidden, l2, out_dir):
+    from fuxictr.features import FeatureMap
+    from fuxictr.pytorch.layers import CrossNet, FactorizationMachine, FeatureEmbedding, MLP_Block
+    from fuxictr.pytorch.models import BaseModel
+
+    fmap = FeatureMap("synth", out_dir)
+    for n, v in zip(names, vocab):
+        fmap.features[n] = {"type": "categorical", "vocab_size": v, "source": ""}
+    fmap.labels = ["label"]
+    fmap.default_emb_dim = emb_dim
+    fmap.num_fields = fmap.get_num_fields()
+    fmap.set_column_index()
+    common = dict(model_root=out_dir, verbose=0, metrics=["AUC"], optimizer="adam", loss="binary_crossentropy",
+                  embedding_regularizer=l2, net_regularizer=0)
+
+    class DeepFM(BaseModel):  # = fuxictr model_zoo/DeepFM
+        def __init__(self, feature_map, learning_rate=1e-3, **kw):
+            super().__init__(feature_map, model_id="DeepFM", gpu=-1, **kw)
+            self.embedding_layer = FeatureEmbedding(feature_map, emb_dim)
+            self.fm = FactorizationMachine(feature_map)
+            self.mlp = MLP_Block(input_dim=feature_map.sum_emb_out_dim(), output_dim=1, hidden_units=hidden,
+                                 hidden_activations="ReLU", output_activation=None, dropout_rates=0, batch_norm=False)
+            self.compile(kw["optimizer"], kw["loss"], learning_rate)
+            self.reset_parameters()
+            self.model_to_device()
+
+        def forward(self, inputs):
+            X = self.get_inputs(inputs)
+            feature_emb = self.embedding_layer(X)
+            y_pred = self.fm(X, feature_emb)
+            y_pred += self.mlp(feature_emb.flatten(start_dim=1))
+            return {"y_pred": self.output_activation(y_pred)}
+
+    class DCN(BaseModel):  # = fuxictr model_zoo/DCN
+        def __init__(self, feature_map, learning_rate=1e-3, **kw):
+            super().__init__(feature_map, model_id="DCN", gpu=-1, **kw)
+            self.embedding_layer = FeatureEmbedding(feature_map, emb_dim)
+            input_dim = feature_map.sum_emb_out_dim()
+            self.dnn = MLP_Block(input_dim=input_dim, output_dim=None, hidden_units=hidden, hidden_activations="ReLU",
+                                 output_activation=None, dropout_rates=0, batch_norm=False)
+            self.crossnet = CrossNet(input_dim, 3)
+            self.fc = nn.Linear(input_dim + hidden[-1], 1)
+            self.compile(kw["optimizer"], kw["loss"], learning_rate)
+            self.reset_parameters()
+            self.model_to_device()
+
+        def forward(self, inputs):
+            X = self.get_inputs(inputs)
+            feature_emb = self.embedding_layer(X, flatten_emb=True)
+            out = torch.cat([self.crossnet(feature_emb), self.dnn(feature_emb)], dim=-1)
+            return {"y_pred": self.output_activation(self.fc(out))}
+
+    model = (DeepFM if name == "deepfm" else DCN)(fmap, **common)
+    model._max_gradient_norm = 10.0  # fit()'s default
+
+    def batch(ids, labels):
+        d = {n: torch.from_numpy(np.ascontiguousarray(ids[:, i])) for i, n in enumerate(names)}
+        d["label"] = torch.from_numpy(np.asarray(labels, dtype=np.float32))
+        return d
+
+    def train_step(ids, labels):
+        model.train()
+        return model.train_step(batch(ids, labels))
+
+    @torch.no_grad()
+    def predict(ids):
+        model.eval()
+        return model.forward(batch(ids, np.zeros(len(ids))))["y_pred"].reshape(-1).numpy()
+
+    return train_step, predict
+
+
+def deepctr_model(name, names, vocab, emb_dim, hidden, l2):
+    from deepctr_torch.inputs import SparseFeat
+    from deepctr_torch.models import DCN, DeepFM
+
+    cols = [SparseFeat(n, vocabulary_size=v, embedding_dim=emb_dim) for n, v in zip(names, vocab)]
+    if name == "deepfm":
+        model = DeepFM(cols, cols, dnn_hidden_units=tuple(hidden), l2_reg_embedding=l2, device="cpu")
+    else:
+        model = DCN(cols, cols, cross_num=3, dnn_hidden_units=tuple(hidden), l2_reg_embedding=l2, device="cpu")
+    model.compile("adam", "binary_crossentropy")
+    optim, loss_func = model.optim, model.loss_func
+
+    def train_step(ids, labels):  # the body of deepctr_torch BaseModel.fit's batch loop
+        model.train()
+        x = torch.from_numpy(np.asarray(ids, dtype=np.float32))
+        y = torch.from_numpy(np.asarray(labels, dtype=np.float32))
+        y_pred = model(x).squeeze()
+        optim.zero_grad()
+        loss = loss_func(y_pred, y.squeeze(), reduction="sum")
+        total = loss + model.get_regularization_loss() + model.aux_loss
+        total.backward()
+        optim.step()
+        return total
+
+    @torch.no_grad()
+    def predict(ids):
+        model.eval()
+        return model(torch.from_numpy(np.asarray(ids, dtype=np.float32))).reshape(-1).numpy()
+
+    return train_step, predict
+
+
+def auc(y, s):
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s)); ranks[order] = np.arange(1, len(s) + 1)
+    pos = y > 0.5
+    n_pos, n_neg = pos.sum(), (~pos).sum()
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def handle(msg):
+    cmd = msg["cmd"]
+    if cmd == "init":
+        torch.manual_seed(msg.get("seed", 0))
+        if msg.get("threads"):
+            torch.set_num_threads(msg["threads"])
+        names, vocab, offsets, X, y, Xt, yt = load_store(msg["store"])
+        tmp = tempfile.mkdtemp()
+        args = (msg["model"], names, vocab, 16, [400, 200, 100], 1e-5)
+        step, predict = fuxictr_model(*args, tmp) if msg["system"] == "fuxictr" else deepctr_model(*args)
+        rng = np.random.default_rng([msg.get("seed", 0), 0])
+        STATE.update(step=step, predict=predict, X=X, y=y, Xt=Xt, yt=yt, offsets=offsets,
+                     perm=rng.permutation(len(y)), batch=msg.get("batch", 4000), k=0)
+        return {"ok": True, "torch": torch.__version__}
+    if cmd == "steps":
+        s, times = STATE, []
+        for _ in range(msg["n"]):
+            bs, n = s["batch"], len(s["y"])
+            lo = (s["k"] * bs) % max(n - bs, 1)
+            idx = np.sort(s["perm"][lo:lo + bs])
+            ids = np.asarray(s["X"][idx], dtype=np.int64) - s["offsets"]
+            labels = np.asarray(s["y"][idx], dtype=np.float32)
+            t = time.perf_counter()
+            loss = s["step"](ids, labels)
+            float(loss.detach())
+            times.append(time.perf_counter() - t)
+            s["k"] += 1
+        return {"times": times}
+    if cmd == "eval":
+        s = STATE
+        Xt = np.asarray(s["Xt"], dtype=np.int64) - s["offsets"]
+        t = time.perf_counter()
+        preds = np.concatenate([s["predict"](Xt[i:i + 32768]) for i in range(0, len(Xt), 32768)])
+        dt = time.perf_counter() - t
+        return {"seconds": dt, "rows": int(len(Xt)), "auc": auc(np.asarray(s["yt"]), preds)}
+    raise ValueError(cmd)
+
+
+def main():
+    for line in sys.stdin:
+        try:
+            out = handle(json.loads(line))
+        except Exception as e:  # report, keep serving
+            import traceback
+            out = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-2000:]}
+        sys.stdout.write(json.dumps(out) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
