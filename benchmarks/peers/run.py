@@ -42,9 +42,12 @@ class Peer:
     def call(self, msg: dict) -> dict:
         self.p.stdin.write(json.dumps(msg) + "\n")
         self.p.stdin.flush()
-        line = self.p.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{self.name}: worker exited")
+        while True:  # skip what the peers print themselves (DeepCTR-Torch's version notice)
+            line = self.p.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{self.name}: worker exited")
+            if line.startswith("{"):
+                break
         out = json.loads(line)
         if "error" in out:
             raise RuntimeError(f"{self.name}: {out['error']}\n{out.get('trace', '')}")
