@@ -153,16 +153,20 @@ class Experiment:
         self.progress = progress
         self._indep: dict[tuple[str, int], Job] = {}
         self._grid: dict[str, dict[tuple[float, float], Job]] = {}
+        self._configs: dict[str, Any] = {}
         if settings.rq4_model is None:
             d = RQ4_DEFAULT.get(str(self.dataset))
             settings.rq4_model = d if d in settings.models else settings.models[0]
 
     # ---- the cache ------------------------------------------------------------------------
     def config(self, model: str, seed: int):
+        """The model's config (read once per experiment, so an edit of configs/ while it runs
+        cannot mix settings) with this seed and the --epochs override."""
         from mutualctr.training.config import with_overrides
 
-        cfg = self.api.default_config(model, self.dataset, self.settings.config_dir)
-        return with_overrides(cfg, seed=seed, epochs=self.settings.epochs)
+        if model not in self._configs:
+            self._configs[model] = self.api.default_config(model, self.dataset, self.settings.config_dir)
+        return with_overrides(self._configs[model], seed=seed, epochs=self.settings.epochs)
 
     def _cached(self, kind: str, payload: dict[str, Any], marker: str, label: str, cost: float,
                 fn: Callable[[Path, bool], dict[str, Any]]) -> Job:
