@@ -34,10 +34,11 @@ ROOT = Path(__file__).resolve().parents[2]
 TOL = 1e-5
 
 
-def _cfg(model="deepfm", *, seed=1, epochs=2, evals_per_epoch=2, embedding_optimizer="rowwise", batch_size=255):
+def _cfg(model="deepfm", *, seed=1, epochs=2, evals_per_epoch=2, embedding_optimizer="rowwise", batch_size=255,
+         lr=3e-3):
     """Tiny config with both L2 terms on, one thread, and a batch that splits unevenly in two."""
     d = run_config_to_dict(tiny_config(model, seed=seed, epochs=epochs, evals_per_epoch=evals_per_epoch,
-                                       embedding_optimizer=embedding_optimizer))
+                                       embedding_optimizer=embedding_optimizer, lr=lr))
     d["model"].update(embedding_l2=1e-3, net_l2=1e-4)
     d["train"].update(threads=1, batch_size=batch_size)
     return d
@@ -97,6 +98,8 @@ def two_workers(tiny_store, tmp_path_factory):
          "config": _cfg(epochs=3), "resume": True},
         {"op": "train", "name": "dp_rowwise", "store": str(tiny_store), "out": str(tmp / "dp_rowwise"),
          "config": _cfg()},
+        {"op": "train", "name": "dp_empty_shard", "store": str(tiny_store), "out": str(tmp / "dp_empty_shard"),
+         "config": _cfg(batch_size=4799, epochs=3, evals_per_epoch=1, lr=3e-2)},
         {"op": "train", "name": "dp_dense", "store": str(tiny_store), "out": str(tmp / "dp_dense"),
          "config": _cfg("dcn", embedding_optimizer="dense")},
         {"op": "mutual", "name": "mutual", "store": str(tiny_store), "out": str(tmp / "mutual"),
@@ -178,6 +181,14 @@ def test_data_parallel_sparse_rows_equals_single_process(two_workers, tiny_store
     timing = ("train_time_s", "samples_per_s")
     assert {k: v for k, v in r0.items() if k not in timing} == {k: v for k, v in r1.items() if k not in timing}
     _assert_runs_match(tmp_path / "s", two_workers["tmp"] / "dp_rowwise", single, r0, weights_atol=1e-4)
+
+
+def test_a_one_row_last_batch_leaves_a_worker_an_empty_shard(two_workers, tiny_store, tmp_path, one_thread):
+    """4,800 train rows in batches of 4,799: the last global batch has 1 row, one worker none."""
+    single = api.train(tiny_store, tmp_path / "s", run_config_from_dict(_cfg(batch_size=4799, epochs=3, evals_per_epoch=1, lr=3e-2)),
+                       quiet=True)
+    multi = two_workers["results"][0]["dp_empty_shard"]
+    _assert_runs_match(tmp_path / "s", two_workers["tmp"] / "dp_empty_shard", single, multi, weights_atol=1e-4)
 
 
 def test_one_process_run_resumes_data_parallel(two_workers, tiny_store, tmp_path, one_thread):
