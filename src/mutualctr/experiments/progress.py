@@ -31,6 +31,7 @@ class ExperimentProgress:
         self.exec_cost = 0.0
         self.exec_time = 0.0
         self.jobs = 0
+        self.phase = ""  # the question being run (RQ1..RQ4), shown before the job
         self.t0 = time.perf_counter()
         self._job_t0 = None
         self._job_cost = 0.0
@@ -66,7 +67,7 @@ class ExperimentProgress:
         self._watch = list(watch)
         self._watch_cache = ("", 0.0)
         if self.live is not None:
-            self.live.update(self.task, description=f"[{self.jobs}] {label}" + (" (resumed)" if resumed else ""),
+            self.live.update(self.task, description=f"{self.phase} [{self.jobs}] {label}" + (" (resumed)" if resumed else ""),
                              eta=self.eta())
 
     def finish(self, message: Optional[str] = None) -> None:

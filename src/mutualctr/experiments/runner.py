@@ -531,6 +531,7 @@ def run_experiment(question: str | Sequence[str], data: str | Path, out: str | P
     try:
         for q in st.questions:
             if prog:
+                prog.phase = q.upper()
                 prog.log(f"[bold]{q.upper()}[/bold]")
             getattr(exp, q)()
     finally:
