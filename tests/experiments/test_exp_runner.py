@@ -121,3 +121,20 @@ def test_grid_choice_is_on_dev_and_never_the_control_when_alternatives_exist():
 
     assert _best_on_dev({(0.0, 1e-4): job(0.9), (1.0, 1e-4): job(0.7), (0.5, 1e-4): job(0.8)}) == (0.5, 1e-4)
     assert _best_on_dev({(0.0, 1e-4): job(0.9), (0.0, 3e-4): job(0.95)}) == (0.0, 3e-4)
+
+
+def test_cli_experiment(fake_api, tmp_path):
+    from typer.testing import CliRunner
+
+    from mutualctr.cli import app
+
+    r = CliRunner().invoke(app, ["experiment", "rq1,rq2", "--data", "unused", "--out", str(tmp_path / "e"),
+                                 "--models", "deepfm", "--instances", "2", "--seeds", "3,4", "--alpha", "1,0.5",
+                                 "--finetune-lr", "1e-4", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "result rows" in r.output and (tmp_path / "e" / "tables.md").is_file()
+    rows = read_results(tmp_path / "e" / "results.csv")
+    assert {x["seed"] for x in rows if x["setting"] == "independent"} == {3, 4}
+    bad = CliRunner().invoke(app, ["experiment", "rq1", "--data", "unused", "--out", str(tmp_path / "f"),
+                                   "--alpha", "one"])
+    assert bad.exit_code == 2
