@@ -93,7 +93,15 @@ def two_workers(tiny_store, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dist")
     cdir = _config_dir(tmp)
     _interrupted_single_process_run(tiny_store, tmp / "dp_resume")
+    threads = torch.get_num_threads()
+    pre = [tmp / "pre0", tmp / "pre1"]
+    for i, (run, model) in enumerate(zip(pre, ["deepfm", "dcn"])):
+        api.train(tiny_store, run, run_config_from_dict(_cfg(model, seed=5 + i, epochs=1, evals_per_epoch=1)),
+                  quiet=True)
+    torch.set_num_threads(threads)
     jobs = [
+        {"op": "mutual", "name": "finetune", "store": str(tiny_store), "out": str(tmp / "finetune"),
+         "kwargs": {"init": [str(p) for p in pre], "evals_per_epoch": 2}},
         {"op": "train", "name": "dp_resume", "store": str(tiny_store), "out": str(tmp / "dp_resume"),
          "config": _cfg(epochs=3), "resume": True},
         {"op": "train", "name": "dp_rowwise", "store": str(tiny_store), "out": str(tmp / "dp_rowwise"),
@@ -114,7 +122,7 @@ def two_workers(tiny_store, tmp_path_factory):
     for rc, err in res:
         assert rc == 0, err[-3000:]
     results = [json.loads((tmp / f"result.{r}").read_text()) for r in range(2)]
-    return {"tmp": tmp, "cdir": cdir, "results": results, "seconds": time.perf_counter() - t0}
+    return {"tmp": tmp, "cdir": cdir, "results": results, "pre": pre, "seconds": time.perf_counter() - t0}
 
 
 def _interrupted_single_process_run(store: Path, out: Path) -> None:
@@ -219,6 +227,17 @@ def test_mutual_one_member_per_worker_equals_single_process_group(two_workers, t
     # a mutual run really exchanged predictions: alpha changes the result
     alone = api.train(tiny_store, tmp_path / "alone", run_config_from_dict(_cfg("deepfm", seed=1)), quiet=True)
     assert abs(alone["test_logloss"] - g0["members"][0]["test_logloss"]) > 1e-6
+
+
+def test_mutual_finetuning_on_two_workers_equals_one_process(two_workers, tiny_store, tmp_path, one_thread):
+    single = api.mutual(tiny_store, tmp_path / "g", init=two_workers["pre"], evals_per_epoch=2, quiet=True)
+    multi = two_workers["results"][1]["finetune"]
+    assert [m["start"] for m in single["members"]] == [m["start"] for m in multi["members"]]
+    for i, (s, m) in enumerate(zip(single["members"], multi["members"])):
+        name = f"m{i}-{s['model']}"
+        _assert_runs_match(tmp_path / "g" / name, two_workers["tmp"] / "finetune" / name, s, m, weights_atol=1e-5)
+        assert abs(s["relaimp_test"] - m["relaimp_test"]) < 1e-3
+    assert json.loads((two_workers["tmp"] / "finetune" / "start.json").read_text()) == [m["start"] for m in multi["members"]]
 
 
 def test_several_members_per_worker_equal_single_process_group(two_workers, tiny_store, tmp_path, one_thread):
