@@ -243,7 +243,9 @@ def table(r: dict) -> str:
                      f"{len(p['runs'])} runs; load {p['load_end']:.1f})")
     if "train" in r:
         modes = r["args"]["modes"]
-        lines.append("\ntrain (1 epoch) and evaluate, per model and path mode")
+        steps = sorted({x["steps"] for res in r["train"].values() for x in res.values() if isinstance(x, dict)})
+        span = "1 epoch" if not r["args"].get("max_steps") else f"{'/'.join(map(str, steps))} steps (--max-steps)"
+        lines.append(f"\ntrain ({span}) and evaluate, per model and path mode")
         lines.append(f"{'model':9s} {'mode':10s} {'train/s':>9s} {'step ms':>9s} {'eval/s':>9s} {'test AUC':>9s} {'load':>5s}")
         for name, res in r["train"].items():
             for mode in modes:
@@ -297,7 +299,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(a.threads)
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    r: dict = {"header": header(), "args": {"rows": rows, "quick": a.quick, "models": a.models.split(","),
+    r: dict = {"header": header(), "args": {"rows": rows, "quick": a.quick, "max_steps": a.max_steps, "models": a.models.split(","),
                                              "modes": modes, "seed": a.seed, "threads": torch.get_num_threads()}}
     log(header_line(r["header"]))
     raw = synth_file(out, rows, a.seed)
