@@ -200,7 +200,7 @@ def test_sparse_and_dense_optimizer_agree_on_first_step(tiny_store):
     store = Store.open(tiny_store)
     X, y = store.split("train")
     ids = torch.from_numpy(np.asarray(X[:256], dtype=np.int64))
-    labels = torch.from_numpy(np.asarray(y[:256])).float()
+    labels = torch.from_numpy(np.asarray(y[:256], dtype=np.float32).copy())
     results = []
     for mode in ("rowwise", "dense"):
         cfg = tiny_config(embedding_optimizer=mode)
