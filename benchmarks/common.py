@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Modes of the training path, all on the same Trainer step:
 #   fast       the defaults: mark-based unique rows shared by the tables, fused Adam/RowAdam
 #   reference  the previous path: torch.unique (sort) per table, elementwise RowAdam, unfused Adam
-#   bf16       fast + bf16 autocast of the forward (mutualctr.training.fast.apply_fast)
+#   bf16       fast + train.precision bf16 (bf16 autocast of the forward, and of evaluation)
 #   plain      F.embedding (PyTorch's embedding backward) with a dense table gradient and
 #              torch's dense Adam on the whole table: what a plain PyTorch CTR model does
 MODES = ("fast", "reference", "bf16", "plain")
@@ -67,7 +67,6 @@ def set_mode(trainer, mode: str) -> None:
     """Apply ``mode`` to every member of ``trainer`` (rebuilding its optimizers where needed)."""
     from mutualctr.models import embedding as E
     from mutualctr.models import set_plain
-    from mutualctr.training.fast import apply_fast
     from mutualctr.training.optim import Schedule, build_optimizers
 
     if mode not in MODES:
@@ -82,7 +81,7 @@ def set_mode(trainer, mode: str) -> None:
         m.optimizers = build_optimizers(m.model, optim)
         m.schedule = Schedule(optim, m.optimizers, trainer.steps_per_epoch)
         set_plain(m.model, mode == "plain")
-    apply_fast(trainer, bf16=(mode == "bf16"))
+    trainer.train_cfg = replace(trainer.train_cfg, precision="bf16" if mode == "bf16" else "fp32")
     trainer._bench_unique = "sort" if mode in ("reference", "plain") else "mark"
     _ = E  # the unique method is switched per step by activate()
 
@@ -127,3 +126,14 @@ def step(trainer, ids, labels, step_no: int) -> float:
     losses = trainer._step(ids, labels)
     float(losses.sum())  # the loop's finiteness check reads the losses every CPU step
     return time.perf_counter() - t
+
+
+def write_report(out: Path, stem: str, res: dict, lines: list[str]) -> None:
+    """Print the table and write OUT/STEM.json (the results) and OUT/STEM.txt (the table)."""
+    import json
+
+    text = "\n".join(lines)
+    print("\n" + text)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(res, indent=1) + "\n")
+    (out / f"{stem}.txt").write_text(text + "\n")

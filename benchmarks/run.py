@@ -22,7 +22,9 @@
    singles' steps alternating on the same batches (``--mutual-steps`` timed steps).
 5. growth: train samples/s of DeepFM (fast path, the Trainer's step) on id matrices
    synthesised directly for a 200k- and a 10M-row table (39 fields, each field's ids
-   log-uniform over its share of the table), the two alternating step by step.
+   log-uniform over its share of the table), the two alternating step by step; plus the 10M
+   table fed the 200k table's id pattern (as many distinct rows per batch as the small table),
+   which separates the cost of a larger table from that of touching more rows.
 
 The header records the machine, the library versions and the load average; every row records
 the load average when it finished. Results go to OUT/results.json (and the table to
@@ -107,18 +109,17 @@ def bench_prepare(raw: Path, store: Path, reps: int) -> dict:
 
 def eval_pass(trainer, mode: str, reps: int = 3) -> tuple[float, float]:
     """(test samples/s, test AUC) of the first member."""
-    from mutualctr.training.fast import predict_logits_bf16
     from mutualctr.training.trainer import predict_logits, scores
 
     X, y = trainer.test
     Xm = np.ascontiguousarray(X)  # read the memory map once: time the model, not the disk
     model = trainer.members[0].model
-    fn = predict_logits_bf16 if mode == "bf16" else predict_logits
     times, logits = [], None
     activate(trainer)
     for _ in range(reps):
         t = time.perf_counter()
-        logits = fn(model, Xm, trainer.train_cfg.eval_batch_size, trainer.device)
+        logits = predict_logits(model, Xm, trainer.train_cfg.eval_batch_size, trainer.device,
+                                trainer.train_cfg.precision)
         times.append(time.perf_counter() - t)
     return len(y) / median(times), scores(np.asarray(y), logits)["auc"]
 
@@ -182,13 +183,16 @@ def bench_mutual(store, groups: dict[str, list[str]], steps: int, warmup: int, w
 
 # ---- growth -------------------------------------------------------------------------------
 
-def synth_ids(vocab: int, rows: int, fields: int, seed: int) -> np.ndarray:
+def synth_ids(vocab: int, rows: int, fields: int, seed: int, pattern: int | None = None) -> np.ndarray:
     """(rows, fields) global ids: field f owns [f*V/F, (f+1)*V/F); within it ids are log-uniform
-    (a heavy head and a long tail, like hashed categorical values)."""
+    (a heavy head and a long tail, like hashed categorical values). ``pattern``: draw the
+    within-field ids as for a table of ``pattern`` rows (so the batch touches as many distinct
+    rows as it would there), spread over the fields of the ``vocab``-row table."""
     rng = np.random.default_rng(seed)
     per = vocab // fields
-    local = np.exp(rng.random((rows, fields)) * np.log(per)).astype(np.int64) - 1
-    return np.clip(local, 0, per - 1) + np.arange(fields, dtype=np.int64) * per
+    draw = (pattern or vocab) // fields
+    local = np.exp(rng.random((rows, fields)) * np.log(draw)).astype(np.int64) - 1
+    return np.clip(local, 0, draw - 1) + np.arange(fields, dtype=np.int64) * per
 
 
 def bench_growth(vocabs: list[int], steps: int, warmup: int, batch: int = 4000, fields: int = 39) -> dict:
@@ -198,19 +202,29 @@ def bench_growth(vocabs: list[int], steps: int, warmup: int, batch: int = 4000, 
     from mutualctr.training.optim import build_optimizers
 
     cfg = default_config("deepfm", "criteo")
+    # the tables; the largest is also fed the smallest's id pattern ("same touched rows"), which
+    # separates the cost of a bigger table from that of more distinct rows per batch
+    small, large = min(vocabs), max(vocabs)
+    cases = {str(v): (v, None) for v in vocabs}
+    if small != large:
+        cases["same_touched"] = (large, small)
     setups = {}
-    for v in vocabs:
+    for key, (v, _) in cases.items():
+        if key == "same_touched":
+            setups[key] = setups[str(large)]  # the same model and optimizer state
+            continue
         torch.manual_seed(0)
         model = build_model("deepfm", v, fields, cfg.model_params())
-        setups[v] = (model, build_optimizers(model, cfg.optim))
+        setups[key] = (model, build_optimizers(model, cfg.optim))
     rng = np.random.default_rng(1)
-    times = {v: [] for v in vocabs}
-    uniq = {v: [] for v in vocabs}
+    times = {key: [] for key in cases}
+    uniq = {key: [] for key in cases}
     activate(None)
     for k in range(steps + warmup):
         labels = torch.from_numpy((rng.random(batch) < 0.25).astype(np.float32))
-        for v, (model, opts) in setups.items():
-            ids = torch.from_numpy(synth_ids(v, batch, fields, seed=k))
+        for key, (model, opts) in setups.items():
+            v, pattern = cases[key]
+            ids = torch.from_numpy(synth_ids(v, batch, fields, seed=k, pattern=pattern))
             t = time.perf_counter()
             for o in opts:  # the body of Trainer._step for one member
                 o.zero_grad(set_to_none=True)
@@ -219,12 +233,14 @@ def bench_growth(vocabs: list[int], steps: int, warmup: int, batch: int = 4000, 
             for o in opts:
                 o.step()
             float(loss)
-            times[v].append(time.perf_counter() - t)
-            uniq[v].append(int(torch.unique(ids).numel()))
-    res = {str(v): {"train_samples_per_s": round(batch / median(times[v][warmup:])),
-                    "unique_ids_per_batch": int(median(uniq[v]))} for v in vocabs}
-    a, b = str(min(vocabs)), str(max(vocabs))
+            times[key].append(time.perf_counter() - t)
+            uniq[key].append(int(torch.unique(ids).numel()))
+    res = {key: {"train_samples_per_s": round(batch / median(times[key][warmup:])),
+                 "unique_ids_per_batch": int(median(uniq[key])), "table_rows": cases[key][0]} for key in cases}
+    a, b = str(small), str(large)
     res["ratio_large_to_small"] = round(res[b]["train_samples_per_s"] / res[a]["train_samples_per_s"], 3)
+    if "same_touched" in res:
+        res["ratio_same_touched"] = round(res["same_touched"]["train_samples_per_s"] / res[a]["train_samples_per_s"], 3)
     res["load_end"] = load()
     return res
 
@@ -266,8 +282,13 @@ def table(r: dict) -> str:
         lines.append("\ngrowth (DeepFM, fast path): train samples/s by table size (target: within 20%)")
         for k, x in g.items():
             if isinstance(x, dict):
-                lines.append(f"{int(k):>11,} rows  {x['train_samples_per_s']:>9,}/s  ({x['unique_ids_per_batch']:,} unique ids per batch)")
-        lines.append(f"  large/small = {g['ratio_large_to_small']:.2f} (load {g['load_end']:.1f})")
+                rows = x.get("table_rows", int(k) if k.isdigit() else 0)
+                note = ", the smallest table's id pattern" if k == "same_touched" else ""
+                lines.append(f"{rows:>11,} rows  {x['train_samples_per_s']:>9,}/s  "
+                             f"({x['unique_ids_per_batch']:,} unique ids per batch{note})")
+        lines.append(f"  large/small = {g['ratio_large_to_small']:.2f}"
+                     + (f"; with the same touched rows {g['ratio_same_touched']:.2f}" if "ratio_same_touched" in g else "")
+                     + f" (load {g['load_end']:.1f})")
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ runs in its own process in its own venv (benchmarks/peers/worker.py) on the same
 lr 1e-3); mutualctr runs in this process through ``Trainer._step`` (fast path). After 2 warm-up
 steps each, the systems alternate in blocks of ``--steps`` steps for ``--rounds`` rounds, so
 load from other jobs hits all of them alike. Reported: train samples/s (batch / median step
-time), eval samples/s over the test split (one pass, after the timed steps), the ratios
+time), eval samples/s over the test split (fastest of --eval-passes passes at --eval-batch rows per forward, the same for all, after the timed steps), the ratios
 mutualctr / peer, and the load average. Peers' preprocessing is not run here (their models are
 fed the same encoded ids). Not part of CI.
 """
@@ -58,15 +58,17 @@ class Peer:
         self.p.wait(timeout=60)
 
 
-def ours_eval(tr) -> tuple[float, float]:
+def ours_eval(tr, batch: int, passes: int) -> tuple[float, float]:
     from mutualctr.training.trainer import predict_logits, scores
 
     X, y = tr.test
     Xm = np.ascontiguousarray(X)
-    t = time.perf_counter()
-    logits = predict_logits(tr.members[0].model, Xm, 32768, tr.device)
-    dt = time.perf_counter() - t
-    return len(y) / dt, scores(np.asarray(y), logits)["auc"]
+    dts = []
+    for _ in range(passes):
+        t = time.perf_counter()
+        logits = predict_logits(tr.members[0].model, Xm, batch, tr.device, tr.train_cfg.precision)
+        dts.append(time.perf_counter() - t)
+    return len(y) / min(dts), scores(np.asarray(y), logits)["auc"]
 
 
 def main(argv=None) -> dict:
@@ -78,6 +80,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--peers-python", default=str(ROOT / "bench_out" / "peers-venv" / "bin" / "python"))
     ap.add_argument("--out", type=Path, default=ROOT / "bench_out")
+    ap.add_argument("--eval-batch", type=int, default=2048,
+                    help="rows per evaluation forward, the same for every system (2048: mutualctr's CPU default)")
+    ap.add_argument("--mode", default="fast", choices=("fast", "bf16"),
+                    help="mutualctr's path: fast (fp32) or bf16 (train.precision bf16); the peers run fp32")
+    ap.add_argument("--pause", type=float, default=1.0, help="seconds of rest before each block of steps")
+    ap.add_argument("--eval-passes", type=int, default=2, help="evaluation passes per system; the fastest counts")
     a = ap.parse_args(argv)
     if not Path(a.peers_python).exists():
         raise SystemExit(f"{a.peers_python}: no peers venv; run bash benchmarks/peers/setup.sh first")
@@ -87,7 +95,7 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as work:
         for model in a.models.split(","):
             peers = [Peer(a.peers_python, s, model, a.store) for s in PEERS]
-            tr = build_trainer(a.store, [model], Path(work) / model, mode="fast")
+            tr = build_trainer(a.store, [model], Path(work) / model, mode=a.mode)
             batches = tr.loader.epoch(0)
             k = 0
 
@@ -105,26 +113,32 @@ def main(argv=None) -> dict:
                 p.call({"cmd": "steps", "n": 2})
             times = {"mutualctr": [], **{p.name: [] for p in peers}}
             for r in range(a.rounds):
+                # Each block starts after a pause: the previous process's OpenMP threads spin for a
+                # while after its last step and would steal the cores from whoever runs next.
+                time.sleep(a.pause)
                 times["mutualctr"] += ours(a.steps)
                 for p in peers:
+                    time.sleep(a.pause)
                     times[p.name] += p.call({"cmd": "steps", "n": a.steps})["times"]
                 print(f"  {model} round {r + 1}/{a.rounds} (load {load():.1f})", flush=True)
             row = {}
-            ev, auc = ours_eval(tr)
+            ev, auc = ours_eval(tr, a.eval_batch, a.eval_passes)
             row["mutualctr"] = {"train_samples_per_s": round(4000 / median(times["mutualctr"])), "eval_samples_per_s": round(ev)}
             for p in peers:
-                e = p.call({"cmd": "eval"})
+                e = p.call({"cmd": "eval", "batch": a.eval_batch, "passes": a.eval_passes})
                 row[p.name] = {"train_samples_per_s": round(4000 / median(times[p.name])),
                                "eval_samples_per_s": round(e["rows"] / e["seconds"])}
                 p.close()
             for p in PEERS:
                 row[f"train_ratio_vs_{p}"] = round(row["mutualctr"]["train_samples_per_s"] / row[p]["train_samples_per_s"], 2)
                 row[f"eval_ratio_vs_{p}"] = round(row["mutualctr"]["eval_samples_per_s"] / row[p]["eval_samples_per_s"], 2)
+            row["mutualctr"]["test_auc"] = round(auc, 5)
             row["load_end"] = load()
             row["timed_steps"] = a.rounds * a.steps
             res["models"][model] = row
             del tr
-    lines = [header_line(h), f"# store {a.store}; {a.rounds} rounds x {a.steps} steps per system, alternating; medians",
+    lines = [header_line(h), f"# store {a.store}; {a.rounds} rounds x {a.steps} steps per system, alternating; medians; "
+             f"mutualctr path {a.mode} (peers fp32); eval {a.eval_batch} rows per forward, fastest of {a.eval_passes} passes",
              f"{'model':7s} {'system':10s} {'train/s':>9s} {'eval/s':>9s} {'ours/peer train':>16s} {'ours/peer eval':>15s}"]
     for model, row in res["models"].items():
         for s in ("mutualctr", *PEERS):
@@ -135,8 +149,9 @@ def main(argv=None) -> dict:
     text = "\n".join(lines)
     print("\n" + text)
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "peers.json").write_text(json.dumps(res, indent=1) + "\n")
-    (a.out / "peers.txt").write_text(text + "\n")
+    stem = "peers" if a.mode == "fast" else f"peers-{a.mode}"
+    (a.out / f"{stem}.json").write_text(json.dumps(res, indent=1) + "\n")
+    (a.out / f"{stem}.txt").write_text(text + "\n")
     return res
 
 

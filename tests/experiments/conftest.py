@@ -76,8 +76,9 @@ class FakeAPI:
         return s
 
     def mutual(self, store_path, out, *, init=(), models=(), seeds=(), alpha=1.0, lr=None, epochs=None,
-               evals_per_epoch=None, config_dir=None, resume=False, quiet=False, teachers=(), **kw):
+               evals_per_epoch=None, config_dir=None, resume=False, quiet=False, teachers=(), configs=(), **kw):
         out = Path(out)
+        models = models or [c.model_name for c in configs]
         self._call("mutual", out, resume)
         members = []
         if init:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mutualctr.models import build_model, embedding as E, l2_penalty, set_plain, set_sparse_grad
-from mutualctr.training.fast import apply_fast, autocast
+from mutualctr.training.trainer import autocast
 from mutualctr.training.losses import bce
 from mutualctr.training.optim import OptimConfig, RowAdam, build_optimizers
 
@@ -160,7 +160,7 @@ def test_bf16_autocast_gradients_close_to_fp32():
     ids, labels = _ids(500), (torch.rand(64) < 0.3).float()
     ref = _grads(model, ids, labels)
     model.zero_grad(set_to_none=True)
-    with autocast(True):
+    with autocast("bf16", "cpu"):
         loss = bce(model(ids), labels) + l2_penalty(model, ids)
     loss.float().backward()
     for n, p in model.named_parameters():
@@ -169,27 +169,13 @@ def test_bf16_autocast_gradients_close_to_fp32():
         assert float((g - ref[n]).abs().max() / scale) < 0.05, n
 
 
-def test_autocast_off_is_a_no_op_context():
-    with autocast(False):
+def test_autocast_context_by_precision():
+    with autocast("fp32", "cpu"):
         assert not torch.is_autocast_enabled("cpu")
-    with autocast(True):
+    with autocast("bf16", "cpu"):
         assert torch.is_autocast_enabled("cpu")
-
-
-def test_apply_fast_patches_and_restores_group_losses():
-    class T:
-        device = torch.device("cpu")
-
-        def group_losses(self, ids, labels):
-            return [torch.mm(ids, ids).sum()]
-
-    t = T()
-    x = torch.randn(4, 4)
-    apply_fast(t, bf16=True)
-    out = t.group_losses(x, None)
-    assert out[0].dtype == torch.float32
-    apply_fast(t, bf16=False)
-    torch.testing.assert_close(t.group_losses(x, None)[0], torch.mm(x, x).sum())
+    with pytest.raises(ValueError, match="precision"):
+        autocast("fp16x", "cpu")
 
 
 def test_fast_backward_is_deterministic():

@@ -127,6 +127,20 @@ def test_scratch_group(tiny_store, tmp_path):
     assert "start" not in g["mean"]
 
 
+def test_scratch_group_from_configs_equals_the_same_configs_from_a_config_dir(tiny_store, tmp_path):
+    """``configs=`` (what the experiment runner passes) trains exactly what --models reads from files."""
+    from mutualctr.config import ConfigError
+
+    via_dir = api.mutual(tiny_store, tmp_path / "a", models=["deepfm", "dcn"], seeds=[1, 2], epochs=1, quiet=True,
+                         config_dir=_config_dir(tmp_path, "deepfm", "dcn"))
+    cfgs = [tiny_config("deepfm", seed=1, epochs=2), tiny_config("dcn", seed=2, epochs=2)]
+    given = api.mutual(tiny_store, tmp_path / "b", configs=cfgs, epochs=1, quiet=True)
+    assert [m["test_auc"] for m in given["members"]] == [m["test_auc"] for m in via_dir["members"]]
+    assert cfgs[0].train.epochs == 2  # the caller's configs are not modified
+    with pytest.raises(ConfigError, match="not both"):
+        api.mutual(tiny_store, tmp_path / "c", configs=cfgs, models=["deepfm"], quiet=True)
+
+
 def test_distill_with_beta_zero_equals_plain_training(tiny_store, tmp_path, pretrained):
     plain = api.train(tiny_store, tmp_path / "plain", tiny_config("deepfm", seed=1, epochs=2), quiet=True)
     _config_dir(tmp_path, "deepfm")

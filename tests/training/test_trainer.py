@@ -66,6 +66,33 @@ def test_dense_embedding_optimizer_trains_too(tiny_store, tmp_path):
     assert s["test_auc"] > 0.6
 
 
+def test_bf16_precision_trains_close_to_fp32_and_keeps_fp32_state(tiny_store, tmp_path):
+    from dataclasses import replace
+
+    cfg = tiny_config(epochs=2)
+    ref = api.train(tiny_store, tmp_path / "fp32", cfg, quiet=True)
+    cfg.train = replace(cfg.train, precision="bf16")
+    s = api.train(tiny_store, tmp_path / "bf16", cfg, quiet=True)
+    assert s["test_auc"] != ref["test_auc"]  # it really ran in bf16
+    assert abs(s["test_auc"] - ref["test_auc"]) < 0.01
+    assert all(t.dtype == torch.float32 for t in _state(tmp_path / "bf16").values() if t.is_floating_point())
+    saved = run_config_from_dict(__import__("yaml").safe_load((tmp_path / "bf16" / "config.yaml").read_text()))
+    assert saved.train.precision == "bf16"
+
+
+def test_precision_and_eval_batch_are_checked():
+    from mutualctr.training.config import with_overrides
+    from mutualctr.training.trainer import eval_batch
+
+    with pytest.raises(ConfigError, match="precision"):
+        with_overrides(tiny_config(), precision="fp8")
+    with pytest.raises(ConfigError, match="precision"):
+        run_config_from_dict({"train": {"precision": "half"}})
+    with pytest.raises(ConfigError, match="eval_batch_size"):
+        run_config_from_dict({"train": {"eval_batch_size": -1}})
+    assert eval_batch(0, torch.device("cpu")) == 2048 and eval_batch(500, torch.device("cpu")) == 500
+
+
 def test_resume_after_interruption_equals_uninterrupted(tiny_store, tmp_path, monkeypatch):
     cfg = tiny_config(epochs=3, evals_per_epoch=2)
     full = api.train(tiny_store, tmp_path / "full", cfg, quiet=True)

@@ -50,7 +50,7 @@ def demo_configs(out: Path) -> Path:
 
 
 def run_demo(out: str | Path = "demo_out", rows: Optional[int] = None, quiet: bool = False,
-             seed: int = 0, echo=print, threads: Optional[int] = 1) -> dict[str, Any]:
+             seed: int = 0, echo=print, threads: Optional[int] = None) -> dict[str, Any]:
     from mutualctr.data import prepare, synth
     from mutualctr.experiments import report
     from mutualctr.experiments.runner import run_experiment

@@ -118,6 +118,20 @@ class Settings:
                 "bootstrap_seed": self.bootstrap_seed}
 
 
+# train settings that change how fast a run goes, not what it computes: not part of a run's key,
+# so changing them (or their defaults) reuses the finished runs
+_SPEED_ONLY = ("eval_batch_size", "threads", "prefetch")
+
+
+def _key_config(cfg) -> dict[str, Any]:
+    """The part of a run config that identifies its result (the cache key's config)."""
+    from mutualctr.training.config import run_config_to_dict
+
+    d = run_config_to_dict(cfg)
+    d["train"] = {k: v for k, v in d["train"].items() if k not in _SPEED_ONLY}
+    return d
+
+
 def _hash(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -170,8 +184,6 @@ class Experiment:
 
     def _cached(self, kind: str, payload: dict[str, Any], marker: str, label: str, cost: float,
                 fn: Callable[[Path, bool], dict[str, Any]]) -> Job:
-        from mutualctr.training.config import run_config_to_dict  # noqa: F401 (payload built by callers)
-
         key = f"{kind}-{_hash({'kind': kind, 'fingerprint': self.fingerprint, **payload})}"
         d = self.runs_dir / key
         done = d / marker
@@ -196,10 +208,8 @@ class Experiment:
     def independent(self, model: str, seed: int) -> Job:
         if (model, seed) in self._indep:
             return self._indep[(model, seed)]
-        from mutualctr.training.config import run_config_to_dict
-
         cfg = self.config(model, seed)
-        payload = {"configs": [run_config_to_dict(cfg)], "seeds": [seed], "settings": {}}
+        payload = {"configs": [_key_config(cfg)], "seeds": [seed], "settings": {}}
 
         def fn(d: Path, resume: bool):
             return self.api.train(self.data, d, cfg, resume=resume, quiet=self._trainer_quiet)
@@ -210,16 +220,13 @@ class Experiment:
         return job
 
     def scratch(self, model: str, seeds: Sequence[int]) -> Job:
-        from mutualctr.training.config import run_config_to_dict
-
         cfgs = [self.config(model, s) for s in seeds]
         settings = {"alpha": 1.0, "loss": "mse_prob", "epochs": self.settings.epochs}
-        payload = {"configs": [run_config_to_dict(c) for c in cfgs], "seeds": list(seeds), "settings": settings}
+        payload = {"configs": [_key_config(c) for c in cfgs], "seeds": list(seeds), "settings": settings}
 
         def fn(d: Path, resume: bool):
-            return self.api.mutual(self.data, d, models=[model] * len(seeds), seeds=list(seeds), alpha=1.0,
-                                   epochs=self.settings.epochs, config_dir=self.settings.config_dir,
-                                   resume=resume, quiet=self._trainer_quiet)
+            return self.api.mutual(self.data, d, configs=cfgs, seeds=list(seeds), alpha=1.0,
+                                   epochs=self.settings.epochs, resume=resume, quiet=self._trainer_quiet)
 
         return self._cached("scratch", payload, "group.json",
                             f"mutual from scratch {len(seeds)} x {model}", len(seeds) * cfgs[0].train.epochs, fn)
@@ -417,7 +424,7 @@ class Experiment:
             if run not in cache:
                 m, _, _ = self.api.load_run(run, self.store)
                 m.to(dev)
-                cache[run] = predict_logits(m, X, 32768, dev)
+                cache[run] = predict_logits(m, X, 0, dev)
             return cache[run]
 
         ft_run = finetuned.result["members"][t]["run_dir"]

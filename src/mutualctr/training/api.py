@@ -6,6 +6,8 @@ Every function takes paths and typed settings, returns plain dicts, and prints n
 
 from __future__ import annotations
 
+import copy
+
 import csv
 from dataclasses import replace
 from pathlib import Path
@@ -99,7 +101,7 @@ def train(store_path: str | Path, out: str | Path, cfg: RunConfig, resume: bool 
 
 
 def evaluate(run: str | Path, store_path: str | Path, split: str = "test", device: str = "auto",
-             batch_size: int = 32768) -> dict[str, Any]:
+             batch_size: int = 0) -> dict[str, Any]:
     store = open_store(store_path)
     model, _, _ = load_run(run, store)
     dev = resolve_device(device)
@@ -109,7 +111,7 @@ def evaluate(run: str | Path, store_path: str | Path, split: str = "test", devic
 
 
 def predict(run: str | Path, input_path: str | Path, out: str | Path, keep: Sequence[str] = (),
-            store_path: str | Path | None = None, device: str = "auto", batch_size: int = 32768) -> dict[str, Any]:
+            store_path: str | Path | None = None, device: str = "auto", batch_size: int = 0) -> dict[str, Any]:
     """Encode raw rows with the run's store vocabulary and write probabilities as CSV."""
     from mutualctr.data.encode import encode_file
 
@@ -168,8 +170,11 @@ def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path
            loss: str = "mse_prob", lr: float | None = None, epochs: int | None = None,
            evals_per_epoch: int | None = None, seed: int | None = None, device: str | None = None,
            config_dir: Path | None = None, resume: bool = False, quiet: bool = False,
-           teachers: Sequence[str | Path] = (), dist_timeout: float | None = None) -> dict[str, Any]:
-    """Train a group: finetune from runs (``init``) or from scratch (``models`` + ``seeds``).
+           teachers: Sequence[str | Path] = (), dist_timeout: float | None = None,
+           configs: Sequence[RunConfig] = (), precision: str | None = None) -> dict[str, Any]:
+    """Train a group: finetune from runs (``init``) or from scratch (``models`` + ``seeds``, or
+    ``configs``: one :class:`RunConfig` per member, used as given, each built with its own
+    ``train.seed`` unless ``seeds`` are given).
 
     ``alpha = 0`` is the no-mutual control (each member trained as if alone). ``teachers``
     turns the peer term into distillation from frozen models. Under torchrun the members are
@@ -178,11 +183,12 @@ def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path
     """
     from mutualctr.distributed import session
 
-    n = len(init) or len(models)
+    n = len(init) or len(models) or len(configs)
     with session(max(n, 1), device, dist_timeout) as par:
         return _mutual(par, store_path, out, init=init, models=models, seeds=seeds, alpha=alpha, loss=loss,
                        lr=lr, epochs=epochs, evals_per_epoch=evals_per_epoch, seed=seed, device=device,
-                       config_dir=config_dir, resume=resume, quiet=quiet, teachers=teachers)
+                       config_dir=config_dir, resume=resume, quiet=quiet, teachers=teachers,
+                       configs=configs, precision=precision)
 
 
 def _train_config_of_run(run: str | Path):
@@ -194,7 +200,7 @@ def _train_config_of_run(run: str | Path):
 
 
 def _mutual(par, store_path, out, *, init, models, seeds, alpha, loss, lr, epochs, evals_per_epoch, seed,
-            device, config_dir, resume, quiet, teachers) -> dict[str, Any]:
+            device, config_dir, resume, quiet, teachers, configs, precision) -> dict[str, Any]:
     store = open_store(store_path)
     out = Path(out)
     _check_out(out, resume)
@@ -203,8 +209,10 @@ def _mutual(par, store_path, out, *, init, models, seeds, alpha, loss, lr, epoch
     mcfg = MutualConfig(alpha=alpha, loss=loss)
     members: list[Member] = []
     finetune = bool(init)
-    if finetune and models:
+    if finetune and (models or configs):
         raise ConfigError("give either --init RUN... (finetune) or --models (scratch), not both")
+    if models and configs:
+        raise ConfigError("give either models or configs for a group from scratch, not both")
     if finetune:
         lr = 1e-4 if lr is None else lr
         for i, run in enumerate(init):
@@ -219,15 +227,20 @@ def _mutual(par, store_path, out, *, init, models, seeds, alpha, loss, lr, epoch
                             evals_per_epoch=4 if evals_per_epoch is None else evals_per_epoch, patience=0)
         group_lr = lr
     else:
-        if not models:
+        if not models and not configs:
             raise ConfigError("give --init RUN... to finetune or --models NAME,... to train from scratch")
-        seeds = list(seeds) or list(range(1, len(models) + 1))
+        if configs:
+            given = [copy.deepcopy(c).validate() for c in configs]
+            models = [c.model_name for c in given]
+            seeds = list(seeds) or [c.train.seed for c in given]
+        else:
+            seeds = list(seeds) or list(range(1, len(models) + 1))
         if len(seeds) != len(models):
             raise ConfigError(f"--seeds has {len(seeds)} values for {len(models)} models")
         dataset = getattr(store.feature_map, "dataset", None)
         cfgs = []
         for i, (name, s) in enumerate(zip(models, seeds)):
-            cfg = default_config(name, dataset, config_dir)
+            cfg = given[i] if configs else default_config(name, dataset, config_dir)
             cfg = replace(cfg, train=replace(cfg.train, seed=s))
             if lr is not None:
                 cfg = replace(cfg, optim=replace(cfg.optim, lr=lr))
@@ -242,6 +255,10 @@ def _mutual(par, store_path, out, *, init, models, seeds, alpha, loss, lr, epoch
         train_cfg = replace(train_cfg, seed=seed)
     if device is not None:
         train_cfg = replace(train_cfg, device=device)
+    if precision is not None:
+        if precision not in ("fp32", "bf16"):
+            raise ConfigError(f"train.precision: {precision!r} is not one of fp32, bf16")
+        train_cfg = replace(train_cfg, precision=precision)
     teacher_models = [load_run(t, store)[0] for t in teachers]
     par.barrier("the start")  # every worker checked --out before anyone writes into it
     trainer = Trainer(store, members, out, train_cfg, mcfg, teachers=teacher_models, quiet=quiet,
@@ -279,7 +296,7 @@ def distill(store_path: str | Path, out: str | Path, teacher: str | Path, studen
 
 
 def ensemble(runs: Sequence[str | Path], store_path: str | Path, split: str = "test", device: str = "auto",
-             batch_size: int = 32768) -> dict[str, Any]:
+             batch_size: int = 0) -> dict[str, Any]:
     """AUC/logloss of the average of the members' probabilities, and of each member."""
     store = open_store(store_path)
     X, y = store.split(split)

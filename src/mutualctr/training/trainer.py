@@ -9,6 +9,7 @@ optimizers, schedule, best checkpoint and metrics; the group shares one resumabl
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -39,15 +40,39 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def eval_batch(batch_size: int, device: torch.device) -> int:
+    """Rows per evaluation forward; ``0`` picks one for the device.
+
+    On CPU small batches are fastest: the (B, F*D) activations of 2048 rows stay in the L2
+    cache, and DeepFM/DCN/PNN score ~1.5-3x faster than at 32768 rows (measured, 2-core Xeon).
+    On a GPU large batches amortise the launches.
+    """
+    if batch_size > 0:
+        return batch_size
+    return 2048 if torch.device(device).type == "cpu" else 65536
+
+
+def autocast(precision: str, device: torch.device):
+    """bf16 autocast on ``device`` for ``precision == "bf16"``, else a no-op context."""
+    if precision == "bf16":
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    if precision != "fp32":
+        raise ValueError(f"unknown precision {precision!r} (fp32 or bf16)")
+    return contextlib.nullcontext()
+
+
 @torch.inference_mode()
-def predict_logits(model: nn.Module, X: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
-    """Logits for every row of a (rows, F) id matrix, in order."""
+def predict_logits(model: nn.Module, X: np.ndarray, batch_size: int, device: torch.device,
+                   precision: str = "fp32") -> np.ndarray:
+    """Logits for every row of a (rows, F) id matrix, in order (``batch_size`` 0: auto)."""
     was_training = model.training
     model.eval()
+    batch_size = eval_batch(batch_size, device)
     out = np.empty(len(X), dtype=np.float32)
-    for start in range(0, len(X), batch_size):
-        ids = torch.from_numpy(np.asarray(X[start:start + batch_size], dtype=np.int64)).to(device)
-        out[start:start + len(ids)] = model(ids).float().cpu().numpy()
+    with autocast(precision, device):
+        for start in range(0, len(X), batch_size):
+            ids = torch.from_numpy(np.asarray(X[start:start + batch_size], dtype=np.int64)).to(device)
+            out[start:start + len(ids)] = model(ids).float().cpu().numpy()
     model.train(was_training)
     return out
 
@@ -165,11 +190,11 @@ class Trainer:
         """Each member's loss L_i = BCE + L2 + alpha * peer term, peers detached."""
         from mutualctr.models import l2_penalty
 
-        logits = [m.model(ids) for m in self.members]
+        logits = [m.model(ids).float() for m in self.members]  # fp32 losses under bf16 autocast
         alpha = self.mutual.alpha
         if self.teachers and alpha != 0.0:
             with torch.no_grad():
-                teacher_logits = [t(ids) for t in self.teachers]
+                teacher_logits = [t(ids).float() for t in self.teachers]
         every = logits
         if alpha != 0.0 and not self.teachers:
             every = self.par.exchange(logits)  # all N members' logits, the remote ones detached
@@ -196,7 +221,8 @@ class Trainer:
         if len(labels) == 0:  # a global batch smaller than the number of data workers
             local = torch.zeros(len(self.members), device=self.device)
         else:
-            losses = self.group_losses(ids, labels)
+            with autocast(self.train_cfg.precision, self.device):
+                losses = [l.float() for l in self.group_losses(ids, labels)]
             # Members share no parameters and peers are detached, so one backward of the sum gives
             # each member exactly the gradient of its own loss.
             torch.stack(losses).sum().backward()
@@ -211,7 +237,8 @@ class Trainer:
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         X, y = self.dev if split == "dev" else self.test
         lo, hi = self.par.shard(len(y))  # data workers score a shard each; the AUC is exact
-        logits = predict_logits(model, X[lo:hi], self.train_cfg.eval_batch_size, self.device)
+        logits = predict_logits(model, X[lo:hi], self.train_cfg.eval_batch_size, self.device,
+                                self.train_cfg.precision)
         return scores(np.asarray(y), self.par.gather_rows(logits, len(y)))
 
     # ---- checkpoints --------------------------------------------------------------------
