@@ -31,6 +31,5 @@ class FiBiNET(CTRModel):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         emb = self.embedding(ids)  # (B, F, D)
-        p = self.bilinear(emb).flatten(1)
-        q = self.bilinear_senet(self.senet(emb)).flatten(1)
-        return self.linear(ids) + self.mlp(torch.cat([p, q], dim=1))
+        pq = torch.cat([self.bilinear(emb), self.bilinear_senet(self.senet(emb))], dim=1)  # (B, 2P, D)
+        return self.linear(ids) + self.mlp(pq.flatten(1))

@@ -203,5 +203,9 @@ class Bilinear(_Pairs):
         if self.bilinear_type == "field_each":
             vw = torch.einsum("bfd,fde->bfe", emb, self.weight)
             return vw.index_select(1, self.rows) * emb.index_select(1, self.cols)
-        p, q = self.pairs(emb)
-        return torch.einsum("bpd,pde->bpe", p, self.weight) * q
+        # Pair-major: gather (P, B, D) slabs from the (F, B, D) view, so that the P products
+        # are one bmm with no layout copies; the (B, P, D) result is a transposed view.
+        fields_first = emb.transpose(0, 1)
+        p = fields_first.index_select(0, self.rows)
+        q = fields_first.index_select(0, self.cols)
+        return (torch.bmm(p, self.weight) * q).transpose(0, 1)
