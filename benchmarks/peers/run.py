@@ -1,8 +1,8 @@
-"""Side by side: mutualctr vs FuxiCTR 2.3.10 and DeepCTR-Torch 0.3.0, DeepFM and DCN, same data.
+"""Side by side: mutualctr vs FuxiCTR 2.3.10 and DeepCTR-Torch 0.3.0, DeepFM, DCN, PNN and FiBiNET, same data.
 
     bash benchmarks/peers/setup.sh                 # once: bench_out/peers-venv
     python -m benchmarks.peers.run --store bench_out/store_200000_0 [--rounds 3] [--steps 5]
-        [--models deepfm,dcn] [--peers-python bench_out/peers-venv/bin/python]
+        [--models deepfm,dcn,pnn,fibinet] [--peers-python bench_out/peers-venv/bin/python]
 
 The store is one prepared by ``python -m benchmarks.run`` (or ``mutualctr prepare``). Each peer
 runs in its own process in its own venv (benchmarks/peers/worker.py) on the same encoded rows

@@ -1,18 +1,18 @@
 """Peers' side of the side-by-side benchmark; runs in the PEERS' venv (benchmarks/peers/setup.sh).
 
 Protocol (one JSON object per line on stdin, one per line on stdout):
-  {"cmd": "init", "store": DIR, "system": "fuxictr"|"deepctr", "model": "deepfm"|"dcn", "batch": 4000, "seed": 0}
+  {"cmd": "init", "store": DIR, "system": "fuxictr"|"deepctr", "model": "deepfm"|"dcn"|"pnn"|"fibinet", "batch": 4000, "seed": 0}
   {"cmd": "steps", "n": K}     -> {"times": [seconds per train step]}
   {"cmd": "eval", "batch": b, "passes": k} -> {"seconds": s (fastest pass), "rows": n, "auc": a}
 The data is mutualctr's prepared store (train/test .npy id matrices, feature_map.json): each
 field's global ids minus the field's offset are the per-field category indices both peers expect,
 so all three systems see the same encoded rows in the same order.
 
-FuxiCTR 2.3.10's PyPI package ships the layers and BaseModel but not the model zoo, so DeepFM and
-DCN are composed here from its installed layers exactly as its model zoo composes them
-(model_zoo/DeepFM/src/DeepFM.py, model_zoo/DCN/src/DCN.py), and trained with its own
+FuxiCTR 2.3.10's PyPI package ships the layers and BaseModel but not the model zoo, so DeepFM,
+DCN, PNN and FiBiNET are composed here from its installed layers as its model zoo composes them
+(model_zoo/<Model>/src/<Model>.py), and trained with its own
 BaseModel.train_step (its loss + whole-table L2 regulariser + gradient clipping + Adam).
-DeepCTR-Torch 0.3.0: its DeepFM and DCN classes and the body of its fit() loop (sum-reduced BCE +
+DeepCTR-Torch 0.3.0: its DeepFM, DCN, PNN and FiBiNET classes and the body of its fit() loop (sum-reduced BCE +
 get_regularization_loss + Adam).
 """
 
@@ -45,7 +45,10 @@ def load_store(path):
 
 def fuxictr_model(name, names, vocab, emb_dim, hidden, l2, out_dir):
     from fuxictr.features import FeatureMap
-    from fuxictr.pytorch.layers import CrossNet, FactorizationMachine, FeatureEmbedding, MLP_Block
+    from fuxictr.pytorch.layers import (
+        BilinearInteractionV2, CrossNet, FactorizationMachine, FeatureEmbedding, InnerProductInteraction,
+        LogisticRegression, MLP_Block, SqueezeExcitation,
+    )
     from fuxictr.pytorch.models import BaseModel
 
     fmap = FeatureMap("synth", out_dir)
@@ -95,7 +98,51 @@ def fuxictr_model(name, names, vocab, emb_dim, hidden, l2, out_dir):
             out = torch.cat([self.crossnet(feature_emb), self.dnn(feature_emb)], dim=-1)
             return {"y_pred": self.output_activation(self.fc(out))}
 
-    model = (DeepFM if name == "deepfm" else DCN)(fmap, **common)
+    class PNN(BaseModel):  # = fuxictr model_zoo/PNN (product_type "inner")
+        def __init__(self, feature_map, learning_rate=1e-3, **kw):
+            super().__init__(feature_map, model_id="PNN", gpu=-1, **kw)
+            self.embedding_layer = FeatureEmbedding(feature_map, emb_dim)
+            f = feature_map.num_fields
+            self.inner_product_layer = InnerProductInteraction(f, output="inner_product")
+            self.dnn = MLP_Block(input_dim=f * (f - 1) // 2 + f * emb_dim, output_dim=1, hidden_units=hidden,
+                                 hidden_activations="ReLU", output_activation=None, dropout_rates=0,
+                                 batch_norm=False)
+            self.compile(kw["optimizer"], kw["loss"], learning_rate)
+            self.reset_parameters()
+            self.model_to_device()
+
+        def forward(self, inputs):
+            X = self.get_inputs(inputs)
+            feature_emb = self.embedding_layer(X)
+            inner = self.inner_product_layer(feature_emb)
+            y_pred = self.dnn(torch.cat([feature_emb.flatten(start_dim=1), inner], dim=1))
+            return {"y_pred": self.output_activation(y_pred)}
+
+    class FiBiNET(BaseModel):  # = fuxictr model_zoo/FiBiNET (field_interaction, reduction 3)
+        def __init__(self, feature_map, learning_rate=1e-3, **kw):
+            super().__init__(feature_map, model_id="FiBiNET", gpu=-1, **kw)
+            self.embedding_layer = FeatureEmbedding(feature_map, emb_dim)
+            f = feature_map.num_fields
+            self.senet_layer = SqueezeExcitation(f, 3, "ReLU")
+            self.bilinear_interaction1 = BilinearInteractionV2(f, emb_dim, "field_interaction")
+            self.bilinear_interaction2 = BilinearInteractionV2(f, emb_dim, "field_interaction")
+            self.lr_layer = LogisticRegression(feature_map, use_bias=False)
+            self.dnn = MLP_Block(input_dim=f * (f - 1) * emb_dim, output_dim=1, hidden_units=hidden,
+                                 hidden_activations="ReLU", output_activation=None, dropout_rates=0,
+                                 batch_norm=False)
+            self.compile(kw["optimizer"], kw["loss"], learning_rate)
+            self.reset_parameters()
+            self.model_to_device()
+
+        def forward(self, inputs):
+            X = self.get_inputs(inputs)
+            feature_emb = self.embedding_layer(X)
+            p = self.bilinear_interaction1(feature_emb)
+            q = self.bilinear_interaction2(self.senet_layer(feature_emb))
+            y_pred = self.lr_layer(X) + self.dnn(torch.flatten(torch.cat([p, q], dim=1), start_dim=1))
+            return {"y_pred": self.output_activation(y_pred)}
+
+    model = {"deepfm": DeepFM, "dcn": DCN, "pnn": PNN, "fibinet": FiBiNET}[name](fmap, **common)
     model._max_gradient_norm = 10.0  # fit()'s default
 
     def batch(ids, labels):
@@ -117,13 +164,19 @@ def fuxictr_model(name, names, vocab, emb_dim, hidden, l2, out_dir):
 
 def deepctr_model(name, names, vocab, emb_dim, hidden, l2):
     from deepctr_torch.inputs import SparseFeat
-    from deepctr_torch.models import DCN, DeepFM
+    from deepctr_torch.models import DCN, PNN, DeepFM, FiBiNET
 
     cols = [SparseFeat(n, vocabulary_size=v, embedding_dim=emb_dim) for n, v in zip(names, vocab)]
     if name == "deepfm":
         model = DeepFM(cols, cols, dnn_hidden_units=tuple(hidden), l2_reg_embedding=l2, device="cpu")
-    else:
+    elif name == "dcn":
         model = DCN(cols, cols, cross_num=3, dnn_hidden_units=tuple(hidden), l2_reg_embedding=l2, device="cpu")
+    elif name == "pnn":
+        model = PNN(cols, dnn_hidden_units=tuple(hidden), l2_reg_embedding=l2, use_inner=True, use_outter=False,
+                    device="cpu")
+    else:
+        model = FiBiNET(cols, cols, bilinear_type="interaction", reduction_ratio=3,
+                        dnn_hidden_units=tuple(hidden), l2_reg_embedding=l2, device="cpu")
     model.compile("adam", "binary_crossentropy")
     optim, loss_func = model.optim, model.loss_func
 
