@@ -19,9 +19,9 @@ from typing import Any, Optional
 
 from mutualctr import atomic
 
-# Sized so that the whole demo takes well under 10 minutes on 2 CPU cores: measured 5.8 min at
-# 160k rows on a shared 2-core machine with other jobs running (load ~5), 13.6 min with a second
-# experiment running beside it.
+# Sized so that the whole demo takes well under 10 minutes on 2 CPU cores: measured 2.0 min at
+# 160k rows on the idle 2-core machine (torch's default threads), 5.8 min with 1 thread while
+# other jobs ran (load ~5), 13.6 min with a second experiment running beside it.
 DEFAULT_ROWS = 160_000
 MODELS = ("deepfm", "dcn")
 INSTANCES = 3
