@@ -31,6 +31,7 @@ def main(spec_path: str) -> None:
             out[job["name"]] = api.mutual(job["store"], job["out"], quiet=True, **kw)
     with open(f"{spec['result']}.{dist.get_rank()}", "w") as f:
         json.dump(out, f, default=float)
+    dist.barrier()  # see mutualctr.distributed.context.session: no rank tears down before all are done
     dist.destroy_process_group()
 
 

@@ -371,8 +371,15 @@ def session(num_members: int, device: str | None = None, timeout_s: float | None
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
         owned = True
     dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    finished = False
     try:
         yield Grid(num_members, dev)
+        finished = True
     finally:
         if owned:
+            if finished:
+                # Tear down only when every rank is done: a rank that destroys the group while a
+                # peer's gloo threads still finish the last collective can abort that peer
+                # ("terminate called without an active exception", SIGABRT at exit).
+                dist.barrier()
             dist.destroy_process_group()
