@@ -61,16 +61,29 @@ def fuxictr_model(name, names, vocab, emb_dim, hidden, l2, out_dir):
     common = dict(model_root=out_dir, verbose=0, metrics=["AUC"], optimizer="adam", loss="binary_crossentropy",
                   embedding_regularizer=l2, net_regularizer=0)
 
-    class DeepFM(BaseModel):  # = fuxictr model_zoo/DeepFM
-        def __init__(self, feature_map, learning_rate=1e-3, **kw):
-            super().__init__(feature_map, model_id="DeepFM", gpu=-1, **kw)
+    def mlp(input_dim, output_dim=1):
+        return MLP_Block(input_dim=input_dim, output_dim=output_dim, hidden_units=hidden, hidden_activations="ReLU",
+                         output_activation=None, dropout_rates=0, batch_norm=False)
+
+    class Zoo(BaseModel):
+        """What every fuxictr model_zoo model does around its own layers: the embedding first,
+        then (``ready``) compile, reset_parameters, model_to_device."""
+
+        def __init__(self, feature_map, model_id, **kw):
+            super().__init__(feature_map, model_id=model_id, gpu=-1, **kw)
             self.embedding_layer = FeatureEmbedding(feature_map, emb_dim)
-            self.fm = FactorizationMachine(feature_map)
-            self.mlp = MLP_Block(input_dim=feature_map.sum_emb_out_dim(), output_dim=1, hidden_units=hidden,
-                                 hidden_activations="ReLU", output_activation=None, dropout_rates=0, batch_norm=False)
+
+        def ready(self, kw, learning_rate):
             self.compile(kw["optimizer"], kw["loss"], learning_rate)
             self.reset_parameters()
             self.model_to_device()
+
+    class DeepFM(Zoo):  # = fuxictr model_zoo/DeepFM
+        def __init__(self, feature_map, learning_rate=1e-3, **kw):
+            super().__init__(feature_map, "DeepFM", **kw)
+            self.fm = FactorizationMachine(feature_map)
+            self.mlp = mlp(feature_map.sum_emb_out_dim())
+            self.ready(kw, learning_rate)
 
         def forward(self, inputs):
             X = self.get_inputs(inputs)
@@ -79,18 +92,14 @@ def fuxictr_model(name, names, vocab, emb_dim, hidden, l2, out_dir):
             y_pred += self.mlp(feature_emb.flatten(start_dim=1))
             return {"y_pred": self.output_activation(y_pred)}
 
-    class DCN(BaseModel):  # = fuxictr model_zoo/DCN
+    class DCN(Zoo):  # = fuxictr model_zoo/DCN
         def __init__(self, feature_map, learning_rate=1e-3, **kw):
-            super().__init__(feature_map, model_id="DCN", gpu=-1, **kw)
-            self.embedding_layer = FeatureEmbedding(feature_map, emb_dim)
+            super().__init__(feature_map, "DCN", **kw)
             input_dim = feature_map.sum_emb_out_dim()
-            self.dnn = MLP_Block(input_dim=input_dim, output_dim=None, hidden_units=hidden, hidden_activations="ReLU",
-                                 output_activation=None, dropout_rates=0, batch_norm=False)
+            self.dnn = mlp(input_dim, output_dim=None)
             self.crossnet = CrossNet(input_dim, 3)
             self.fc = nn.Linear(input_dim + hidden[-1], 1)
-            self.compile(kw["optimizer"], kw["loss"], learning_rate)
-            self.reset_parameters()
-            self.model_to_device()
+            self.ready(kw, learning_rate)
 
         def forward(self, inputs):
             X = self.get_inputs(inputs)
@@ -98,18 +107,13 @@ def fuxictr_model(name, names, vocab, emb_dim, hidden, l2, out_dir):
             out = torch.cat([self.crossnet(feature_emb), self.dnn(feature_emb)], dim=-1)
             return {"y_pred": self.output_activation(self.fc(out))}
 
-    class PNN(BaseModel):  # = fuxictr model_zoo/PNN (product_type "inner")
+    class PNN(Zoo):  # = fuxictr model_zoo/PNN (product_type "inner")
         def __init__(self, feature_map, learning_rate=1e-3, **kw):
-            super().__init__(feature_map, model_id="PNN", gpu=-1, **kw)
-            self.embedding_layer = FeatureEmbedding(feature_map, emb_dim)
+            super().__init__(feature_map, "PNN", **kw)
             f = feature_map.num_fields
             self.inner_product_layer = InnerProductInteraction(f, output="inner_product")
-            self.dnn = MLP_Block(input_dim=f * (f - 1) // 2 + f * emb_dim, output_dim=1, hidden_units=hidden,
-                                 hidden_activations="ReLU", output_activation=None, dropout_rates=0,
-                                 batch_norm=False)
-            self.compile(kw["optimizer"], kw["loss"], learning_rate)
-            self.reset_parameters()
-            self.model_to_device()
+            self.dnn = mlp(f * (f - 1) // 2 + f * emb_dim)
+            self.ready(kw, learning_rate)
 
         def forward(self, inputs):
             X = self.get_inputs(inputs)
@@ -118,21 +122,16 @@ def fuxictr_model(name, names, vocab, emb_dim, hidden, l2, out_dir):
             y_pred = self.dnn(torch.cat([feature_emb.flatten(start_dim=1), inner], dim=1))
             return {"y_pred": self.output_activation(y_pred)}
 
-    class FiBiNET(BaseModel):  # = fuxictr model_zoo/FiBiNET (field_interaction, reduction 3)
+    class FiBiNET(Zoo):  # = fuxictr model_zoo/FiBiNET (field_interaction, reduction 3)
         def __init__(self, feature_map, learning_rate=1e-3, **kw):
-            super().__init__(feature_map, model_id="FiBiNET", gpu=-1, **kw)
-            self.embedding_layer = FeatureEmbedding(feature_map, emb_dim)
+            super().__init__(feature_map, "FiBiNET", **kw)
             f = feature_map.num_fields
             self.senet_layer = SqueezeExcitation(f, 3, "ReLU")
             self.bilinear_interaction1 = BilinearInteractionV2(f, emb_dim, "field_interaction")
             self.bilinear_interaction2 = BilinearInteractionV2(f, emb_dim, "field_interaction")
             self.lr_layer = LogisticRegression(feature_map, use_bias=False)
-            self.dnn = MLP_Block(input_dim=f * (f - 1) * emb_dim, output_dim=1, hidden_units=hidden,
-                                 hidden_activations="ReLU", output_activation=None, dropout_rates=0,
-                                 batch_norm=False)
-            self.compile(kw["optimizer"], kw["loss"], learning_rate)
-            self.reset_parameters()
-            self.model_to_device()
+            self.dnn = mlp(f * (f - 1) * emb_dim)
+            self.ready(kw, learning_rate)
 
         def forward(self, inputs):
             X = self.get_inputs(inputs)

@@ -20,7 +20,9 @@ from mutualctr import atomic
 from mutualctr.config import ConfigError
 from mutualctr.errors import CheckpointError
 from mutualctr.training import checkpoint
-from mutualctr.training.config import MutualConfig, RunConfig, load_run_config, run_config_from_dict
+from mutualctr.training.config import (
+    MutualConfig, RunConfig, load_run_config, run_config_from_dict, with_precision,
+)
 from mutualctr.training.metrics import relaimp
 from mutualctr.training.trainer import Member, Trainer, predict_logits, resolve_device, scores
 
@@ -230,23 +232,23 @@ def _mutual(par, store_path, out, *, init, models, seeds, alpha, loss, lr, epoch
         if not models and not configs:
             raise ConfigError("give --init RUN... to finetune or --models NAME,... to train from scratch")
         if configs:
-            given = [copy.deepcopy(c).validate() for c in configs]
-            models = [c.model_name for c in given]
-            seeds = list(seeds) or [c.train.seed for c in given]
+            bases = [copy.deepcopy(c).validate() for c in configs]
+            seeds = list(seeds) or [c.train.seed for c in bases]
         else:
+            dataset = getattr(store.feature_map, "dataset", None)
+            bases = [default_config(name, dataset, config_dir) for name in models]
             seeds = list(seeds) or list(range(1, len(models) + 1))
-        if len(seeds) != len(models):
-            raise ConfigError(f"--seeds has {len(seeds)} values for {len(models)} models")
-        dataset = getattr(store.feature_map, "dataset", None)
+        if len(seeds) != len(bases):
+            raise ConfigError(f"--seeds has {len(seeds)} values for {len(bases)} models")
         cfgs = []
-        for i, (name, s) in enumerate(zip(models, seeds)):
-            cfg = given[i] if configs else default_config(name, dataset, config_dir)
-            cfg = replace(cfg, train=replace(cfg.train, seed=s))
+        for i, (member_cfg, s) in enumerate(zip(bases, seeds)):
+            cfg = replace(member_cfg, train=replace(member_cfg.train, seed=s))
             if lr is not None:
                 cfg = replace(cfg, optim=replace(cfg.optim, lr=lr))
             cfgs.append(cfg)
             if i in par.member_ids:
-                members.append(Member(config=cfg, model=build(cfg, store, seed=s), run_dir=_member_dir(out, i, name)))
+                members.append(Member(config=cfg, model=build(cfg, store, seed=s),
+                                      run_dir=_member_dir(out, i, cfg.model_name)))
         base = cfgs[0].train
         group_lr = cfgs[0].optim.lr
         train_cfg = replace(base, epochs=base.epochs if epochs is None else epochs,
@@ -255,10 +257,7 @@ def _mutual(par, store_path, out, *, init, models, seeds, alpha, loss, lr, epoch
         train_cfg = replace(train_cfg, seed=seed)
     if device is not None:
         train_cfg = replace(train_cfg, device=device)
-    if precision is not None:
-        if precision not in ("fp32", "bf16"):
-            raise ConfigError(f"train.precision: {precision!r} is not one of fp32, bf16")
-        train_cfg = replace(train_cfg, precision=precision)
+    train_cfg = with_precision(train_cfg, precision)
     teacher_models = [load_run(t, store)[0] for t in teachers]
     par.barrier("the start")  # every worker checked --out before anyone writes into it
     trainer = Trainer(store, members, out, train_cfg, mcfg, teachers=teacher_models, quiet=quiet,

@@ -11,6 +11,9 @@ from mutualctr.config import ConfigError, from_dict, load_yaml, to_dict
 from mutualctr.training.optim import OptimConfig
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 @dataclass
 class TrainConfig:
     """Loop settings (YAML section ``train``)."""
@@ -103,14 +106,19 @@ def with_overrides(cfg: RunConfig, *, model: str | None = None, seed: int | None
         train = replace(train, batch_size=batch_size)
     if device is not None:
         train = replace(train, device=device)
-    if precision is not None:
-        if precision not in ("fp32", "bf16"):
-            raise ConfigError(f"train.precision: {precision!r} is not one of fp32, bf16")
-        train = replace(train, precision=precision)
-    cfg.train = train
+    cfg.train = with_precision(train, precision)
     if lr is not None:
         cfg.optim = replace(cfg.optim, lr=lr)
     return cfg.validate()
+
+
+def with_precision(train: TrainConfig, precision: str | None) -> TrainConfig:
+    """``train`` with ``precision`` (a CLI flag or API argument) when it is given."""
+    if precision is None:
+        return train
+    if precision not in PRECISIONS:
+        raise ConfigError(f"train.precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
+    return replace(train, precision=precision)
 
 
 def run_config_to_dict(cfg: RunConfig) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from torch import nn
 from mutualctr import atomic
 from mutualctr.errors import CheckpointError, TrainingError
 from mutualctr.training import checkpoint
-from mutualctr.training.config import MutualConfig, RunConfig, TrainConfig, run_config_to_dict
+from mutualctr.training.config import PRECISIONS, MutualConfig, RunConfig, TrainConfig, run_config_to_dict
 from mutualctr.training.losses import bce, peer_term
 from mutualctr.training.metrics import auc, logloss
 from mutualctr.training.optim import Schedule, build_optimizers
@@ -56,8 +56,8 @@ def autocast(precision: str, device: torch.device):
     """bf16 autocast on ``device`` for ``precision == "bf16"``, else a no-op context."""
     if precision == "bf16":
         return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
-    if precision != "fp32":
-        raise ValueError(f"unknown precision {precision!r} (fp32 or bf16)")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} ({' or '.join(PRECISIONS)})")
     return contextlib.nullcontext()
 
 
@@ -222,7 +222,7 @@ class Trainer:
             local = torch.zeros(len(self.members), device=self.device)
         else:
             with autocast(self.train_cfg.precision, self.device):
-                losses = [l.float() for l in self.group_losses(ids, labels)]
+                losses = self.group_losses(ids, labels)
             # Members share no parameters and peers are detached, so one backward of the sum gives
             # each member exactly the gradient of its own loss.
             torch.stack(losses).sum().backward()
