@@ -95,7 +95,7 @@ def activate(trainer) -> None:
 
 
 def build_trainer(store, models: list[str], out, seed: int = 0, mode: str = "fast", alpha: float = 1.0,
-                  batch_size: int | None = None, quiet: bool = True):
+                  batch_size: int | None = None, quiet: bool = True, vectorize: bool = False):
     """A Trainer on ``store`` (a Store or a path) with the shipped criteo config of each model
     (batch 4000, emb 16, MLP [400, 200, 100], row-wise Adam), 1 epoch, CPU, no prefetch thread."""
     from mutualctr.training.api import build, default_config, open_store
@@ -112,7 +112,8 @@ def build_trainer(store, models: list[str], out, seed: int = 0, mode: str = "fas
         model = build(cfg, store, seed=seed + i)
         members.append(Member(config=cfg, model=model, run_dir=Path(out) / f"m{i}-{name}"))
     mutual = MutualConfig(alpha=alpha) if len(members) > 1 else None
-    trainer = Trainer(store, members, Path(out), members[0].config.train, mutual=mutual, quiet=quiet)
+    trainer = Trainer(store, members, Path(out), members[0].config.train, mutual=mutual, quiet=quiet,
+                      vectorize=vectorize)
     set_mode(trainer, mode)
     return trainer
 

@@ -17,9 +17,10 @@
    steps after the first 3; eval samples/s = test rows / median time of 3 full passes of
    ``predict_logits`` over the test split; test AUC of the model just timed (weights after the
    epoch, no dev selection).
-4. mutual: step time of a 4-member group (4 x deepfm, and the mixed {deepfm, dcn, pnn, fibinet})
-   with alpha 1, divided by the sum of the 4 members' single step times, the group's and the
-   singles' steps alternating on the same batches (``--mutual-steps`` timed steps).
+4. mutual: step time of a 4-member group (4 x deepfm, the same vectorised with ``--vectorize``,
+   and the mixed {deepfm, dcn, pnn, fibinet}) with alpha 1, divided by the sum of the 4 members'
+   single step times, the group's and the singles' steps alternating on the same batches
+   (``--mutual-steps`` timed steps).
 5. growth: train samples/s of DeepFM (fast path, the Trainer's step) on id matrices
    synthesised directly for a 200k- and a 10M-row table (39 fields, each field's ids
    log-uniform over its share of the table), the two alternating step by step; plus the 10M
@@ -157,10 +158,12 @@ def bench_train(store, models: list[str], modes: list[str], warmup: int, max_ste
 
 # ---- mutual group ratio -------------------------------------------------------------------
 
-def bench_mutual(store, groups: dict[str, list[str]], steps: int, warmup: int, workdir: Path) -> dict:
+def bench_mutual(store, groups: dict[str, tuple[list[str], bool]], steps: int, warmup: int, workdir: Path) -> dict:
+    """``groups``: name -> (member model names, vectorised)."""
     out = {}
-    for gname, models in groups.items():
-        group = build_trainer(store, models, workdir / f"group-{gname}", mode="fast", alpha=1.0)
+    for gname, (models, vectorize) in groups.items():
+        group = build_trainer(store, models, workdir / f"group-{gname}", mode="fast", alpha=1.0,
+                              vectorize=vectorize)
         singles = [build_trainer(store, [m], workdir / f"single-{gname}-{i}", mode="fast", seed=i)
                    for i, m in enumerate(models)]
         tg, ts = [], [[] for _ in singles]
@@ -172,7 +175,7 @@ def bench_mutual(store, groups: dict[str, list[str]], steps: int, warmup: int, w
                 ts[i].append(step(s, ids, labels, k))
         g = median(tg[warmup:])
         singles_ms = [median(t[warmup:]) for t in ts]
-        out[gname] = {"members": models, "group_step_ms": round(g * 1e3, 1),
+        out[gname] = {"members": models, "vectorised": vectorize, "group_step_ms": round(g * 1e3, 1),
                       "single_step_ms": [round(s * 1e3, 1) for s in singles_ms],
                       "ratio": round(g / sum(singles_ms), 3), "steps": steps, "load_end": load()}
         log(f"  mutual {gname}: group {g * 1e3:.0f} ms / sum of singles {sum(singles_ms) * 1e3:.0f} ms "
@@ -275,7 +278,7 @@ def table(r: dict) -> str:
     if "mutual" in r:
         lines.append("\nmutual group of 4 (alpha 1): group step / sum of the 4 single steps (target <= 0.8)")
         for g, x in r["mutual"].items():
-            lines.append(f"{g:9s} group {x['group_step_ms']:.0f} ms, singles {' + '.join(f'{s:.0f}' for s in x['single_step_ms'])} ms"
+            lines.append(f"{g:14s} group {x['group_step_ms']:.0f} ms, singles {' + '.join(f'{s:.0f}' for s in x['single_step_ms'])} ms"
                          f" -> ratio {x['ratio']:.2f} (load {x['load_end']:.1f})")
     if "growth" in r:
         g = r["growth"]
@@ -338,8 +341,9 @@ def main(argv=None) -> dict:
             r["train"] = bench_train(store, a.models.split(","), modes, warmup=3, max_steps=a.max_steps, workdir=work)
         if "mutual" in sections:
             log("mutual ...")
-            r["mutual"] = bench_mutual(store, {"deepfm x4": ["deepfm"] * 4,
-                                               "mixed": ["deepfm", "dcn", "pnn", "fibinet"]},
+            r["mutual"] = bench_mutual(store, {"deepfm x4": (["deepfm"] * 4, False),
+                                               "deepfm x4 vmap": (["deepfm"] * 4, True),
+                                               "mixed": (["deepfm", "dcn", "pnn", "fibinet"], False)},
                                        a.mutual_steps or (4 if a.quick else 10), 2, work)
     if "growth" in sections:
         log("growth ...")

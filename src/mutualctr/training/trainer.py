@@ -124,10 +124,11 @@ def model_payload(member: Member, store, step: int, epoch: float, dev: dict | No
 class Trainer:
     def __init__(self, store, members: list[Member], out: Path, train: TrainConfig,
                  mutual: MutualConfig | None = None, teachers: list[nn.Module] = (),
-                 quiet: bool = False, finetune: bool = False, parallel=None):
+                 quiet: bool = False, finetune: bool = False, parallel=None, vectorize: bool = False):
         """``parallel``: this process's place among torchrun workers (see
         :mod:`mutualctr.distributed`); ``members`` are then only the members this process holds.
-        The default is one process holding every member."""
+        The default is one process holding every member. ``vectorize``: run this process's
+        members (one architecture) as one vmapped forward (:mod:`mutualctr.training.group`)."""
         from mutualctr.distributed.context import Local
 
         if not members:
@@ -170,6 +171,11 @@ class Trainer:
             t.to(self.device).eval()
             for p in t.parameters():
                 p.requires_grad_(False)
+        self.vectorised = None
+        if vectorize:  # after the moves to the device: it holds the models' constant buffers
+            from mutualctr.training.group import VectorisedGroup
+
+            self.vectorised = VectorisedGroup([m.model for m in self.members])
         self.ckpt_path = self.out / "checkpoints" / "last.pt"
         self.eval_points = self._eval_points()
 
@@ -190,7 +196,10 @@ class Trainer:
         """Each member's loss L_i = BCE + L2 + alpha * peer term, peers detached."""
         from mutualctr.models import l2_penalty
 
-        logits = [m.model(ids).float() for m in self.members]  # fp32 losses under bf16 autocast
+        if self.vectorised is not None:
+            logits = [z.float() for z in self.vectorised(ids)]
+        else:
+            logits = [m.model(ids).float() for m in self.members]  # fp32 losses under bf16 autocast
         alpha = self.mutual.alpha
         if self.teachers and alpha != 0.0:
             with torch.no_grad():
