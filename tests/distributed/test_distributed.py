@@ -66,7 +66,8 @@ def _spawn(spec: dict, tmp: Path, world: int = 2) -> list[subprocess.Popen]:
     procs = []
     for r in range(world):
         env = dict(os.environ, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=port, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+                   MASTER_PORT=port, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT),
+                   PYTHONFAULTHANDLER="1")  # a crash prints every thread's Python stack
         procs.append(subprocess.Popen([sys.executable, "-m", "tests.distributed._worker", str(path)], cwd=ROOT,
                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return procs
