@@ -7,8 +7,8 @@
 1. data: a synthetic Criteo-format file from ``mutualctr.data.synth.generate`` (1M rows; 200k
    with ``--quick``), cached under OUT/data.
 2. prepare: ``mutualctr.data.prepare.prepare`` in a fresh child process per repetition; rows/s
-   (median) and the child's peak RSS (``ru_maxrss`` of the child's own rusage, the maximum over
-   the repetitions). The last store is kept for the other sections.
+   (median) and the child's peak RSS (its own VmHWM, see benchmarks/bench_prepare.py; the
+   maximum over the repetitions). The last store is kept for the other sections.
 3. train: 1 epoch per model on the store's train split with the shipped criteo config (batch
    4000, emb 16, MLP [400, 200, 100], embedding L2 1e-5, row-wise Adam, exp decay), through
    ``Trainer._step``. Each mode (see benchmarks/common.py) has its own trainer and model (same
@@ -38,8 +38,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -47,20 +45,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.bench_prepare import run_child
 from benchmarks.common import (
     MODES, ROOT, activate, build_trainer, header, header_line, load, median, step,
 )
-
-PREPARE_CHILD = """
-import json, sys, time
-from mutualctr.data.prepare import prepare
-t = time.perf_counter()
-r = prepare("criteo", [sys.argv[1]], sys.argv[2], progress=False, overwrite=True)
-dt = time.perf_counter() - t
-print(json.dumps({"seconds": dt, "rows": sum(r.summary["rows"].values()),
-                  "num_features": r.summary["num_features"]}))
-"""
-
 
 def log(msg: str) -> None:
     print(msg, flush=True)
@@ -81,23 +69,11 @@ def synth_file(out: Path, rows: int, seed: int) -> Path:
     return raw
 
 
-def prepare_child(raw: Path, store: Path) -> tuple[dict, float]:
-    """Run prepare in a fresh child; (its JSON line, its peak RSS in MiB from its own rusage)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    p = subprocess.Popen([sys.executable, "-c", PREPARE_CHILD, str(raw), str(store)],
-                         stdout=subprocess.PIPE, env=env)
-    out = p.stdout.read()
-    _, status, ru = os.wait4(p.pid, 0)  # this child's rusage alone (RUSAGE_CHILDREN would max over all)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"prepare failed (exit {os.waitstatus_to_exitcode(status)})")
-    return json.loads(out.decode().strip().splitlines()[-1]), ru.ru_maxrss / 1024.0
-
-
 def bench_prepare(raw: Path, store: Path, reps: int) -> dict:
     runs = []
     for _ in range(reps):
         shutil.rmtree(store, ignore_errors=True)
-        res, rss = prepare_child(raw, store)
+        res, rss, _ = run_child([str(raw), str(store)])
         runs.append({"seconds": round(res["seconds"], 2), "peak_rss_mib": round(rss, 1), "load": load()})
         log(f"  prepare: {res['seconds']:.1f} s, peak RSS {rss:,.0f} MiB (load {load():.1f})")
     secs = median([r["seconds"] for r in runs])
