@@ -29,6 +29,10 @@ def main(spec_path: str) -> None:
             kw = dict(job["kwargs"])
             kw["config_dir"] = Path(kw["config_dir"]) if kw.get("config_dir") else None
             out[job["name"]] = api.mutual(job["store"], job["out"], quiet=True, **kw)
+    # process groups still registered after the jobs: the default one only (each job's session
+    # releases its subgroups); None where torch's registry is not where we look
+    world = getattr(dist.distributed_c10d, "_world", None)
+    out["_groups_left"] = len(world.pg_map) if world is not None and hasattr(world, "pg_map") else None
     with open(f"{spec['result']}.{dist.get_rank()}", "w") as f:
         json.dump(out, f, default=float)
     dist.barrier()  # see mutualctr.distributed.context.session: no rank tears down before all are done

@@ -258,7 +258,10 @@ def test_combined_grid_two_members_each_data_parallel_over_two_workers(tiny_stor
     job = {"op": "mutual", "name": "g", "store": str(tiny_store), "out": str(tmp_path / "g"), "kwargs": kw}
     for code, err in _wait(_spawn({"jobs": [job], "result": str(tmp_path / "r")}, tmp_path, world=4)):
         assert code == 0, err[-3000:]
-    multi = json.loads((tmp_path / "r.0").read_text())["g"]
+    results = [json.loads((tmp_path / f"r.{r}").read_text()) for r in range(4)]
+    # the session released the (data) subgroups it created; only the default group is left
+    assert [r["_groups_left"] for r in results] in ([1] * 4, [None] * 4)
+    multi = results[0]["g"]
     single = api.mutual(tiny_store, tmp_path / "s", quiet=True, **{**kw, "config_dir": cdir})
     for i, (s, m) in enumerate(zip(single["members"], multi["members"])):
         name = f"m{i}-{s['model']}"

@@ -148,6 +148,7 @@ class Grid(Local):
         self.is_main = self.rank == 0
         self.is_writer = self.data_rank == 0
         # every rank creates every subgroup, in the same order (a torch.distributed rule)
+        self._mine: list = []  # the subgroups this rank is in, released by close()
         self.data_group = self._group(member_groups, self.rank)
         self.exchange_group = self._group(exchange_groups, self.rank)
         self.exchange_size = len(next(g for g in exchange_groups if self.rank in g))
@@ -160,7 +161,19 @@ class Grid(Local):
             g = self.dist.new_group(ranks) if len(ranks) > 1 else None
             if rank in ranks:
                 mine = g
+                if g is not None:
+                    self._mine.append(g)
         return mine
+
+    def close(self) -> None:
+        """Release this grid's subgroups (their gloo/NCCL threads and sockets) now, while the
+        interpreter is alive, instead of whenever the garbage collector or the interpreter's
+        teardown gets to them; a process that runs several jobs would otherwise keep every
+        job's subgroups. Call on every rank once all of them are done with the grid."""
+        groups, self._mine = self._mine, []
+        self.data_group = self.exchange_group = None
+        for g in groups:
+            self.dist.destroy_process_group(g)
 
     def describe(self) -> str:
         k = self.data_size
@@ -373,13 +386,15 @@ def session(num_members: int, device: str | None = None, timeout_s: float | None
     dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
     finished = False
     try:
-        yield Grid(num_members, dev)
+        grid = Grid(num_members, dev)
+        yield grid
         finished = True
     finally:
+        if finished:
+            # Tear down only when every rank is done: a rank that destroys a group while a
+            # peer's gloo threads still finish the last collective can abort that peer
+            # ("terminate called without an active exception", SIGABRT at exit).
+            dist.barrier()
+            grid.close()
         if owned:
-            if finished:
-                # Tear down only when every rank is done: a rank that destroys the group while a
-                # peer's gloo threads still finish the last collective can abort that peer
-                # ("terminate called without an active exception", SIGABRT at exit).
-                dist.barrier()
             dist.destroy_process_group()
