@@ -34,6 +34,19 @@ def test_fm(emb):
     torch.testing.assert_close(FactorizationMachine()(emb), want)
 
 
+def test_fm_gradient_equals_autograd_of_the_pairwise_sum(emb):
+    """The fused backward against autograd through the explicit sum over pairs."""
+    g = torch.randn(B, dtype=emb.dtype)
+    with torch.enable_grad():
+        x = emb.clone().requires_grad_(True)
+        (FactorizationMachine()(x) * g).sum().backward()
+        y = emb.clone().requires_grad_(True)
+        want = torch.stack([sum(torch.dot(y[b, i], y[b, j]) for i, j in pairs()) for b in range(B)])
+        (want * g).sum().backward()
+        assert torch.autograd.gradcheck(FactorizationMachine(), (emb.clone().requires_grad_(True),))
+    torch.testing.assert_close(x.grad, y.grad)
+
+
 def test_inner_product(emb):
     want = torch.tensor([[float(emb[b, i] @ emb[b, j]) for i, j in pairs()] for b in range(B)])
     torch.testing.assert_close(InnerProduct(F)(emb), want.to(emb.dtype))

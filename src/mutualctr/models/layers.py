@@ -62,16 +62,39 @@ class MLP(nn.Sequential):
         return out.squeeze(-1) if self.squeeze else out
 
 
+class _FMTerm(torch.autograd.Function):
+    """``0.5 * (||sum_f v_f||^2 - sum_f ||v_f||^2)`` per row, with a one-pass backward
+    ``d/dv_f = g * (sum_f' v_f' - v_f)``: autograd's backward of the same formula makes ~5
+    passes over the (B, F, D) embeddings (7-9 ms vs 3 ms at B=4000, F=39, D=16 on 2 cores).
+    vmap-able (``setup_context``) for the vectorised group path."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(emb: torch.Tensor) -> torch.Tensor:
+        square_of_sum = emb.sum(dim=1).square().sum(dim=1)
+        sum_of_square = torch.linalg.vector_norm(emb.flatten(1), dim=1).square()
+        return 0.5 * (square_of_sum - sum_of_square)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (emb,) = ctx.saved_tensors
+        return (emb.sum(dim=1, keepdim=True) - emb) * grad.view(-1, 1, 1)
+
+
 class FactorizationMachine(nn.Module):
     """Second-order FM term ``sum_{i<j} <v_i, v_j>``: ``(B, F, D)`` -> ``(B,)``.
 
-    Uses ``((sum_i v_i)^2 - sum_i v_i^2) / 2``, O(F D) instead of O(F^2 D).
+    Uses ``((sum_i v_i)^2 - sum_i v_i^2) / 2``, O(F D) instead of O(F^2 D), with a fused
+    backward (:class:`_FMTerm`).
     """
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        square_of_sum = emb.sum(dim=1).pow(2)
-        sum_of_square = emb.pow(2).sum(dim=1)
-        return 0.5 * (square_of_sum - sum_of_square).sum(dim=1)
+        return _FMTerm.apply(emb)
 
 
 class CrossNet(nn.Module):
