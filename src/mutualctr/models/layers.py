@@ -83,7 +83,7 @@ class _FMTerm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (emb,) = ctx.saved_tensors
-        return (emb.sum(dim=1, keepdim=True) - emb) * grad.view(-1, 1, 1)
+        return (emb.sum(dim=1, keepdim=True) - emb).mul_(grad.view(-1, 1, 1))  # one (B, F, D) buffer
 
 
 class FactorizationMachine(nn.Module):
