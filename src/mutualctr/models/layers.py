@@ -83,7 +83,9 @@ class _FMTerm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (emb,) = ctx.saved_tensors
-        return (emb.sum(dim=1, keepdim=True) - emb).mul_(grad.view(-1, 1, 1))  # one (B, F, D) buffer
+        g = grad.view(-1, 1, 1)
+        # g * s - g * v_f, written in one pass over (B, F, D): (B, 1, D) broadcasts over F
+        return torch.addcmul(emb.sum(dim=1, keepdim=True) * g, emb, g, value=-1.0)
 
 
 class FactorizationMachine(nn.Module):
