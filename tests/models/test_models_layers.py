@@ -78,6 +78,31 @@ def test_cross(emb):
     torch.testing.assert_close(layer(x0), want)
 
 
+def test_cross_fused_backward_equals_autograd_of_the_formula(emb):
+    """Training uses _Cross's hand-written backward; it must give autograd's gradients for x_0,
+    every w_l and every b_l (the formula written out here, looped)."""
+    layer = CrossNet(F * D, 3).double()
+    with torch.no_grad():
+        for b in layer.bias:
+            b.normal_()
+    g = torch.randn(B, F * D, dtype=emb.dtype)
+    with torch.enable_grad():
+        x0 = emb.flatten(1).clone().requires_grad_(True)
+        (layer(x0) * g).sum().backward()
+        got = [x0.grad] + [p.grad.clone() for p in layer.parameters()]
+        layer.zero_grad()
+        y0 = emb.flatten(1).clone().requires_grad_(True)
+        x = y0
+        for w, b in zip(layer.weight, layer.bias):
+            x = y0 * (x @ w) + b + x
+        (x * g).sum().backward()
+        want = [y0.grad] + [p.grad for p in layer.parameters()]
+        assert torch.autograd.gradcheck(lambda a: layer(a), (emb.flatten(1).clone().requires_grad_(True),))
+    torch.testing.assert_close(layer(emb.flatten(1)), x.detach())
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize("low_rank", [None, 2])
 def test_cross_v2(emb, low_rank):
     x0 = emb.flatten(1)

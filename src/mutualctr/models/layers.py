@@ -99,10 +99,48 @@ class FactorizationMachine(nn.Module):
         return _FMTerm.apply(emb)
 
 
+class _Cross(torch.autograd.Function):
+    """The cross layers with a hand-written backward: per layer, with ``G = dL/dx_{l+1}`` and
+    ``t = rowsum(G * x_0)`` (B,): ``dx_l = G + t w_l^T``, ``dx_0 += G * s_l``, ``dw_l = x_l^T t``,
+    ``db_l = colsum(G)``; a few fused passes over (B, d) where autograd runs ~3x as many
+    elementwise kernels plus an outer-product matmul. Not vmap-able: :class:`CrossNet` uses
+    the plain formula under vmap."""
+
+    @staticmethod
+    def forward(ctx, x0: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        n = len(params) // 2
+        xs, ss, x = [], [], x0
+        for w, b in zip(params[:n], params[n:]):
+            s = x @ w  # (B, 1)
+            xs.append(x)
+            ss.append(s)
+            x = torch.addcmul(x + b, x0, s)
+        ctx.n = n
+        ctx.save_for_backward(x0, *params[:n], *xs, *ss)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        n = ctx.n
+        saved = ctx.saved_tensors
+        x0, ws, xs, ss = saved[0], saved[1:1 + n], saved[1 + n:1 + 2 * n], saved[1 + 2 * n:]
+        dx0 = torch.zeros_like(x0)
+        dws, dbs = [None] * n, [None] * n
+        g = grad
+        for l in reversed(range(n)):
+            t = torch.linalg.vecdot(g, x0).unsqueeze(1)  # (B, 1)
+            dx0.addcmul_(g, ss[l])
+            dws[l] = xs[l].t() @ t  # (d, 1)
+            dbs[l] = g.sum(dim=0)
+            g = torch.addcmul(g, t, ws[l].t())  # dL/dx_l: the residual plus the scalar's path
+        return (dx0 + g, *dws, *dbs)  # x_0 is also layer 0's input
+
+
 class CrossNet(nn.Module):
     """DCN cross layers ``x_{l+1} = x_0 (x_l . w_l) + b_l + x_l``: ``(B, d)`` -> ``(B, d)``.
 
-    ``x_l . w_l`` is a scalar per row, so each layer costs O(d) (2d parameters).
+    ``x_l . w_l`` is a scalar per row, so each layer costs O(d) (2d parameters). Trained with
+    the fused backward of :class:`_Cross`.
     """
 
     def __init__(self, dim: int, num_layers: int):
@@ -111,6 +149,8 @@ class CrossNet(nn.Module):
         self.bias = nn.ParameterList(nn.Parameter(torch.zeros(dim)) for _ in range(num_layers))
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        if len(self.weight) and torch.is_grad_enabled() and not torch._C._functorch.is_batchedtensor(x0):
+            return _Cross.apply(x0, *self.weight, *self.bias)
         x = x0
         for w, b in zip(self.weight, self.bias):
             x = x0 * (x @ w) + b + x
