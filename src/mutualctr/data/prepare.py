@@ -1,9 +1,9 @@
 """Raw CTR files -> a store (two streaming passes: count on train, then encode).
 
 Pass 1 reads the inputs chunk by chunk, validates every cell (vectorised), assigns each row
-to train/dev/test and counts the train split's values per field (per-chunk counts,
-merged geometrically with ``group_by``, see :class:`_Counts`). Vocabularies keep values seen at least min-count
-times. Pass 2 re-reads, encodes with ``index_in`` and writes each split's rows straight into
+to train/dev/test and counts the train split's values per field (per-chunk counts, merged
+geometrically with ``group_by``, see :class:`_Counts`). Vocabularies keep values seen at least
+min-count times. Pass 2 re-reads, encodes with ``index_in`` and writes each split's rows straight into
 its preallocated memory-mapped ``.npy``. Memory is flat in the number of rows: a few chunks plus
 the value counts (which grow with the distinct values).
 """

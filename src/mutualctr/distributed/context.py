@@ -148,7 +148,6 @@ class Grid(Local):
         self.is_main = self.rank == 0
         self.is_writer = self.data_rank == 0
         # every rank creates every subgroup, in the same order (a torch.distributed rule)
-        self._mine: list = []  # the subgroups this rank is in, released by close()
         self.data_group = self._group(member_groups, self.rank)
         self.exchange_group = self._group(exchange_groups, self.rank)
         self.exchange_size = len(next(g for g in exchange_groups if self.rank in g))
@@ -161,8 +160,6 @@ class Grid(Local):
             g = self.dist.new_group(ranks) if len(ranks) > 1 else None
             if rank in ranks:
                 mine = g
-                if g is not None:
-                    self._mine.append(g)
         return mine
 
     def close(self) -> None:
@@ -170,9 +167,9 @@ class Grid(Local):
         interpreter is alive, instead of whenever the garbage collector or the interpreter's
         teardown gets to them; a process that runs several jobs would otherwise keep every
         job's subgroups. Call on every rank once all of them are done with the grid."""
-        groups, self._mine = self._mine, []
+        groups = {id(g): g for g in (self.data_group, self.exchange_group) if g is not None}
         self.data_group = self.exchange_group = None
-        for g in groups:
+        for g in groups.values():
             self.dist.destroy_process_group(g)
 
     def describe(self) -> str:

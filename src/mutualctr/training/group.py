@@ -65,7 +65,8 @@ class VectorisedGroup:
         self.given = {name: skeleton.get_submodule(name) for name in self.tables}
         self.names = [n for n, _ in skeleton.named_parameters()]
         # constant buffers (index tables of the product layers) enter unbatched, from the first
-        self.buffers = {n: b for n, b in first.named_buffers() if n in dict(skeleton.named_buffers())}
+        kept = {n for n, _ in skeleton.named_buffers()}
+        self.buffers = {n: b for n, b in first.named_buffers() if n in kept}
         for m in models[1:]:
             theirs = dict(m.named_buffers())
             if any(not torch.equal(b, theirs[n]) for n, b in self.buffers.items()):
