@@ -18,9 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 #   fast       the defaults: mark-based unique rows shared by the tables, fused Adam/RowAdam
 #   reference  the previous path: torch.unique (sort) per table, elementwise RowAdam, unfused Adam
 #   bf16       fast + train.precision bf16 (bf16 autocast of the forward, and of evaluation)
+#   compile    fast + train.compile (each member's forward through torch.compile)
+#   bf16-compile  bf16 + train.compile
 #   plain      F.embedding (PyTorch's embedding backward) with a dense table gradient and
 #              torch's dense Adam on the whole table: what a plain PyTorch CTR model does
-MODES = ("fast", "reference", "bf16", "plain")
+MODES = ("fast", "reference", "bf16", "compile", "bf16-compile", "plain")
 
 
 def cpu_name() -> str:
@@ -81,7 +83,10 @@ def set_mode(trainer, mode: str) -> None:
         m.optimizers = build_optimizers(m.model, optim)
         m.schedule = Schedule(optim, m.optimizers, trainer.steps_per_epoch)
         set_plain(m.model, mode == "plain")
-    trainer.train_cfg = replace(trainer.train_cfg, precision="bf16" if mode == "bf16" else "fp32")
+        if "compile" in mode:
+            m.model.compile()  # what Trainer.__init__ does for train.compile
+    trainer.train_cfg = replace(trainer.train_cfg, precision="bf16" if mode.startswith("bf16") else "fp32",
+                                compile="compile" in mode)
     trainer._bench_unique = "sort" if mode in ("reference", "plain") else "mark"
     _ = E  # the unique method is switched per step by activate()
 

@@ -251,6 +251,10 @@ def table(r: dict) -> str:
                 lines.append(f"{'':9s} fast/reference train speed-up {res['fast']['train_samples_per_s'] / res['reference']['train_samples_per_s']:.2f}x")
             if "fast" in modes and "bf16" in modes:
                 lines.append(f"{'':9s} bf16 AUC - fp32 AUC {res['bf16']['test_auc'] - res['fast']['test_auc']:+.4f}")
+            for a_, b_ in (("fast", "compile"), ("bf16", "bf16-compile")):
+                if a_ in modes and b_ in modes:
+                    lines.append(f"{'':9s} {b_}/{a_} train speed-up {res[b_]['train_samples_per_s'] / res[a_]['train_samples_per_s']:.2f}x, "
+                                 f"AUC {res[b_]['test_auc'] - res[a_]['test_auc']:+.4f}")
     if "mutual" in r:
         lines.append("\nmutual group of 4 (alpha 1): group step / sum of the 4 single steps (target <= 0.8)")
         for g, x in r["mutual"].items():

@@ -71,19 +71,26 @@ def ours_eval(tr, batch: int, passes: int) -> tuple[float, float]:
     return len(y) / min(dts), scores(np.asarray(y), logits)["auc"]
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+def arguments(doc: str, rounds: int) -> argparse.ArgumentParser:
+    """The options both side-by-side commands (this one and ``benchmarks.peers.jobs``) take."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc)
     ap.add_argument("--store", required=True)
     ap.add_argument("--models", default="deepfm,dcn")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=rounds)
+    ap.add_argument("--mode", default="fast", choices=("fast", "bf16", "compile", "bf16-compile"),
+                    help="mutualctr's settings: fast (fp32), bf16 (train.precision bf16), either with "
+                         "train.compile; the peers run fp32")
     ap.add_argument("--peers-python", default=str(ROOT / "bench_out" / "peers-venv" / "bin" / "python"))
     ap.add_argument("--out", type=Path, default=ROOT / "bench_out")
+    return ap
+
+
+def main(argv=None) -> dict:
+    ap = arguments(__doc__, rounds=3)
+    ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--eval-batch", type=int, default=2048,
                     help="rows per evaluation forward, the same for every system (2048: mutualctr's CPU default)")
-    ap.add_argument("--mode", default="fast", choices=("fast", "bf16"),
-                    help="mutualctr's path: fast (fp32) or bf16 (train.precision bf16); the peers run fp32")
     ap.add_argument("--pause", type=float, default=1.0, help="seconds of rest before each block of steps")
     ap.add_argument("--eval-passes", type=int, default=2, help="evaluation passes per system; the fastest counts")
     a = ap.parse_args(argv)

@@ -134,6 +134,10 @@ class FeatureEmbedding(nn.Module):
         self._sparse_values_ptr = None
         self._looked_up = None  # (ids, weight version, rows) of the last fast-path lookup
 
+    # Under train.compile the lookup runs eagerly: its custom backward and Python-side caches
+    # break dynamo's graph anyway, and tracing into it recompiled this frame for every table
+    # and every member of a group until dynamo's recompile limit stopped compiling.
+    @torch.compiler.disable
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.plain or not (torch.is_grad_enabled() and self.weight.requires_grad):
             return F.embedding(ids, self.weight, sparse=self.sparse_grad)  # also: eval, frozen

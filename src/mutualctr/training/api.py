@@ -174,7 +174,7 @@ def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path
            config_dir: Path | None = None, resume: bool = False, quiet: bool = False,
            teachers: Sequence[str | Path] = (), dist_timeout: float | None = None,
            configs: Sequence[RunConfig] = (), precision: str | None = None,
-           vectorize: bool = False) -> dict[str, Any]:
+           compile: bool | None = None, vectorize: bool = False) -> dict[str, Any]:
     """Train a group: finetune from runs (``init``) or from scratch (``models`` + ``seeds``, or
     ``configs``: one :class:`RunConfig` per member, used as given, each built with its own
     ``train.seed`` unless ``seeds`` are given).
@@ -191,7 +191,7 @@ def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path
         return _mutual(par, store_path, out, init=init, models=models, seeds=seeds, alpha=alpha, loss=loss,
                        lr=lr, epochs=epochs, evals_per_epoch=evals_per_epoch, seed=seed, device=device,
                        config_dir=config_dir, resume=resume, quiet=quiet, teachers=teachers,
-                       configs=configs, precision=precision, vectorize=vectorize)
+                       configs=configs, precision=precision, compile=compile, vectorize=vectorize)
 
 
 def _train_config_of_run(run: str | Path):
@@ -203,7 +203,7 @@ def _train_config_of_run(run: str | Path):
 
 
 def _mutual(par, store_path, out, *, init, models, seeds, alpha, loss, lr, epochs, evals_per_epoch, seed,
-            device, config_dir, resume, quiet, teachers, configs, precision, vectorize) -> dict[str, Any]:
+            device, config_dir, resume, quiet, teachers, configs, precision, compile, vectorize) -> dict[str, Any]:
     store = open_store(store_path)
     out = Path(out)
     _check_out(out, resume)
@@ -259,6 +259,8 @@ def _mutual(par, store_path, out, *, init, models, seeds, alpha, loss, lr, epoch
     if device is not None:
         train_cfg = replace(train_cfg, device=device)
     train_cfg = with_precision(train_cfg, precision)
+    if compile is not None:
+        train_cfg = replace(train_cfg, compile=compile)
     teacher_models = [load_run(t, store)[0] for t in teachers]
     par.barrier("the start")  # every worker checked --out before anyone writes into it
     trainer = Trainer(store, members, out, train_cfg, mcfg, teachers=teacher_models, quiet=quiet,

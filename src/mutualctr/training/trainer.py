@@ -13,7 +13,9 @@ import contextlib
 import copy
 import json
 import math
+import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,6 +173,17 @@ class Trainer:
             t.to(self.device).eval()
             for p in t.parameters():
                 p.requires_grad_(False)
+        if train.compile:
+            if vectorize:
+                raise TrainingError("train.compile and --vectorize do not combine: the vectorised group calls "
+                                    "the members' layers functionally, around their compiled forward; use one")
+            if self.device.type == "cpu":
+                cxx = os.environ.get("CXX", "g++")  # what inductor's CPU backend runs
+                if shutil.which(cxx) is None:
+                    raise TrainingError(f"train.compile needs a C++ compiler for torch.compile on CPU: {cxx!r} "
+                                        "is not on PATH (install g++ or set CXX), or train without --compile")
+            for m in self.members:
+                m.model.compile()  # in place: state_dict keys and checkpoints stay those of the plain model
         self.vectorised = None
         if vectorize:  # after the moves to the device: it holds the models' constant buffers
             from mutualctr.training.group import VectorisedGroup

@@ -1,0 +1,83 @@
+"""train.compile: each member's forward through torch.compile gives the eager run's results."""
+
+import copy
+import shutil
+from dataclasses import replace
+
+import pytest
+import torch
+import yaml
+
+from mutualctr.errors import TrainingError
+from mutualctr.models import build_model, set_sparse_grad
+from mutualctr.training import api, checkpoint
+from mutualctr.training.config import run_config_from_dict, with_overrides
+from tests.conftest import tiny_config
+
+# inductor's CPU backend compiles C++; the refusal without one is tested below either way
+needs_cxx = pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ for torch.compile's CPU backend")
+
+SMALL = {"embed_dim": 8, "mlp": {"hidden": [32, 16], "dropout": 0.0}}
+
+
+def _grads(model):
+    return {n: (p.grad.to_dense() if p.grad.is_sparse else p.grad).clone() for n, p in model.named_parameters()}
+
+
+@needs_cxx
+@pytest.mark.parametrize("name", ["deepfm", "dcn"])
+def test_compiled_model_gives_eager_logits_and_gradients(name):
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    eager = build_model(name, 500, 7, dict(SMALL))
+    set_sparse_grad(eager, True)
+    compiled = copy.deepcopy(eager)
+    compiled.compile()
+    ids, w = torch.randint(0, 500, (64, 7)), torch.randn(64)
+    counters.clear()
+    out = compiled(ids)
+    assert counters["stats"]["unique_graphs"] >= 1  # inductor really compiled a graph of it
+    (out * w).sum().backward()
+    ref = eager(ids)
+    (ref * w).sum().backward()
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    got, want = _grads(compiled), _grads(eager)
+    assert got.keys() == want.keys()
+    for k in got:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+@needs_cxx
+def test_compiled_run_matches_eager_and_saves_a_plain_checkpoint(tiny_store, tmp_path):
+    cfg = tiny_config(epochs=1)
+    ref = api.train(tiny_store, tmp_path / "eager", cfg, quiet=True)
+    from torch._dynamo.utils import counters
+
+    cfg.train = replace(cfg.train, compile=True)
+    counters.clear()
+    s = api.train(tiny_store, tmp_path / "compiled", cfg, quiet=True)
+    assert counters["stats"]["unique_graphs"] >= 1  # the trainer compiled the model
+    assert s["test_auc"] == pytest.approx(ref["test_auc"], abs=1e-4)
+    a = checkpoint.load(tmp_path / "eager" / "checkpoints" / "best.pt")["state_dict"]
+    b = checkpoint.load(tmp_path / "compiled" / "checkpoints" / "best.pt")["state_dict"]
+    assert a.keys() == b.keys()  # no "_orig_mod." prefixes: any plain model loads it
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-4, msg=k)
+    saved = run_config_from_dict(yaml.safe_load((tmp_path / "compiled" / "config.yaml").read_text()))
+    assert saved.train.compile is True
+    assert api.evaluate(tmp_path / "compiled", tiny_store)["auc"] == pytest.approx(s["test_auc"], abs=1e-6)
+
+
+def test_compile_flag_and_its_refusals(tiny_store, tmp_path, monkeypatch):
+    assert with_overrides(tiny_config(), compile=True).train.compile is True
+    assert with_overrides(tiny_config(), compile=None).train.compile is False
+    cfgs = [tiny_config(seed=s, epochs=1) for s in (1, 2)]
+    with pytest.raises(TrainingError, match="compile"):
+        api.mutual(tiny_store, tmp_path / "g", configs=cfgs, compile=True, vectorize=True, quiet=True)
+    assert not any((tmp_path / "g").glob("*/checkpoints"))  # refused before training wrote anything
+    monkeypatch.setenv("CXX", "no-such-compiler-xyz")
+    with pytest.raises(TrainingError, match="no-such-compiler-xyz"):
+        api.train(tiny_store, tmp_path / "r", replace(tiny_config(epochs=1), train=replace(
+            tiny_config().train, compile=True)), quiet=True)
+    assert not (tmp_path / "r" / "checkpoints").exists()
