@@ -4,6 +4,11 @@ Protocol (one JSON object per line on stdin, one per line on stdout):
   {"cmd": "init", "store": DIR, "system": "fuxictr"|"deepctr", "model": "deepfm"|"dcn"|"pnn"|"fibinet", "batch": 4000, "seed": 0}
   {"cmd": "steps", "n": K}     -> {"times": [seconds per train step]}
   {"cmd": "eval", "batch": b, "passes": k} -> {"seconds": s (fastest pass), "rows": n, "auc": a}
+  {"cmd": "job", "store": DIR, "system": ..., "model": ..., "batch": 4000, "seed": 0, "fuxictr_format": "parquet"|"npz"}
+      -> {"fit_s", "score_s", "rows", "test_auc"}: a whole training job through the system's OWN
+      user-facing API (benchmarks/peers/jobs.py): FuxiCTR's RankDataLoader + fit(validation_data)
+      + evaluate(test); DeepCTR-Torch's fit(validation_data) + evaluate(test). Data written in
+      the system's own format once per process (not timed: that is its preprocessing).
 The data is mutualctr's prepared store (train/test .npy id matrices, feature_map.json): each
 field's global ids minus the field's offset are the per-field category indices both peers expect,
 so all three systems see the same encoded rows in the same order.
@@ -19,6 +24,7 @@ get_regularization_loss + Adam).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import time
@@ -43,7 +49,7 @@ def load_store(path):
     return names, vocab, offsets, X, y, Xt, yt
 
 
-def fuxictr_model(name, names, vocab, emb_dim, hidden, l2, out_dir):
+def fuxictr_model(name, names, vocab, emb_dim, hidden, l2, out_dir, metrics=("AUC",)):
     from fuxictr.features import FeatureMap
     from fuxictr.pytorch.layers import (
         BilinearInteractionV2, CrossNet, FactorizationMachine, FeatureEmbedding, InnerProductInteraction,
@@ -58,7 +64,7 @@ def fuxictr_model(name, names, vocab, emb_dim, hidden, l2, out_dir):
     fmap.default_emb_dim = emb_dim
     fmap.num_fields = fmap.get_num_fields()
     fmap.set_column_index()
-    common = dict(model_root=out_dir, verbose=0, metrics=["AUC"], optimizer="adam", loss="binary_crossentropy",
+    common = dict(model_root=out_dir, verbose=0, metrics=list(metrics), optimizer="adam", loss="binary_crossentropy",
                   embedding_regularizer=l2, net_regularizer=0)
 
     def mlp(input_dim, output_dim=1):
@@ -158,10 +164,10 @@ def fuxictr_model(name, names, vocab, emb_dim, hidden, l2, out_dir):
         model.eval()
         return model.forward(batch(ids, np.zeros(len(ids))))["y_pred"].reshape(-1).numpy()
 
-    return train_step, predict
+    return model, train_step, predict
 
 
-def deepctr_model(name, names, vocab, emb_dim, hidden, l2):
+def deepctr_model(name, names, vocab, emb_dim, hidden, l2, metrics=None):
     from deepctr_torch.inputs import SparseFeat
     from deepctr_torch.models import DCN, PNN, DeepFM, FiBiNET
 
@@ -176,7 +182,7 @@ def deepctr_model(name, names, vocab, emb_dim, hidden, l2):
     else:
         model = FiBiNET(cols, cols, bilinear_type="interaction", reduction_ratio=3,
                         dnn_hidden_units=tuple(hidden), l2_reg_embedding=l2, device="cpu")
-    model.compile("adam", "binary_crossentropy")
+    model.compile("adam", "binary_crossentropy", metrics=metrics)
     optim, loss_func = model.optim, model.loss_func
 
     def train_step(ids, labels):  # the body of deepctr_torch BaseModel.fit's batch loop
@@ -196,7 +202,7 @@ def deepctr_model(name, names, vocab, emb_dim, hidden, l2):
         model.eval()
         return model(torch.from_numpy(np.asarray(ids, dtype=np.float32))).reshape(-1).numpy()
 
-    return train_step, predict
+    return model, train_step, predict
 
 
 def auc(y, s):
@@ -216,7 +222,7 @@ def handle(msg):
         names, vocab, offsets, X, y, Xt, yt = load_store(msg["store"])
         tmp = tempfile.mkdtemp()
         args = (msg["model"], names, vocab, 16, [400, 200, 100], 1e-5)
-        step, predict = fuxictr_model(*args, tmp) if msg["system"] == "fuxictr" else deepctr_model(*args)
+        _, step, predict = fuxictr_model(*args, tmp) if msg["system"] == "fuxictr" else deepctr_model(*args)
         rng = np.random.default_rng([msg.get("seed", 0), 0])
         STATE.update(step=step, predict=predict, X=X, y=y, Xt=Xt, yt=yt, offsets=offsets,
                      perm=rng.permutation(len(y)), batch=msg.get("batch", 4000), k=0)
@@ -244,7 +250,93 @@ def handle(msg):
             preds = np.concatenate([s["predict"](Xt[i:i + bs]) for i in range(0, len(Xt), bs)])
             dts.append(time.perf_counter() - t)
         return {"seconds": min(dts), "rows": int(len(Xt)), "auc": auc(np.asarray(s["yt"]), preds)}
+    if cmd == "job":
+        return job(msg)
     raise ValueError(cmd)
+
+
+DATA = {}  # (store, system, format) -> what the system's own API reads, written once per process
+
+
+def split_ids(path, split, offsets):
+    X = np.load(f"{path}/{split}.X.npy") - offsets  # per-field indices
+    return X, np.load(f"{path}/{split}.y.npy").astype(np.float32)
+
+
+def fuxictr_data(store, names, offsets, fmt, batch):
+    """Each split as FuxiCTR's own loaders read it: one .npz (NpzDataLoader) or one .parquet file
+    (ParquetDataLoader, Ray Data; what FuxiCTR 2.3.10 uses for csv inputs), a column per field."""
+    key = (store, "fuxictr", fmt)
+    if key not in DATA:
+        d = tempfile.mkdtemp()
+        paths = {}
+        for split, name in (("train", "train"), ("dev", "valid"), ("test", "test")):
+            X, y = split_ids(store, split, offsets)
+            cols = {n: X[:, i] for i, n in enumerate(names)} | {"label": y}
+            if fmt == "npz":
+                paths[name] = f"{d}/{name}.npz"
+                np.savez(paths[name], **cols)
+            else:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                paths[name] = f"{d}/{name}.parquet"
+                pq.write_table(pa.table(cols), paths[name])
+        DATA[key] = paths
+    return DATA[key]
+
+
+def job(msg):
+    """One training job as a user of the system runs it: build, fit one epoch with validation on
+    dev (the system's own loop, loader, checkpointing), then score test with its evaluate()."""
+    torch.manual_seed(msg.get("seed", 0))
+    np.random.seed(msg.get("seed", 0))
+    store, system, bs = msg["store"], msg["system"], int(msg.get("batch", 4000))
+    names, vocab, offsets, *_ = load_store(store)
+    args = (msg["model"], names, vocab, 16, [400, 200, 100], 1e-5)
+    if system == "fuxictr":
+        from fuxictr.pytorch.dataloaders import RankDataLoader
+
+        fmt = msg.get("fuxictr_format", "parquet")
+        paths = fuxictr_data(store, names, offsets, fmt, bs)
+        out = tempfile.mkdtemp()
+        t0 = time.perf_counter()
+        model, _, _ = fuxictr_model(*args, out, metrics=("logloss", "AUC"))
+        os.makedirs(model.model_dir, exist_ok=True)  # its run_expid.py's logger set-up makes it
+        kw = dict(data_format=fmt, batch_size=bs)
+        train_gen, valid_gen = RankDataLoader(model.feature_map, stage="train", train_data=paths["train"],
+                                              valid_data=paths["valid"], shuffle=True, **kw)
+        test_gen = RankDataLoader(model.feature_map, stage="test", test_data=paths["test"], shuffle=False, **kw)
+        try:
+            t1 = time.perf_counter()
+            model.fit(train_gen, epochs=1, validation_data=valid_gen)
+            t2 = time.perf_counter()
+            test = model.evaluate(test_gen)
+            t3 = time.perf_counter()
+        finally:  # a user's job ends its process, and with it Ray's; idle Ray processes would slow the next job
+            if fmt == "parquet":
+                import ray
+
+                ray.shutdown()
+        auc_ = float(test["AUC"])
+    else:
+        X, y = split_ids(store, "train", offsets)
+        Xd, yd = split_ids(store, "dev", offsets)
+        Xt, yt = split_ids(store, "test", offsets)
+        cols = lambda A: {n: A[:, i] for i, n in enumerate(names)}  # noqa: E731
+        t0 = time.perf_counter()
+        # the metrics of DeepCTR-Torch's README example; fit computes them on every batch
+        model, _, _ = deepctr_model(*args, metrics=["binary_crossentropy", "auc"])
+        t1 = time.perf_counter()
+        model.fit(cols(X), y, batch_size=bs, epochs=1, verbose=0, validation_data=(cols(Xd), yd))
+        t2 = time.perf_counter()
+        test = model.evaluate(cols(Xt), yt, batch_size=bs)
+        t3 = time.perf_counter()
+        auc_ = float(test["auc"])
+    n_train = len(np.load(f"{store}/train.y.npy", mmap_mode="r"))
+    n_test = len(np.load(f"{store}/test.y.npy", mmap_mode="r"))
+    return {"build_s": t1 - t0, "fit_s": t2 - t1, "score_s": t3 - t2, "train_rows": n_train, "test_rows": n_test,
+            "test_auc": auc_}
 
 
 def main():
