@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,23 @@ def tiny_config(model: str = "deepfm", *, seed: int = 1, epochs: int = 2, evals_
 @pytest.fixture
 def cfg_factory():
     return tiny_config
+
+
+@contextlib.contextmanager
+def interrupted_at_step(n: int):
+    """Run the block with the trainer's n-th step raising KeyboardInterrupt (a Ctrl-C mid-run);
+    the block must be interrupted there."""
+    from mutualctr.training.trainer import Trainer
+
+    orig, calls = Trainer._step, {"n": 0}
+
+    def dying(self, ids, labels):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return orig(self, ids, labels)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Trainer, "_step", dying)
+        with pytest.raises(KeyboardInterrupt):
+            yield

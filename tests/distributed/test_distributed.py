@@ -28,7 +28,7 @@ from mutualctr.distributed import shard_bounds, strip_option
 from mutualctr.distributed.shard import ShardedBatches
 from mutualctr.training import api, checkpoint
 from mutualctr.training.config import run_config_from_dict, run_config_to_dict
-from tests.conftest import tiny_config
+from tests.conftest import interrupted_at_step, tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
 TOL = 1e-5
@@ -128,21 +128,9 @@ def two_workers(tiny_store, tmp_path_factory):
 
 def _interrupted_single_process_run(store: Path, out: Path) -> None:
     """A one-process run of _cfg(epochs=3) stopped mid-epoch 2, after a checkpoint."""
-    from mutualctr.training.trainer import Trainer
-
     threads = torch.get_num_threads()
-    orig, calls = Trainer._step, {"n": 0}
-
-    def dying(self, ids, labels):
-        calls["n"] += 1
-        if calls["n"] == 25:
-            raise KeyboardInterrupt
-        return orig(self, ids, labels)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Trainer, "_step", dying)
-        with pytest.raises(KeyboardInterrupt):
-            api.train(store, out, run_config_from_dict(_cfg(epochs=3)), quiet=True)
+    with interrupted_at_step(25):
+        api.train(store, out, run_config_from_dict(_cfg(epochs=3)), quiet=True)
     torch.set_num_threads(threads)
     assert checkpoint.load(out / "checkpoints" / "last.pt")["step"] == 19
 

@@ -12,7 +12,7 @@ from mutualctr.errors import TrainingError
 from mutualctr.models import build_model, set_sparse_grad
 from mutualctr.training import api, checkpoint
 from mutualctr.training.config import run_config_from_dict, with_overrides
-from tests.conftest import tiny_config
+from tests.conftest import interrupted_at_step, tiny_config
 
 # inductor's CPU backend compiles C++; the refusal without one is tested below either way
 needs_cxx = pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ for torch.compile's CPU backend")
@@ -81,3 +81,19 @@ def test_compile_flag_and_its_refusals(tiny_store, tmp_path, monkeypatch):
         api.train(tiny_store, tmp_path / "r", replace(tiny_config(epochs=1), train=replace(
             tiny_config().train, compile=True)), quiet=True)
     assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+@needs_cxx
+def test_compiled_run_resumes_to_the_uninterrupted_result(tiny_store, tmp_path):
+    cfg = tiny_config(epochs=2, evals_per_epoch=2)
+    cfg.train = replace(cfg.train, compile=True)
+    full = api.train(tiny_store, tmp_path / "full", cfg, quiet=True)
+    with interrupted_at_step(25):  # in epoch 2, after the checkpoint at its start
+        api.train(tiny_store, tmp_path / "cut", cfg, quiet=True)
+    resumed = api.train(tiny_store, tmp_path / "cut", cfg, resume=True, quiet=True)
+    for k in ("dev_auc", "test_auc", "best_step", "steps"):
+        assert resumed[k] == full[k], k
+    a = checkpoint.load(tmp_path / "full" / "checkpoints" / "best.pt")["state_dict"]
+    b = checkpoint.load(tmp_path / "cut" / "checkpoints" / "best.pt")["state_dict"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

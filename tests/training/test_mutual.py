@@ -11,7 +11,7 @@ from mutualctr.training.config import MutualConfig
 from mutualctr.training.losses import peer_term
 from mutualctr.training.metrics import auc
 from mutualctr.training.trainer import Member, Trainer, predict_logits
-from tests.conftest import tiny_config
+from tests.conftest import interrupted_at_step, tiny_config
 
 
 def _weights(run):
@@ -165,21 +165,10 @@ def test_ensemble_auc_is_auc_of_averaged_probabilities(tiny_store, pretrained):
     assert res["rows"] == len(y)
 
 
-def test_group_resume_equals_uninterrupted(tiny_store, tmp_path, pretrained, monkeypatch):
+def test_group_resume_equals_uninterrupted(tiny_store, tmp_path, pretrained):
     full = api.mutual(tiny_store, tmp_path / "full", init=pretrained[:2], evals_per_epoch=4, quiet=True)
-    orig = Trainer._step
-    n = {"k": 0}
-
-    def dying(self, ids, labels):
-        n["k"] += 1
-        if n["k"] == 12:
-            raise KeyboardInterrupt
-        return orig(self, ids, labels)
-
-    monkeypatch.setattr(Trainer, "_step", dying)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_step(12):
         api.mutual(tiny_store, tmp_path / "cut", init=pretrained[:2], evals_per_epoch=4, quiet=True)
-    monkeypatch.setattr(Trainer, "_step", orig)
     res = api.mutual(tiny_store, tmp_path / "cut", init=pretrained[:2], evals_per_epoch=4, resume=True, quiet=True)
     for a, b in zip(full["members"], res["members"]):
         assert a["test_auc"] == b["test_auc"] and a["start"] == b["start"]

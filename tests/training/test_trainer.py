@@ -15,7 +15,7 @@ from mutualctr.errors import CheckpointError, TrainingError
 from mutualctr.training import api, checkpoint
 from mutualctr.training.config import run_config_from_dict, run_config_to_dict
 from mutualctr.training.trainer import Trainer
-from tests.conftest import tiny_config
+from tests.conftest import interrupted_at_step, tiny_config
 
 
 def _state(run: Path) -> dict:
@@ -93,23 +93,12 @@ def test_precision_and_eval_batch_are_checked():
     assert eval_batch(0, torch.device("cpu")) == 2048 and eval_batch(500, torch.device("cpu")) == 500
 
 
-def test_resume_after_interruption_equals_uninterrupted(tiny_store, tmp_path, monkeypatch):
+def test_resume_after_interruption_equals_uninterrupted(tiny_store, tmp_path):
     cfg = tiny_config(epochs=3, evals_per_epoch=2)
     full = api.train(tiny_store, tmp_path / "full", cfg, quiet=True)
 
-    calls = {"n": 0}
-    orig = Trainer._step
-
-    def dying_step(self, ids, labels):
-        calls["n"] += 1
-        if calls["n"] == 40:  # mid-epoch 2, after a checkpoint
-            raise KeyboardInterrupt
-        return orig(self, ids, labels)
-
-    monkeypatch.setattr(Trainer, "_step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_step(40):  # mid-epoch 2, after a checkpoint
         api.train(tiny_store, tmp_path / "cut", cfg, quiet=True)
-    monkeypatch.setattr(Trainer, "_step", orig)
     with pytest.raises(CheckpointError, match="--resume"):
         api.train(tiny_store, tmp_path / "cut", cfg, quiet=True)
     resumed = api.train(tiny_store, tmp_path / "cut", cfg, resume=True, quiet=True)
