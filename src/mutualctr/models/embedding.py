@@ -68,7 +68,12 @@ def unique_rows(ids: torch.Tensor, num_rows: int) -> tuple[torch.Tensor, torch.T
                     torch.empty(num_rows, dtype=torch.int32, device=ids.device))
             _buffers[bkey] = bufs
         mark, pos = bufs
-        mark.index_fill_(0, flat, True)
+        if mark.device.type == "cpu":
+            # index_fill_'s threads write the same cache lines for every repeated id (and CTR
+            # ids repeat): 1.6-1.7 ms for a 4000 x 39 batch vs 0.12 ms for numpy's serial store
+            mark.numpy()[flat.numpy()] = True
+        else:
+            mark.index_fill_(0, flat, True)
         uniq = mark.nonzero().squeeze(1)  # sorted
         mark.index_fill_(0, uniq, False)  # leave the buffer zeroed
         pos.index_copy_(0, uniq, torch.arange(uniq.numel(), dtype=torch.int32, device=ids.device))
