@@ -65,6 +65,11 @@ def median(xs) -> float:
     return float(statistics.median(xs)) if xs else float("nan")
 
 
+def mode_train(train, mode: str):
+    """``train`` (a TrainConfig) with the precision and the compile switch of path ``mode``."""
+    return replace(train, precision="bf16" if mode.startswith("bf16") else "fp32", compile="compile" in mode)
+
+
 def set_mode(trainer, mode: str) -> None:
     """Apply ``mode`` to every member of ``trainer`` (rebuilding its optimizers where needed)."""
     from mutualctr.models import embedding as E
@@ -85,8 +90,7 @@ def set_mode(trainer, mode: str) -> None:
         set_plain(m.model, mode == "plain")
         if "compile" in mode:
             m.model.compile()  # what Trainer.__init__ does for train.compile
-    trainer.train_cfg = replace(trainer.train_cfg, precision="bf16" if mode.startswith("bf16") else "fp32",
-                                compile="compile" in mode)
+    trainer.train_cfg = mode_train(trainer.train_cfg, mode)
     trainer._bench_unique = "sort" if mode in ("reference", "plain") else "mark"
     _ = E  # the unique method is switched per step by activate()
 

@@ -2,7 +2,7 @@
 
     bash benchmarks/peers/setup.sh                 # once: bench_out/peers-venv
     python -m benchmarks.peers.jobs --store bench_out/store_1000000_0 [--models deepfm,dcn] [--rounds 2]
-        [--mode fast|bf16] [--fuxictr-format parquet|npz]
+        [--mode fast|bf16|compile|bf16-compile] [--fuxictr-format parquet|npz]
 
 ``benchmarks.peers.run`` times one training step and one forward pass of each system's model on
 the same in-memory batches: the models and optimizers alone. This one times what a user waits
@@ -40,9 +40,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
-from benchmarks.common import ROOT, header, header_line, load, write_report
+from benchmarks.common import ROOT, header, header_line, load, mode_train, write_report
 from benchmarks.peers.run import PEERS, Peer, arguments
 
 
@@ -51,8 +49,7 @@ def ours_job(store_path: str, model: str, out: str | Path, mode: str) -> dict:
     from mutualctr.training.trainer import Member, Trainer
 
     cfg = api.default_config(model, "criteo")
-    cfg.train = replace(cfg.train, epochs=1, device="cpu", precision="bf16" if mode.startswith("bf16") else "fp32",
-                        compile="compile" in mode)
+    cfg.train = mode_train(replace(cfg.train, epochs=1, device="cpu"), mode)
     out = Path(out)
     t0 = time.perf_counter()
     store = api.open_store(store_path)
@@ -143,5 +140,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=4)
     main()

@@ -5,7 +5,7 @@ Protocol (one JSON object per line on stdin, one per line on stdout):
   {"cmd": "steps", "n": K}     -> {"times": [seconds per train step]}
   {"cmd": "eval", "batch": b, "passes": k} -> {"seconds": s (fastest pass), "rows": n, "auc": a}
   {"cmd": "job", "store": DIR, "system": ..., "model": ..., "batch": 4000, "seed": 0, "fuxictr_format": "parquet"|"npz"}
-      -> {"fit_s", "score_s", "rows", "test_auc"}: a whole training job through the system's OWN
+      -> {"build_s", "fit_s", "score_s", "train_rows", "test_rows", "test_auc"}: a whole training job through the system's OWN
       user-facing API (benchmarks/peers/jobs.py): FuxiCTR's RankDataLoader + fit(validation_data)
       + evaluate(test); DeepCTR-Torch's fit(validation_data) + evaluate(test). Data written in
       the system's own format once per process (not timed: that is its preprocessing).
@@ -255,7 +255,7 @@ def handle(msg):
     raise ValueError(cmd)
 
 
-DATA = {}  # (store, system, format) -> what the system's own API reads, written once per process
+DATA = {}  # (store, format) -> FuxiCTR's input files, written once per process
 
 
 def split_ids(path, split, offsets):
@@ -263,10 +263,10 @@ def split_ids(path, split, offsets):
     return X, np.load(f"{path}/{split}.y.npy").astype(np.float32)
 
 
-def fuxictr_data(store, names, offsets, fmt, batch):
+def fuxictr_data(store, names, offsets, fmt):
     """Each split as FuxiCTR's own loaders read it: one .npz (NpzDataLoader) or one .parquet file
     (ParquetDataLoader, Ray Data; what FuxiCTR 2.3.10 uses for csv inputs), a column per field."""
-    key = (store, "fuxictr", fmt)
+    key = (store, fmt)
     if key not in DATA:
         d = tempfile.mkdtemp()
         paths = {}
@@ -292,13 +292,13 @@ def job(msg):
     torch.manual_seed(msg.get("seed", 0))
     np.random.seed(msg.get("seed", 0))
     store, system, bs = msg["store"], msg["system"], int(msg.get("batch", 4000))
-    names, vocab, offsets, *_ = load_store(store)
+    names, vocab, offsets, _, y_train, _, y_test = load_store(store)
     args = (msg["model"], names, vocab, 16, [400, 200, 100], 1e-5)
     if system == "fuxictr":
         from fuxictr.pytorch.dataloaders import RankDataLoader
 
         fmt = msg.get("fuxictr_format", "parquet")
-        paths = fuxictr_data(store, names, offsets, fmt, bs)
+        paths = fuxictr_data(store, names, offsets, fmt)
         out = tempfile.mkdtemp()
         t0 = time.perf_counter()
         model, _, _ = fuxictr_model(*args, out, metrics=("logloss", "AUC"))
@@ -333,10 +333,8 @@ def job(msg):
         test = model.evaluate(cols(Xt), yt, batch_size=bs)
         t3 = time.perf_counter()
         auc_ = float(test["auc"])
-    n_train = len(np.load(f"{store}/train.y.npy", mmap_mode="r"))
-    n_test = len(np.load(f"{store}/test.y.npy", mmap_mode="r"))
-    return {"build_s": t1 - t0, "fit_s": t2 - t1, "score_s": t3 - t2, "train_rows": n_train, "test_rows": n_test,
-            "test_auc": auc_}
+    return {"build_s": t1 - t0, "fit_s": t2 - t1, "score_s": t3 - t2, "train_rows": len(y_train),
+            "test_rows": len(y_test), "test_auc": auc_}
 
 
 def main():
