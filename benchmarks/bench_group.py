@@ -5,7 +5,7 @@
 The dense part of a same-architecture group step (forward + backward of each member's MLP
 [F*D -> 400 -> 200 -> 100 -> 1] on its own (B, F*D) input, F=39, D=16) three ways:
 
-* loop:  the members one after another (what ``Trainer._step`` does),
+* loop:  the members one after another (what ``Trainer.step`` does),
 * vmap:  ``torch.func.stack_module_state`` + ``functional_call`` under ``vmap`` over the members,
 * bmm:   the stacked weights as (N, in, out) tensors and ``torch.baddbmm`` per layer.
 

@@ -28,7 +28,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from mutualctr.models import MODELS, build_model, l2_penalty, set_plain, set_sparse_grad
+from mutualctr.models import MODELS, build_model, l2_penalty, set_plain
 
 MODES = ("plain", "fast", "fast-sparse")
 
@@ -39,15 +39,23 @@ def step(model, ids, labels) -> None:
     loss.backward()
 
 
-def time_modes(model, ids, labels, reps: int) -> dict[str, dict[str, float]]:
+def mode_models(name: str, num_features: int, num_fields: int, config: dict) -> dict:
+    """One model per mode, with the same weights: the gradient layout is fixed at construction."""
+    models = {}
+    for mode in MODES:
+        torch.manual_seed(0)
+        models[mode] = build_model(name, num_features, num_fields, config, sparse_grad=mode == "fast-sparse")
+        set_plain(models[mode], mode == "plain")
+    return models
+
+
+def time_modes(models: dict, ids, labels, reps: int) -> dict[str, dict[str, float]]:
     """Samples/s per mode; the modes alternate within each repetition, so that load from
     other processes on a shared machine hits all of them alike."""
 
     def timed(mode: str) -> float:
-        set_plain(model, mode == "plain")
-        set_sparse_grad(model, mode == "fast-sparse")
         start = time.perf_counter()
-        step(model, ids, labels)
+        step(models[mode], ids, labels)
         return time.perf_counter() - start
 
     for mode in MODES:  # warm-up
@@ -88,13 +96,13 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'model':10s}" + "".join(f"{m:>24s}" for m in MODES) + f"{'fast/plain':>12s}")
     results = {}
     for name in args.models.split(","):
-        model = build_model(name, per_field * args.fields, args.fields, config)
-        row = time_modes(model, ids, labels, args.reps)
+        models = mode_models(name, per_field * args.fields, args.fields, config)
+        row = time_modes(models, ids, labels, args.reps)
         results[name] = row
         cells = "".join(f"{row[m]['median']:>12,.0f} ({row[m]['best']:>9,.0f})" for m in MODES)
         ratio = row["fast"]["median"] / row["plain"]["median"]
         print(f"{name:10s}{cells}{ratio:>11.2f}x", flush=True)
-        del model
+        del models
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "samples_per_s": results}, f, indent=1)

@@ -4,7 +4,7 @@
         [--seeds 0,1,2] [--epochs 1]
 
 For each model and seed, two trainers (the shipped criteo config, the same initial weights and
-batches; one fp32, one bf16) train ``--epochs`` epochs through ``Trainer._step``, alternating
+batches; one fp32, one bf16) train ``--epochs`` epochs through ``Trainer.step``, alternating
 step by step; then each is scored on the test split in its own precision. Reported per model:
 the test AUC of each seed in both precisions, the mean paired difference (bf16 - fp32) with its
 standard deviation, the seed-to-seed standard deviation of the fp32 AUC (the noise floor a
@@ -25,7 +25,7 @@ from benchmarks.common import build_trainer, header, header_line, load, median, 
 
 
 def run(store: str, model: str, seed: int, epochs: int, work: Path) -> dict:
-    from mutualctr.training.trainer import predict_logits, scores
+    from mutualctr.training.inference import predict_logits, scores
 
     trainers = {m: build_trainer(store, [model], work / f"{model}-{seed}-{m}", seed=seed, mode=m)
                 for m in ("fast", "bf16")}

@@ -70,47 +70,32 @@ def mode_train(train, mode: str):
     return replace(train, precision="bf16" if mode.startswith("bf16") else "fp32", compile="compile" in mode)
 
 
-def set_mode(trainer, mode: str) -> None:
-    """Apply ``mode`` to every member of ``trainer`` (rebuilding its optimizers where needed)."""
-    from mutualctr.models import embedding as E
-    from mutualctr.models import set_plain
-    from mutualctr.training.optim import Schedule, build_optimizers
-
+def mode_config(cfg, mode: str):
+    """``cfg`` (a RunConfig) for path ``mode``: its optimizers, precision and compile switch."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r} (known: {', '.join(MODES)})")
-    for m in trainer.members:
-        optim = m.config.optim
-        if mode == "reference":
-            optim = replace(optim, fused=False)
-        elif mode == "plain":
-            optim = replace(optim, embedding_optimizer="dense", fused=False)
-        m.config.optim = optim
-        m.optimizers = build_optimizers(m.model, optim)
-        m.schedule = Schedule(optim, m.optimizers, trainer.steps_per_epoch)
-        set_plain(m.model, mode == "plain")
-        if "compile" in mode:
-            m.model.compile()  # what Trainer.__init__ does for train.compile
-    trainer.train_cfg = mode_train(trainer.train_cfg, mode)
-    trainer._bench_unique = "sort" if mode in ("reference", "plain") else "mark"
-    _ = E  # the unique method is switched per step by activate()
+    optim = cfg.optim
+    if mode == "reference":
+        optim = replace(optim, fused=False)
+    elif mode == "plain":
+        optim = replace(optim, embedding_optimizer="dense", fused=False)
+    return replace(cfg, optim=optim, train=mode_train(cfg.train, mode))
 
 
 def activate(trainer) -> None:
-    """Before a step of ``trainer``: the module-level unique method of its mode, and no cached
-    unique rows. The cache is keyed on the ids tensor, so of several trainers stepping on the
-    same batch only the first would pay for the unique rows (1-2 ms of a 20-60 ms step): an A/B
-    of modes would credit that to whichever mode steps second."""
-    from mutualctr.models import embedding as E
-
-    if hasattr(E, "unique_method"):
-        E.unique_method = getattr(trainer, "_bench_unique", "mark")
-    E._last[0] = E._last[1] = None
+    """Before a step of ``trainer``: forget the distinct rows its cache remembers. The cache is
+    keyed on the ids tensor, so of several trainers stepping on the same batch only the first
+    would pay for them (1-2 ms of a 20-60 ms step) if they shared it: an A/B of modes would
+    credit that to whichever mode steps second."""
+    trainer.row_cache.clear()
 
 
 def build_trainer(store, models: list[str], out, seed: int = 0, mode: str = "fast", alpha: float = 1.0,
                   batch_size: int | None = None, quiet: bool = True, vectorize: bool = False):
     """A Trainer on ``store`` (a Store or a path) with the shipped criteo config of each model
-    (batch 4000, emb 16, MLP [400, 200, 100], row-wise Adam), 1 epoch, CPU, no prefetch thread."""
+    (batch 4000, emb 16, MLP [400, 200, 100], row-wise Adam), 1 epoch, CPU, no prefetch thread,
+    on the path of ``mode``."""
+    from mutualctr.models import set_plain
     from mutualctr.training.api import build, default_config, open_store
     from mutualctr.training.config import MutualConfig
     from mutualctr.training.trainer import Member, Trainer
@@ -122,22 +107,25 @@ def build_trainer(store, models: list[str], out, seed: int = 0, mode: str = "fas
         cfg = default_config(name, "criteo")
         cfg.train = replace(cfg.train, epochs=1, device="cpu", prefetch=0,
                             batch_size=batch_size or cfg.train.batch_size)
+        cfg = mode_config(cfg, mode)
         model = build(cfg, store, seed=seed + i)
+        set_plain(model, mode == "plain")
         members.append(Member(config=cfg, model=model, run_dir=Path(out) / f"m{i}-{name}"))
     mutual = MutualConfig(alpha=alpha) if len(members) > 1 else None
     trainer = Trainer(store, members, Path(out), members[0].config.train, mutual=mutual, quiet=quiet,
                       vectorize=vectorize)
-    set_mode(trainer, mode)
+    if mode in ("reference", "plain"):
+        trainer.row_cache.method = "sort"  # torch.unique, the previous path
     return trainer
 
 
 def step(trainer, ids, labels, step_no: int) -> float:
-    """One ``Trainer._step`` (schedules set as the trainer's loop does); returns seconds."""
+    """One ``Trainer.step`` (schedules set as the trainer's loop does); returns seconds."""
     activate(trainer)
     for m in trainer.members:
         m.schedule.set_step(step_no)
     t = time.perf_counter()
-    losses = trainer._step(ids, labels)
+    losses = trainer.step(ids, labels)
     float(losses.sum())  # the loop's finiteness check reads the losses every CPU step
     return time.perf_counter() - t
 

@@ -1,4 +1,4 @@
-"""Where a training step's time goes: torch.profiler over ``Trainer._step`` on a real store.
+"""Where a training step's time goes: torch.profiler over ``Trainer.step`` on a real store.
 
     python -m benchmarks.profile_step --store bench_out/suite/store [--model deepfm] [--members 1]
         [--mode fast|reference|bf16|plain] [--steps 8] [--rows 30]
@@ -37,15 +37,16 @@ def main(argv=None):
         tr = build_trainer(a.store, [a.model] * a.members, out, mode=a.mode)
         it = tr.loader.epoch(0)
         batches = [next(it) for _ in range(a.warmup + a.steps)]
-        activate(tr)
         for ids, labels in batches[: a.warmup]:
-            tr._step(ids, labels)
+            activate(tr)
+            tr.step(ids, labels)
         times = []
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for ids, labels in batches[a.warmup:]:
+                activate(tr)
                 t = time.perf_counter()
                 with record_function("step"):
-                    tr._step(ids, labels)
+                    tr.step(ids, labels)
                 times.append(time.perf_counter() - t)
         times.sort()
         ka = prof.key_averages()

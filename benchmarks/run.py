@@ -11,7 +11,7 @@
    maximum over the repetitions). The last store is kept for the other sections.
 3. train: 1 epoch per model on the store's train split with the shipped criteo config (batch
    4000, emb 16, MLP [400, 200, 100], embedding L2 1e-5, row-wise Adam, exp decay), through
-   ``Trainer._step``. Each mode (see benchmarks/common.py) has its own trainer and model (same
+   ``Trainer.step``. Each mode (see benchmarks/common.py) has its own trainer and model (same
    initial weights) and the modes alternate step by step on the same batches, so that other
    load on a shared machine hits them alike. Train samples/s = batch / median step time over the
    steps after the first 3; eval samples/s = test rows / median time of 3 full passes of
@@ -86,7 +86,7 @@ def bench_prepare(raw: Path, store: Path, reps: int) -> dict:
 
 def eval_pass(trainer, mode: str, reps: int = 3) -> tuple[float, float]:
     """(test samples/s, test AUC) of the first member."""
-    from mutualctr.training.trainer import predict_logits, scores
+    from mutualctr.training.inference import predict_logits, scores
 
     X, y = trainer.test
     Xm = np.ascontiguousarray(X)  # read the memory map once: time the model, not the disk
@@ -198,14 +198,13 @@ def bench_growth(vocabs: list[int], steps: int, warmup: int, batch: int = 4000, 
     rng = np.random.default_rng(1)
     times = {key: [] for key in cases}
     uniq = {key: [] for key in cases}
-    activate(None)
     for k in range(steps + warmup):
         labels = torch.from_numpy((rng.random(batch) < 0.25).astype(np.float32))
         for key, (model, opts) in setups.items():
             v, pattern = cases[key]
             ids = torch.from_numpy(synth_ids(v, batch, fields, seed=k, pattern=pattern))
             t = time.perf_counter()
-            for o in opts:  # the body of Trainer._step for one member
+            for o in opts:  # the body of Trainer.step for one member
                 o.zero_grad(set_to_none=True)
             loss = bce(model(ids), labels) + l2_penalty(model, ids)
             loss.backward()

@@ -69,7 +69,7 @@ def interrupted_at_step(n: int):
     the block must be interrupted there."""
     from mutualctr.training.trainer import Trainer
 
-    orig, calls = Trainer._step, {"n": 0}
+    orig, calls = Trainer.step, {"n": 0}
 
     def dying(self, ids, labels):
         calls["n"] += 1
@@ -78,6 +78,6 @@ def interrupted_at_step(n: int):
         return orig(self, ids, labels)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Trainer, "_step", dying)
+        mp.setattr(Trainer, "step", dying)
         with pytest.raises(KeyboardInterrupt):
             yield

@@ -7,7 +7,7 @@
 The store is one prepared by ``python -m benchmarks.run`` (or ``mutualctr prepare``). Each peer
 runs in its own process in its own venv (benchmarks/peers/worker.py) on the same encoded rows
 (batch 4000, emb 16, MLP [400, 200, 100], embedding L2 1e-5 in each system's own form, Adam
-lr 1e-3); mutualctr runs in this process through ``Trainer._step`` (fast path). After 2 warm-up
+lr 1e-3); mutualctr runs in this process through ``Trainer.step`` (fast path). After 2 warm-up
 steps each, the systems alternate in blocks of ``--steps`` steps for ``--rounds`` rounds, so
 load from other jobs hits all of them alike. Reported: train samples/s (batch / median step
 time), eval samples/s over the test split (fastest of --eval-passes passes at --eval-batch rows per forward, the same for all, after the timed steps), the ratios
@@ -59,7 +59,7 @@ class Peer:
 
 
 def ours_eval(tr, batch: int, passes: int) -> tuple[float, float]:
-    from mutualctr.training.trainer import predict_logits, scores
+    from mutualctr.training.inference import predict_logits, scores
 
     X, y = tr.test
     Xm = np.ascontiguousarray(X)

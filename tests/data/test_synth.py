@@ -9,7 +9,8 @@ import json
 import numpy as np
 
 from mutualctr.data.prepare import prepare
-from mutualctr.data.synth import auc, generate
+from mutualctr.data.synth import generate
+from mutualctr.metrics import auc
 
 
 def test_auc_reference():

@@ -26,7 +26,8 @@ from mutualctr.data.loader import BatchLoader
 from mutualctr.data.store import Store
 from mutualctr.distributed import shard_bounds, strip_option
 from mutualctr.distributed.shard import ShardedBatches
-from mutualctr.training import api, checkpoint
+from mutualctr.training import api
+from mutualctr.training.rundir import GroupCheckpoint, ModelCheckpoint, load
 from mutualctr.training.config import run_config_from_dict, run_config_to_dict
 from tests.conftest import interrupted_at_step, tiny_config
 
@@ -132,7 +133,7 @@ def _interrupted_single_process_run(store: Path, out: Path) -> None:
     with interrupted_at_step(25):
         api.train(store, out, run_config_from_dict(_cfg(epochs=3)), quiet=True)
     torch.set_num_threads(threads)
-    assert checkpoint.load(out / "checkpoints" / "last.pt")["step"] == 19
+    assert GroupCheckpoint.load(out / "checkpoints" / "last.pt").loop.step == 19
 
 
 def _history(run: Path) -> list[dict]:
@@ -147,8 +148,8 @@ def _assert_runs_match(single: Path, multi: Path, s: dict, m: dict, weights_atol
     assert [h["step"] for h in hs] == [h["step"] for h in hm]
     for a, b in zip(hs, hm):  # the mean training loss over each evaluation window, and dev AUC
         assert abs(a["train_loss"] - b["train_loss"]) < TOL and abs(a["dev_auc"] - b["dev_auc"]) < TOL
-    ws = checkpoint.load(single / "checkpoints" / "best.pt")["state_dict"]
-    wm = checkpoint.load(multi / "checkpoints" / "best.pt")["state_dict"]
+    ws = ModelCheckpoint.load(single / "checkpoints" / "best.pt").state_dict
+    wm = ModelCheckpoint.load(multi / "checkpoints" / "best.pt").state_dict
     for k in ws:
         torch.testing.assert_close(ws[k], wm[k], rtol=0, atol=weights_atol, msg=k)
 
@@ -295,10 +296,10 @@ def test_dead_worker_stops_the_other_and_the_group_resumes_at_one_step(tiny_stor
     assert rc != 0 and took < 60, (rc, took)
     assert "lost contact with the other workers" in err and "--resume" in err, err[-2000:]
     # the group checkpoint names one file per member, all at its step
-    ck = checkpoint.load(last)
-    files = [checkpoint.load(last.parent / f) for f in ck["member_files"]]
-    assert [f["index"] for f in files] == [0, 1] and {f["step"] for f in files} == {ck["step"]}
-    assert 0 < ck["step"] < 4 * 19
+    ck = GroupCheckpoint.load(last)
+    files = [load(last.parent / f, "member") for f in ck.member_files]
+    assert [f["index"] for f in files] == [0, 1] and {f["step"] for f in files} == {ck.loop.step}
+    assert 0 < ck.loop.step < 4 * 19
     # resume with two workers: both members restart at that step and finish like one process
     job["kwargs"]["resume"] = True
     res = _wait(_spawn({"jobs": [job], "result": str(tmp_path / "r"), "timeout": 60}, tmp_path))

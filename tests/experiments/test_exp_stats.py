@@ -3,7 +3,7 @@ import pytest
 from scipy import stats as sps
 
 from mutualctr.experiments.stats import bootstrap_auc_diff, mean_std, paired_ttest, relaimp, weighted_auc
-from mutualctr.training.metrics import auc
+from mutualctr.metrics import auc
 
 
 def test_relaimp_matches_the_spec_example():

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F_
 from torch.func import functional_call, grad, stack_module_state, vmap
 
-from mutualctr.models import FeatureEmbedding, build_model, l2_penalty, set_plain, set_sparse_grad
+from mutualctr.models import FeatureEmbedding, build_model, l2_penalty, set_plain
 
 N, D, B, F = 60, 4, 16, 5
 
@@ -25,8 +25,7 @@ def head(x):  # any non-linear function of the looked-up rows
 @pytest.mark.parametrize("l2", [0.0, 0.3])
 def test_lookup_matches_nn_embedding(sparse, l2):
     torch.manual_seed(0)
-    table = FeatureEmbedding(N, D, init_std=0.5, l2=l2)
-    table.sparse_grad = sparse
+    table = FeatureEmbedding(N, D, init_std=0.5, l2=l2, sparse_grad=sparse)
     ref = torch.nn.Embedding(N, D)
     ref.weight.data.copy_(table.weight.data)
     ids = ids_batch()
@@ -54,10 +53,10 @@ def test_model_gradients_match_plain_reference(name, sparse):
     cfg = {"embed_dim": D, "init_std": 0.3, "embedding_l2": 0.05, "net_l2": 0.01,
            "mlp": {"hidden": [8, 4]}}
     torch.manual_seed(0)
-    fast = build_model(name, N, F, cfg)
-    plain = copy.deepcopy(fast)
+    fast = build_model(name, N, F, cfg, sparse_grad=sparse)
+    plain = build_model(name, N, F, cfg)
+    plain.load_state_dict(fast.state_dict())
     set_plain(plain, True)
-    set_sparse_grad(fast, sparse)
     ids, y = ids_batch(), torch.randint(0, 2, (B,)).float()
     losses = []
     for model in (fast, plain):
@@ -104,8 +103,7 @@ def test_fast_lookup_vmaps_over_stacked_members():
 
 def test_sparse_grad_stays_coalesced_after_deepcopy_and_accumulates_correctly():
     torch.manual_seed(0)
-    table = copy.deepcopy(FeatureEmbedding(N, D, init_std=0.5, l2=0.1))
-    table.sparse_grad = True
+    table = copy.deepcopy(FeatureEmbedding(N, D, init_std=0.5, l2=0.1, sparse_grad=True))
     ref = torch.nn.Embedding(N, D)
     ref.weight.data.copy_(table.weight.data)
     for seed in (0, 1):  # two backward passes without zero_grad: the grads add up

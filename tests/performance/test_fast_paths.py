@@ -7,8 +7,8 @@ import copy
 import pytest
 import torch
 
-from mutualctr.models import build_model, embedding as E, l2_penalty, set_plain, set_sparse_grad
-from mutualctr.training.trainer import autocast
+from mutualctr.models import RowCache, build_model, l2_penalty, set_plain, use_row_cache
+from mutualctr.training.device import autocast
 from mutualctr.training.losses import bce
 from mutualctr.training.optim import OptimConfig, RowAdam, build_optimizers
 
@@ -26,25 +26,23 @@ def _ids(n_rows: int, batch: int = 64, fields: int = 5, seed: int = 0) -> torch.
 def test_unique_rows_mark_equals_torch_unique(num_rows):
     ids = _ids(num_rows, batch=300)
     ref_u, ref_i = torch.unique(ids.reshape(-1), return_inverse=True)
-    old = E.unique_method
-    try:
-        E.unique_method = "mark"
-        u, i = E.unique_rows(ids.clone(), num_rows)
-        assert torch.equal(u, ref_u) and torch.equal(i, ref_i)
-        # a second batch of the same table: the buffers were left clean
-        ids2 = _ids(num_rows, batch=17, seed=1)
-        u2, i2 = E.unique_rows(ids2, num_rows)
-        r2 = torch.unique(ids2.reshape(-1), return_inverse=True)
-        assert torch.equal(u2, r2[0]) and torch.equal(i2, r2[1])
-    finally:
-        E.unique_method = old
+    cache = RowCache("mark")
+    u, i = cache.unique(ids.clone(), num_rows)
+    assert torch.equal(u, ref_u) and torch.equal(i, ref_i)
+    # a second batch of the same table: the buffers were left clean
+    ids2 = _ids(num_rows, batch=17, seed=1)
+    u2, i2 = cache.unique(ids2, num_rows)
+    r2 = torch.unique(ids2.reshape(-1), return_inverse=True)
+    assert torch.equal(u2, r2[0]) and torch.equal(i2, r2[1])
 
 
 def test_unique_rows_cache_follows_in_place_changes():
     ids = _ids(1000)
-    u1, _ = E.unique_rows(ids, 1000)
+    cache = RowCache()
+    u1, _ = cache.unique(ids, 1000)
+    assert cache.unique(ids, 1000)[0] is u1  # the same tensor again: the remembered answer
     ids[0, 0] = 999  # a new version of the same tensor must not reuse the cached answer
-    u2, i2 = E.unique_rows(ids, 1000)
+    u2, i2 = cache.unique(ids, 1000)
     r = torch.unique(ids.reshape(-1), return_inverse=True)
     assert torch.equal(u2, r[0]) and torch.equal(i2, r[1])
 
@@ -64,18 +62,13 @@ def _grads(model, ids, labels):
 def test_fast_sparse_gradients_equal_plain_dense(name, method):
     """Fast lookup (sparse row grads, unique by mark or sort, L2 folded in) == F.embedding reference."""
     torch.manual_seed(0)
-    model = build_model(name, 500, 5, CONFIG)
-    ref = copy.deepcopy(model)
+    model = build_model(name, 500, 5, CONFIG, sparse_grad=True)
+    ref = build_model(name, 500, 5, CONFIG)
+    ref.load_state_dict(model.state_dict())
     set_plain(ref, True)
-    set_sparse_grad(ref, False)
-    set_sparse_grad(model, True)
+    use_row_cache(model, RowCache(method))
     ids, labels = _ids(500), (torch.rand(64) < 0.3).float()
-    old = E.unique_method
-    try:
-        E.unique_method = method
-        fast = _grads(model, ids, labels)
-    finally:
-        E.unique_method = old
+    fast = _grads(model, ids, labels)
     slow = _grads(ref, ids, labels)
     for n in slow:
         torch.testing.assert_close(fast[n], slow[n], rtol=1e-5, atol=1e-7, msg=n)
@@ -181,8 +174,7 @@ def test_autocast_context_by_precision():
 def test_fast_backward_is_deterministic():
     """Exact resume and the alpha-0 bit-for-bit control need the same gradients every time."""
     torch.manual_seed(0)
-    model = build_model("deepfm", 5000, 5, CONFIG)
-    set_sparse_grad(model, True)
+    model = build_model("deepfm", 5000, 5, CONFIG, sparse_grad=True)
     ids, labels = _ids(5000, batch=2000), (torch.rand(2000) < 0.3).float()
     a = _grads(model, ids, labels)
     b = _grads(model, ids.clone(), labels)

@@ -41,7 +41,7 @@ def test_predict_writes_probabilities_next_to_kept_columns(run, tiny_store, tmp_
     assert ((p > 0) & (p < 1)).all()
     # the same rows scored through the store's encoding give the same probabilities
     from mutualctr.data.encode import encode_file
-    from mutualctr.training.trainer import predict_logits
+    from mutualctr.training.inference import predict_logits
     import torch
 
     store = Store.open(tiny_store)

@@ -9,8 +9,9 @@ import torch
 import yaml
 
 from mutualctr.errors import TrainingError
-from mutualctr.models import build_model, set_sparse_grad
-from mutualctr.training import api, checkpoint
+from mutualctr.models import build_model
+from mutualctr.training import api
+from mutualctr.training.rundir import ModelCheckpoint
 from mutualctr.training.config import run_config_from_dict, with_overrides
 from tests.conftest import interrupted_at_step, tiny_config
 
@@ -30,8 +31,7 @@ def test_compiled_model_gives_eager_logits_and_gradients(name):
     from torch._dynamo.utils import counters
 
     torch.manual_seed(0)
-    eager = build_model(name, 500, 7, dict(SMALL))
-    set_sparse_grad(eager, True)
+    eager = build_model(name, 500, 7, dict(SMALL), sparse_grad=True)
     compiled = copy.deepcopy(eager)
     compiled.compile()
     ids, w = torch.randint(0, 500, (64, 7)), torch.randn(64)
@@ -59,8 +59,8 @@ def test_compiled_run_matches_eager_and_saves_a_plain_checkpoint(tiny_store, tmp
     s = api.train(tiny_store, tmp_path / "compiled", cfg, quiet=True)
     assert counters["stats"]["unique_graphs"] >= 1  # the trainer compiled the model
     assert s["test_auc"] == pytest.approx(ref["test_auc"], abs=1e-4)
-    a = checkpoint.load(tmp_path / "eager" / "checkpoints" / "best.pt")["state_dict"]
-    b = checkpoint.load(tmp_path / "compiled" / "checkpoints" / "best.pt")["state_dict"]
+    a = ModelCheckpoint.load(tmp_path / "eager" / "checkpoints" / "best.pt").state_dict
+    b = ModelCheckpoint.load(tmp_path / "compiled" / "checkpoints" / "best.pt").state_dict
     assert a.keys() == b.keys()  # no "_orig_mod." prefixes: any plain model loads it
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-4, msg=k)
@@ -93,7 +93,7 @@ def test_compiled_run_resumes_to_the_uninterrupted_result(tiny_store, tmp_path):
     resumed = api.train(tiny_store, tmp_path / "cut", cfg, resume=True, quiet=True)
     for k in ("dev_auc", "test_auc", "best_step", "steps"):
         assert resumed[k] == full[k], k
-    a = checkpoint.load(tmp_path / "full" / "checkpoints" / "best.pt")["state_dict"]
-    b = checkpoint.load(tmp_path / "cut" / "checkpoints" / "best.pt")["state_dict"]
+    a = ModelCheckpoint.load(tmp_path / "full" / "checkpoints" / "best.pt").state_dict
+    b = ModelCheckpoint.load(tmp_path / "cut" / "checkpoints" / "best.pt").state_dict
     for k in a:
         assert torch.equal(a[k], b[k]), k

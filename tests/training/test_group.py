@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mutualctr.errors import TrainingError
-from mutualctr.models import build_model, set_sparse_grad
+from mutualctr.models import build_model
 from mutualctr.training import api
 from mutualctr.training.group import VectorisedGroup
 from tests.conftest import tiny_config
@@ -16,8 +16,7 @@ def _members(name, n=3, config=SMALL):
     out = []
     for s in range(n):
         torch.manual_seed(s)
-        m = build_model(name, 500, 7, dict(config))
-        set_sparse_grad(m, True)
+        m = build_model(name, 500, 7, dict(config), sparse_grad=True)
         out.append(m)
     return out
 

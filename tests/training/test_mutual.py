@@ -6,16 +6,18 @@ import torch
 
 from mutualctr.data.store import Store
 from mutualctr.errors import CheckpointError
-from mutualctr.training import api, checkpoint
+from mutualctr.training import api
+from mutualctr.training.inference import predict_logits
+from mutualctr.training.rundir import ModelCheckpoint
 from mutualctr.training.config import MutualConfig
 from mutualctr.training.losses import peer_term
-from mutualctr.training.metrics import auc
-from mutualctr.training.trainer import Member, Trainer, predict_logits
+from mutualctr.metrics import auc
+from mutualctr.training.trainer import Member, Trainer
 from tests.conftest import interrupted_at_step, tiny_config
 
 
 def _weights(run):
-    return checkpoint.load(run / "checkpoints" / "best.pt")["state_dict"]
+    return ModelCheckpoint.load(run / "checkpoints" / "best.pt").state_dict
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,15 @@ import torch
 
 from mutualctr.config import ConfigError
 from mutualctr.errors import CheckpointError, TrainingError
-from mutualctr.training import api, checkpoint
+from mutualctr.training import api
+from mutualctr.training.rundir import GroupCheckpoint, ModelCheckpoint
 from mutualctr.training.config import run_config_from_dict, run_config_to_dict
 from mutualctr.training.trainer import Trainer
 from tests.conftest import interrupted_at_step, tiny_config
 
 
 def _state(run: Path) -> dict:
-    return checkpoint.load(run / "checkpoints" / "best.pt")["state_dict"]
+    return ModelCheckpoint.load(run / "checkpoints" / "best.pt").state_dict
 
 
 def _assert_same_weights(a: dict, b: dict):
@@ -82,7 +83,7 @@ def test_bf16_precision_trains_close_to_fp32_and_keeps_fp32_state(tiny_store, tm
 
 def test_precision_and_eval_batch_are_checked():
     from mutualctr.training.config import with_overrides
-    from mutualctr.training.trainer import eval_batch
+    from mutualctr.training.inference import eval_batch
 
     with pytest.raises(ConfigError, match="precision"):
         with_overrides(tiny_config(), precision="fp8")
@@ -175,9 +176,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_store, tm
     monkeypatch.setattr(Trainer, "group_losses", poisoned)
     with pytest.raises(TrainingError, match=r"non-finite loss at step 25 .*last good checkpoint .*step 19"):
         api.train(tiny_store, tmp_path / "r", cfg, quiet=True)
-    ck = checkpoint.load(tmp_path / "r" / "checkpoints" / "last.pt")
-    assert ck["step"] == 19
-    assert all(torch.isfinite(v).all() for v in ck["members"][0]["model"].values() if v.is_floating_point())
+    ck = GroupCheckpoint.load(tmp_path / "r" / "checkpoints" / "last.pt")
+    assert ck.loop.step == 19
+    assert all(torch.isfinite(v).all() for v in ck.members[0].model.values() if v.is_floating_point())
     assert api.evaluate(tmp_path / "r", tiny_store)["auc"] > 0.5
 
 

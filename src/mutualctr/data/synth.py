@@ -31,6 +31,7 @@ import pyarrow.csv as pacsv
 from mutualctr import atomic
 from mutualctr.config import ConfigError
 from mutualctr.data._threads import background
+from mutualctr.metrics import auc, logloss
 
 N_INT, N_CAT = 13, 26
 CHUNK = 100_000
@@ -51,20 +52,6 @@ class SynthResult:
     click_rate: float
     seconds: float
     meta_path: Path
-
-
-def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC with ties counted 1/2 (rank formulation)."""
-    y = np.asarray(labels).astype(bool)
-    npos = int(y.sum())
-    nneg = len(y) - npos
-    if npos == 0 or nneg == 0:
-        return float("nan")
-    _, inv, cnt = np.unique(np.asarray(scores), return_inverse=True, return_counts=True)
-    ends = np.cumsum(cnt)
-    avg_rank = ends - (cnt - 1) / 2.0  # 1-based average rank of each distinct score
-    r = avg_rank[inv]
-    return float((r[y].sum() - npos * (npos + 1) / 2.0) / (npos * nneg))
 
 
 class _Model:
@@ -218,12 +205,11 @@ def generate(rows: int, out: Path, seed: int = 0, progress: bool = True) -> Synt
             bar.__exit__(None, None, None)
     ceiling = auc(labels, probs)
     rate = float(labels.mean())
-    pp = np.clip(probs, 1e-12, 1 - 1e-12)
-    logloss = float(-np.mean(np.where(labels, np.log(pp), np.log(1 - pp))))
+    ceiling_logloss = logloss(labels, probs)
     seconds = time.perf_counter() - t0
     meta = out.with_name(out.name + ".meta.json")
     atomic.write_json(meta, {"format": "criteo", "generator": "mutualctr.data.synth",
                              "version": VERSION, "rows": rows, "seed": seed,
                              "click_rate": rate, "ceiling_auc": ceiling,
-                             "ceiling_logloss": logloss})
+                             "ceiling_logloss": ceiling_logloss})
     return SynthResult(out, rows, ceiling, rate, seconds, meta)

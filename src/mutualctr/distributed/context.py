@@ -10,7 +10,8 @@ defaults (:class:`Local`) are identities, so one code path serves every mode:
   ones detached (one ``all_gather`` of N x B floats; never the autograd-aware one);
 - ``sync(members, losses, weight)``: between backward and the optimizer step, sums the
   gradients of the data-parallel replicas of a member (each scaled by its share of the global
-  batch) and returns the global losses;
+  batch) and returns the global losses; a member exposes ``dense_parameters()`` and
+  ``table_parameters()`` (:class:`~mutualctr.training.member.Member`);
 - ``gather_rows(values, rows)``: the per-shard predictions of a split, in row order;
 - ``is_writer`` (this process writes its members' run files) and ``is_main`` (global rank 0:
   group files, progress bar).
@@ -93,9 +94,6 @@ class Local:
     def gather_rows(self, values: np.ndarray, rows: int) -> np.ndarray:
         return values
 
-    def any(self, flag: bool) -> bool:
-        return bool(flag)
-
     def all_gather_object(self, obj: Any) -> list[Any]:
         return [obj]
 
@@ -105,8 +103,6 @@ class Local:
     def barrier(self, what: str = "") -> None:
         return None
 
-    def describe(self) -> str:
-        return "1 process"
 
 
 class Grid(Local):
@@ -172,18 +168,6 @@ class Grid(Local):
         for g in groups.values():
             self.dist.destroy_process_group(g)
 
-    def describe(self) -> str:
-        k = self.data_size
-        if self.num_members == 1:
-            mode = "data-parallel"
-        elif k > 1:
-            mode = f"{self.num_members} members x {k} data workers each"
-        elif len(self.member_ids) == 1:
-            mode = "one member per worker"
-        else:
-            mode = f"{len(self.member_ids)} members per worker"
-        return f"{self.world} processes ({self.backend}), {mode}"
-
     # ---- error handling -------------------------------------------------------------------
     @contextmanager
     def _guard(self, op: str) -> Iterator[None]:
@@ -224,15 +208,10 @@ class Grid(Local):
     def sync(self, members, losses: torch.Tensor, weight: float) -> torch.Tensor:
         if self.data_size == 1:
             return losses
-        from mutualctr.models import embedding_tables
-
         with self._guard("the gradient all-reduce"):
             for m in members:
-                tables = [t.weight for t in embedding_tables(m.model)]
-                ids = {id(p) for p in tables}
-                dense = [p for p in m.model.parameters() if id(p) not in ids and p.requires_grad]
-                losses = self._sync_dense(dense, losses, weight)
-                self._sync_rows(tables, weight)
+                losses = self._sync_dense(m.dense_parameters(), losses, weight)
+                self._sync_rows(m.table_parameters(), weight)
         return losses
 
     def _sync_dense(self, params: Sequence[torch.Tensor], losses: torch.Tensor, weight: float) -> torch.Tensor:
@@ -319,12 +298,6 @@ class Grid(Local):
         with self._guard("the evaluation gather"):
             every = self._all_gather_flat(t.to(self.comm_device), self.data_group, k).view(k, longest).cpu().numpy()
         return np.concatenate([every[d, :hi - lo] for d, (lo, hi) in enumerate(bounds)])
-
-    def any(self, flag: bool) -> bool:
-        t = torch.tensor([1.0 if flag else 0.0], device=self.comm_device)
-        with self._guard("an agreement all-reduce"):
-            self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
-        return bool(t.item() > 0)
 
     def all_gather_object(self, obj: Any) -> list[Any]:
         out: list[Any] = [None] * self.world

@@ -159,12 +159,13 @@ class Experiment:
         self.quiet = quiet
         self.store = self.api.open_store(self.data)
         self.fingerprint = self.store.fingerprint
-        self.dataset = getattr(self.store.feature_map, "dataset", None)
+        self.dataset = self.store.feature_map.dataset
         self.runs_dir = self.out / "runs"
         self.rows: list[dict[str, Any]] = []
         self.bootstrap: list[dict[str, Any]] = []
         self.choices: dict[str, Any] = {}
         self.progress = progress
+        self._plan: dict[str, float] | None = None  # job key -> cost, while planning
         self._indep: dict[tuple[str, int], Job] = {}
         self._grid: dict[str, dict[tuple[float, float], Job]] = {}
         self._configs: dict[str, Any] = {}
@@ -187,6 +188,9 @@ class Experiment:
         key = f"{kind}-{_hash({'kind': kind, 'fingerprint': self.fingerprint, **payload})}"
         d = self.runs_dir / key
         done = d / marker
+        if self._plan is not None:
+            self._plan[key] = cost
+            return Job(key, d, json.loads(done.read_text()) if done.is_file() else _placeholder(payload, d))
         if done.is_file():
             if self.progress:
                 self.progress.skip(label, cost)
@@ -203,6 +207,20 @@ class Experiment:
         if self.progress:
             self.progress.finish(f"done {label}: {_brief(result)}")
         return Job(key, d, result)
+
+    def plan(self) -> float:
+        """The total cost (member-epochs) of the jobs the questions will run, each shared job
+        counted once: the questions walked with every job not yet done standing in for its
+        result (nothing trains, nothing is written)."""
+        self._plan = {}
+        try:
+            for q in self.settings.questions:
+                getattr(self, q)()
+            return sum(self._plan.values())
+        finally:
+            self._plan = None
+            self.rows, self.bootstrap, self.choices = [], [], {}
+            self._indep, self._grid = {}, {}
 
     # ---- jobs -----------------------------------------------------------------------------
     def independent(self, model: str, seed: int) -> Job:
@@ -358,7 +376,8 @@ class Experiment:
             self._member_rows("rq2", "distill", dist, others, [st.seeds[i - 1] for i in others],
                               alpha=beta, lr=lr, teacher=t + 1)
             self.choices[model] = {"alpha": alpha, "lr": lr, "teacher_instance": t + 1}
-            self._bootstrap(model, t, pre[t], chosen, ctrl)
+            if self._plan is None:
+                self._bootstrap(model, t, pre[t], chosen, ctrl)
 
     def rq3(self) -> None:
         st = self.settings
@@ -412,7 +431,8 @@ class Experiment:
         import numpy as np
 
         from mutualctr.experiments.stats import bootstrap_auc_diff
-        from mutualctr.training.trainer import predict_logits, resolve_device
+        from mutualctr.training.device import resolve_device
+        from mutualctr.training.inference import predict_logits
 
         X, y = self.store.split("test")
         y = np.asarray(y)
@@ -444,53 +464,22 @@ def _best_on_dev(grid: dict[tuple[float, float], Job]) -> tuple[float, float]:
     return max(cands, key=lambda k: grid[k].result["mean"]["dev_auc"])
 
 
+def _placeholder(payload: dict[str, Any], d: Path) -> dict[str, Any]:
+    """What stands in for a job's result while planning: its shape, with no numbers."""
+    nan = float("nan")
+    metrics = {"dev_auc": nan, "dev_logloss": nan, "test_auc": nan, "test_logloss": nan}
+    n = len(payload.get("init") or payload.get("configs") or payload.get("runs") or [])
+    if "runs" in payload or n == 0:  # a single run, or an ensemble
+        return dict(metrics, members=[])
+    return {"settings": dict(payload["settings"]), "mean": dict(metrics),
+            "members": [dict(metrics, model="", run_dir=str(d / f"m{i}")) for i in range(n)]}
+
+
 def _brief(result: dict[str, Any]) -> str:
     if "members" in result and "mean" in result:
         m = result["mean"]
         return f"mean dev {m.get('dev_auc', float('nan')):.5f} test {m.get('test_auc', float('nan')):.5f}"
     return f"dev {result.get('dev_auc', float('nan')):.5f} test {result.get('test_auc', float('nan')):.5f}"
-
-
-def planned_cost(st: Settings, epochs_of: Callable[[str], int]) -> float:
-    """Estimated total cost (member-epochs) of the questions, each shared job counted once."""
-    jobs: dict[tuple, float] = {}
-    n, g = st.instances, len(st.grid)
-
-    def pre(m, seeds=None):
-        for s in seeds or st.seeds:
-            jobs[("train", m, s)] = epochs_of(m)
-
-    def grid(m, k=n, tag="same"):
-        for a, lr in st.grid:
-            jobs[("ft", tag, m, a, lr)] = k * FINETUNE_EPOCHS
-
-    for q in st.questions:
-        if q == "rq1":
-            for m in st.models:
-                pre(m)
-                jobs[("scratch", m)] = n * epochs_of(m)
-        elif q == "rq2":
-            for m in st.models:
-                pre(m)
-                grid(m)
-                if 0.0 not in st.alphas:
-                    jobs[("ctrl", m)] = n * FINETUNE_EPOCHS
-                jobs[("ens", m)] = 0.1 * n
-                jobs[("distill", m)] = (n - 1) * FINETUNE_EPOCHS + 0.5
-        elif q == "rq3":
-            for m in st.models:
-                pre(m)
-                grid(m)
-            if len(st.models) > 1:
-                grid("mixed", len(st.models), "mixed")
-        elif q == "rq4":
-            m = st.rq4_model or st.models[0]
-            pre(m, st.rq4_seeds())
-            grid(m)
-            for k in RQ4_SIZES:
-                if k != n or g > 1:
-                    jobs[("rq4", m, k)] = k * FINETUNE_EPOCHS
-    return sum(jobs.values())
 
 
 def run_experiment(question: str | Sequence[str], data: str | Path, out: str | Path, models: Sequence[str],
@@ -532,8 +521,7 @@ def run_experiment(question: str | Sequence[str], data: str | Path, out: str | P
         raise ConfigError(f"--rq4-model {st.rq4_model} is not among --models")
     prog = None
     if not quiet and progress:
-        epochs_of = {m: exp.config(m, st.seeds[0]).train.epochs for m in set(st.models)}
-        prog = ExperimentProgress(planned_cost(st, epochs_of.__getitem__))
+        prog = ExperimentProgress(exp.plan())
         exp.progress = prog
     try:
         for q in st.questions:

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mutualctr.training.metrics import relaimp
+from mutualctr.metrics import relaimp
 
 __all__ = ["mean_std", "relaimp", "paired_ttest", "PairedTest", "weighted_auc", "bootstrap_auc_diff",
            "BootstrapCI"]
@@ -118,7 +118,7 @@ def bootstrap_auc_diff(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.nd
     Each resample is a vector of multiplicities (bincount of n draws); both AUCs are computed
     on it exactly. Resamples are processed in chunks of at most ``chunk_cells`` (B x n) cells.
     """
-    from mutualctr.training.metrics import auc
+    from mutualctr.metrics import auc
 
     y = np.asarray(labels).reshape(-1)
     a = np.asarray(scores_a, dtype=np.float64).reshape(-1)

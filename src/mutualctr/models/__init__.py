@@ -18,7 +18,7 @@ from mutualctr.models.config import (
 from mutualctr.models.dcn import DCN
 from mutualctr.models.dcnv2 import DCNV2
 from mutualctr.models.deepfm import DeepFM
-from mutualctr.models.embedding import FeatureEmbedding, FeatureLinear
+from mutualctr.models.embedding import FeatureEmbedding, FeatureLinear, RowCache
 from mutualctr.models.fibinet import FiBiNET
 from mutualctr.models.fm import FM
 from mutualctr.models.lr import LR
@@ -26,7 +26,7 @@ from mutualctr.models.pnn import PNN
 
 __all__ = [
     "MODELS", "build_model", "model_config_from_dict", "l2_penalty", "embedding_tables",
-    "set_sparse_grad", "set_plain", "FeatureEmbedding", "FeatureLinear", "ModelConfig",
+    "use_row_cache", "set_plain", "FeatureEmbedding", "FeatureLinear", "RowCache", "ModelConfig",
     "MLPConfig", "DCNConfig", "DCNV2Config", "PNNConfig", "FiBiNETConfig",
     "LR", "FM", "DeepFM", "DCN", "DCNV2", "PNN", "FiBiNET",
 ]
@@ -55,9 +55,14 @@ def model_config_from_dict(name: str, data: dict[str, Any] | None) -> ModelConfi
 
 
 def build_model(
-    name: str, num_features: int, num_fields: int, config: dict | ModelConfig | None = None
+    name: str, num_features: int, num_fields: int, config: dict | ModelConfig | None = None,
+    *, sparse_grad: bool = False,
 ) -> nn.Module:
-    """Model ``name`` for ``num_features`` global ids over ``num_fields`` fields."""
+    """Model ``name`` for ``num_features`` global ids over ``num_fields`` fields.
+
+    ``sparse_grad``: its tables give coalesced row-sparse gradients, which the row-wise
+    embedding optimizer reads (``optim.embedding_optimizer: rowwise``); dense otherwise.
+    """
     cls, config_cls = _entry(name)
     if config is None or isinstance(config, dict):
         config = model_config_from_dict(name, config)
@@ -67,7 +72,7 @@ def build_model(
         )
     if num_features < 1 or num_fields < 1:
         raise ConfigError(f"num_features and num_fields must be >= 1, got {num_features}, {num_fields}")
-    return cls(num_features, num_fields, config)
+    return cls(num_features, num_fields, config, sparse_grad)
 
 
 def embedding_tables(model: nn.Module) -> list[FeatureEmbedding]:
@@ -75,10 +80,11 @@ def embedding_tables(model: nn.Module) -> list[FeatureEmbedding]:
     return [m for m in model.modules() if isinstance(m, FeatureEmbedding)]
 
 
-def set_sparse_grad(model: nn.Module, sparse: bool) -> None:
-    """Switch every table of ``model`` between dense and coalesced sparse row gradients."""
+def use_row_cache(model: nn.Module, cache: RowCache) -> None:
+    """Let every table of ``model`` share ``cache`` for the distinct rows of a batch, so that
+    tables (and models) looked up with the same ids tensor compute them once."""
     for table in embedding_tables(model):
-        table.sparse_grad = sparse
+        table.row_cache = cache
 
 
 def set_plain(model: nn.Module, plain: bool) -> None:

@@ -18,10 +18,8 @@ from mutualctr.models.layers import CrossNet
 
 
 class DCN(CTRModel):
-    config_class = DCNConfig
-
-    def __init__(self, num_features, num_fields, config: DCNConfig):
-        super().__init__(num_features, num_fields, config)
+    def __init__(self, num_features, num_fields, config: DCNConfig, sparse_grad=False):
+        super().__init__(num_features, num_fields, config, sparse_grad)
         dim = num_fields * config.embed_dim
         self.embedding = self.make_embedding()
         self.cross = CrossNet(dim, config.cross_layers)

@@ -17,10 +17,8 @@ from mutualctr.models.layers import CrossNetV2
 
 
 class DCNV2(CTRModel):
-    config_class = DCNV2Config
-
-    def __init__(self, num_features, num_fields, config: DCNV2Config):
-        super().__init__(num_features, num_fields, config)
+    def __init__(self, num_features, num_fields, config: DCNV2Config, sparse_grad=False):
+        super().__init__(num_features, num_fields, config, sparse_grad)
         dim = num_fields * config.embed_dim
         self.embedding = self.make_embedding()
         self.cross = CrossNetV2(dim, config.cross_layers, config.low_rank)

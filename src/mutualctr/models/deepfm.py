@@ -13,8 +13,8 @@ from mutualctr.models.layers import FactorizationMachine
 
 
 class DeepFM(CTRModel):
-    def __init__(self, num_features, num_fields, config):
-        super().__init__(num_features, num_fields, config)
+    def __init__(self, num_features, num_fields, config, sparse_grad=False):
+        super().__init__(num_features, num_fields, config, sparse_grad)
         self.linear = self.make_linear()
         self.embedding = self.make_embedding()
         self.fm = FactorizationMachine()

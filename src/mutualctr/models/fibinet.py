@@ -16,10 +16,8 @@ from mutualctr.models.layers import SENET, Bilinear
 
 
 class FiBiNET(CTRModel):
-    config_class = FiBiNETConfig
-
-    def __init__(self, num_features, num_fields, config: FiBiNETConfig):
-        super().__init__(num_features, num_fields, config)
+    def __init__(self, num_features, num_fields, config: FiBiNETConfig, sparse_grad=False):
+        super().__init__(num_features, num_fields, config, sparse_grad)
         d, kind = config.embed_dim, config.bilinear_type
         self.linear = self.make_linear()
         self.embedding = self.make_embedding()

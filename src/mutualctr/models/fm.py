@@ -11,8 +11,8 @@ from mutualctr.models.layers import FactorizationMachine
 class FM(CTRModel):
     """``linear(ids) + FM(embedding(ids))``; the FM term reads ``(B, F, D)`` -> ``(B,)``."""
 
-    def __init__(self, num_features, num_fields, config):
-        super().__init__(num_features, num_fields, config)
+    def __init__(self, num_features, num_fields, config, sparse_grad=False):
+        super().__init__(num_features, num_fields, config, sparse_grad)
         self.linear = self.make_linear()
         self.embedding = self.make_embedding()
         self.fm = FactorizationMachine()

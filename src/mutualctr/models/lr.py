@@ -10,8 +10,8 @@ from mutualctr.models.base import CTRModel
 class LR(CTRModel):
     """First-order baseline: one weight per feature (``model.linear``), no embedding."""
 
-    def __init__(self, num_features, num_fields, config):
-        super().__init__(num_features, num_fields, config)
+    def __init__(self, num_features, num_fields, config, sparse_grad=False):
+        super().__init__(num_features, num_fields, config, sparse_grad)
         self.linear = self.make_linear()
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:

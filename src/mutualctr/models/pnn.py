@@ -16,10 +16,8 @@ from mutualctr.models.layers import InnerProduct, OuterProduct
 
 
 class PNN(CTRModel):
-    config_class = PNNConfig
-
-    def __init__(self, num_features, num_fields, config: PNNConfig):
-        super().__init__(num_features, num_fields, config)
+    def __init__(self, num_features, num_fields, config: PNNConfig, sparse_grad=False):
+        super().__init__(num_features, num_fields, config, sparse_grad)
         d = config.embed_dim
         self.embedding = self.make_embedding()
         if config.product == "inner":

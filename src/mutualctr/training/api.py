@@ -7,7 +7,6 @@ Every function takes paths and typed settings, returns plain dicts, and prints n
 from __future__ import annotations
 
 import copy
-
 import csv
 from dataclasses import replace
 from pathlib import Path
@@ -19,12 +18,16 @@ import torch
 from mutualctr import atomic
 from mutualctr.config import ConfigError
 from mutualctr.errors import CheckpointError
-from mutualctr.training import checkpoint
+from mutualctr.metrics import relaimp, sigmoid
 from mutualctr.training.config import (
-    MutualConfig, RunConfig, load_run_config, run_config_from_dict, with_precision,
+    MutualConfig, RunConfig, load_run_config, run_config_from_dict, with_overrides,
 )
-from mutualctr.training.metrics import relaimp
-from mutualctr.training.trainer import Member, Trainer, predict_logits, resolve_device, scores
+from mutualctr.training.device import resolve_device
+from mutualctr.training.inference import predict_logits, scores
+from mutualctr.training.member import Member
+from mutualctr.training.optim import sparse_grad_for
+from mutualctr.training.rundir import GroupDir, ModelCheckpoint, RunDir, check_store, model_checkpoint_path
+from mutualctr.training.trainer import Trainer
 
 REPO_CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
@@ -47,30 +50,29 @@ def default_config(model: str, dataset: str | None = None, config_dir: Path | No
 
 
 def build(cfg: RunConfig, store, seed: int | None = None):
+    """A freshly initialised model of ``cfg`` for ``store`` (seeded by ``seed``, else
+    ``cfg.train.seed``), its tables' gradient layout chosen for ``cfg.optim``."""
     from mutualctr.models import build_model
 
     torch.manual_seed(cfg.train.seed if seed is None else seed)
     fm = store.feature_map
-    return build_model(cfg.model_name, fm.num_features, fm.num_fields, cfg.model_params())
+    return build_model(cfg.model_name, fm.num_features, fm.num_fields, cfg.model_params(),
+                       sparse_grad=sparse_grad_for(cfg.optim))
 
 
-def load_run(run: str | Path, store=None) -> tuple[torch.nn.Module, RunConfig, dict[str, Any]]:
+def load_run(run: str | Path, store=None) -> tuple[torch.nn.Module, RunConfig, ModelCheckpoint]:
     """The best model of a run directory (or a best.pt file), checked against ``store``."""
     from mutualctr.models import build_model
 
-    run = Path(run)
-    path = run if run.suffix == ".pt" else run / "checkpoints" / "best.pt"
-    if not run.exists():
-        raise CheckpointError(f"{run}: no such run directory")
-    ck = checkpoint.load(path)
-    if ck.get("kind") != "model":
-        raise CheckpointError(f"{path}: not a model checkpoint")
+    path = model_checkpoint_path(run)
+    ck = ModelCheckpoint.load(path)
     if store is not None:
-        checkpoint.check_store(ck, store, path)
-    cfg = run_config_from_dict(ck["config"], str(path))
-    model = build_model(cfg.model_name, ck["num_features"], ck["num_fields"], cfg.model_params())
+        check_store(ck.fingerprint, store, path)
+    cfg = run_config_from_dict(ck.config, str(path))
+    model = build_model(cfg.model_name, ck.num_features, ck.num_fields, cfg.model_params(),
+                        sparse_grad=sparse_grad_for(cfg.optim))
     try:
-        model.load_state_dict(ck["state_dict"])
+        model.load_state_dict(ck.state_dict)
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit model {cfg.model_name}: {e}") from e
     return model, cfg, ck
@@ -79,7 +81,7 @@ def load_run(run: str | Path, store=None) -> tuple[torch.nn.Module, RunConfig, d
 def _check_out(out: Path, resume: bool) -> None:
     if resume:
         return
-    if (out / "checkpoints").exists():
+    if RunDir(out).holds_run():
         raise CheckpointError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
 
 
@@ -117,17 +119,17 @@ def predict(run: str | Path, input_path: str | Path, out: str | Path, keep: Sequ
     """Encode raw rows with the run's store vocabulary and write probabilities as CSV."""
     from mutualctr.data.encode import encode_file
 
-    run = Path(run)
     if store_path is None:
-        ck = checkpoint.load(run / "checkpoints" / "best.pt")
-        store_path = ck.get("store_path")
+        store_path = ModelCheckpoint.load(model_checkpoint_path(run)).store_path
+        if store_path is None:
+            raise CheckpointError(f"{run}: the checkpoint does not name its store; give --data STORE")
     store = open_store(store_path)
     model, _, _ = load_run(run, store)
     enc = encode_file(store, Path(input_path), keep=list(keep))
     dev = resolve_device(device)
     model.to(dev)
     logits = predict_logits(model, enc.X, batch_size, dev)
-    probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    probs = sigmoid(logits)
     out = Path(out)
     with atomic.atomic_path(out) as tmp:
         with open(tmp, "w", newline="") as f:
@@ -145,10 +147,6 @@ def predict(run: str | Path, input_path: str | Path, out: str | Path, keep: Sequ
 
 # ---- groups -----------------------------------------------------------------------------
 
-def _member_dir(out: Path, i: int, name: str) -> Path:
-    return out / f"m{i}-{name}"
-
-
 def _group_result(results: list[dict[str, Any]], out: Path, settings: dict[str, Any],
                   write: bool = True) -> dict[str, Any]:
     for r in results:
@@ -163,7 +161,7 @@ def _group_result(results: list[dict[str, Any]], out: Path, settings: dict[str, 
         mean["start_dev_auc"] = float(np.mean([r["start"]["dev_auc"] for r in results]))
     group = {"settings": settings, "members": results, "mean": mean}
     if write:
-        atomic.write_json(out / "group.json", group)
+        GroupDir(out).write_group(group)
     return group
 
 
@@ -222,8 +220,8 @@ def _mutual(par, store_path, out, *, init, models, seeds, alpha, loss, lr, epoch
             if i not in par.member_ids:  # another worker's member
                 continue
             model, cfg, ck = load_run(run, store)
-            cfg = replace(cfg, optim=replace(cfg.optim, lr=lr))
-            members.append(Member(config=cfg, model=model, run_dir=_member_dir(out, i, cfg.model_name),
+            cfg = with_overrides(cfg, lr=lr)
+            members.append(Member(config=cfg, model=model, run_dir=GroupDir(out).member(i, cfg.model_name).path,
                                   init_from=str(Path(run).resolve())))
         base = members[0].config.train if par.member_ids[0] == 0 else _train_config_of_run(init[0])
         train_cfg = replace(base, epochs=1 if epochs is None else epochs,
@@ -236,46 +234,37 @@ def _mutual(par, store_path, out, *, init, models, seeds, alpha, loss, lr, epoch
             bases = [copy.deepcopy(c).validate() for c in configs]
             seeds = list(seeds) or [c.train.seed for c in bases]
         else:
-            dataset = getattr(store.feature_map, "dataset", None)
+            dataset = store.feature_map.dataset
             bases = [default_config(name, dataset, config_dir) for name in models]
             seeds = list(seeds) or list(range(1, len(models) + 1))
         if len(seeds) != len(bases):
             raise ConfigError(f"--seeds has {len(seeds)} values for {len(bases)} models")
         cfgs = []
         for i, (member_cfg, s) in enumerate(zip(bases, seeds)):
-            cfg = replace(member_cfg, train=replace(member_cfg.train, seed=s))
-            if lr is not None:
-                cfg = replace(cfg, optim=replace(cfg.optim, lr=lr))
+            cfg = with_overrides(member_cfg, seed=s, lr=lr)
             cfgs.append(cfg)
             if i in par.member_ids:
                 members.append(Member(config=cfg, model=build(cfg, store, seed=s),
-                                      run_dir=_member_dir(out, i, cfg.model_name)))
+                                      run_dir=GroupDir(out).member(i, cfg.model_name).path))
         base = cfgs[0].train
         group_lr = cfgs[0].optim.lr
         train_cfg = replace(base, epochs=base.epochs if epochs is None else epochs,
                             evals_per_epoch=base.evals_per_epoch if evals_per_epoch is None else evals_per_epoch)
-    if seed is not None:
-        train_cfg = replace(train_cfg, seed=seed)
-    if device is not None:
-        train_cfg = replace(train_cfg, device=device)
-    train_cfg = with_precision(train_cfg, precision)
-    if compile is not None:
-        train_cfg = replace(train_cfg, compile=compile)
+    train_cfg = with_overrides(RunConfig(train=train_cfg), seed=seed, device=device, precision=precision,
+                               compile=compile).train
     teacher_models = [load_run(t, store)[0] for t in teachers]
     par.barrier("the start")  # every worker checked --out before anyone writes into it
     trainer = Trainer(store, members, out, train_cfg, mcfg, teachers=teacher_models, quiet=quiet,
-                      finetune=finetune, parallel=par, vectorize=vectorize)
-    if finetune and not (resume and trainer.ckpt_path.is_file()):
+                      parallel=par, vectorize=vectorize)
+    if finetune and not (resume and trainer.checkpoints.exists()):
         for m in members:
             d, t = trainer.evaluate(m.model, "dev"), trainer.evaluate(m.model, "test")
             m.start = {"dev_auc": d["auc"], "dev_logloss": d["logloss"], "test_auc": t["auc"], "test_logloss": t["logloss"]}
         starts = par.member_results([m.start for m in members])
         if par.is_main:
-            atomic.write_json(out / "start.json", starts)
+            GroupDir(out).write_start(starts)
     elif finetune:
-        import json
-
-        starts = json.loads((out / "start.json").read_text())
+        starts = GroupDir(out).read_start()
         for m, gi in zip(members, par.member_ids):
             m.start = starts[gi]
     results = par.member_results(trainer.fit(resume=resume))
@@ -309,7 +298,7 @@ def ensemble(runs: Sequence[str | Path], store_path: str | Path, split: str = "t
         model, cfg, _ = load_run(run, store)
         model.to(dev)
         logits = predict_logits(model, X, batch_size, dev)
-        probs.append(1.0 / (1.0 + np.exp(-logits.astype(np.float64))))
+        probs.append(sigmoid(logits))
         members.append({"run": str(run), "model": cfg.model_name, **scores(y, logits)})
     avg = np.mean(probs, axis=0)
     logit_avg = np.log(np.clip(avg, 1e-12, 1)) - np.log(np.clip(1 - avg, 1e-12, 1))

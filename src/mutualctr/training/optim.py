@@ -183,15 +183,30 @@ class Schedule:
         self.plateau_bad = state["plateau_bad"]
 
 
-def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Optimizer]:
-    """[dense Adam for the network, embedding optimizer]; sets the tables' gradient mode."""
-    from mutualctr.models import embedding_tables, set_sparse_grad
+def sparse_grad_for(cfg: OptimConfig) -> bool:
+    """The gradient layout to build a model's tables with for ``cfg``: row-sparse for the
+    row-wise embedding optimizer (``build_model(..., sparse_grad=...)``), dense otherwise."""
+    return cfg.embedding_optimizer == "rowwise"
 
-    emb = [t.weight for t in embedding_tables(model)]
+
+def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Optimizer]:
+    """[dense Adam for the network, embedding optimizer].
+
+    The tables' gradient layout was fixed when the model was built (:func:`sparse_grad_for`):
+    row-wise Adam reads either layout (a dense gradient touches every row), torch's Adam only
+    the dense one.
+    """
+    from mutualctr.config import ConfigError
+    from mutualctr.models import embedding_tables
+
+    tables = embedding_tables(model)
+    sparse = cfg.embedding_optimizer == "rowwise"
+    if not sparse and any(t.sparse_grad for t in tables):
+        raise ConfigError("optim.embedding_optimizer: dense needs tables with dense gradients; "
+                          "build the model with sparse_grad=False (see optim.sparse_grad_for)")
+    emb = [t.weight for t in tables]
     emb_ids = {id(p) for p in emb}
     dense = [p for p in model.parameters() if id(p) not in emb_ids]
-    sparse = cfg.embedding_optimizer == "rowwise"
-    set_sparse_grad(model, sparse)
     betas = (cfg.beta1, cfg.beta2)
     opts: list[torch.optim.Optimizer] = []
     fused = cfg.fused or None  # None: torch's default (foreach/for-loop)

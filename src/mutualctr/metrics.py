@@ -1,4 +1,8 @@
-"""Evaluation metrics: exact tie-aware AUC, logloss, RelaImp (SPEC.md equations 4-5)."""
+"""Evaluation metrics: exact tie-aware AUC, logloss, RelaImp (SPEC.md equations 4-5).
+
+The one implementation of each, shared by training, experiments, the synthetic generator and
+the benchmarks (numpy only).
+"""
 
 from __future__ import annotations
 
@@ -29,6 +33,11 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     run_of = np.repeat(np.arange(starts.size), ends - starts)
     pos_ranks = midranks[run_of][y[order]]
     return float((pos_ranks.sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Probabilities of logits, in float64."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
 
 
 def logloss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from mutualctr.training.metrics import auc, logloss, relaimp
+from mutualctr.metrics import auc, logloss, relaimp
 
 
 @pytest.mark.parametrize("seed", range(5))
