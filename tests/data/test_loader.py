@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mutualctr.data.loader import BatchLoader, preload
+from mutualctr.data.loader import BatchLoader
 from mutualctr.data.prepare import prepare
 
 from .helpers import criteo_rows, write_tsv
@@ -24,14 +24,12 @@ def _rows(batches):
     return np.concatenate([ids.numpy() for ids, _ in batches])
 
 
-@pytest.mark.parametrize("in_memory", [False, True])
 @pytest.mark.parametrize("prefetch", [0, 2])
-def test_shapes_dtypes_and_coverage(split, in_memory, prefetch):
+def test_shapes_dtypes_and_coverage(split, prefetch):
     X, y = split
     n = len(y)  # 984
-    data = preload(X, y) if in_memory else (X, y)
     for shuffle in (False, True):
-        loader = BatchLoader(*data, batch_size=100, shuffle=shuffle, seed=3, prefetch=prefetch)
+        loader = BatchLoader(X, y, batch_size=100, shuffle=shuffle, seed=3, prefetch=prefetch)
         assert len(loader) == 10
         batches = list(loader.epoch(0))
         assert len(batches) == 10

@@ -9,9 +9,9 @@
   (better locality on a memory map; the batch's *set* of rows is the permutation's slice).
 - ``prefetch=N``: a background thread prepares up to N batches ahead.
 
-No per-row Python anywhere. ``X``/``y`` may be numpy arrays (memory maps) or torch tensors
-(see :func:`preload`, which loads a split into memory as int64/float32 tensors once, the
-fastest option when the split fits in RAM).
+No per-row Python anywhere. ``X``/``y`` are numpy arrays (the store's memory maps);
+:func:`read_rows` is the one gather, also used by the data-parallel shards
+(:mod:`mutualctr.distributed.shard`).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import torch
 from mutualctr.data._threads import background
 
 
-def preload(X, y) -> tuple[torch.Tensor, torch.Tensor]:
-    """A split in memory as (int64 (rows, F), float32 (rows,)) tensors."""
-    return (torch.from_numpy(np.array(X, dtype=np.int64, copy=True)),
-            torch.from_numpy(np.array(y, dtype=np.float32, copy=True)))
+def read_rows(X, y, sel) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``sel`` (a slice, or ascending row indices) of a split: int64 ids (B, F), float32 labels (B,)."""
+    return (torch.from_numpy(np.asarray(X[sel], dtype=np.int64)),
+            torch.from_numpy(np.array(y[sel], dtype=np.float32, copy=True)))
 
 
 class BatchLoader:
@@ -43,9 +43,6 @@ class BatchLoader:
         self.seed = seed
         self.drop_last = drop_last
         self.prefetch = prefetch
-        self._torch = isinstance(X, torch.Tensor)
-        if self._torch:
-            self._Xn, self._yn = X.detach().cpu().numpy(), y.detach().cpu().numpy()
 
     @property
     def rows(self) -> int:
@@ -61,25 +58,16 @@ class BatchLoader:
             return np.arange(self.rows)
         return np.random.default_rng([self.seed, epoch]).permutation(self.rows)
 
-    def _batch(self, a: int, b: int, perm: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
-        if perm is None:
-            xs, ys = self.X[a:b], self.y[a:b]
-        else:
-            idx = np.sort(perm[a:b])
-            if self._torch:  # numpy's gather is far faster than index_select on CPU here
-                return (torch.from_numpy(np.take(self._Xn, idx, axis=0)).long(),
-                        torch.from_numpy(np.take(self._yn, idx)).float())
-            xs, ys = self.X[idx], self.y[idx]
-        if self._torch:
-            return xs.long(), ys.float()
-        return (torch.from_numpy(np.asarray(xs, dtype=np.int64)),
-                torch.from_numpy(np.array(ys, dtype=np.float32, copy=True)))
+    def batch_rows(self, k: int, perm: np.ndarray | None):
+        """The rows of batch ``k`` of an epoch whose ``permutation`` is ``perm`` (None: in order):
+        a slice, or the batch's share of the permutation in ascending row order."""
+        a, b = k * self.batch_size, min(self.rows, (k + 1) * self.batch_size)
+        return slice(a, b) if perm is None else np.sort(perm[a:b])
 
     def _batches(self, epoch: int, start_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         perm = self.permutation(epoch) if self.shuffle else None
-        n, bs = self.rows, self.batch_size
         for k in range(start_batch, len(self)):
-            yield self._batch(k * bs, min(n, (k + 1) * bs), perm)
+            yield read_rows(self.X, self.y, self.batch_rows(k, perm))
 
     def epoch(self, e: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches ``start_batch..`` of epoch ``e``: (ids int64 (B, F), labels float32 (B,))."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import numpy as np
 import torch
 
 from mutualctr.data._threads import background
+from mutualctr.data.loader import read_rows
 from mutualctr.distributed.context import shard_bounds
 
 
@@ -27,26 +27,16 @@ class ShardedBatches:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def _read(self, sel) -> tuple[torch.Tensor, torch.Tensor]:
-        X, y = self.loader.X, self.loader.y
-        if isinstance(X, torch.Tensor):
-            if isinstance(sel, slice):
-                return X[sel].long(), y[sel].float()
-            t = torch.from_numpy(sel)
-            return X.index_select(0, t).long(), y.index_select(0, t).float()
-        return (torch.from_numpy(np.asarray(X[sel], dtype=np.int64)),
-                torch.from_numpy(np.array(y[sel], dtype=np.float32, copy=True)))
-
     def _batches(self, epoch: int, start_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
         ld = self.loader
         perm = ld.permutation(epoch) if ld.shuffle else None
-        n, bs = ld.rows, ld.batch_size
         for k in range(start_batch, len(ld)):
-            a, b = k * bs, min(n, (k + 1) * bs)
-            lo, hi = shard_bounds(b - a, self.part, self.parts)
-            sel = slice(a + lo, a + hi) if perm is None else np.sort(perm[a:b])[lo:hi]
-            ids, labels = self._read(sel)
-            yield ids, labels, b - a
+            rows = ld.batch_rows(k, perm)
+            n = (rows.stop - rows.start) if isinstance(rows, slice) else len(rows)
+            lo, hi = shard_bounds(n, self.part, self.parts)
+            sel = slice(rows.start + lo, rows.start + hi) if isinstance(rows, slice) else rows[lo:hi]
+            ids, labels = read_rows(ld.X, ld.y, sel)
+            yield ids, labels, n
 
     def epoch(self, e: int, start_batch: int = 0):
         if start_batch < 0:
