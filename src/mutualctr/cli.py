@@ -117,14 +117,15 @@ def _resolve_config(model: Optional[str], config: Optional[Path], store: Path, s
     else:
         if model is None:
             _fail("give --model NAME or --config FILE")
-        dataset = getattr(api.open_store(store).feature_map, "dataset", None)
+        dataset = api.open_store(store).feature_map.dataset
         cfg = api.default_config(model, dataset)
     return with_overrides(cfg, model=model, seed=seed, epochs=epochs, lr=lr, batch_size=batch_size, device=device,
                           precision=precision, compile=compile)
 
 
 _COMPILE = typer.Option(None, "--compile/--no-compile", help="the models' forward through torch.compile: a "
-                        "compile pause at the start, then 1.0-1.7x faster steps (default: train.compile of the config)")
+                        "compile pause at the start, then faster steps; figures in docs/performance.md "
+                        "(default: train.compile of the config)")
 _DIST_TIMEOUT = typer.Option(None, "--dist-timeout", help="seconds a worker waits for the others in a "
                              "collective before failing (default 600)")
 
@@ -149,7 +150,8 @@ def train(
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (default) | bf16: bf16 autocast of "
-                                            "the forward; ~1.5-2x faster on AMX CPUs and GPUs, see docs/performance.md"),
+                                            "the forward (fast only where the CPU or GPU has native bf16; figures "
+                                            "in docs/performance.md)"),
     compile: Optional[bool] = _COMPILE,
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),

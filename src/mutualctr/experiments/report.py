@@ -99,30 +99,30 @@ def _selected(r: dict) -> bool:
     return r.get("selected", "") in ("", None, 1, "1", True)
 
 
-def _f(x: Any, nd: int = 5) -> str:
+def _num(x: Any, nd: int = 5) -> str:
     return "" if x in ("", None) or x != x else f"{x:.{nd}f}"
 
 
-def _ms(vals: Sequence[float], nd: int = 5) -> str:
+def _mean_std(vals: Sequence[float], nd: int = 5) -> str:
     m, s = mean_std(vals)
     if m != m:
         return ""
     return f"{m:.{nd}f}" if len(vals) == 1 else f"{m:.{nd}f} ± {s:.{nd}f}"
 
 
-def _g(x: Any) -> str:
+def _short(x: Any) -> str:
     return "" if x in ("", None) else f"{x:g}"
 
 
-def _ri(x: float) -> str:
+def _pct(x: float) -> str:
     return "" if x != x else f"{x:+.3f}%"
 
 
-def _p(x: float) -> str:
+def _pvalue(x: float) -> str:
     return "n/a" if x != x else (f"{x:.3g}" if x >= 1e-4 else f"{x:.1e}")
 
 
-def _md(header: Sequence[str], body: Sequence[Sequence[Any]], right_from: int = 1) -> str:
+def _markdown(header: Sequence[str], body: Sequence[Sequence[Any]], right_from: int = 1) -> str:
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join(" --- " if i < right_from else " ---: " for i in range(len(header))) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
@@ -176,25 +176,25 @@ def table1(rows: Sequence[dict], dataset: Optional[str], ref: Optional[Sequence[
                 e = ens[0]
                 vals = [e["test_auc"]]
                 cells = [""] * len(insts)
-                ll = _f(e["test_logloss"])
+                ll = _num(e["test_logloss"])
             else:
                 d = per[s]
                 if not d:
                     continue
                 vals = _aucs(d)
-                cells = [_f(d[i]["test_auc"]) if i in d else "" for i in insts]
-                ll = _f(mean_std([d[i]["test_logloss"] for i in d])[0])
+                cells = [_num(d[i]["test_auc"]) if i in d else "" for i in insts]
+                ll = _num(mean_std([d[i]["test_logloss"] for i in d])[0])
             label = SETTINGS[s]
             if s == "distill":
                 t = next(iter(per[s].values())).get("teacher", "")
                 label += f" (teacher #{t})" if t != "" else ""
-            row = [label] + cells + [_ms(vals), "" if s == "independent" else _ri(relaimp(mean_std(vals)[0], base)), ll]
+            row = [label] + cells + [_mean_std(vals), "" if s == "independent" else _pct(relaimp(mean_std(vals)[0], base)), ll]
             if show_ref:
                 pv = paper_values(ref, "table1", dataset, model, s) if s in TABLE1 else []
                 pm = mean_std(pv)[0]
-                row += [_f(pm), "" if s == "independent" or not pv else _ri(relaimp(pm, pbase))]
+                row += [_num(pm), "" if s == "independent" or not pv else _pct(relaimp(pm, pbase))]
             body.append(row)
-        parts.append(f"### {LABELS.get(model, model)}\n\n" + _md(header, body))
+        parts.append(f"### {LABELS.get(model, model)}\n\n" + _markdown(header, body))
     return "\n\n".join(parts)
 
 
@@ -227,10 +227,10 @@ def significance(rows: Sequence[dict], bootstrap: Sequence[dict]) -> str:
     parts = []
     if tests:
         body = [[LABELS.get(t["model"], t["model"]), t["comparison"], t["n"], f"{t['mean_diff']:+.5f}",
-                 "n/a" if t["t"] != t["t"] else f"{t['t']:.2f}", _p(t["p"])] for t in tests]
+                 "n/a" if t["t"] != t["t"] else f"{t['t']:.2f}", _pvalue(t["p"])] for t in tests]
         parts.append("Paired t-test across instances (scipy.stats.ttest_rel, two-sided; the pairs are the same "
                      "instance before/after, or the same seed):\n\n"
-                     + _md(["model", "comparison (b - a)", "n", "mean diff", "t", "p"], body, right_from=2))
+                     + _markdown(["model", "comparison (b - a)", "n", "mean diff", "t", "p"], body, right_from=2))
     if bootstrap:
         b0 = bootstrap[0]
         body = [[LABELS.get(b["model"], b["model"]), b["comparison"], f"#{b['instance']}", f"{b['diff']:+.5f}",
@@ -239,7 +239,7 @@ def significance(rows: Sequence[dict], bootstrap: Sequence[dict]) -> str:
                      f"({b0['resamples']} resamples of the test rows with replacement, seed {b0['seed']}, "
                      f"{int(b0['level'] * 100)}% percentile interval; both models scored on the same resample; "
                      f"share <= 0 = fraction of resamples where b is not better):\n\n"
-                     + _md(["model", "comparison (b - a)", "instance", "diff", "CI", "share <= 0"], body,
+                     + _markdown(["model", "comparison (b - a)", "instance", "diff", "CI", "share <= 0"], body,
                            right_from=2))
     return "\n\n".join(parts)
 
@@ -253,14 +253,14 @@ def grid_table(rows: Sequence[dict], choices: dict) -> str:
                 key = ("mixed" if setting == "dml_different" else r["model"], r["alpha"], r["lr"])
                 groups[key].append(r)
         for (model, a, lr), rs in groups.items():
-            body.append([LABELS.get(model, model), tag, _g(a), _g(lr), _f(mean_std([r["dev_auc"] for r in rs])[0]),
-                         _f(mean_std([r["test_auc"] for r in rs])[0]),
+            body.append([LABELS.get(model, model), tag, _short(a), _short(lr), _num(mean_std([r["dev_auc"] for r in rs])[0]),
+                         _num(mean_std([r["test_auc"] for r in rs])[0]),
                          "**chosen**" if all(_selected(r) for r in rs) else ""])
     if not body:
         return ""
     return ("Mutual-loss weight alpha and finetuning learning rate, chosen on the mean dev AUC of the group's "
             "members (test AUC shown for reference only):\n\n"
-            + _md(["model", "group", "alpha", "finetune lr", "mean dev AUC", "mean test AUC", ""], body, right_from=2))
+            + _markdown(["model", "group", "alpha", "finetune lr", "mean dev AUC", "mean test AUC", ""], body, right_from=2))
 
 
 # ---- Table 2 ----------------------------------------------------------------------------------------------
@@ -276,19 +276,19 @@ def table2(rows: Sequence[dict], dataset: Optional[str], ref: Optional[Sequence[
             continue
         inst = next(r["instance"] for r in rows if r["model"] == model and r["setting"] == "pretrained_best")
         base = cells["pretrained_best"]
-        row = [LABELS.get(model, model), f"#{inst}", _f(base), _f(cells["dml_same"]), _ri(relaimp(cells["dml_same"], base)),
-               _f(cells["dml_different"]), _ri(relaimp(cells["dml_different"], base))]
+        row = [LABELS.get(model, model), f"#{inst}", _num(base), _num(cells["dml_same"]), _pct(relaimp(cells["dml_same"], base)),
+               _num(cells["dml_different"]), _pct(relaimp(cells["dml_different"], base))]
         if show_ref:
             pv = {s: mean_std(paper_values(ref, "table2", dataset, model, s))[0]
                   for s in ("pretrained_best", "dml_same", "dml_different")}
-            row += [_f(pv["pretrained_best"]), _f(pv["dml_same"]), _f(pv["dml_different"])]
+            row += [_num(pv["pretrained_best"]), _num(pv["dml_same"]), _num(pv["dml_different"])]
         body.append(row)
     if not body:
         return ""
     header = ["model", "best instance", "pretrained", "DML same", "RelaImp", "DML different", "RelaImp"]
     if show_ref:
         header += ["paper pretrained", "paper DML same", "paper DML different"]
-    return _md(header, body)
+    return _markdown(header, body)
 
 
 # ---- Tables 3-4 ------------------------------------------------------------------------------------------
@@ -304,17 +304,17 @@ def table34(rows: Sequence[dict], dataset: Optional[str], ref: Optional[Sequence
             pre = _aucs(_by_instance(rq4, model, "pretrained", n_models=n))
             mut_d = _by_instance(rq4, model, "mutual_pretrained", n_models=n)
             mut = _aucs(mut_d)
-            row = [n, ", ".join(f"#{i}" for i in sorted(mut_d)), _ms(pre), _ms(mut),
-                   _ri(relaimp(mean_std(mut)[0], mean_std(pre)[0]))]
+            row = [n, ", ".join(f"#{i}" for i in sorted(mut_d)), _mean_std(pre), _mean_std(mut),
+                   _pct(relaimp(mean_std(mut)[0], mean_std(pre)[0]))]
             if show_ref:
                 pp = mean_std(paper_values(ref, table, dataset, model, "pretrained", n))[0]
                 pm = mean_std(paper_values(ref, table, dataset, model, "mutual_pretrained", n))[0]
-                row += [_f(pp), _f(pm), _ri(relaimp(pm, pp))]
+                row += [_num(pp), _num(pm), _pct(relaimp(pm, pp))]
             body.append(row)
         header = ["models", "instances", "pretrained mean ± std", "mutual mean ± std", "RelaImp"]
         if show_ref:
             header += ["paper pretrained", "paper mutual", "paper RelaImp"]
-        parts.append(f"### {LABELS.get(model, model)}\n\n" + _md(header, body))
+        parts.append(f"### {LABELS.get(model, model)}\n\n" + _markdown(header, body))
     return "\n\n".join(parts)
 
 
