@@ -96,7 +96,7 @@ def build_trainer(store, models: list[str], out, seed: int = 0, mode: str = "fas
     (batch 4000, emb 16, MLP [400, 200, 100], row-wise Adam), 1 epoch, CPU, no prefetch thread,
     on the path of ``mode``."""
     from mutualctr.models import set_plain
-    from mutualctr.training.api import build, default_config, open_store
+    from mutualctr.training.jobs import build, default_config, open_store
     from mutualctr.training.config import MutualConfig
     from mutualctr.training.trainer import Member, Trainer
 

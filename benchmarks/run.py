@@ -176,7 +176,7 @@ def synth_ids(vocab: int, rows: int, fields: int, seed: int, pattern: int | None
 
 def bench_growth(vocabs: list[int], steps: int, warmup: int, batch: int = 4000, fields: int = 39) -> dict:
     from mutualctr.models import build_model, l2_penalty
-    from mutualctr.training.api import default_config
+    from mutualctr.training.jobs import default_config
     from mutualctr.training.losses import bce
     from mutualctr.training.optim import build_optimizers
 

@@ -58,6 +58,13 @@ def tiny_config(model: str = "deepfm", *, seed: int = 1, epochs: int = 2, evals_
     })
 
 
+def group(**kw):
+    """Group settings for tests: alpha 1 (no search) unless given; the rest as the defaults."""
+    from mutualctr.training.config import MutualConfig
+
+    return MutualConfig(**{"alpha": 1.0, **kw})
+
+
 @pytest.fixture
 def cfg_factory():
     return tiny_config

@@ -45,7 +45,7 @@ from benchmarks.peers.run import PEERS, Peer, arguments
 
 
 def ours_job(store_path: str, model: str, out: str | Path, mode: str) -> dict:
-    from mutualctr.training import api
+    from mutualctr.training import jobs as api
     from mutualctr.training.trainer import Member, Trainer
 
     cfg = api.default_config(model, "criteo")

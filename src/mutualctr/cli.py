@@ -109,7 +109,7 @@ def _print_json(obj) -> None:
 
 def _resolve_config(model: Optional[str], config: Optional[Path], store: Path, seed, epochs, lr, batch_size, device,
                     precision=None, compile=None):
-    from mutualctr.training import api
+    from mutualctr.training import jobs as api
     from mutualctr.training.config import load_run_config, with_overrides
 
     if config is not None:
@@ -162,7 +162,7 @@ def train(
 ):
     """Train one model; keeps the best-on-dev checkpoint and reports its test metrics."""
     from mutualctr.distributed import is_main_process
-    from mutualctr.training import api
+    from mutualctr.training import jobs as api
     from mutualctr.training.config import load_run_config
 
     _launch_workers(nproc)
@@ -191,7 +191,7 @@ def evaluate(
     json_out: bool = typer.Option(False, "--json", help='print {"auc", "logloss", "rows"}'),
 ):
     """Score a run's best checkpoint on a split of the store."""
-    from mutualctr.training import api
+    from mutualctr.training import jobs as api
 
     r = api.evaluate(run, data, split, device=device)
     if json_out:
@@ -210,7 +210,7 @@ def predict(
     device: str = typer.Option("auto", "--device"),
 ):
     """Write click probabilities for raw rows (unseen values map to OOV)."""
-    from mutualctr.training import api
+    from mutualctr.training import jobs as api
 
     r = api.predict(run, input, out, keep=keep, store_path=data, device=device)
     extra = f" (AUC {r['auc']:.5f} on the file's labels)" if "auc" in r else ""
@@ -227,10 +227,22 @@ def _print_group(g, json_out: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"group ({g['settings']['mode']}, alpha={g['settings']['alpha']}, lr={g['settings']['lr']})")
+    console = Console()
+    st = g["settings"]
+    search = g.get("alpha_search")
+    if search:
+        t = Table(title="alpha chosen on dev (mean of the members)")
+        for c in ("alpha", "dev AUC", "test AUC", "churn", "kept start", ""):
+            t.add_column(c, justify="right")
+        for pt in search:
+            t.add_row(f"{pt['alpha']:g}", f"{pt['dev_auc']:.5f}", f"{pt['test_auc']:.5f}",
+                      "" if pt.get("churn") is None else f"{pt['churn']:.5f}", str(pt.get("kept_start", "")),
+                      "chosen" if pt["alpha"] == st["alpha"] else "")
+        console.print(t)
+    t = Table(title=f"group ({st['mode']}, alpha={st['alpha']:g}, lr={st['lr']:g})")
     ft = any(m.get("start") for m in g["members"])
     cols = ["member", "model"] + (["start dev AUC", "start test AUC"] if ft else []) + \
-        ["best dev AUC", "test AUC", "test logloss"] + (["RelaImp %"] if ft else [])
+        ["best dev AUC", "test AUC", "test logloss"] + (["RelaImp %", "kept start"] if ft else [])
     for c in cols:
         t.add_column(c, justify="right")
     rows = [(str(i), m) for i, m in enumerate(g["members"])] + [("mean", g["mean"] | {"model": ""})]
@@ -242,13 +254,30 @@ def _print_group(g, json_out: bool) -> None:
                      f"{start.get('test_auc', m.get('start_test_auc', float('nan'))):.5f}"]
         vals += [f"{m['dev_auc']:.5f}", f"{m['test_auc']:.5f}", f"{m['test_logloss']:.5f}"]
         if ft:
-            vals.append(f"{m.get('relaimp_test', float('nan')):+.3f}")
+            vals += [f"{m.get('relaimp_test', float('nan')):+.3f}",
+                     {True: "yes", False: "no"}.get(m.get("kept_start"), "")]
         t.add_row(*vals)
-    Console().print(t)
+    console.print(t)
+    c = g.get("churn") or {}
+    if c.get("after"):
+        before = c.get("before")
+        was = f"{before['mean_abs_diff']:.5f} before, " if before else ""
+        console.print(f"churn on {c.get('split', 'test')} (mean |p_i - p_j| over member pairs): {was}"
+                      f"{c['after']['mean_abs_diff']:.5f} after; logit correlation "
+                      + (f"{before['logit_corr']:.4f} -> " if before else "") + f"{c['after']['logit_corr']:.4f}")
 
 
 def _csv_ints(s: Optional[str]) -> List[int]:
     return [int(x) for x in s.split(",")] if s else []
+
+
+_ALPHA_HELP = ("peer-term weight: a number (0 = the continued-training control) or auto, chosen on dev "
+               "from mutual.alpha_grid (docs/training.md); default: the group config's (auto)")
+_GROUP_CONFIG = typer.Option(None, "--config", help="YAML whose mutual: section sets the group "
+                             "(default: the first member's run config)")
+_SCOPE = typer.Option(None, "--scope", help="finetune all parameters, or dense: the embedding tables frozen")
+_EMB_LR = typer.Option(None, "--embedding-lr-scale", help="the tables' learning rate is the finetuning lr x this")
+_SPLIT = typer.Option(None, "--finetune-split", help="finetune on the last F of the train split only (0: all)")
 
 
 @app.command()
@@ -259,11 +288,15 @@ def mutual(
     more_init: Optional[List[Path]] = typer.Argument(None, hidden=True),
     models: Optional[str] = typer.Option(None, "--models", help="scratch: comma-separated model names"),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="scratch: comma-separated seeds, one per model"),
-    alpha: float = typer.Option(1.0, "--alpha", help="mutual-loss weight; 0 = continued training control"),
-    loss: str = typer.Option("mse_prob", "--loss", help="mse_prob | mse_logit | kl"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="learning rate (finetune default 1e-4)"),
+    alpha: Optional[str] = typer.Option(None, "--alpha", help=_ALPHA_HELP),
+    loss: Optional[str] = typer.Option(None, "--loss", help="mse_prob (default) | mse_logit | kl"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="learning rate (finetuning default 1e-4)"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     evals_per_epoch: Optional[int] = typer.Option(None, "--evals-per-epoch"),
+    scope: Optional[str] = _SCOPE,
+    embedding_lr_scale: Optional[float] = _EMB_LR,
+    finetune_split: Optional[float] = _SPLIT,
+    config: Optional[Path] = _GROUP_CONFIG,
     seed: Optional[int] = typer.Option(None, "--seed", help="batch order seed"),
     device: Optional[str] = typer.Option(None, "--device"),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | bf16 (default: the members' own)"),
@@ -279,13 +312,16 @@ def mutual(
 ):
     """Deep mutual learning of N models: finetune trained runs, or train from scratch."""
     from mutualctr.distributed import is_main_process
-    from mutualctr.training import api
+    from mutualctr.training import jobs
 
     _launch_workers(nproc)
-    g = api.mutual(data, out, init=list(init) + list(more_init or []), models=models.split(",") if models else (), seeds=_csv_ints(seeds),
-                   alpha=alpha, loss=loss, lr=lr, epochs=epochs, evals_per_epoch=evals_per_epoch, seed=seed,
-                   device=device, resume=resume, quiet=quiet, dist_timeout=dist_timeout, precision=precision,
-                   compile=compile, vectorize=vectorize)
+    g = jobs.mutual_from_flags(data, out, init=list(init) + list(more_init or []),
+                               models=[m for m in models.split(",") if m.strip()] if models else (),
+                               seeds=_csv_ints(seeds), config_file=config, alpha=alpha, loss=loss, lr=lr, epochs=epochs,
+                               evals_per_epoch=evals_per_epoch, scope=scope, embedding_lr_scale=embedding_lr_scale,
+                               finetune_split=finetune_split, seed=seed, device=device, precision=precision,
+                               compile=compile, vectorize=vectorize, resume=resume, quiet=quiet,
+                               dist_timeout=dist_timeout)
     if is_main_process():
         _print_group(g, json_out)
 
@@ -296,11 +332,16 @@ def distill(
     teacher: Path = typer.Option(..., "--teacher", help="trained run (frozen)"),
     student: str = typer.Option(..., "--student", help="a run to finetune, or a model name to train"),
     out: Path = typer.Option(..., "--out"),
-    beta: float = typer.Option(1.0, "--beta", help="weight of MSE(p_student, p_teacher)"),
-    loss: str = typer.Option("mse_prob", "--loss"),
+    beta: Optional[str] = typer.Option(None, "--beta", help="weight of MSE(p_student, p_teacher): a number or "
+                                                            "auto (chosen on dev, the default)"),
+    loss: Optional[str] = typer.Option(None, "--loss"),
     lr: Optional[float] = typer.Option(None, "--lr"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     evals_per_epoch: Optional[int] = typer.Option(None, "--evals-per-epoch"),
+    scope: Optional[str] = _SCOPE,
+    embedding_lr_scale: Optional[float] = _EMB_LR,
+    finetune_split: Optional[float] = _SPLIT,
+    config: Optional[Path] = _GROUP_CONFIG,
     seed: Optional[int] = typer.Option(None, "--seed"),
     device: Optional[str] = typer.Option(None, "--device"),
     resume: bool = typer.Option(False, "--resume"),
@@ -308,10 +349,13 @@ def distill(
     json_out: bool = typer.Option(False, "--json"),
 ):
     """Knowledge distillation: the student learns from labels and a frozen teacher."""
-    from mutualctr.training import api
+    from mutualctr.training import jobs
 
-    g = api.distill(data, out, teacher, student, beta=beta, loss=loss, lr=lr, epochs=epochs,
-                    evals_per_epoch=evals_per_epoch, seed=seed, device=device, resume=resume, quiet=quiet)
+    finetune = Path(student).exists()
+    g = jobs.mutual_from_flags(data, out, init=[student] if finetune else (), models=() if finetune else [student],
+                               teachers=[teacher], config_file=config, alpha=beta, loss=loss, lr=lr, epochs=epochs,
+                               evals_per_epoch=evals_per_epoch, scope=scope, embedding_lr_scale=embedding_lr_scale,
+                               finetune_split=finetune_split, seed=seed, device=device, resume=resume, quiet=quiet)
     _print_group(g, json_out)
 
 
@@ -325,7 +369,7 @@ def ensemble(
     json_out: bool = typer.Option(False, "--json"),
 ):
     """Evaluate the average of the members' probabilities."""
-    from mutualctr.training import api
+    from mutualctr.training import jobs as api
 
     r = api.ensemble(list(runs) + list(more_runs or []), data, split, device=device)
     if json_out:
@@ -334,6 +378,9 @@ def ensemble(
     for m in r["members"]:
         typer.echo(f"{m['model']:>8} {m['run']}: AUC {m['auc']:.5f} logloss {m['logloss']:.5f}")
     typer.echo(f"ensemble of {len(r['members'])}: {split} AUC {r['auc']:.5f} logloss {r['logloss']:.5f}")
+    if len(r["members"]) > 1:
+        typer.echo(f"churn between the members: mean |p_i - p_j| {r['churn']['mean_abs_diff']:.5f}, "
+                   f"logit correlation {r['churn']['logit_corr']:.4f}")
 
 # ---- experiments (issue 6) -----------------------------------------------------------
 
@@ -355,8 +402,14 @@ def experiment(
     seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated, one per instance (default 1..N)"),
     config_dir: Optional[Path] = typer.Option(None, "--config-dir", help="run configs: DIR/<model>.yaml or DIR/<dataset>/<model>.yaml"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="epochs of the independent and from-scratch runs"),
-    alpha: str = typer.Option("1.0", "--alpha", help="mutual-loss weights to try, e.g. 1.0,0.5 (chosen on dev)"),
-    finetune_lr: str = typer.Option("1e-4", "--finetune-lr", help="finetuning learning rates to try (chosen on dev)"),
+    alpha: str = typer.Option("auto", "--alpha", help="mutual-loss weights to try, e.g. 1,10,100 (chosen on dev); "
+                              "auto: the group config's mutual.alpha_grid, extended past an end that wins"),
+    finetune_lr: Optional[str] = typer.Option(None, "--finetune-lr", help="finetuning learning rates to try "
+                                              "(chosen on dev; default: the group config's mutual.lr, 1e-4)"),
+    finetune_split: float = typer.Option(0.0, "--finetune-split", help="F > 0: pretrain on the first 1 - F of the "
+                                         "train split and finetune (mutual, control, distillation) on the last F"),
+    scope: Optional[str] = _SCOPE,
+    embedding_lr_scale: Optional[float] = _EMB_LR,
     rq4_model: Optional[str] = typer.Option(None, "--rq4-model", help="model of RQ4 (default: dcn on Criteo, fibinet on Avazu, else the first)"),
     paper: Optional[bool] = typer.Option(None, "--paper/--no-paper", help="show the paper's numbers (default: on Criteo/Avazu stores)"),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (1 is faster on a busy shared CPU)"),
@@ -367,8 +420,9 @@ def experiment(
 
     r = run_experiment(question, data, out, [m for m in models.split(",") if m.strip()], instances=instances,
                        seeds=_csv_ints(seeds) or None, config_dir=config_dir, epochs=epochs,
-                       alphas=_csv_floats(alpha, "--alpha"), finetune_lrs=_csv_floats(finetune_lr, "--finetune-lr"),
-                       rq4_model=rq4_model, quiet=quiet, reference=paper, threads=threads)
+                       alphas=None if alpha.strip().lower() == "auto" else _csv_floats(alpha, "--alpha"),
+                       finetune_lrs=_csv_floats(finetune_lr, "--finetune-lr") or None, finetune_split=finetune_split,
+                       scope=scope, embedding_lr_scale=embedding_lr_scale, rq4_model=rq4_model, quiet=quiet, reference=paper, threads=threads)
     typer.echo(f"{len(r['rows'])} result rows in {r['seconds']:.0f} s -> {r['paths']['tables']} "
                f"(results.csv, stats.json, plots: {', '.join(Path(p).name for p in r['paths']['plots'])})")
 

@@ -36,8 +36,10 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """Probabilities of logits, in float64."""
-    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+    """Probabilities of logits, in float64 (no overflow for large negative logits)."""
+    from scipy.special import expit
+
+    return expit(np.asarray(logits, dtype=np.float64))
 
 
 def logloss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
@@ -50,3 +52,19 @@ def logloss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
 def relaimp(auc_model: float, auc_base: float) -> float:
     """RelaImp in percent: ((AUC - 0.5) / (AUC_base - 0.5) - 1) * 100."""
     return ((auc_model - 0.5) / (auc_base - 0.5) - 1.0) * 100.0
+
+
+def churn(logits: list[np.ndarray]) -> dict[str, float]:
+    """How much a set of models disagree on the same rows, averaged over every pair (i, j):
+    ``mean_abs_diff`` = mean_b |p_i - p_j| (probabilities), ``logit_corr`` = Pearson correlation
+    of the logits. One model alone has nothing to disagree with: nan for both."""
+    if len(logits) < 2:
+        return {"mean_abs_diff": float("nan"), "logit_corr": float("nan")}
+    z = [np.asarray(l, dtype=np.float64).reshape(-1) for l in logits]
+    p = [sigmoid(l) for l in z]
+    diffs, corrs = [], []
+    for i in range(len(z)):
+        for j in range(i + 1, len(z)):
+            diffs.append(float(np.mean(np.abs(p[i] - p[j]))))
+            corrs.append(float(np.corrcoef(z[i], z[j])[0, 1]))
+    return {"mean_abs_diff": float(np.mean(diffs)), "logit_corr": float(np.mean(corrs))}

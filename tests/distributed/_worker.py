@@ -15,7 +15,7 @@ from pathlib import Path
 def main(spec_path: str) -> None:
     import torch.distributed as dist
 
-    from mutualctr.training import api
+    from mutualctr.training import jobs as api
     from mutualctr.training.config import run_config_from_dict
 
     spec = json.load(open(spec_path))
@@ -28,7 +28,7 @@ def main(spec_path: str) -> None:
         else:
             kw = dict(job["kwargs"])
             kw["config_dir"] = Path(kw["config_dir"]) if kw.get("config_dir") else None
-            out[job["name"]] = api.mutual(job["store"], job["out"], quiet=True, **kw)
+            out[job["name"]] = api.mutual_from_flags(job["store"], job["out"], quiet=True, **kw)
     # process groups still registered after the jobs: the default one only (each job's session
     # releases its subgroups); None where torch's registry is not where we look
     world = getattr(dist.distributed_c10d, "_world", None)

@@ -36,7 +36,7 @@ class _FakeModel(torch.nn.Module):
 
 
 class FakeAPI:
-    """Stands in for mutualctr.training.api: writes the same marker files, computes no gradients.
+    """Stands in for mutualctr.training.jobs: writes the same marker files, computes no gradients.
 
     Pretrained quality: dev/test AUC = 0.70 + 0.001 * seed (+ 0.01 for dcn). Mutual finetuning adds
     0.002 * alpha + 0.001, the alpha-0 control 0.001, distillation 0.0015, scratch -0.0005.
@@ -44,7 +44,7 @@ class FakeAPI:
     """
 
     def __init__(self):
-        from mutualctr.training import api as real
+        from mutualctr.training import jobs as real
 
         self.real = real
         self._default_config = real.default_config  # saved before the fixture patches the module
@@ -75,9 +75,10 @@ class FakeAPI:
         (out / "summary.json").write_text(json.dumps(s))
         return s
 
-    def mutual(self, store_path, out, *, init=(), models=(), seeds=(), alpha=1.0, lr=None, epochs=None,
-               evals_per_epoch=None, config_dir=None, resume=False, quiet=False, teachers=(), configs=(), **kw):
+    def mutual(self, store_path, out, *, init=(), models=(), seeds=(), configs=(), teachers=(), group=None,
+               resume=False, quiet=False, **kw):
         out = Path(out)
+        alpha, lr = group.alpha, group.lr
         models = models or [c.model_name for c in configs]
         self._call("mutual", out, resume)
         members = []
@@ -87,7 +88,7 @@ class FakeAPI:
                 gain = 0.0015 if teachers else (0.002 * alpha + 0.001 if alpha > 0 else 0.001)
                 start = {k: s0[k] for k in ("dev_auc", "dev_logloss", "test_auc", "test_logloss")}
                 members.append({**s0, "run_dir": str(out / f"m{i}-{s0['model']}"), "dev_auc": s0["dev_auc"] + gain,
-                                "test_auc": s0["test_auc"] + gain, "start": start,
+                                "test_auc": s0["test_auc"] + gain, "start": start, "kept_start": False,
                                 "relaimp_test": self.real.relaimp(s0["test_auc"] + gain, s0["test_auc"])})
         else:
             for i, (m, s) in enumerate(zip(models, seeds)):
@@ -114,8 +115,8 @@ class FakeAPI:
 
 @pytest.fixture
 def fake_api(monkeypatch):
-    """A FakeAPI that the experiment code picks up (mutualctr.training.api is patched attribute-wise)."""
-    from mutualctr.training import api
+    """A FakeAPI that the experiment code picks up (mutualctr.training.jobs is patched attribute-wise)."""
+    from mutualctr.training import jobs as api
 
     fake = FakeAPI()
     for name in ("open_store", "default_config", "train", "mutual", "ensemble", "load_run"):
@@ -139,6 +140,7 @@ def tiny_config_dir(tmp_path):
             "optim": {"lr": 3e-3},
             "train": {"batch_size": 600, "epochs": 1, "evals_per_epoch": 1, "patience": 0, "device": "cpu",
                       "prefetch": 0, "eval_batch_size": 4096},
+            "mutual": {"alpha_grid": [1.0, 10.0]},  # auto, from a short grid
         })
         (d / f"{m}.yaml").write_text(yaml.safe_dump(run_config_to_dict(cfg), sort_keys=False))
     return d

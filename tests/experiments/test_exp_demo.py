@@ -22,7 +22,7 @@ def test_demo_prints_table1_with_controls_and_is_cached(tmp_path, monkeypatch):
 
     # Second run: the data, store and runs are reused (nothing generated or trained).
     from mutualctr.data import synth
-    from mutualctr.training import api
+    from mutualctr.training import jobs as api
 
     def boom(*a, **k):
         raise AssertionError("redone")

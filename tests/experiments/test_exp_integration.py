@@ -14,9 +14,15 @@ def test_all_questions_end_to_end_then_cached(tiny_store, tiny_config_dir, tmp_p
     rows = read_results(Path(r["paths"]["results"]))
     count = Counter((x["question"], x["setting"]) for x in rows)
     assert count[("rq1", "independent")] == count[("rq1", "mutual_scratch")] == 4
-    assert count[("rq2", "mutual_pretrained")] == count[("rq2", "alpha0_control")] == 4
+    # alpha auto: the config's grid [1, 10], extended past an end that wins; one choice per model
+    tried = {(x["model"], x["alpha"]) for x in rows if x["setting"] == "mutual_pretrained" and x["question"] == "rq2"}
+    assert {a for m, a in tried} >= {1.0, 10.0}
+    assert count[("rq2", "mutual_pretrained")] == 2 * len(tried)
+    assert sum(x["selected"] == 1 for x in rows if x["setting"] == "mutual_pretrained") == 4
+    assert count[("rq2", "alpha0_control")] == 4
     assert count[("rq2", "ensemble")] == 2 and count[("rq2", "distill")] == 2
-    assert count[("rq3", "dml_different")] == 2
+    mixed = [x for x in rows if x["setting"] == "dml_different"]
+    assert len(mixed) == 2 * len({x["alpha"] for x in mixed}) and sum(x["selected"] == 1 for x in mixed) == 2
     assert count[("rq4", "mutual_pretrained")] == 14
     for x in rows:
         assert 0.5 < x["test_auc"] < 1.0, x
@@ -31,7 +37,7 @@ def test_all_questions_end_to_end_then_cached(tiny_store, tiny_config_dir, tmp_p
     assert all(Path(p).is_file() for p in r["paths"]["plots"])
 
     # A second run trains nothing and reports the same numbers.
-    from mutualctr.training import api
+    from mutualctr.training import jobs as api
 
     def boom(*a, **k):
         raise AssertionError("trained again")
@@ -45,7 +51,7 @@ def test_all_questions_end_to_end_then_cached(tiny_store, tiny_config_dir, tmp_p
 
 def test_resume_of_a_started_run_with_the_real_trainer(tiny_store, tiny_config_dir, tmp_path, monkeypatch):
     """Interrupt the first independent run after its last checkpoint; the rerun resumes it."""
-    from mutualctr.training import api, trainer
+    from mutualctr.training import jobs as api, trainer
 
     real_finish = trainer.Trainer._finish
     calls = []

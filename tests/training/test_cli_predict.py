@@ -8,7 +8,7 @@ import pytest
 
 from mutualctr.data.store import Store
 from mutualctr.errors import DataError
-from mutualctr.training import api
+from mutualctr.training import jobs as api
 from tests.conftest import tiny_config
 
 
@@ -86,6 +86,9 @@ def test_cli_mutual_json(run, tiny_store, tmp_path):
     assert r.returncode == 0, r.stderr
     g = json.loads(r.stdout)
     assert len(g["members"]) == 2 and "relaimp_test" in g["members"][0]
+    # the default alpha is auto: one group per alpha of the grid (two identical members: a flat curve)
+    assert [p["alpha"] for p in g["alpha_search"]] == [1.0, 10.0, 100.0, 1000.0]
+    assert g["settings"]["alpha"] == 1.0 and g["settings"]["alpha_auto"] is True
     r = _cli("ensemble", "--runs", run, run, "--data", tiny_store, "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["auc"] == pytest.approx(api.evaluate(run, tiny_store)["auc"])

@@ -10,10 +10,10 @@ import yaml
 
 from mutualctr.errors import TrainingError
 from mutualctr.models import build_model
-from mutualctr.training import api
+from mutualctr.training import jobs as api
 from mutualctr.training.rundir import ModelCheckpoint
 from mutualctr.training.config import run_config_from_dict, with_overrides
-from tests.conftest import interrupted_at_step, tiny_config
+from tests.conftest import group, interrupted_at_step, tiny_config
 
 # inductor's CPU backend compiles C++; the refusal without one is tested below either way
 needs_cxx = pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ for torch.compile's CPU backend")
@@ -74,7 +74,7 @@ def test_compile_flag_and_its_refusals(tiny_store, tmp_path, monkeypatch):
     assert with_overrides(tiny_config(), compile=None).train.compile is False
     cfgs = [tiny_config(seed=s, epochs=1) for s in (1, 2)]
     with pytest.raises(TrainingError, match="compile"):
-        api.mutual(tiny_store, tmp_path / "g", configs=cfgs, compile=True, vectorize=True, quiet=True)
+        api.mutual(tiny_store, tmp_path / "g", configs=cfgs, group=group(), compile=True, vectorize=True, quiet=True)
     assert not any((tmp_path / "g").glob("*/checkpoints"))  # refused before training wrote anything
     monkeypatch.setenv("CXX", "no-such-compiler-xyz")
     with pytest.raises(TrainingError, match="no-such-compiler-xyz"):

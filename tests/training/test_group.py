@@ -5,9 +5,9 @@ import torch
 
 from mutualctr.errors import TrainingError
 from mutualctr.models import build_model
-from mutualctr.training import api
+from mutualctr.training import jobs as api
 from mutualctr.training.group import VectorisedGroup
-from tests.conftest import tiny_config
+from tests.conftest import group, tiny_config
 
 SMALL = {"embed_dim": 8, "mlp": {"hidden": [32, 16], "dropout": 0.0}}
 
@@ -49,9 +49,8 @@ def test_vectorised_logits_and_gradients_equal_the_loop(name):
 
 def test_vectorised_group_trains_like_the_loop(tiny_store, tmp_path):
     cfgs = [tiny_config("deepfm", seed=s, epochs=1, evals_per_epoch=2) for s in (1, 2, 3)]
-    kw = dict(epochs=1, quiet=True, alpha=1.0)
-    loop = api.mutual(tiny_store, tmp_path / "loop", configs=cfgs, **kw)
-    vec = api.mutual(tiny_store, tmp_path / "vec", configs=cfgs, vectorize=True, **kw)
+    loop = api.mutual(tiny_store, tmp_path / "loop", configs=cfgs, group=group(), quiet=True)
+    vec = api.mutual(tiny_store, tmp_path / "vec", configs=cfgs, group=group(), vectorize=True, quiet=True)
     for a, b in zip(loop["members"], vec["members"]):
         assert a["best_step"] == b["best_step"]
         assert b["test_auc"] == pytest.approx(a["test_auc"], abs=2e-4)

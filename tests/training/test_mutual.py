@@ -6,14 +6,14 @@ import torch
 
 from mutualctr.data.store import Store
 from mutualctr.errors import CheckpointError
-from mutualctr.training import api
+from mutualctr.training import jobs as api
 from mutualctr.training.inference import predict_logits
 from mutualctr.training.rundir import ModelCheckpoint
 from mutualctr.training.config import MutualConfig
 from mutualctr.training.losses import peer_term
 from mutualctr.metrics import auc
 from mutualctr.training.trainer import Member, Trainer
-from tests.conftest import interrupted_at_step, tiny_config
+from tests.conftest import group, interrupted_at_step, tiny_config
 
 
 def _weights(run):
@@ -77,24 +77,26 @@ def test_stop_gradient_a_members_loss_gives_peers_no_gradient(tiny_store, tmp_pa
 
 
 def test_alpha_zero_equals_independent_continuations_bit_for_bit(tiny_store, tmp_path, pretrained):
-    g = api.mutual(tiny_store, tmp_path / "g", init=pretrained[:2], alpha=0.0, seed=7, evals_per_epoch=2, quiet=True)
+    """At alpha 0 a member continues as if alone: a student whose teacher weighs 0 is that."""
+    g = api.mutual(tiny_store, tmp_path / "g", init=pretrained[:2], group=group(alpha=0.0, evals_per_epoch=2), seed=7,
+                   quiet=True)
     for i, run in enumerate(pretrained[:2]):
-        solo = api.mutual(tiny_store, tmp_path / f"solo{i}", init=[run], alpha=0.0, seed=7, evals_per_epoch=2,
-                          quiet=True)
+        solo = api.distill(tiny_store, tmp_path / f"solo{i}", pretrained[2], str(run),
+                           group=group(alpha=0.0, evals_per_epoch=2), seed=7, quiet=True)
         assert solo["members"][0]["test_auc"] == g["members"][i]["test_auc"]
         a, b = _weights(tmp_path / f"solo{i}" / "m0-deepfm"), _weights(tmp_path / "g" / f"m{i}-deepfm")
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_identical_members_on_identical_batches_stay_identical(tiny_store, tmp_path, pretrained):
-    g = api.mutual(tiny_store, tmp_path / "g", init=[pretrained[0], pretrained[0]], alpha=1.0, quiet=True)
+    g = api.mutual(tiny_store, tmp_path / "g", init=[pretrained[0], pretrained[0]], group=group(), quiet=True)
     a, b = _weights(tmp_path / "g" / "m0-deepfm"), _weights(tmp_path / "g" / "m1-deepfm")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert g["members"][0]["test_auc"] == g["members"][1]["test_auc"]
 
 
 def test_finetune_reports_start_best_and_relaimp_and_members_are_plain_runs(tiny_store, tmp_path, pretrained):
-    g = api.mutual(tiny_store, tmp_path / "g", init=pretrained, alpha=1.0, quiet=True)
+    g = api.mutual(tiny_store, tmp_path / "g", init=pretrained, group=group(), quiet=True)
     saved = json.loads((tmp_path / "g" / "group.json").read_text())
     assert saved["mean"]["test_auc"] == pytest.approx(np.mean([m["test_auc"] for m in g["members"]]))
     for m, run in zip(g["members"], pretrained):
@@ -105,11 +107,11 @@ def test_finetune_reports_start_best_and_relaimp_and_members_are_plain_runs(tiny
         assert api.evaluate(m["run_dir"], tiny_store, "test")["auc"] == pytest.approx(m["test_auc"], abs=1e-12)
     assert [m["model"] for m in g["members"]] == ["deepfm", "deepfm", "dcn"]
     again = api.mutual(tiny_store, tmp_path / "g2", init=[g["members"][0]["run_dir"], pretrained[2]], quiet=True,
-                       evals_per_epoch=1)
+                       group=group(evals_per_epoch=1))
     assert len(again["members"]) == 2
 
 
-def _config_dir(tmp_path, *models):
+def _config_dir(tmp_path, *models, epochs=2):
     import yaml
 
     from mutualctr.training.config import run_config_to_dict
@@ -117,13 +119,13 @@ def _config_dir(tmp_path, *models):
     d = tmp_path / "cfgs"
     d.mkdir(exist_ok=True)
     for m in models:
-        (d / f"{m}.yaml").write_text(yaml.safe_dump(run_config_to_dict(tiny_config(m, seed=1, epochs=2))))
+        (d / f"{m}.yaml").write_text(yaml.safe_dump(run_config_to_dict(tiny_config(m, seed=1, epochs=epochs))))
     return d
 
 
 def test_scratch_group(tiny_store, tmp_path):
-    g = api.mutual(tiny_store, tmp_path / "g", models=["deepfm", "dcn"], seeds=[1, 2], epochs=1, quiet=True,
-                   config_dir=_config_dir(tmp_path, "deepfm", "dcn"))
+    g = api.mutual(tiny_store, tmp_path / "g", models=["deepfm", "dcn"], seeds=[1, 2], group=group(), quiet=True,
+                   config_dir=_config_dir(tmp_path, "deepfm", "dcn", epochs=1))
     assert [m["model"] for m in g["members"]] == ["deepfm", "dcn"]
     assert all(m["test_auc"] > 0.55 for m in g["members"])
     assert "start" not in g["mean"]
@@ -133,12 +135,13 @@ def test_scratch_group_from_configs_equals_the_same_configs_from_a_config_dir(ti
     """``configs=`` (what the experiment runner passes) trains exactly what --models reads from files."""
     from mutualctr.config import ConfigError
 
-    via_dir = api.mutual(tiny_store, tmp_path / "a", models=["deepfm", "dcn"], seeds=[1, 2], epochs=1, quiet=True,
-                         config_dir=_config_dir(tmp_path, "deepfm", "dcn"))
-    cfgs = [tiny_config("deepfm", seed=1, epochs=2), tiny_config("dcn", seed=2, epochs=2)]
-    given = api.mutual(tiny_store, tmp_path / "b", configs=cfgs, epochs=1, quiet=True)
+    via_dir = api.mutual(tiny_store, tmp_path / "a", models=["deepfm", "dcn"], seeds=[1, 2], group=group(),
+                         quiet=True, config_dir=_config_dir(tmp_path, "deepfm", "dcn", epochs=1))
+    cfgs = [tiny_config("deepfm", seed=1, epochs=1), tiny_config("dcn", seed=2, epochs=1)]
+    seeds_before = [c.train.seed for c in cfgs]
+    given = api.mutual(tiny_store, tmp_path / "b", configs=cfgs, seeds=[1, 2], group=group(), quiet=True)
     assert [m["test_auc"] for m in given["members"]] == [m["test_auc"] for m in via_dir["members"]]
-    assert cfgs[0].train.epochs == 2  # the caller's configs are not modified
+    assert [c.train.seed for c in cfgs] == seeds_before  # the caller's configs are not modified
     with pytest.raises(ConfigError, match="not both"):
         api.mutual(tiny_store, tmp_path / "c", configs=cfgs, models=["deepfm"], quiet=True)
 
@@ -146,11 +149,11 @@ def test_scratch_group_from_configs_equals_the_same_configs_from_a_config_dir(ti
 def test_distill_with_beta_zero_equals_plain_training(tiny_store, tmp_path, pretrained):
     plain = api.train(tiny_store, tmp_path / "plain", tiny_config("deepfm", seed=1, epochs=2), quiet=True)
     _config_dir(tmp_path, "deepfm")
-    d = api.distill(tiny_store, tmp_path / "d", pretrained[2], "deepfm", beta=0.0, config_dir=tmp_path / "cfgs",
-                    quiet=True)
+    d = api.distill(tiny_store, tmp_path / "d", pretrained[2], "deepfm", group=group(alpha=0.0),
+                    config_dir=tmp_path / "cfgs", quiet=True)
     assert d["members"][0]["test_auc"] == plain["test_auc"]
-    d1 = api.distill(tiny_store, tmp_path / "d1", pretrained[2], "deepfm", beta=1.0, config_dir=tmp_path / "cfgs",
-                     quiet=True)
+    d1 = api.distill(tiny_store, tmp_path / "d1", pretrained[2], "deepfm", group=group(alpha=1.0),
+                     config_dir=tmp_path / "cfgs", quiet=True)
     assert d1["members"][0]["test_auc"] != plain["test_auc"]
 
 
@@ -168,12 +171,13 @@ def test_ensemble_auc_is_auc_of_averaged_probabilities(tiny_store, pretrained):
 
 
 def test_group_resume_equals_uninterrupted(tiny_store, tmp_path, pretrained):
-    full = api.mutual(tiny_store, tmp_path / "full", init=pretrained[:2], evals_per_epoch=4, quiet=True)
+    full = api.mutual(tiny_store, tmp_path / "full", init=pretrained[:2], group=group(), quiet=True)
     with interrupted_at_step(12):
-        api.mutual(tiny_store, tmp_path / "cut", init=pretrained[:2], evals_per_epoch=4, quiet=True)
-    res = api.mutual(tiny_store, tmp_path / "cut", init=pretrained[:2], evals_per_epoch=4, resume=True, quiet=True)
+        api.mutual(tiny_store, tmp_path / "cut", init=pretrained[:2], group=group(), quiet=True)
+    res = api.mutual(tiny_store, tmp_path / "cut", init=pretrained[:2], group=group(), resume=True, quiet=True)
     for a, b in zip(full["members"], res["members"]):
         assert a["test_auc"] == b["test_auc"] and a["start"] == b["start"]
+    assert res["churn"] == full["churn"]
 
 
 def test_mutual_needs_init_or_models(tiny_store, tmp_path):
@@ -182,4 +186,6 @@ def test_mutual_needs_init_or_models(tiny_store, tmp_path):
     with pytest.raises(ConfigError):
         api.mutual(tiny_store, tmp_path / "g", quiet=True)
     with pytest.raises(CheckpointError):
+        api.mutual(tiny_store, tmp_path / "g", init=[tmp_path / "missing", tmp_path / "missing"], quiet=True)
+    with pytest.raises(ConfigError, match="at least two members"):
         api.mutual(tiny_store, tmp_path / "g", init=[tmp_path / "missing"], quiet=True)

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from mutualctr.data.prepare import prepare
-from mutualctr.training import api
+from mutualctr.training import jobs as api
 from tests.conftest import SHARED_DATA
 
 CRITEO = SHARED_DATA / "criteo" / "criteo_random137k.txt.gz"

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mutualctr.errors import CheckpointError
-from mutualctr.training import api
+from mutualctr.training import jobs as api
 from mutualctr.training.rundir import GroupCheckpoint, ModelCheckpoint, save
 from mutualctr.training.state import LoopState
 from tests.conftest import tiny_config

@@ -12,11 +12,11 @@ import torch
 
 from mutualctr.config import ConfigError
 from mutualctr.errors import CheckpointError, TrainingError
-from mutualctr.training import api
+from mutualctr.training import jobs as api
 from mutualctr.training.rundir import GroupCheckpoint, ModelCheckpoint
 from mutualctr.training.config import run_config_from_dict, run_config_to_dict
 from mutualctr.training.trainer import Trainer
-from tests.conftest import interrupted_at_step, tiny_config
+from tests.conftest import group, interrupted_at_step, tiny_config
 
 
 def _state(run: Path) -> dict:
@@ -144,7 +144,7 @@ def test_checkpoint_against_another_store_fails_clearly(tiny_store, other_store,
     with pytest.raises(CheckpointError, match="fingerprint"):
         api.evaluate(tmp_path / "r", other_store)
     with pytest.raises(CheckpointError, match="fingerprint"):
-        api.mutual(other_store, tmp_path / "g", init=[tmp_path / "r"], quiet=True)
+        api.mutual(other_store, tmp_path / "g", init=[tmp_path / "r"] * 2, group=group(), quiet=True)
 
 
 def test_corrupt_truncated_and_missing_checkpoints(tiny_store, tmp_path):

@@ -33,7 +33,7 @@ def demo_configs(out: Path) -> Path:
     """OUT/configs/<model>.yaml: the Criteo configs with the demo's short schedule."""
     import yaml
 
-    from mutualctr.training import api
+    from mutualctr.training import jobs as api
     from mutualctr.training.config import run_config_to_dict
 
     d = Path(out) / "configs"

@@ -1,4 +1,4 @@
-"""RQ1-RQ4 orchestration on top of :mod:`mutualctr.training.api`, with a run cache.
+"""RQ1-RQ4 orchestration on top of :mod:`mutualctr.training.jobs`, with a run cache.
 
 Every training job lives in ``OUT/runs/<kind>-<key>`` where ``key`` hashes the job kind, the
 members' full run configs (model, optimizer, loop, seed), the job settings (alpha, lr, ...,
@@ -13,8 +13,11 @@ The questions (SPEC.md, issue 6):
 
 - RQ1: per model, ``instances`` independent runs (seeds) and one mutual-from-scratch group of
   ``instances`` members with the same seeds.
-- RQ2: the independent runs as pretrained members, mutually finetuned for one epoch, for every
-  (alpha, finetune lr) of the grid; the setting with the best mean dev AUC is reported. Controls
+- RQ2: the independent runs as pretrained members, mutually finetuned (the group settings of the
+  model's config, ``mutual:``; by default one epoch, alpha chosen on dev from a log grid extended
+  past an end that wins, see :func:`mutualctr.training.jobs.search_alphas`), for every (alpha,
+  finetune lr) tried; the setting with the best mean dev AUC is reported. Each member's start is a
+  candidate for its best-on-dev point, so no member reports a dev AUC below its start. Controls
   at the chosen lr: alpha = 0 (continued training, same budget), the ensemble average of the
   pretrained members, and distillation from the best-on-dev pretrained member (the teacher,
   frozen) into each *other* pretrained member, finetuned with the same epoch, lr and
@@ -40,8 +43,6 @@ from mutualctr import atomic
 from mutualctr.config import ConfigError
 
 QUESTIONS = ("rq1", "rq2", "rq3", "rq4")
-FINETUNE_EPOCHS = 1
-FINETUNE_EVALS = 4
 RQ4_SIZES = (5, 4, 3, 2)
 # Paper: Table 3 is FiBiNET on Avazu, Table 4 DCN on Criteo.
 RQ4_DEFAULT = {"avazu": "fibinet", "criteo": "dcn"}
@@ -72,8 +73,11 @@ class Settings:
     seeds: list[int] = field(default_factory=list)
     config_dir: Optional[Path] = None
     epochs: Optional[int] = None
-    alphas: list[float] = field(default_factory=lambda: [1.0])
-    finetune_lrs: list[float] = field(default_factory=lambda: [1e-4])
+    alphas: Optional[list[float]] = None  # None: auto (the group config's alpha_grid, extended)
+    finetune_lrs: Optional[list[float]] = None  # None: the group config's lr
+    finetune_split: float = 0.0  # > 0: pretrain on the first 1 - F of the train split, finetune on the rest
+    scope: Optional[str] = None  # the group config's unless given (all | dense)
+    embedding_lr_scale: Optional[float] = None
     rq4_model: Optional[str] = None
     reference: Optional[bool] = None  # paper numbers beside ours; None = when Criteo/Avazu
     bootstrap_resamples: int = 1000
@@ -91,16 +95,18 @@ class Settings:
             raise ConfigError(f"--seeds has {len(self.seeds)} values for --instances {self.instances}")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError("--seeds: seeds must differ")
-        if not self.alphas or not self.finetune_lrs:
-            raise ConfigError("--alpha and --finetune-lr need at least one value each")
-        if any(a < 0 for a in self.alphas) or any(lr <= 0 for lr in self.finetune_lrs):
-            raise ConfigError("--alpha values must be >= 0 and --finetune-lr values > 0")
+        if self.alphas is not None and (not self.alphas or any(not a >= 0 for a in self.alphas)):
+            raise ConfigError("--alpha: give auto or numbers >= 0")
+        if self.finetune_lrs is not None and (not self.finetune_lrs or any(not lr > 0 for lr in self.finetune_lrs)):
+            raise ConfigError("--finetune-lr: give numbers > 0")
         if self.epochs is not None and self.epochs < 1:
             raise ConfigError("--epochs must be >= 1")
-
-    @property
-    def grid(self) -> list[tuple[float, float]]:
-        return [(a, lr) for a in self.alphas for lr in self.finetune_lrs]
+        if not 0.0 <= self.finetune_split < 1.0:
+            raise ConfigError(f"--finetune-split must be in [0, 1), got {self.finetune_split}")
+        if self.scope not in (None, "all", "dense"):
+            raise ConfigError(f"--scope: expected all or dense, got {self.scope!r}")
+        if self.embedding_lr_scale is not None and not self.embedding_lr_scale > 0:
+            raise ConfigError(f"--embedding-lr-scale must be > 0, got {self.embedding_lr_scale}")
 
     def rq4_seeds(self) -> list[int]:
         seeds = list(self.seeds)
@@ -113,8 +119,9 @@ class Settings:
     def to_json(self) -> dict[str, Any]:
         return {"questions": self.questions, "models": self.models, "instances": self.instances,
                 "seeds": self.seeds, "config_dir": str(self.config_dir) if self.config_dir else None,
-                "epochs": self.epochs, "alphas": self.alphas, "finetune_lrs": self.finetune_lrs,
-                "rq4_model": self.rq4_model, "bootstrap_resamples": self.bootstrap_resamples,
+                "epochs": self.epochs, "alphas": self.alphas or "auto", "finetune_lrs": self.finetune_lrs,
+                "finetune_split": self.finetune_split, "scope": self.scope,
+                "embedding_lr_scale": self.embedding_lr_scale, "rq4_model": self.rq4_model, "bootstrap_resamples": self.bootstrap_resamples,
                 "bootstrap_seed": self.bootstrap_seed}
 
 
@@ -129,6 +136,7 @@ def _key_config(cfg) -> dict[str, Any]:
 
     d = run_config_to_dict(cfg)
     d["train"] = {k: v for k, v in d["train"].items() if k not in _SPEED_ONLY}
+    d.pop("mutual", None)  # how the run would be finetuned is not part of what it is
     return d
 
 
@@ -150,7 +158,7 @@ class Experiment:
 
     def __init__(self, data: Path, out: Path, settings: Settings, quiet: bool = False,
                  progress=None, api_module=None):
-        from mutualctr.training import api as _api
+        from mutualctr.training import jobs as _api
 
         self.api = api_module or _api
         self.data = Path(data)
@@ -176,12 +184,28 @@ class Experiment:
     # ---- the cache ------------------------------------------------------------------------
     def config(self, model: str, seed: int):
         """The model's config (read once per experiment, so an edit of configs/ while it runs
-        cannot mix settings) with this seed and the --epochs override."""
+        cannot mix settings) with this seed, the --epochs override and, with --finetune-split F,
+        the first 1 - F of the train split."""
+        from dataclasses import replace
+
         from mutualctr.training.config import with_overrides
 
         if model not in self._configs:
             self._configs[model] = self.api.default_config(model, self.dataset, self.settings.config_dir)
-        return with_overrides(self._configs[model], seed=seed, epochs=self.settings.epochs)
+        cfg = with_overrides(self._configs[model], seed=seed, epochs=self.settings.epochs)
+        if self.settings.finetune_split > 0:
+            cfg.train = replace(cfg.train, row_range=(0.0, 1.0 - self.settings.finetune_split))
+        return cfg
+
+    def group(self, model: str, alpha: float, lr: Optional[float]):
+        """The group settings of a finetuning of ``model`` (its config's ``mutual:`` section with
+        the experiment's options) at this alpha and learning rate."""
+        from mutualctr.training.config import with_group_overrides
+
+        st = self.settings
+        return with_group_overrides(self.config(model, st.seeds[0]).mutual, alpha=alpha, lr=lr, scope=st.scope,
+                                    embedding_lr_scale=st.embedding_lr_scale,
+                                    finetune_split=st.finetune_split or None)
 
     def _cached(self, kind: str, payload: dict[str, Any], marker: str, label: str, cost: float,
                 fn: Callable[[Path, bool], dict[str, Any]]) -> Job:
@@ -238,42 +262,46 @@ class Experiment:
         return job
 
     def scratch(self, model: str, seeds: Sequence[int]) -> Job:
+        """RQ1's group from scratch, at the paper's setting alpha = 1 (RQ1 searches nothing)."""
+        from dataclasses import replace
+
         cfgs = [self.config(model, s) for s in seeds]
-        settings = {"alpha": 1.0, "loss": "mse_prob", "epochs": self.settings.epochs}
+        group = replace(cfgs[0].mutual, alpha=1.0)
+        settings = {"alpha": 1.0, "loss": group.loss, "epochs": self.settings.epochs}
         payload = {"configs": [_key_config(c) for c in cfgs], "seeds": list(seeds), "settings": settings}
 
         def fn(d: Path, resume: bool):
-            return self.api.mutual(self.data, d, configs=cfgs, seeds=list(seeds), alpha=1.0,
-                                   epochs=self.settings.epochs, resume=resume, quiet=self._trainer_quiet)
+            return self.api.mutual(self.data, d, configs=cfgs, seeds=list(seeds), group=group, resume=resume,
+                                   quiet=self._trainer_quiet)
 
         return self._cached("scratch", payload, "group.json",
                             f"mutual from scratch {len(seeds)} x {model}", len(seeds) * cfgs[0].train.epochs, fn)
 
-    def finetune(self, init: Sequence[Job], alpha: float, lr: float, label: str) -> Job:
-        settings = {"alpha": alpha, "lr": lr, "loss": "mse_prob", "epochs": FINETUNE_EPOCHS,
-                    "evals_per_epoch": FINETUNE_EVALS}
-        payload = {"init": [j.key for j in init], "settings": settings}
+    def finetune(self, model: str, init: Sequence[Job], alpha: float, lr: float, label: str) -> Job:
+        from mutualctr.config import to_dict
+
+        group = self.group(model, alpha, lr)
+        payload = {"init": [j.key for j in init], "settings": to_dict(group)}
 
         def fn(d: Path, resume: bool):
-            return self.api.mutual(self.data, d, init=[j.dir for j in init], alpha=alpha, lr=lr,
-                                   epochs=FINETUNE_EPOCHS, evals_per_epoch=FINETUNE_EVALS,
-                                   resume=resume, quiet=self._trainer_quiet)
+            return self.api.mutual(self.data, d, init=[j.dir for j in init], group=group, resume=resume,
+                                   quiet=self._trainer_quiet)
 
-        return self._cached("finetune", payload, "group.json", label, len(init) * FINETUNE_EPOCHS, fn)
+        return self._cached("finetune", payload, "group.json", label, len(init) * group.epochs, fn)
 
-    def distill(self, teacher: Job, students: Sequence[Job], beta: float, lr: float, label: str) -> Job:
-        settings = {"beta": beta, "lr": lr, "loss": "mse_prob", "epochs": FINETUNE_EPOCHS,
-                    "evals_per_epoch": FINETUNE_EVALS}
-        payload = {"teacher": teacher.key, "init": [j.key for j in students], "settings": settings}
+    def distill(self, model: str, teacher: Job, students: Sequence[Job], beta: float, lr: float, label: str) -> Job:
+        from mutualctr.config import to_dict
+
+        group = self.group(model, beta, lr)
+        payload = {"teacher": teacher.key, "init": [j.key for j in students], "settings": to_dict(group)}
 
         def fn(d: Path, resume: bool):
             # One group whose peers are the frozen teacher only: each student is distilled
             # independently (no student sees another), in one pass over the data.
-            return self.api.mutual(self.data, d, init=[j.dir for j in students], alpha=beta, lr=lr,
-                                   epochs=FINETUNE_EPOCHS, evals_per_epoch=FINETUNE_EVALS,
+            return self.api.mutual(self.data, d, init=[j.dir for j in students], group=group,
                                    teachers=[teacher.dir], resume=resume, quiet=self._trainer_quiet)
 
-        return self._cached("distill", payload, "group.json", label, len(students) * FINETUNE_EPOCHS + 0.5, fn)
+        return self._cached("distill", payload, "group.json", label, len(students) * group.epochs + 0.5, fn)
 
     def ensemble(self, runs: Sequence[Job], label: str) -> Job:
         payload = {"runs": [j.key for j in runs], "settings": {}}
@@ -282,7 +310,7 @@ class Experiment:
             test = self.api.ensemble([j.dir for j in runs], self.data, "test")
             dev = self.api.ensemble([j.dir for j in runs], self.data, "dev")
             res = {"dev_auc": dev["auc"], "dev_logloss": dev["logloss"], "test_auc": test["auc"],
-                   "test_logloss": test["logloss"], "members": test["members"]}
+                   "test_logloss": test["logloss"], "members": test["members"], "churn": test.get("churn")}
             atomic.write_json(d / "ensemble.json", res)
             return res
 
@@ -297,13 +325,31 @@ class Experiment:
     def pretrained(self, model: str, seeds: Optional[Sequence[int]] = None) -> list[Job]:
         return [self.independent(model, s) for s in (seeds or self.settings.seeds)]
 
+    def grid(self, model: str, init: Sequence[Job], tag: str) -> dict[tuple[float, float], Job]:
+        """Finetunings of ``init`` for every (alpha, lr) tried: the --alpha list, or (auto) the
+        group config's alpha grid extended past an end that wins on dev, per learning rate."""
+        from mutualctr.training.jobs import search_alphas
+
+        st = self.settings
+        grid: dict[tuple[float, float], Job] = {}
+        for lr in st.finetune_lrs or [self.group(model, 0.0, None).lr]:
+            def run(a: float, lr: float = lr) -> float:
+                if (a, lr) not in grid:
+                    grid[(a, lr)] = self.finetune(model, init, a, lr,
+                                                  f"mutual finetune {tag} alpha {a:g} lr {lr:g}")
+                return grid[(a, lr)].result["mean"]["dev_auc"]
+
+            if st.alphas is not None:
+                for a in st.alphas:
+                    run(a)
+            else:
+                search_alphas(run, self.group(model, 1.0, lr).alpha_grid)
+        return grid
+
     def rq2_grid(self, model: str) -> dict[tuple[float, float], Job]:
         if model not in self._grid:
             pre = self.pretrained(model)
-            n = len(pre)
-            self._grid[model] = {
-                (a, lr): self.finetune(pre, a, lr, f"mutual finetune {n} x {model} alpha {a:g} lr {lr:g}")
-                for a, lr in self.settings.grid}
+            self._grid[model] = self.grid(model, pre, f"{len(pre)} x {model}")
         return self._grid[model]
 
     def rq2_choice(self, model: str) -> tuple[tuple[float, float], Job]:
@@ -326,12 +372,15 @@ class Experiment:
                "start_test_auc": (r.get("start") or {}).get("test_auc", ""),
                "relaimp_vs_start": r.get("relaimp_test", ""),
                "selected": extra.pop("selected", ""), "run": str(run),
-               "train_time_s": r.get("train_time_s", "")}
+               "train_time_s": r.get("train_time_s", ""),
+               "kept_start": int(r["kept_start"]) if "kept_start" in r else ""}
         row.update(extra)
         self.rows.append(row)
 
     def _member_rows(self, question: str, setting: str, group: Job, instances: Sequence[int],
                      seeds: Sequence[int], **extra) -> None:
+        churn = group.result.get("churn") or {}
+        extra.update(churn=_abs_diff(churn.get("after")), churn_before=_abs_diff(churn.get("before")))
         for m, inst, seed in zip(group.result["members"], instances, seeds):
             self._row(question, m["model"], setting, inst, m, m.get("run_dir", group.dir), seed=seed, **extra)
 
@@ -362,15 +411,16 @@ class Experiment:
             for (a, l), g in grid.items():
                 self._member_rows("rq2", "mutual_pretrained", g, inst, st.seeds, alpha=a, lr=l,
                                   selected=int((a, l) == (alpha, lr)))
-            ctrl = grid.get((0.0, lr)) or self.finetune(pre, 0.0, lr,
+            ctrl = grid.get((0.0, lr)) or self.finetune(model, pre, 0.0, lr,
                                                         f"control alpha 0 {len(pre)} x {model} lr {lr:g}")
             self._member_rows("rq2", "alpha0_control", ctrl, inst, st.seeds, alpha=0.0, lr=lr)
             ens = self.ensemble(pre, f"ensemble of {len(pre)} x {model}")
-            self._row("rq2", model, "ensemble", "", ens.result, ens.dir, seed="")
+            self._row("rq2", model, "ensemble", "", ens.result, ens.dir, seed="",
+                      churn=_abs_diff(ens.result.get("churn")))
             t = self.best_instance(model)
             students = [j for i, j in enumerate(pre) if i != t]
             beta = alpha if alpha > 0 else 1.0
-            dist = self.distill(pre[t], students, beta, lr,
+            dist = self.distill(model, pre[t], students, beta, lr,
                                 f"distill {model} #{t + 1} -> {len(students)} others beta {beta:g} lr {lr:g}")
             others = [i + 1 for i in range(len(pre)) if i != t]
             self._member_rows("rq2", "distill", dist, others, [st.seeds[i - 1] for i in others],
@@ -394,8 +444,7 @@ class Experiment:
             self.choices["rq3"] = "skipped: RQ3 needs at least two models"
             return
         init = [pre[m][best[m]] for m in st.models]
-        grid = {(a, lr): self.finetune(init, a, lr, f"mutual finetune mixed {'+'.join(st.models)} alpha {a:g} lr {lr:g}")
-                for a, lr in st.grid}
+        grid = self.grid(st.models[0], init, f"mixed {'+'.join(st.models)}")
         choice = _best_on_dev(grid)
         self.choices["rq3_mixed"] = {"alpha": choice[0], "lr": choice[1]}
         for (a, lr), g in grid.items():
@@ -416,7 +465,7 @@ class Experiment:
             if k > len(pre):
                 continue
             members = sorted(ranked[:k])  # seed order, so the group of all RQ2 instances is shared
-            g = self.finetune([pre[i] for i in members], alpha, lr,
+            g = self.finetune(model, [pre[i] for i in members], alpha, lr,
                               f"mutual finetune top-{k} {model} alpha {alpha:g} lr {lr:g}")
             for i in members:
                 self._row("rq4", model, "pretrained", i + 1, pre[i].result, pre[i].dir, seed=seeds[i], n_models=k)
@@ -464,6 +513,10 @@ def _best_on_dev(grid: dict[tuple[float, float], Job]) -> tuple[float, float]:
     return max(cands, key=lambda k: grid[k].result["mean"]["dev_auc"])
 
 
+def _abs_diff(churn: Optional[dict]) -> Any:
+    return "" if not churn else churn["mean_abs_diff"]
+
+
 def _placeholder(payload: dict[str, Any], d: Path) -> dict[str, Any]:
     """What stands in for a job's result while planning: its shape, with no numbers."""
     nan = float("nan")
@@ -484,10 +537,12 @@ def _brief(result: dict[str, Any]) -> str:
 
 def run_experiment(question: str | Sequence[str], data: str | Path, out: str | Path, models: Sequence[str],
                    instances: int = 4, seeds: Optional[Sequence[int]] = None, config_dir: Optional[Path] = None,
-                   epochs: Optional[int] = None, alphas: Sequence[float] = (1.0,),
-                   finetune_lrs: Sequence[float] = (1e-4,), rq4_model: Optional[str] = None,
-                   quiet: bool = False, reference: Optional[bool] = None, progress: bool = True,
-                   bootstrap_resamples: int = 1000, threads: Optional[int] = None) -> dict[str, Any]:
+                   epochs: Optional[int] = None, alphas: Optional[Sequence[float]] = None,
+                   finetune_lrs: Optional[Sequence[float]] = None, finetune_split: float = 0.0,
+                   scope: Optional[str] = None, embedding_lr_scale: Optional[float] = None,
+                   rq4_model: Optional[str] = None, quiet: bool = False, reference: Optional[bool] = None,
+                   progress: bool = True, bootstrap_resamples: int = 1000,
+                   threads: Optional[int] = None) -> dict[str, Any]:
     """Run RQ1-RQ4 (or a subset) and write results.csv, tables.md, stats.json and the plots.
 
     Returns {"rows", "bootstrap", "choices", "paths": {...}, "seconds"}. ``quiet`` silences
@@ -506,7 +561,9 @@ def run_experiment(question: str | Sequence[str], data: str | Path, out: str | P
     st = Settings(questions=parse_questions(question), models=[m.strip().lower() for m in models],
                   instances=instances, seeds=list(seeds or []),
                   config_dir=Path(config_dir) if config_dir else None, epochs=epochs,
-                  alphas=[float(a) for a in alphas], finetune_lrs=[float(x) for x in finetune_lrs],
+                  alphas=None if alphas is None else [float(a) for a in alphas],
+                  finetune_lrs=None if finetune_lrs is None else [float(x) for x in finetune_lrs],
+                  finetune_split=float(finetune_split), scope=scope, embedding_lr_scale=embedding_lr_scale,
                   rq4_model=rq4_model.lower() if rq4_model else None, reference=reference,
                   bootstrap_resamples=bootstrap_resamples)
     from mutualctr.models import MODELS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +36,9 @@ class TrainConfig:
     # around the matrix products. Pays a compile of a few seconds to a minute at the first train
     # and eval steps; then 1.0-1.4x faster steps in fp32, 1.3-1.7x in bf16 (docs/performance.md).
     compile: bool = False
+    # the part of the train split a run reads: rows [lo * n, hi * n) in the split's order
+    # (experiment --finetune-split pretrains on the first part and finetunes on the rest)
+    row_range: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self):
         for name in ("batch_size", "epochs", "evals_per_epoch"):
@@ -43,14 +47,56 @@ class TrainConfig:
         for name in ("patience", "eval_every", "eval_batch_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0")
+        lo, hi = self.row_range
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ConfigError(f"train.row_range must satisfy 0 <= lo < hi <= 1, got {list(self.row_range)}")
+
+
+AUTO = "auto"
 
 
 @dataclass
 class MutualConfig:
-    """The peer term of SPEC.md equation (3) (YAML section ``mutual``)."""
+    """How a group is finetuned (YAML section ``mutual``; ``mutual``, ``distill`` and
+    ``experiment`` read it, flags override single values). See docs/training.md.
 
-    alpha: float = 1.0
+    ``alpha`` weighs the peer term of SPEC.md equation (3) (for distillation: beta); ``auto``
+    chooses it on dev: a group is finetuned for every value of ``alpha_grid`` and, while the
+    best is at an end of the grid, for ten times further past that end (at most three times),
+    so that the choice lies inside what was tried. ``lr``, ``epochs`` and ``evals_per_epoch``
+    are the finetuning's (a group trained from scratch keeps its members' own). ``scope: dense``
+    freezes the embedding tables (only the network is finetuned); ``embedding_lr_scale``
+    multiplies the tables' learning rate; ``finetune_split`` F > 0 finetunes on the last F of
+    the train split only.
+    """
+
+    alpha: float | Literal["auto"] = AUTO
+    alpha_grid: list[float] = field(default_factory=lambda: [1.0, 10.0, 100.0, 1000.0])
     loss: Literal["mse_prob", "mse_logit", "kl"] = "mse_prob"
+    lr: float = 1e-4
+    epochs: int = 1
+    evals_per_epoch: int = 4
+    scope: Literal["all", "dense"] = "all"
+    embedding_lr_scale: float = 1.0
+    finetune_split: float = 0.0
+
+    def __post_init__(self):
+        if self.alpha != AUTO and not (math.isfinite(self.alpha) and self.alpha >= 0):
+            raise ConfigError(f"mutual.alpha must be a number >= 0 or auto, got {self.alpha!r}")
+        if not self.alpha_grid or any(not (math.isfinite(a) and a > 0) for a in self.alpha_grid):
+            raise ConfigError(f"mutual.alpha_grid must list numbers > 0, got {self.alpha_grid!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"mutual.lr must be > 0, got {self.lr!r}")
+        if self.epochs < 1 or self.evals_per_epoch < 1:
+            raise ConfigError("mutual.epochs and mutual.evals_per_epoch must be >= 1")
+        if not (math.isfinite(self.embedding_lr_scale) and self.embedding_lr_scale > 0):
+            raise ConfigError(f"mutual.embedding_lr_scale must be > 0, got {self.embedding_lr_scale!r}")
+        if not 0.0 <= self.finetune_split < 1.0:
+            raise ConfigError(f"mutual.finetune_split must be in [0, 1), got {self.finetune_split!r}")
+
+    @property
+    def searches(self) -> bool:
+        return self.alpha == AUTO
 
 
 @dataclass
@@ -60,6 +106,7 @@ class RunConfig:
     model: dict[str, Any] = field(default_factory=lambda: {"name": "deepfm"})
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    mutual: MutualConfig = field(default_factory=MutualConfig)
 
     @property
     def model_name(self) -> str:
@@ -92,7 +139,7 @@ def load_run_config(path: str | Path) -> RunConfig:
 def with_overrides(cfg: RunConfig, *, model: str | None = None, seed: int | None = None,
                    epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
                    device: str | None = None, precision: str | None = None,
-                   compile: bool | None = None) -> RunConfig:
+                   compile: bool | None = None, evals_per_epoch: int | None = None) -> RunConfig:
     """A copy of ``cfg`` with single values replaced (CLI flags)."""
     cfg = copy.deepcopy(cfg)
     if model is not None and model != cfg.model.get("name"):
@@ -107,6 +154,8 @@ def with_overrides(cfg: RunConfig, *, model: str | None = None, seed: int | None
         train = replace(train, seed=seed)
     if epochs is not None:
         train = replace(train, epochs=epochs)
+    if evals_per_epoch is not None:
+        train = replace(train, evals_per_epoch=evals_per_epoch)
     if batch_size is not None:
         train = replace(train, batch_size=batch_size)
     if device is not None:
@@ -117,6 +166,15 @@ def with_overrides(cfg: RunConfig, *, model: str | None = None, seed: int | None
     if lr is not None:
         cfg.optim = replace(cfg.optim, lr=lr)
     return cfg.validate()
+
+
+def with_group_overrides(group: MutualConfig, **values: Any) -> MutualConfig:
+    """A copy of ``group`` with the given values (flags; None = keep), type-checked as YAML is,
+    so a bad value names its key (``mutual.alpha``)."""
+    given = {k: v for k, v in values.items() if v is not None}
+    if not given:
+        return group
+    return from_dict(MutualConfig, {**to_dict(group), **given}, "mutual")
 
 
 def with_precision(train: TrainConfig, precision: str | None) -> TrainConfig:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -34,6 +35,7 @@ class Member:
     best: dict[str, Any] | None = None  # step, epoch and dev metrics of the best evaluation
     best_state: dict[str, torch.Tensor] | None = None  # its weights, on the CPU
     history: list[dict[str, Any]] = field(default_factory=list)  # one record per evaluation
+    test_logits: np.ndarray | None = None  # of the best weights, filled when training ends
 
     @property
     def name(self) -> str:
@@ -53,6 +55,11 @@ class Member:
         from mutualctr.models import embedding_tables
 
         return [t.weight for t in embedding_tables(self.model)]
+
+    def freeze_tables(self) -> None:
+        """Finetune only the network: the embedding tables get no gradient and stay as they are."""
+        for p in self.table_parameters():
+            p.requires_grad_(False)
 
     def dense_parameters(self) -> list[nn.Parameter]:
         tables = {id(p) for p in self.table_parameters()}

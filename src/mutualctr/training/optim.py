@@ -110,6 +110,7 @@ class OptimConfig:
 
     lr: float = 1e-3
     embedding_optimizer: Literal["rowwise", "dense"] = "rowwise"
+    embedding_lr_scale: float = 1.0  # the tables' learning rate is lr x this (the schedule included)
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
@@ -127,6 +128,8 @@ class OptimConfig:
             raise ValueError("optim.lr must be > 0")
         if not 0 < self.decay_to <= 1:
             raise ValueError("optim.decay_to must be in (0, 1]")
+        if not (math.isfinite(self.embedding_lr_scale) and self.embedding_lr_scale > 0):
+            raise ValueError(f"optim.embedding_lr_scale must be > 0, got {self.embedding_lr_scale!r}")
 
 
 class Schedule:
@@ -153,10 +156,11 @@ class Schedule:
         return self.base_lr * self.plateau_scale
 
     def set_step(self, step: int) -> float:
+        """Set every parameter group's rate for ``step`` (times the group's ``lr_scale``)."""
         lr = self.lr_at(step)
         for opt in self.optimizers:
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr * g.get("lr_scale", 1.0)
         self.lr = lr
         return lr
 
@@ -213,9 +217,11 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
     if dense:
         opts.append(torch.optim.Adam(dense, lr=cfg.lr, betas=betas, eps=cfg.eps, fused=fused))
     if emb:
+        lr = cfg.lr * cfg.embedding_lr_scale
         if sparse:
-            opts.append(RowAdam(emb, lr=cfg.lr, betas=betas, eps=cfg.eps,
-                                impl="fused" if cfg.fused else "reference"))
+            opt = RowAdam(emb, lr=lr, betas=betas, eps=cfg.eps, impl="fused" if cfg.fused else "reference")
         else:
-            opts.append(torch.optim.Adam(emb, lr=cfg.lr, betas=betas, eps=cfg.eps, fused=fused))
+            opt = torch.optim.Adam(emb, lr=lr, betas=betas, eps=cfg.eps, fused=fused)
+        opt.param_groups[0]["lr_scale"] = cfg.embedding_lr_scale
+        opts.append(opt)
     return opts

@@ -14,6 +14,7 @@ it carries is :class:`~mutualctr.training.state.LoopState`, scoring is
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mutualctr.errors import CheckpointError, TrainingError
+from mutualctr.errors import TrainingError
 from mutualctr.models import RowCache, l2_penalty, use_row_cache
 from mutualctr.progress import Bar
 from mutualctr.training.config import MutualConfig, TrainConfig, run_config_to_dict
@@ -39,11 +40,13 @@ __all__ = ["Member", "Trainer"]
 class Trainer:
     def __init__(self, store, members: list[Member], out: Path, train: TrainConfig,
                  mutual: MutualConfig | None = None, teachers: list[nn.Module] = (),
-                 quiet: bool = False, parallel=None, vectorize: bool = False):
+                 quiet: bool = False, parallel=None, vectorize: bool = False, start_is_candidate: bool = False):
         """``parallel``: this process's place among torchrun workers (see
         :mod:`mutualctr.distributed`); ``members`` are then only the members this process holds.
         The default is one process holding every member. ``vectorize``: run this process's
-        members (one architecture) as one vmapped forward (:mod:`mutualctr.training.group`)."""
+        members (one architecture) as one vmapped forward (:mod:`mutualctr.training.group`).
+        ``start_is_candidate`` (finetuning): each member is evaluated on dev before the first
+        step and that point competes for best-on-dev, so no member ends below its start."""
         from mutualctr.distributed.context import Local
 
         if not members:
@@ -56,6 +59,7 @@ class Trainer:
         self.mutual = mutual or MutualConfig(alpha=0.0)
         self.teachers = list(teachers)
         self.quiet = quiet
+        self.start_is_candidate = start_is_candidate
         self.device = resolve_device(train.device)
         if train.threads > 0:
             torch.set_num_threads(train.threads)
@@ -84,6 +88,8 @@ class Trainer:
 
         X, y = self.store.split("train")
         cfg = self.train_cfg
+        lo, hi = (round(len(y) * f) for f in cfg.row_range)
+        X, y = X[lo:hi], y[lo:hi]
         loader = BatchLoader(X, y, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, prefetch=cfg.prefetch)
         if len(loader) == 0:
             raise TrainingError(f"{self.store.path}: the train split is empty")
@@ -153,24 +159,33 @@ class Trainer:
                 opt.step()
         return losses
 
-    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+    def logits(self, model: nn.Module, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, logits) of ``split``, every row, in order (data workers score a shard each)."""
         X, y = self.dev if split == "dev" else self.test
-        lo, hi = self.par.shard(len(y))  # data workers score a shard each; the AUC is exact
+        lo, hi = self.par.shard(len(y))
         logits = predict_logits(model, X[lo:hi], self.train_cfg.eval_batch_size, self.device,
                                 self.train_cfg.precision)
-        return scores(np.asarray(y), self.par.gather_rows(logits, len(y)))
+        return np.asarray(y), self.par.gather_rows(logits, len(y))
+
+    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+        return scores(*self.logits(model, split))
 
     # ---- the loop -----------------------------------------------------------------------
     def fit(self, resume: bool = False) -> list[dict[str, Any]]:
         """Train until the epochs are done or patience runs out; returns each member's summary."""
         cfg = self.train_cfg
         seed_everything(cfg.seed)
-        state = self._resume() if resume else LoopState()
+        state = self._resume() if resume else None
         for m in self.members if self.par.is_writer else ():
             m.files.write_start_files(run_config_to_dict(m.config), self.store)
         window = _Window(len(self.members), self.device)
-        progress = _TrainProgress(cfg.epochs * self.steps_per_epoch, state.step, self.quiet or not self.par.is_main)
+        progress = _TrainProgress(cfg.epochs * self.steps_per_epoch, state.step if state else 0,
+                                  self.quiet or not self.par.is_main)
         try:
+            if state is None:
+                state = LoopState()
+                if self.start_is_candidate:
+                    self._evaluate_all(state, [None] * len(self.members), None, progress)
             while not state.done:
                 for ids, labels, global_rows in self._epoch(state):
                     losses = self._advance(state, ids, labels, global_rows)
@@ -184,10 +199,14 @@ class Trainer:
             progress.close()
         return self._finish(state)
 
-    def _resume(self) -> LoopState:
+    def _resume(self) -> LoopState | None:
+        """The loop state of the last checkpoint, loaded into the members; None (a fresh start)
+        when the run was stopped before its first checkpoint."""
         if not self.checkpoints.exists():
-            raise CheckpointError(f"{self.checkpoints.last}: nothing to resume (no checkpoint yet); "
-                                  "run without --resume")
+            if self.par.is_main:
+                print(f"nothing to resume in {self.out} (no checkpoint yet): starting from the beginning",
+                      file=sys.stderr)
+            return None
         loop, states, rng = self.checkpoints.load(self.store)
         for m, s in zip(self.members, states):
             m.restore(s, self.checkpoints.last)
@@ -232,8 +251,10 @@ class Trainer:
         self.checkpoints.save(state, [m.state() for m in self.members])
         window.reset()
 
-    def _evaluate_all(self, state: LoopState, train_losses: list[float], sps: float, progress) -> bool:
-        """Each member's dev metrics, recorded and kept when best; True when any improved."""
+    def _evaluate_all(self, state: LoopState, train_losses: list[float | None], sps: float | None,
+                      progress) -> bool:
+        """Each member's dev metrics, recorded and kept when best; True when any improved.
+        Before the first step (the start as a candidate) there are no losses nor speed."""
         par = self.par
         epoch = state.epoch + state.batch_in_epoch / self.steps_per_epoch
         improved, lines = False, []
@@ -241,7 +262,8 @@ class Trainer:
             dev = self.evaluate(m.model, "dev")
             m.schedule.observe(dev["auc"])
             m.history.append({"step": state.step, "epoch": round(epoch, 4), "lr": m.schedule.lr, "train_loss": tl,
-                              "dev_auc": dev["auc"], "dev_logloss": dev["logloss"], "samples_per_s": round(sps, 1)})
+                              "dev_auc": dev["auc"], "dev_logloss": dev["logloss"],
+                              "samples_per_s": None if sps is None else round(sps, 1)})
             if m.best is None or dev["auc"] > m.best["dev_auc"]:
                 improved = True
                 m.keep_best({"step": state.step, "epoch": round(epoch, 4), "dev_auc": dev["auc"],
@@ -250,8 +272,9 @@ class Trainer:
                     self._best_checkpoint(m, state.step, epoch, dev).save(m.files.best)
             if par.is_writer:
                 m.files.write_metrics(m.history)
+            trained = "the start" if tl is None else f"train loss {tl:.5f}, {sps:,.0f} samples/s"
             lines.append(f"step {state.step} epoch {epoch:.2f} {m.name}: dev AUC {dev['auc']:.5f} "
-                         f"logloss {dev['logloss']:.5f} (train loss {tl:.5f}, {sps:,.0f} samples/s)")
+                         f"logloss {dev['logloss']:.5f} ({trained})")
         if par.sharded_members:
             # the group's decisions (patience) need every member; rank 0 logs every member
             every = par.all_gather_object((improved, par.member_ids, lines) if par.is_writer else None)
@@ -275,7 +298,9 @@ class Trainer:
         for m in self.members:
             current = {k: v.detach().clone() for k, v in m.model.state_dict().items()}
             m.model.load_state_dict(m.best_state)
-            dev, test = self.evaluate(m.model, "dev"), self.evaluate(m.model, "test")
+            dev = self.evaluate(m.model, "dev")
+            labels, m.test_logits = self.logits(m.model, "test")
+            test = scores(labels, m.test_logits)
             m.model.load_state_dict(current)
             summary = {
                 "model": m.name, "run_dir": str(m.run_dir), "init_from": m.init_from, "seed": self.train_cfg.seed,
@@ -287,6 +312,8 @@ class Trainer:
                                   if state.elapsed > 0 else None),
                 "start": m.start, "fingerprint": self.store.fingerprint,
             }
+            if self.start_is_candidate:
+                summary["kept_start"] = m.best["step"] == 0
             if self.par.is_writer:
                 m.files.write_summary(summary)
             results.append(summary)

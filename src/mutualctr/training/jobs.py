@@ -1,0 +1,434 @@
+"""High-level operations behind the CLI: train, evaluate, predict, mutual, distill, ensemble.
+
+Every function takes paths and typed settings, returns plain dicts, and prints nothing
+(progress bars aside); the CLI formats the output.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from mutualctr import atomic
+from mutualctr.config import ConfigError
+from mutualctr.errors import CheckpointError
+from mutualctr.metrics import churn, relaimp, sigmoid
+from mutualctr.training.config import (
+    MutualConfig, RunConfig, load_run_config, run_config_from_dict, with_group_overrides, with_overrides,
+)
+from mutualctr.training.device import resolve_device
+from mutualctr.training.inference import predict_logits, scores
+from mutualctr.training.member import Member
+from mutualctr.training.optim import sparse_grad_for
+from mutualctr.training.rundir import GroupDir, ModelCheckpoint, RunDir, check_store, model_checkpoint_path
+from mutualctr.training.trainer import Trainer
+
+REPO_CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+
+
+def open_store(path: str | Path):
+    from mutualctr.data.store import Store
+
+    return Store.open(path)
+
+
+def default_config(model: str, dataset: str | None = None, config_dir: Path | None = None) -> RunConfig:
+    """configs/<dataset>/<model>.yaml when shipped (or in ``config_dir``), else built-in defaults."""
+    for base in [config_dir, REPO_CONFIGS]:
+        if base is None:
+            continue
+        for cand in ([base / dataset / f"{model}.yaml"] if dataset else []) + [base / f"{model}.yaml"]:
+            if cand.is_file():
+                return load_run_config(cand)
+    return run_config_from_dict({"model": {"name": model}})
+
+
+def build(cfg: RunConfig, store, seed: int | None = None):
+    """A freshly initialised model of ``cfg`` for ``store`` (seeded by ``seed``, else
+    ``cfg.train.seed``), its tables' gradient layout chosen for ``cfg.optim``."""
+    from mutualctr.models import build_model
+
+    torch.manual_seed(cfg.train.seed if seed is None else seed)
+    fm = store.feature_map
+    return build_model(cfg.model_name, fm.num_features, fm.num_fields, cfg.model_params(),
+                       sparse_grad=sparse_grad_for(cfg.optim))
+
+
+def load_run(run: str | Path, store=None) -> tuple[torch.nn.Module, RunConfig, ModelCheckpoint]:
+    """The best model of a run directory (or a best.pt file), checked against ``store``."""
+    from mutualctr.models import build_model
+
+    path = model_checkpoint_path(run)
+    ck = ModelCheckpoint.load(path)
+    if store is not None:
+        check_store(ck.fingerprint, store, path)
+    cfg = run_config_from_dict(ck.config, str(path))
+    model = build_model(cfg.model_name, ck.num_features, ck.num_fields, cfg.model_params(),
+                        sparse_grad=sparse_grad_for(cfg.optim))
+    try:
+        model.load_state_dict(ck.state_dict)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit model {cfg.model_name}: {e}") from e
+    return model, cfg, ck
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    if resume:
+        return
+    if RunDir(out).holds_run():
+        raise CheckpointError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
+
+
+def train(store_path: str | Path, out: str | Path, cfg: RunConfig, resume: bool = False,
+          quiet: bool = False, dist_timeout: float | None = None) -> dict[str, Any]:
+    """Independent training of one model (the trainer with N = 1).
+
+    Under torchrun (``WORLD_SIZE > 1``) the workers train it data-parallel: each reads its
+    shard of every global batch; rank 0 writes the run (see docs/distributed.md).
+    """
+    from mutualctr.distributed import session
+
+    with session(1, cfg.train.device, dist_timeout) as par:
+        store = open_store(store_path)
+        out = Path(out)
+        _check_out(out, resume)
+        par.barrier("the start")  # every worker checked --out before anyone writes into it
+        member = Member(config=cfg, model=build(cfg, store), run_dir=out)
+        trainer = Trainer(store, [member], out, cfg.train, quiet=quiet, parallel=par)
+        return trainer.fit(resume=resume)[0]
+
+
+def evaluate(run: str | Path, store_path: str | Path, split: str = "test", device: str = "auto",
+             batch_size: int = 0) -> dict[str, Any]:
+    store = open_store(store_path)
+    model, _, _ = load_run(run, store)
+    dev = resolve_device(device)
+    model.to(dev)
+    X, y = store.split(split)
+    return scores(np.asarray(y), predict_logits(model, X, batch_size, dev))
+
+
+def predict(run: str | Path, input_path: str | Path, out: str | Path, keep: Sequence[str] = (),
+            store_path: str | Path | None = None, device: str = "auto", batch_size: int = 0) -> dict[str, Any]:
+    """Encode raw rows with the run's store vocabulary and write probabilities as CSV."""
+    from mutualctr.data.encode import encode_file
+
+    if store_path is None:
+        store_path = ModelCheckpoint.load(model_checkpoint_path(run)).store_path
+        if store_path is None:
+            raise CheckpointError(f"{run}: the checkpoint does not name its store; give --data STORE")
+    store = open_store(store_path)
+    model, _, _ = load_run(run, store)
+    enc = encode_file(store, Path(input_path), keep=list(keep))
+    dev = resolve_device(device)
+    model.to(dev)
+    logits = predict_logits(model, enc.X, batch_size, dev)
+    probs = sigmoid(logits)
+    out = Path(out)
+    with atomic.atomic_path(out) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            cols = list(keep)
+            w.writerow(cols + ["probability"])
+            kept = [enc.kept[c] for c in cols]
+            for i in range(len(probs)):
+                w.writerow([k[i] for k in kept] + [f"{probs[i]:.6f}"])
+    res = {"rows": int(len(probs)), "out": str(out)}
+    if enc.labels is not None and len(np.unique(enc.labels)) == 2:
+        res.update({k: v for k, v in scores(enc.labels, logits).items() if k != "rows"})
+    return res
+
+
+# ---- groups -----------------------------------------------------------------------------
+
+def _group_result(results: list[dict[str, Any]], settings: dict[str, Any],
+                  churn_before: dict | None, churn_after: dict) -> dict[str, Any]:
+    for r in results:
+        s = r.get("start")
+        if s:
+            r["relaimp_test"] = relaimp(r["test_auc"], s["test_auc"])
+            r["relaimp_dev"] = relaimp(r["dev_auc"], s["dev_auc"])
+    keys = ["dev_auc", "dev_logloss", "test_auc", "test_logloss", "relaimp_test"]
+    mean = {k: float(np.mean([r[k] for r in results])) for k in keys if all(k in r for r in results)}
+    if all(r.get("start") for r in results):
+        mean["start_test_auc"] = float(np.mean([r["start"]["test_auc"] for r in results]))
+        mean["start_dev_auc"] = float(np.mean([r["start"]["dev_auc"] for r in results]))
+    return {"settings": settings, "members": results, "mean": mean,
+            "churn": {"split": "test", "before": churn_before, "after": churn_after}}
+
+
+def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path] = (),
+           models: Sequence[str] = (), seeds: Sequence[int] = (), configs: Sequence[RunConfig] = (),
+           teachers: Sequence[str | Path] = (), group: MutualConfig | None = None,
+           seed: int | None = None, device: str | None = None, precision: str | None = None,
+           compile: bool | None = None, vectorize: bool = False, config_dir: Path | None = None,
+           resume: bool = False, quiet: bool = False, dist_timeout: float | None = None) -> dict[str, Any]:
+    """Train a group: finetune from runs (``init``) or from scratch (``models`` + ``seeds``, or
+    ``configs``: one :class:`RunConfig` per member, used as given, each built with its own
+    ``train.seed`` unless ``seeds`` are given).
+
+    ``group`` holds the group's settings (:class:`MutualConfig`; default: the first member's
+    config's ``mutual`` section). ``alpha = 0`` is the no-mutual control (each member trained
+    as if alone); ``alpha = "auto"`` finetunes one group per alpha tried, in ``OUT/alpha-A``, and
+    returns the one with the best mean dev AUC, with the whole curve under ``alpha_search``.
+    ``teachers`` turns the peer term into distillation from frozen models. Under torchrun the
+    members are spread over the workers (one per worker, several per worker, or a data-parallel
+    group of workers per member; see docs/distributed.md); every worker returns the whole group.
+    """
+    from mutualctr.distributed import session
+
+    if bool(init) and (models or configs):
+        raise ConfigError("give either --init RUN... (finetune) or --models (scratch), not both")
+    if models and configs:
+        raise ConfigError("give either models or configs for a group from scratch, not both")
+    if not (init or models or configs):
+        raise ConfigError("give --init RUN... to finetune or --models NAME,... to train from scratch")
+    n = len(init) or len(models) or len(configs)
+    if n < 2 and not teachers:
+        raise ConfigError(f"a group needs at least two members to learn from each other, got {n} "
+                          "(one member with a teacher is distillation: mutualctr distill)")
+    store = open_store(store_path)
+    if not configs and models:
+        configs = scratch_configs(store_path, models, config_dir)
+        seeds = list(seeds) or list(range(1, len(models) + 1))
+    if group is None:
+        group = resolve_group(init=init, configs=configs)
+    out = Path(out)
+    with session(n, device, dist_timeout) as par:
+        def one(alpha: float, where: Path) -> dict[str, Any]:
+            return _mutual(par, store, where, init=init, configs=configs, seeds=seeds, teachers=teachers,
+                           group=replace(group, alpha=alpha), seed=seed, device=device, precision=precision,
+                           compile=compile, vectorize=vectorize, resume=resume, quiet=quiet)
+
+        if not group.searches:
+            _check_out(out, resume)
+            return one(group.alpha, out)
+        result = _search_alpha(one, out, group, resume)
+        if par.is_main:
+            GroupDir(out).write_group(result)
+        return result
+
+
+def resolve_group(*, init: Sequence[str | Path] = (), configs: Sequence[RunConfig] = (),
+                  config_file: str | Path | None = None, **overrides: Any) -> MutualConfig:
+    """The settings of a group job: the ``mutual`` section of ``config_file`` if given, else of
+    the first member's config (a run's config.yaml, or the first scratch config); ``overrides``
+    (flags; None = keep) replace single values."""
+    if config_file is not None:
+        base = load_run_config(config_file).mutual
+    elif init:
+        base = _run_config_of(init[0]).mutual
+    elif configs:
+        base = configs[0].mutual
+    else:
+        base = MutualConfig()
+    return with_group_overrides(base, **overrides)
+
+
+def scratch_configs(store_path: str | Path, models: Sequence[str], config_dir: Path | None = None,
+                    **overrides: Any) -> list[RunConfig]:
+    """The configs of a group trained from scratch: each model's default config (see
+    :func:`default_config`) with single values replaced (``lr``, ``epochs``, ``evals_per_epoch``)."""
+    dataset = open_store(store_path).feature_map.dataset
+    return [with_overrides(default_config(m, dataset, config_dir), **overrides) for m in models]
+
+
+def mutual_from_flags(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path] = (),
+                      models: Sequence[str] = (), seeds: Sequence[int] = (), teachers: Sequence[str | Path] = (),
+                      config_file: str | Path | None = None, config_dir: Path | None = None,
+                      alpha: float | str | None = None, loss: str | None = None, lr: float | None = None,
+                      epochs: int | None = None, evals_per_epoch: int | None = None, scope: str | None = None,
+                      embedding_lr_scale: float | None = None, finetune_split: float | None = None,
+                      seed: int | None = None, device: str | None = None, precision: str | None = None,
+                      compile: bool | None = None, vectorize: bool = False, resume: bool = False,
+                      quiet: bool = False, dist_timeout: float | None = None) -> dict[str, Any]:
+    """:func:`mutual` from command-line flags (None = not given). The group settings are
+    :func:`resolve_group`'s with the flags over them; ``lr``, ``epochs`` and
+    ``evals_per_epoch`` are the finetuning's, or for a group from scratch the members' own."""
+    if models and init:
+        raise ConfigError("give either --init RUN... (finetune) or --models (scratch), not both")
+    configs, member_flags = [], {"lr": lr, "epochs": epochs, "evals_per_epoch": evals_per_epoch}
+    if models:
+        configs = scratch_configs(store_path, models, config_dir, **member_flags)
+        seeds = list(seeds) or list(range(1, len(models) + 1))
+        member_flags = {}
+    group = resolve_group(init=init, configs=configs, config_file=config_file, alpha=alpha, loss=loss, scope=scope,
+                          embedding_lr_scale=embedding_lr_scale, finetune_split=finetune_split, **member_flags)
+    return mutual(store_path, out, init=init, configs=configs, seeds=seeds, teachers=teachers, group=group,
+                  seed=seed, device=device, precision=precision, compile=compile, vectorize=vectorize,
+                  resume=resume, quiet=quiet, dist_timeout=dist_timeout)
+
+
+def search_alphas(dev_of: Callable[[float], float], grid: Sequence[float], extensions: int = 3) -> float:
+    """The alpha with the best dev AUC: ``dev_of(alpha)`` (which trains or reads back that
+    alpha's group) for every value of ``grid``, then for ten times further past an end while
+    that end is strictly the best (at most ``extensions`` times), so that the choice lies inside
+    what was tried. Ties go to the smaller alpha (a flat curve extends nothing)."""
+    tried = {a: dev_of(a) for a in sorted(set(grid))}
+    for _ in range(extensions):
+        order = sorted(tried)
+        best = max(order, key=tried.__getitem__)
+        if len(order) > 1 and best == order[-1] and tried[best] > tried[order[-2]]:
+            nxt = best * 10
+        elif len(order) > 1 and best == order[0] and tried[best] > tried[order[1]]:
+            nxt = best / 10
+        else:
+            break
+        tried[nxt] = dev_of(nxt)
+    return max(sorted(tried), key=tried.__getitem__)
+
+
+def _search_alpha(one, out: Path, group: MutualConfig, resume: bool) -> dict[str, Any]:
+    """``mutual.alpha: auto``: one group per alpha tried (:func:`search_alphas`), each in
+    ``OUT/alpha-A``; finished ones are read back, so an interrupted search resumes."""
+    if (out / "group.json").is_file() and not resume:
+        raise CheckpointError(f"{out}: already holds a group; pass --resume to continue it or choose another --out")
+    tried: dict[float, dict[str, Any]] = {}
+
+    def dev_of(alpha: float) -> float:
+        where = out / f"alpha-{alpha:g}"
+        done = where / "group.json"
+        if done.is_file():
+            tried[alpha] = json.loads(done.read_text())
+        else:
+            _check_out(where, resume)
+            tried[alpha] = one(alpha, where)
+        return tried[alpha]["mean"]["dev_auc"]
+
+    best = search_alphas(dev_of, group.alpha_grid)
+    result = copy.deepcopy(tried[best])
+    result["settings"]["alpha_auto"] = True
+    result["alpha_search"] = [
+        {"alpha": a, "dir": str(out / f"alpha-{a:g}"), "dev_auc": g["mean"]["dev_auc"],
+         "test_auc": g["mean"]["test_auc"], "churn": ((g.get("churn") or {}).get("after") or {}).get("mean_abs_diff"),
+         "kept_start": sum(bool(m.get("kept_start")) for m in g["members"])}
+        for a, g in sorted(tried.items())]
+    return result
+
+
+def _run_config_of(run: str | Path) -> RunConfig:
+    """The config of a run, without loading its weights where config.yaml is there."""
+    run = Path(run)
+    if run.is_dir() and (run / "config.yaml").is_file():
+        return load_run_config(run / "config.yaml")
+    return load_run(run)[1]
+
+
+def finetune_train_config(base, group: MutualConfig):
+    """The loop of a finetuning: the group's epochs and evaluations, no early stopping, and the
+    last ``finetune_split`` of the train split when that is set (else all of it)."""
+    rows = (1.0 - group.finetune_split, 1.0) if group.finetune_split > 0 else (0.0, 1.0)
+    return replace(base, epochs=group.epochs, evals_per_epoch=group.evals_per_epoch, patience=0, row_range=rows)
+
+
+def _mutual(par, store, out: Path, *, init, configs, seeds, teachers, group: MutualConfig, seed, device,
+            precision, compile, vectorize, resume, quiet) -> dict[str, Any]:
+    members: list[Member] = []
+    finetune = bool(init)
+    if finetune:
+        base = finetune_train_config(_run_config_of(init[0]).train, group)
+        for i, run in enumerate(init):
+            if i not in par.member_ids:  # another worker's member
+                continue
+            model, cfg, _ = load_run(run, store)
+            cfg = replace(cfg, train=base, mutual=group,
+                          optim=replace(cfg.optim, lr=group.lr, embedding_lr_scale=group.embedding_lr_scale))
+            members.append(Member(config=cfg, model=model, run_dir=GroupDir(out).member(i, cfg.model_name).path,
+                                  init_from=str(Path(run).resolve())))
+        group_lr = group.lr
+    else:
+        bases = [copy.deepcopy(c).validate() for c in configs]
+        seeds = list(seeds) or [c.train.seed for c in bases]
+        if len(seeds) != len(bases):
+            raise ConfigError(f"--seeds has {len(seeds)} values for {len(bases)} models")
+        cfgs = [replace(with_overrides(c, seed=s), mutual=group) for c, s in zip(bases, seeds)]
+        for i, (cfg, s) in enumerate(zip(cfgs, seeds)):
+            if i in par.member_ids:
+                members.append(Member(config=cfg, model=build(cfg, store, seed=s),
+                                      run_dir=GroupDir(out).member(i, cfg.model_name).path))
+        base = cfgs[0].train
+        group_lr = cfgs[0].optim.lr
+    if group.scope == "dense":
+        for m in members:
+            m.freeze_tables()
+    train_cfg = with_overrides(RunConfig(train=base), seed=seed, device=device, precision=precision,
+                               compile=compile).train
+    teacher_models = [load_run(t, store)[0] for t in teachers]
+    par.barrier("the start")  # every worker checked --out before anyone writes into it
+    trainer = Trainer(store, members, out, train_cfg, group, teachers=teacher_models, quiet=quiet,
+                      parallel=par, vectorize=vectorize, start_is_candidate=finetune)
+    start_logits = None
+    if finetune:
+        fresh = not (resume and trainer.checkpoints.exists())
+        start_logits = []
+        for m in members:
+            labels, z = trainer.logits(m.model, "test")
+            start_logits.append(z)
+            if fresh:
+                d, t = trainer.evaluate(m.model, "dev"), scores(labels, z)
+                m.start = {"dev_auc": d["auc"], "dev_logloss": d["logloss"], "test_auc": t["auc"],
+                           "test_logloss": t["logloss"]}
+        if fresh:
+            starts = par.member_results([m.start for m in members])
+            if par.is_main:
+                GroupDir(out).write_start(starts)
+        else:
+            starts = GroupDir(out).read_start()
+            for m, gi in zip(members, par.member_ids):
+                m.start = starts[gi]
+        start_logits = par.member_results(start_logits)
+    results = par.member_results(trainer.fit(resume=resume))
+    after_logits = par.member_results([m.test_logits for m in members])
+    settings = {"mode": "distill" if teachers else ("finetune" if finetune else "scratch"), "alpha": group.alpha,
+                "loss": group.loss, "lr": group_lr, "epochs": train_cfg.epochs,
+                "evals_per_epoch": train_cfg.evals_per_epoch, "seed": train_cfg.seed,
+                "init": [str(p) for p in init], "teachers": [str(t) for t in teachers],
+                "scope": group.scope, "embedding_lr_scale": group.embedding_lr_scale,
+                "finetune_split": group.finetune_split}
+    if par.distributed:
+        settings["workers"] = par.world
+    result = _group_result(results, settings, churn(start_logits) if start_logits else None, churn(after_logits))
+    if par.is_main:
+        GroupDir(out).write_group(result)
+    return result
+
+
+def distill(store_path: str | Path, out: str | Path, teacher: str | Path, student: str,
+            **kw) -> dict[str, Any]:
+    """Student (a run to finetune, or a model name to train from scratch) learns from a frozen
+    teacher; the peer weight is ``group.alpha`` (beta), ``auto`` by default."""
+    if Path(student).exists():
+        return mutual(store_path, out, init=[student], teachers=[teacher], **kw)
+    return mutual(store_path, out, models=[student], seeds=kw.pop("seeds", ()) or [1], teachers=[teacher], **kw)
+
+
+def ensemble(runs: Sequence[str | Path], store_path: str | Path, split: str = "test", device: str = "auto",
+             batch_size: int = 0) -> dict[str, Any]:
+    """AUC/logloss of the average of the members' probabilities, of each member, and how much
+    the members disagree (``churn``: see :func:`mutualctr.metrics.churn`)."""
+    store = open_store(store_path)
+    X, y = store.split(split)
+    y = np.asarray(y)
+    dev = resolve_device(device)
+    probs, members, every = [], [], []
+    for run in runs:
+        model, cfg, _ = load_run(run, store)
+        model.to(dev)
+        logits = predict_logits(model, X, batch_size, dev)
+        every.append(logits)
+        probs.append(sigmoid(logits))
+        members.append({"run": str(run), "model": cfg.model_name, **scores(y, logits)})
+    avg = np.mean(probs, axis=0)
+    logit_avg = np.log(np.clip(avg, 1e-12, 1)) - np.log(np.clip(1 - avg, 1e-12, 1))
+    res = scores(y, logit_avg)
+    res["members"] = members
+    res["split"] = split
+    res["churn"] = churn(every)
+    return res
