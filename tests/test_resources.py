@@ -127,3 +127,16 @@ def test_cli_train_on_a_user_schema_warns_in_one_line_and_records_criteos_config
     got = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert got["optim"]["lr"] == 2e-2 and got["model"]["embedding_l2"] == 1e-5 and got["train"]["epochs"] == 1
 
+
+def test_version_flag_prints_the_package_version():
+    """One source: mutualctr.__version__; pyproject reads it (the wheel's metadata: tests/test_packaging.py)."""
+    import tomllib
+
+    import mutualctr
+
+    res = CliRunner().invoke(app, ["--version"])
+    assert res.exit_code == 0
+    assert res.output == f"mutualctr {mutualctr.__version__}\n"
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "mutualctr.__version__"}

@@ -19,6 +19,14 @@ data_app = typer.Typer(no_args_is_help=True, help="Data utilities (synthetic dat
 app.add_typer(data_app, name="data")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from mutualctr import __version__
+
+        typer.echo(f"mutualctr {__version__}")
+        raise typer.Exit()
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None, _default=None) -> None:
     from mutualctr.resources import ConfigFallbackWarning
 
@@ -29,7 +37,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, _de
 
 
 @app.callback()
-def _main() -> None:
+def _main(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
     import functools
     import warnings
 
