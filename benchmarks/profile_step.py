@@ -3,7 +3,7 @@
     python -m benchmarks.profile_step --store bench_out/suite/store [--model deepfm] [--members 1]
         [--mode fast|reference|bf16|plain] [--steps 8] [--rows 30]
 
-Builds the shipped config of the model (configs/criteo/<model>.yaml: batch 4000, emb 16,
+Builds the shipped config of the model (src/mutualctr/configs/criteo/<model>.yaml: batch 4000, emb 16,
 MLP [400, 200, 100], row-wise Adam), a Trainer on the store's train split, runs warm-up steps
 and profiles ``--steps`` steps. Prints the operators by self CPU time and the share of the
 forward, the backward and the optimizers.

@@ -19,6 +19,33 @@ data_app = typer.Typer(no_args_is_help=True, help="Data utilities (synthetic dat
 app.add_typer(data_app, name="data")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from mutualctr import __version__
+
+        typer.echo(f"mutualctr {__version__}")
+        raise typer.Exit()
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=None) -> None:
+    from mutualctr.resources import ConfigFallbackWarning
+
+    if issubclass(category, ConfigFallbackWarning):  # one line, like the errors
+        typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    import functools
+    import warnings
+
+    if getattr(warnings.showwarning, "func", None) is not _show_warning:  # once per process
+        warnings.showwarning = functools.partial(_show_warning, _default=warnings.showwarning)
+
+
 def _fail(msg: str) -> None:
     typer.secho(f"error: {msg}", err=True, fg=typer.colors.RED)
     raise typer.Exit(2)

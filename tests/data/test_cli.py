@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 from typer.testing import CliRunner
 
 from mutualctr.cli import app
 from mutualctr.data.schema import load_schema
 from mutualctr.data.store import Store
+from mutualctr.resources import schema_names, schema_path
 
 from .helpers import criteo_rows, write_tsv
-
-SCHEMAS = Path(__file__).resolve().parents[2] / "configs" / "schemas"
 
 
 def test_prepare_and_synth_commands(tmp_path):
@@ -51,7 +49,8 @@ def test_errors_are_one_line_exit_2(tmp_path):
 
 
 def test_example_schemas_load():
-    for f in sorted(SCHEMAS.glob("*.yaml")):
-        s = load_schema(f)
+    assert schema_names() == ["avazu_noheader", "criteo_csv", "example_shop"]
+    for name in schema_names():
+        s = load_schema(schema_path(name))
         if s.columns:  # else the columns come from the file's header
             assert s.fields()

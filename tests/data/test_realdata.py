@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from mutualctr.data.encode import encode_file
 from mutualctr.data.prepare import prepare
+from mutualctr.resources import schema_path
 
 from .helpers import AVAZU_DIR, CRITEO_REAL, SHARED_DATA
 
 pytestmark = [pytest.mark.realdata,
               pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"{SHARED_DATA} is absent")]
-SCHEMAS = Path(__file__).resolve().parents[2] / "configs" / "schemas"
 
 
 def test_criteo_137k(tmp_path):
@@ -56,7 +54,7 @@ def test_avazu_samples(tmp_path, name, rows):
 def test_avazu_noheader_schema_equals_builtin(tmp_path):
     f = AVAZU_DIR / "avazu_multiday6k.csv"
     a = prepare("avazu", [f], tmp_path / "a", progress=False).store
-    b = prepare(SCHEMAS / "avazu_noheader.yaml", [f], tmp_path / "b", progress=False).store
+    b = prepare(schema_path("avazu_noheader"), [f], tmp_path / "b", progress=False).store
     for s in ("train", "dev", "test"):
         assert np.array_equal(a.split(s)[0], b.split(s)[0])
     X = np.concatenate([a.split(s)[0] for s in ("train", "dev", "test")])
@@ -68,7 +66,7 @@ def test_avazu_noheader_schema_equals_builtin(tmp_path):
 
 
 def test_criteo_csv_with_header_user_schema(tmp_path):
-    r = prepare(SCHEMAS / "criteo_csv.yaml", [SHARED_DATA / "criteo" / "criteo_sample_deepctr.txt"],
+    r = prepare(schema_path("criteo_csv"), [SHARED_DATA / "criteo" / "criteo_sample_deepctr.txt"],
                 tmp_path / "c", progress=False)
     assert sum(r.summary["rows"].values()) == 200
     assert r.store.feature_map.dataset == "criteo_csv"

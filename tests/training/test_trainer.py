@@ -199,9 +199,10 @@ def test_missing_store_is_a_clear_error(tmp_path):
 
 
 def test_shipped_configs_load():
+    from mutualctr.resources import configs_root
     from mutualctr.training.config import load_run_config
 
-    root = Path(__file__).resolve().parents[2] / "configs"
+    root = Path(str(configs_root()))
     files = sorted(root.glob("criteo/*.yaml")) + sorted(root.glob("avazu/*.yaml"))
     assert len(files) >= 14
     for f in files:

@@ -30,9 +30,6 @@ from mutualctr.training.optim import sparse_grad_for
 from mutualctr.training.rundir import GroupDir, ModelCheckpoint, RunDir, check_store, model_checkpoint_path
 from mutualctr.training.trainer import Trainer
 
-REPO_CONFIGS = Path(__file__).resolve().parents[3] / "configs"
-
-
 def open_store(path: str | Path):
     from mutualctr.data.store import Store
 
@@ -40,14 +37,11 @@ def open_store(path: str | Path):
 
 
 def default_config(model: str, dataset: str | None = None, config_dir: Path | None = None) -> RunConfig:
-    """configs/<dataset>/<model>.yaml when shipped (or in ``config_dir``), else built-in defaults."""
-    for base in [config_dir, REPO_CONFIGS]:
-        if base is None:
-            continue
-        for cand in ([base / dataset / f"{model}.yaml"] if dataset else []) + [base / f"{model}.yaml"]:
-            if cand.is_file():
-                return load_run_config(cand)
-    return run_config_from_dict({"model": {"name": model}})
+    """The config of ``model`` for ``dataset``: :func:`mutualctr.resources.find_config` (the shipped
+    configs, ``config_dir`` first; a fallback to another dataset's config warns)."""
+    from mutualctr.resources import find_config
+
+    return find_config(model, dataset, config_dir).config
 
 
 def build(cfg: RunConfig, store, seed: int | None = None):
