@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from mutualctr.config import ConfigError, from_dict, load_yaml, to_dict
+from mutualctr.config import ConfigError, check_fields, check_range, from_dict, load_yaml, to_dict
 from mutualctr.training.optim import OptimConfig
 
 
@@ -37,12 +37,11 @@ class TrainConfig:
     compile: bool = False
 
     def __post_init__(self):
+        check_fields(self, "train")  # also values set by dataclasses.replace (CLI flags)
         for name in ("batch_size", "epochs", "evals_per_epoch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be >= 1")
-        for name in ("patience", "eval_every", "eval_batch_size"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"train.{name} must be >= 0")
+            check_range(f"train.{name}", getattr(self, name), ge=1)
+        for name in ("patience", "eval_every", "eval_batch_size", "threads", "prefetch"):
+            check_range(f"train.{name}", getattr(self, name), ge=0)
 
 
 @dataclass
@@ -51,6 +50,10 @@ class MutualConfig:
 
     alpha: float = 1.0
     loss: Literal["mse_prob", "mse_logit", "kl"] = "mse_prob"
+
+    def __post_init__(self):
+        check_fields(self, "mutual")
+        check_range("mutual.alpha", self.alpha, ge=0)
 
 
 @dataclass
@@ -78,11 +81,13 @@ class RunConfig:
 
 
 def run_config_from_dict(data: dict[str, Any], where: str = "") -> RunConfig:
-    cfg = from_dict(RunConfig, data, where)
+    """A checked RunConfig; ``where`` (a file) prefixes any error, whose keys read ``train.epochs``."""
     try:
-        return cfg.validate()
+        return from_dict(RunConfig, data).validate()
     except ConfigError as e:
-        raise ConfigError(f"{where + ': ' if where else ''}{e}") from e
+        if not where or str(e).startswith(f"{where}:"):
+            raise
+        raise ConfigError(f"{where}: {e}") from e
 
 
 def load_run_config(path: str | Path) -> RunConfig:
