@@ -257,3 +257,18 @@ def test_input_directory_and_store_file_are_named_as_such(tmp_path):
     raw = write_tsv(tmp_path / "c.txt", criteo_rows(20))
     with pytest.raises(StoreError, match=r"c\.txt: is a file, not a store directory"):
         Store.open(raw)
+
+
+def test_parquet_float_categoricals_beyond_int64_keep_their_text(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "s.yaml").write_text("format: parquet\nlabel: y\ncategorical: [c]\n")
+    # 2**60 is an exact integer; an int64 cast of 1e20 wraps (it gave 7766279631452241920); the
+    # text of 2**60 and 3 used to change to float text in a chunk that also held 2.5
+    c = [3.0, 1e20, 2.0**60, 2.5, None] * 10
+    pq.write_table(pa.table({"y": [i % 2 for i in range(50)], "c": c}), tmp_path / "t.parquet")
+    st = prepare(tmp_path / "s.yaml", [tmp_path / "t.parquet"], tmp_path / "store", progress=False).store
+    assert sorted(st.vocab("c").to_pylist()) == sorted(["3", "1e+20", "1152921504606846976", "2.5"])
+    missing = st.feature_map.fields[0].missing_index
+    assert sum(int((st.split(s)[0][:, 0] == missing).sum()) for s in st.splits) == 10  # the Nones

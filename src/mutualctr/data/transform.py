@@ -54,10 +54,13 @@ def _as_string(col: pa.Array) -> pa.Array:
     if pa.types.is_dictionary(col.type):
         return _as_string(col.dictionary_decode())
     if pa.types.is_floating(col.type):
-        # 3.0 -> "3" so that parquet floats holding integers read like their csv text
-        f = col.drop_null().to_numpy(zero_copy_only=False)
-        if np.isfinite(f).all() and (np.floor(f) == f).all() and (np.abs(f) < 2.0**53).all():
-            return pc.cast(pc.cast(col, pa.int64(), safe=False), pa.string())
+        # 3.0 -> "3" so that parquet floats holding integers read like their csv text: value by
+        # value (int64 ones), so that a value's text never depends on the rest of its chunk
+        f = col.cast(pa.float64()).fill_null(0.5).to_numpy(zero_copy_only=False)
+        whole = np.isfinite(f) & (np.floor(f) == f) & (np.abs(f) < 2.0**63)
+        if whole.any():
+            ints = pc.cast(pc.cast(pa.array(np.where(whole, f, 0.0)), pa.int64()), pa.string())
+            return pc.if_else(pa.array(whole), ints, pc.cast(col, pa.string()))
     return pc.cast(col, pa.string())
 
 
