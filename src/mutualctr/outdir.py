@@ -211,7 +211,10 @@ def remove(path: str | Path, kind: KindName, *, shown: str | Path | None = None,
     if check_replaceable(path, kind, shown=shown, error=error) == "absent":
         return False
     gone = path.with_name(f".{path.name}.{atomic.owner_tag()}.del")
-    os.replace(path, gone)
+    try:
+        os.replace(path, gone)
+    except OSError as e:
+        raise error(f"{shown or path}: cannot remove it ({e.strerror})") from None
     shutil.rmtree(gone, ignore_errors=True)
     return True
 
