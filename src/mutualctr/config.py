@@ -4,11 +4,18 @@ Every config in mutualctr is a frozen-ish ``@dataclass``. :func:`from_dict` buil
 from plain YAML data and rejects unknown keys and wrongly typed values with a
 :class:`ConfigError` that names the key path (``model.mlp.hidden[1]``) and, where
 known, the file. There is no ``**kwargs`` plumbing and no ``eval``.
+
+The dataclasses check their own values in ``__post_init__`` with :func:`check_fields` (types,
+``Literal`` choices) and :func:`check_range` (finite, within bounds), so a value set by a CLI
+flag through ``dataclasses.replace`` gets the same error as one read from YAML. YAML files are
+read with a loader that rejects duplicate keys (:func:`load_yaml`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import types
 import typing
 from pathlib import Path
@@ -16,11 +23,12 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from mutualctr.errors import ConfigError
+
+__all__ = ["ConfigError", "check_fields", "check_range", "from_dict", "load_config", "load_yaml",
+           "to_dict"]
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration value is unknown, missing or of the wrong type."""
 
 
 def _type_name(tp: Any) -> str:
@@ -132,6 +140,46 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
         raise ConfigError(f"{where or cls.__name__}: {e}") from e
 
 
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def check_fields(obj: Any, section: str) -> None:
+    """Check (and normalise, e.g. int -> float) every init field of dataclass ``obj`` against
+    its annotation; errors name ``section.field``. For ``__post_init__``: values given to the
+    constructor or to ``dataclasses.replace`` are checked like values read from YAML."""
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        if f.init:
+            setattr(obj, f.name, _convert(getattr(obj, f.name), hints[f.name], f"{section}.{f.name}"))
+
+
+def _bound(x: float) -> str:
+    return repr(x) if isinstance(x, float) and not x.is_integer() else str(int(x))
+
+
+def check_range(key: str, value: float, *, ge: float | None = None, gt: float | None = None,
+                le: float | None = None, lt: float | None = None) -> None:
+    """Raise ConfigError unless ``value`` is a finite number within the given bounds, e.g.
+    ``train.epochs must be >= 1, got 0`` or ``optim.beta1 must be in [0, 1), got 1.5``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
+    lo = (f"[{_bound(ge)}" if ge is not None else f"({_bound(gt)}" if gt is not None else None)
+    hi = (f"{_bound(le)}]" if le is not None else f"{_bound(lt)})" if lt is not None else None)
+    ok = ((ge is None or value >= ge) and (gt is None or value > gt)
+          and (le is None or value <= le) and (lt is None or value < lt))
+    if ok:
+        return
+    if lo and hi:
+        rule = f"in {lo}, {hi}"
+    elif lo:
+        rule = (">= " if lo[0] == "[" else "> ") + lo[1:]
+    else:
+        rule = ("<= " if hi[-1] == "]" else "< ") + hi[:-1]
+    raise ConfigError(f"{key} must be {rule}, got {value!r}")
+
+
 def to_dict(obj: Any) -> Any:
     """Plain (YAML/JSON-safe) form of a config dataclass."""
     if dataclasses.is_dataclass(obj):
@@ -145,13 +193,43 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key repeated in one mapping (PyYAML keeps the last silently;
+    YAML itself requires unique keys). Keys brought in by a ``<<`` merge may be overridden."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # unhashable key: the base class reports it
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first on line {first})",
+                        key_node.start_mark)
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; errors name the file (and line, for syntax errors)."""
+    """Read a YAML mapping; errors name the file (and line, for syntax errors and duplicate
+    keys)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a YAML file")
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_StrictLoader)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""

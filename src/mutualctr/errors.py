@@ -5,6 +5,11 @@ class MutualCTRError(Exception):
     """Base class for the errors mutualctr reports to users as one clear line."""
 
 
+class ConfigError(MutualCTRError, ValueError):
+    """A configuration value is unknown, missing, of the wrong type or out of range (also a
+    ``ValueError``, which it was before it became a ``MutualCTRError``)."""
+
+
 class DataError(MutualCTRError):
     """Bad raw input: wrong columns, bad values, empty or truncated file."""
 
@@ -19,3 +24,7 @@ class CheckpointError(MutualCTRError):
 
 class TrainingError(MutualCTRError):
     """Training cannot go on (non-finite loss, ...)."""
+
+
+class OutputError(MutualCTRError):
+    """An output path cannot be written: foreign content, another writer, read-only, ..."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 
 import pytest
 
@@ -170,3 +171,104 @@ def test_header_only_without_newline_and_crlf(tmp_path):
     raw.write_bytes(b"label,a\r\n1,x\r\n0,y\r\n2,z")
     with pytest.raises(DataError, match=r"t\.csv:4: column label: '2'"):
         prepare(tmp_path / "s.yaml", [raw], tmp_path / "o", progress=False)
+
+
+NUMBER_SCHEMA = "label: y\nnumeric: [x]\ncategorical: [c]\nnumeric_values: number\n"
+
+
+@pytest.mark.parametrize("value, message", [
+    ("1e400", "is out of range"), ("-1e300", "is out of range"), ("-9.3e18", "is out of range"),
+    ("nan", "is not a number"), ("inf", "is not a number"), ("1e5x", "is not a number"),
+    ("1e308", None), ("-0.0", None), (".5", None), ("+2.5", None), ("-9.2e18", None),
+])
+def test_number_column_edges(tmp_path, value, message):
+    (tmp_path / "s.yaml").write_text(NUMBER_SCHEMA)
+    lines = ["y,x,c"] + [f"{i % 2},{i},a{i % 3}" for i in range(40)]
+    lines[4] = f"1,{value},a"
+    raw = tmp_path / "t.csv"
+    raw.write_text("\n".join(lines) + "\n")
+    run = lambda **kw: prepare(tmp_path / "s.yaml", [raw], tmp_path / "store", progress=False, **kw)  # noqa: E731
+    if message is None:
+        assert run().summary["rejected"] == 0
+        return
+    with pytest.raises(DataError, match=rf"t\.csv:5: column x: '{re.escape(value)}' {message}"):
+        run()
+    _no_store(tmp_path)
+    assert run(on_bad_rows="skip").summary["rejected_lines"] == [f"{raw}:5"]
+
+
+def test_parquet_numeric_edges(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "s.yaml").write_text("format: parquet\n" + NUMBER_SCHEMA)
+    cases = [(pa.array([2**64 - 1] + list(range(39)), pa.uint64()), "18446744073709551615 is out of range"),
+             (pa.array([-1e300] + [float(i) for i in range(39)]), "-1e\\+300 is out of range"),
+             (pa.array([float("inf")] + [float(i) for i in range(39)]), "inf is not a number")]
+    for x, message in cases:
+        pq.write_table(pa.table({"y": [i % 2 for i in range(40)], "x": x,
+                                 "c": [f"a{i % 3}" for i in range(40)]}), tmp_path / "t.parquet")
+        with pytest.raises(DataError, match=rf"t\.parquet:1: column x: {message}"):
+            prepare(tmp_path / "s.yaml", [tmp_path / "t.parquet"], tmp_path / "store", progress=False)
+        _no_store(tmp_path)
+
+
+def test_hex_and_signs_do_not_depend_on_the_chunk(tmp_path):
+    """arrow's integer cast reads '0x10' as 16 and refuses '+5': both used to depend on whether
+    another value of the chunk failed (then '+5' crashed with ArrowInvalid)."""
+    for other in ("7", "12x"):
+        rows = criteo_rows(50)
+        rows[3][1], rows[5][1], rows[8][1] = "0x10", "+5", other
+        raw = write_tsv(tmp_path / "c.txt", rows)
+        r = _prep(tmp_path, raw, on_bad_rows="skip", overwrite=True)
+        want = [f"{raw}:4"] + ([f"{raw}:9"] if other == "12x" else [])
+        assert r.summary["rejected_lines"] == want
+
+
+def test_overflow_in_a_file_to_predict(tmp_path):
+    from mutualctr.data.encode import encode_file
+
+    store = _prep(tmp_path, write_tsv(tmp_path / "c.txt", criteo_rows(50))).store
+    rows = [r[1:] for r in criteo_rows(10, seed=5)]  # unlabeled
+    rows[6][0] = "99999999999999999999999"
+    new = write_tsv(tmp_path / "new.txt", rows)
+    with pytest.raises(DataError, match=r"new\.txt:7: column I1: '9+' is out of range \(integers"):
+        encode_file(store, new)
+    assert encode_file(store, new, on_bad_rows="skip").rejected_lines == [7]
+
+
+@pytest.mark.parametrize("split", ["random", "sequential"])
+def test_a_split_without_rows_is_refused(tmp_path, split):
+    raw = write_tsv(tmp_path / "c.txt", criteo_rows(5))
+    with pytest.raises(DataError, match=rf"c\.txt: 5 rows give train \d, dev \d, test \d \({split} "
+                       r"80/10/10 split\): the (dev|test) split would be empty"):
+        _prep(tmp_path, raw, split=split)
+    _no_store(tmp_path)
+    assert _prep(tmp_path, write_tsv(tmp_path / "c.txt", criteo_rows(10)), split=split).store.rows("test") == 1
+
+
+def test_input_directory_and_store_file_are_named_as_such(tmp_path):
+    from mutualctr.data.store import Store
+    from mutualctr.errors import StoreError
+
+    (tmp_path / "d").mkdir()
+    with pytest.raises(DataError, match=r"d: is a directory, not a file"):
+        _prep(tmp_path, tmp_path / "d")
+    raw = write_tsv(tmp_path / "c.txt", criteo_rows(20))
+    with pytest.raises(StoreError, match=r"c\.txt: is a file, not a store directory"):
+        Store.open(raw)
+
+
+def test_parquet_float_categoricals_beyond_int64_keep_their_text(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "s.yaml").write_text("format: parquet\nlabel: y\ncategorical: [c]\n")
+    # 2**60 is an exact integer; an int64 cast of 1e20 wraps (it gave 7766279631452241920); the
+    # text of 2**60 and 3 used to change to float text in a chunk that also held 2.5
+    c = [3.0, 1e20, 2.0**60, 2.5, None] * 10
+    pq.write_table(pa.table({"y": [i % 2 for i in range(50)], "c": c}), tmp_path / "t.parquet")
+    st = prepare(tmp_path / "s.yaml", [tmp_path / "t.parquet"], tmp_path / "store", progress=False).store
+    assert sorted(st.vocab("c").to_pylist()) == sorted(["3", "1e+20", "1152921504606846976", "2.5"])
+    missing = st.feature_map.fields[0].missing_index
+    assert sum(int((st.split(s)[0][:, 0] == missing).sum()) for s in st.splits) == 10  # the Nones

@@ -168,3 +168,12 @@ def test_disk_full_is_a_store_error(tmp_path, raw, monkeypatch):
     with pytest.raises(StoreError, match=r"store: cannot write the store: .*No space left"):
         prepare("criteo", [raw], tmp_path / "store", progress=False)
     assert not (tmp_path / "store").exists()
+
+
+def test_store_files_get_the_modes_of_a_plain_write(tmp_path, raw):
+    """Temporaries are made 0700/0600; a store is shared, so it gets mkdir/open's modes."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    st = prepare("criteo", [raw], tmp_path / "store", progress=False).store
+    assert (st.path.stat().st_mode & 0o777) == 0o777 & ~mask
+    assert ((st.path / "feature_map.json").stat().st_mode & 0o777) == 0o666 & ~mask

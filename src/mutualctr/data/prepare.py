@@ -22,13 +22,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mutualctr import outdir
 from mutualctr.atomic import atomic_dir
 from mutualctr.config import ConfigError, to_dict
 from mutualctr.data.encode import Encoder, bad_row_error
 from mutualctr.data.reader import TableReader, iter_blocks
 from mutualctr.data.schema import Schema, load_schema
 from mutualctr.data.store import (FIRST, SPLITS, FeatureMap, FieldInfo, Store, read_feature_map,
-                                  write_vocab)
+                                  split_problem, write_vocab)
 from mutualctr.data.transform import ChunkTransformer
 from mutualctr.errors import DataError, StoreError
 
@@ -282,6 +283,9 @@ def _summary(fm: FeatureMap, seconds: float | None = None) -> dict[str, Any]:
         "num_features": fm.num_features,
         "rejected": c.get("rejected", 0),
         "rejected_lines": c.get("rejected_lines", []),
+        # splits on which no AUC can be computed (one class only); see Store.split_problem
+        "warnings": [p for s in SPLITS if "positives" in c
+                     and (p := split_problem(s, rows[s], c["positives"][s])) is not None],
     }
     if seconds is not None:
         out["seconds"] = seconds
@@ -295,8 +299,12 @@ def prepare(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str =
     """Prepare raw ``inputs`` of ``dataset`` (criteo, avazu or a schema YAML) into store ``out``.
 
     The same inputs and settings reuse an existing store (``reused=True``); another store at
-    ``out`` raises StoreError unless ``overwrite``. Bad input raises DataError naming file,
-    line and column, or with ``on_bad_rows='skip'`` is skipped and counted.
+    ``out`` raises StoreError unless ``overwrite``; ``overwrite`` replaces only a store
+    (:func:`mutualctr.outdir.check_replaceable`), never other files. One writer at a time per
+    ``out`` (:func:`mutualctr.outdir.locked`); temporaries left by killed writers are removed.
+    Bad input raises DataError naming file, line and column, or with ``on_bad_rows='skip'`` is
+    skipped and counted. Splits without rows are refused (DataError); splits of one class are
+    listed in ``summary["warnings"]``.
     """
     t0 = time.perf_counter()
     if split not in ("random", "sequential"):
@@ -310,47 +318,88 @@ def prepare(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str =
     if not inputs:
         raise DataError("no input files")
     for p in inputs:
+        if p.is_dir():
+            raise DataError(f"{p}: is a directory, not a file (give each raw file with --input)")
         if not p.is_file():
             raise DataError(f"{p}: no such file")
-    out = Path(out)
+    shown = out
+    out = outdir.resolve(out, error=StoreError)  # symlinks followed; never the cwd
+    for p in inputs:
+        if out in p.resolve().parents:
+            raise StoreError(f"{shown}: holds the input {p}; pass another --out")
     settings = {"split": split, "seed": seed, "min_count": min_count, "on_bad_rows": on_bad_rows,
                 "fractions": list(FRACTIONS)}
     identities = [file_identity(p) for p in inputs]
     fp = fingerprint(schema, settings, identities)
 
-    if out.exists():
-        if (out / "feature_map.json").exists():
-            try:
-                old = read_feature_map(out)
-            except StoreError:
-                old = None
-            if old is not None and old.fingerprint == fp:
-                try:
-                    store = Store.open(out)
-                    return PrepareResult(store, True, _summary(store.feature_map))
-                except StoreError as e:
-                    if not overwrite:
-                        raise StoreError(f"{e}; pass --overwrite to prepare it again") from None
-            if not overwrite and old is None:
-                raise StoreError(f"{out}: holds an unreadable or foreign feature_map.json; pass "
-                                 "another --out or --overwrite")
-            if not overwrite and old.fingerprint != fp:
-                raise StoreError(
-                    f"{out}: holds a store prepared from other inputs or settings (fingerprint "
-                    f"{old.fingerprint} != {fp}); pass another --out or --overwrite")
-        elif not out.is_dir() or any(out.iterdir()):
-            if not overwrite:
-                raise StoreError(f"{out}: exists and is not a mutualctr store; pass another --out "
-                                 "or --overwrite")
-
-    try:
-        with atomic_dir(out) as tmp, _Progress(progress) as bar:
-            fm = _build(schema, inputs, tmp, split, seed, min_count, on_bad_rows, fp, settings,
-                        identities, bar)
-    except OSError as e:  # disk full, permissions, ...: nothing is left behind
-        raise StoreError(f"{out}: cannot write the store: {e}") from e
-    store = Store.open(out)
+    store = _reusable(out, fp, shown)
+    if store is not None:  # nothing to write; tidy up after killed writers if we can
+        try:
+            with outdir.locked(out, error=StoreError):
+                outdir.clean_stale(out)
+        except StoreError:
+            pass  # another writer at work, or a read-only folder
+        return PrepareResult(store, True, _summary(store.feature_map))
+    with outdir.locked(out, shown=shown, error=StoreError):
+        outdir.clean_stale(out)
+        store = _reusable(out, fp, shown)  # another writer may have just finished it
+        if store is not None:
+            return PrepareResult(store, True, _summary(store.feature_map))
+        if (out / "feature_map.json").exists() and not outdir.is_ours(out, "store"):
+            raise StoreError(f"{shown}: holds an unreadable or foreign feature_map.json, so it is "
+                             "not recognisably a mutualctr store; pass another --out (or delete it "
+                             "yourself)")
+        state = outdir.check_replaceable(out, "store", shown=shown, error=StoreError)
+        if state == "ours" and not overwrite:
+            _refuse_existing(out, shown, fp)
+        try:
+            with atomic_dir(out) as tmp, _Progress(progress) as bar:
+                fm = _build(schema, inputs, tmp, split, seed, min_count, on_bad_rows, fp, settings,
+                            identities, bar)
+        except OSError as e:  # disk full, permissions, ...: nothing is left behind
+            raise StoreError(f"{shown}: cannot write the store: {e}") from e
+    store = Store.open(shown)
     return PrepareResult(store, False, _summary(fm, time.perf_counter() - t0))
+
+
+def _reusable(out: Path, fp: str, shown: Path) -> Store | None:
+    """The complete store of fingerprint ``fp`` at ``out`` (opened as ``shown``), else None
+    (reads only)."""
+    if not (out / "feature_map.json").is_file():
+        return None
+    try:
+        if read_feature_map(out).fingerprint != fp:
+            return None
+        return Store.open(shown)
+    except StoreError:
+        return None
+
+
+def _refuse_existing(out: Path, shown: Path, fp: str) -> None:
+    """Raise the StoreError for a store of ours at ``out`` that is not reusable."""
+    old = read_feature_map(out)  # raises for a store of another version
+    if old.fingerprint == fp:  # ours, but damaged
+        try:
+            Store.open(out)
+        except StoreError as e:
+            raise StoreError(f"{e}; pass --overwrite to prepare it again") from None
+    raise StoreError(
+        f"{shown}: holds a store prepared from other inputs or settings (fingerprint "
+        f"{old.fingerprint} != {fp}); pass another --out or --overwrite")
+
+
+def _check_splits(inputs: list[Path], rows: np.ndarray, rejected: int, split: str) -> None:
+    """A DataError (before anything is written) when a split gets no rows."""
+    empty = [name for k, name in enumerate(SPLITS) if rows[k] == 0]
+    if not empty:
+        return
+    what = str(inputs[0]) if len(inputs) == 1 else f"{len(inputs)} inputs"
+    rej = f" ({rejected:,} rows rejected)" if rejected else ""
+    shares = "/".join(f"{round(100 * f)}" for f in FRACTIONS)
+    raise DataError(
+        f"{what}: {int(rows.sum()):,} rows{rej} give train {rows[0]:,}, dev {rows[1]:,}, test "
+        f"{rows[2]:,} ({split} {shares} split): the {empty[0]} split would be empty; every split "
+        "needs rows (give at least 10)")
 
 
 def _build(schema: Schema, inputs: list[Path], tmp: Path, split: str, seed: int,
@@ -438,6 +487,7 @@ def _build(schema: Schema, inputs: list[Path], tmp: Path, split: str, seed: int,
     rejected += sum(r.skipped for r in readers)
     for r in readers:
         bad_lines += [f"{r.path}:{ln}" for ln in r.bad_width_lines(5)]
+    _check_splits(inputs, rows, rejected, split)
 
     # vocabularies
     (tmp / "vocab").mkdir()

@@ -103,8 +103,10 @@ class TableReader:
         self._bad_lines: list[int] = []
         if not self.path.exists():
             raise DataError(f"{self.path}: no such file")
+        if self.path.is_dir():
+            raise DataError(f"{self.path}: is a directory, not a file")
         if not self.path.is_file():
-            raise DataError(f"{self.path}: not a file")
+            raise DataError(f"{self.path}: not a regular file")
         if schema.format == "parquet":
             self._init_parquet(optional)
         else:

@@ -24,8 +24,9 @@ import numpy as np
 import pyarrow as pa
 
 from mutualctr.errors import StoreError
+from mutualctr.outdir import KINDS
 
-FORMAT = "mutualctr-store"
+FORMAT = KINDS["store"].format  # feature_map.json's "format": the marker of a store we wrote
 VERSION = 1
 SPLITS = ("train", "dev", "test")
 OOV, MISSING, FIRST = 0, 1, 2  # local ids
@@ -84,6 +85,9 @@ class FeatureMap:
 def read_feature_map(path: Path) -> FeatureMap:
     fm = Path(path) / "feature_map.json"
     if not Path(path).is_dir():
+        if Path(path).exists():
+            raise StoreError(f"{path}: is a file, not a store directory (prepare one with "
+                             "mutualctr prepare)")
         raise StoreError(f"{path}: no such store directory")
     if not fm.is_file():
         raise StoreError(f"{path}: not a mutualctr store (no feature_map.json; incomplete or "
@@ -155,6 +159,25 @@ class Store:
         y = np.load(self.path / f"{name}.y.npy", mmap_mode="r")
         return X, y
 
+    def positives(self, name: str) -> int:
+        """Rows labelled 1 in split ``name``."""
+        pos = self.feature_map.counts.get("positives", {}).get(name)
+        if pos is None:  # not recorded: count them
+            pos = int(np.count_nonzero(self.split(name)[1]))
+        return int(pos)
+
+    def split_problem(self, name: str) -> str | None:
+        """Why split ``name`` cannot score an AUC (no rows, or one class only), else None."""
+        return split_problem(name, self.rows(name), self.positives(name))
+
+    def require_both_classes(self, *names: str) -> None:
+        """Raise StoreError naming the store and the split if one of ``names`` (default: every
+        split) has no rows or only one class: training on it, or an AUC of it, is undefined."""
+        for name in names or SPLITS:
+            problem = self.split_problem(name)
+            if problem:
+                raise StoreError(f"{self.path}: {problem}")
+
     def vocab_table(self, field: int | str) -> pa.Table:
         i = field if isinstance(field, int) else [f.name for f in self.feature_map.fields].index(field)
         if i not in self._vocab:
@@ -176,3 +199,13 @@ def write_vocab(path: Path, values: pa.Array, counts: pa.Array) -> None:
     table = pa.table({"value": values, "count": counts})
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
         w.write_table(table)
+
+
+def split_problem(name: str, rows: int, positives: int) -> str | None:
+    """Why a split of ``rows`` rows, ``positives`` of them labelled 1, has no AUC, else None."""
+    if rows == 0:
+        return f"the {name} split has no rows"
+    if positives in (0, rows):
+        label = "0 (no clicks)" if positives == 0 else "1 (all clicks)"
+        return f"every label of the {name} split ({rows:,} rows) is {label}; its AUC is undefined"
+    return None

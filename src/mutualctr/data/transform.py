@@ -21,6 +21,20 @@ from mutualctr.data.schema import CATEGORICAL, HOUR, NUMERIC, WEEKDAY, WEEKEND, 
 
 _INT_RE = r"^[+-]?[0-9]+$"
 _NUM_RE = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+_I64_MAX = "9223372036854775807"
+_MIN_FLOOR = -(2.0**63)  # the smallest number whose floor is an int64 (numbers <= 2 bucket as floor(v))
+OUT_OF_RANGE = "is out of range (numbers must floor to a 64-bit integer)"
+INT_OUT_OF_RANGE = "is out of range (integers must fit in 64 bits)"
+
+
+def int64_overflow(values: pa.Array) -> np.ndarray:
+    """Which strings of decimal integers (``_INT_RE``) lie outside the int64 range."""
+    neg = pc.starts_with(values, "-").fill_null(False).to_numpy(zero_copy_only=False)
+    body = pc.utf8_ltrim(pc.utf8_ltrim(values, characters="+-"), characters="0")
+    n = pc.utf8_length(body).fill_null(0).to_numpy(zero_copy_only=False)
+    above = pc.greater(body, _I64_MAX).fill_null(False).to_numpy(zero_copy_only=False)
+    edge = neg & pc.equal(body, "9223372036854775808").fill_null(False).to_numpy(zero_copy_only=False)
+    return (n > 19) | ((n == 19) & above & ~edge)
 
 
 @dataclass
@@ -40,10 +54,13 @@ def _as_string(col: pa.Array) -> pa.Array:
     if pa.types.is_dictionary(col.type):
         return _as_string(col.dictionary_decode())
     if pa.types.is_floating(col.type):
-        # 3.0 -> "3" so that parquet floats holding integers read like their csv text
-        f = col.drop_null().to_numpy(zero_copy_only=False)
-        if np.isfinite(f).all() and (np.floor(f) == f).all():
-            return pc.cast(pc.cast(col, pa.int64(), safe=False), pa.string())
+        # 3.0 -> "3" so that parquet floats holding integers read like their csv text: value by
+        # value (int64 ones), so that a value's text never depends on the rest of its chunk
+        f = col.cast(pa.float64()).fill_null(0.5).to_numpy(zero_copy_only=False)
+        whole = np.isfinite(f) & (np.floor(f) == f) & (np.abs(f) < 2.0**63)
+        if whole.any():
+            ints = pc.cast(pc.cast(pa.array(np.where(whole, f, 0.0)), pa.int64()), pa.string())
+            return pc.if_else(pa.array(whole), ints, pc.cast(col, pa.string()))
     return pc.cast(col, pa.string())
 
 
@@ -132,9 +149,18 @@ class ChunkTransformer:
         return one.astype(np.float32)
 
     def _numeric(self, raw: pa.Array, col: str, flag) -> pa.DictionaryArray:
+        """Numeric cells -> bucket tokens. Accepted: decimal integers within int64
+        (``integer``) or finite decimal numbers whose floor fits int64 (``number``); empty =
+        missing. Bad: other text (hex, inf, nan, spaces, ...), out-of-range values, and in
+        parquet non-finite floats or (``integer``) fractions."""
         integer = self.schema.numeric_values == "integer"
         what = "is not an integer" if integer else "is not a number"
         if pa.types.is_integer(raw.type):
+            if raw.type == pa.uint64():
+                over = pc.greater(raw, pa.scalar(2**63 - 1, pa.uint64()))
+                over = over.fill_null(False).to_numpy(zero_copy_only=False)
+                flag(over, col, raw, INT_OUT_OF_RANGE)
+                raw = pc.if_else(pa.array(over), pa.scalar(0, raw.type), raw)
             return pc.dictionary_encode(bucket(raw.cast(pa.int64())))
         if pa.types.is_floating(raw.type):
             v = raw.cast(pa.float64())
@@ -144,22 +170,34 @@ class ChunkTransformer:
             if integer:
                 bad |= ~null & np.isfinite(f) & (np.floor(f) != f)
             flag(bad, col, v, what)
-            return pc.dictionary_encode(bucket(pa.array(np.where(bad, 0, f), mask=null)))
+            far = ~null & ~bad & (f < _MIN_FLOOR)
+            flag(far, col, v, OUT_OF_RANGE)
+            return pc.dictionary_encode(bucket(pa.array(np.where(bad | far, 0, f), mask=null)))
         # text: validate and bucket each distinct value once, on the chunk's dictionary
         s = _as_string(raw)
         d = _checked(pc.dictionary_encode(s), col, flag)
         values = d.dictionary
-        try:
+        try:  # fast path: every distinct value a plain integer (arrow also reads 0x.. as hex)
             v = pc.cast(values, pa.int64())
+            if not pc.any(pc.match_substring(values, "x", ignore_case=True)).as_py():
+                return pa.DictionaryArray.from_arrays(d.indices, bucket(v))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            ok = pc.match_substring_regex(values, _INT_RE if integer else _NUM_RE)
-            okn = ok.to_numpy(zero_copy_only=False)
-            if not okn.all():
-                idx = d.indices.fill_null(-1).to_numpy(zero_copy_only=False)
-                rows_bad = np.append(~okn, False)[idx]  # index -1 (missing) -> ok
-                flag(rows_bad, col, s, what)
-            v = pc.cast(pc.if_else(ok, values, pa.scalar("0")),
-                        pa.int64() if integer else pa.float64())
+            pass
+        ok = pc.match_substring_regex(values, _INT_RE if integer else _NUM_RE)
+        ok = ok.to_numpy(zero_copy_only=False)
+        plain = pc.replace_substring_regex(values, r"^\+", "")  # arrow's int parser refuses "+5"
+        if integer:
+            fits = ok & ~int64_overflow(values)
+            v = pc.cast(pc.if_else(pa.array(fits), plain, pa.scalar("0")), pa.int64())
+        else:
+            f = pc.cast(pc.if_else(pa.array(ok), plain, pa.scalar("0")), pa.float64())
+            f = f.to_numpy(zero_copy_only=False)
+            fits = ok & np.isfinite(f) & (f >= _MIN_FLOOR)
+            v = pa.array(np.where(fits, f, 0.0))
+        idx = d.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+        for mask, msg in ((~ok, what), (ok & ~fits, INT_OUT_OF_RANGE if integer else OUT_OF_RANGE)):
+            if mask.any():
+                flag(np.append(mask, False)[idx], col, s, msg)  # index -1 (missing) -> ok
         return pa.DictionaryArray.from_arrays(d.indices, bucket(v))
 
     def _hour(self, raw: pa.Array, col: str, flag) -> list[pa.DictionaryArray]:
@@ -185,7 +223,10 @@ def bucket(v: pa.Array) -> pa.Array:
     valid = v.is_valid().to_numpy(zero_copy_only=False)
     x = v.fill_null(0).to_numpy(zero_copy_only=False)
     big = x > 2
-    out = np.floor(x).astype(np.int64)
+    if np.issubdtype(x.dtype, np.integer):
+        out = x.astype(np.int64)
+    else:  # the floor of each value <= 2 (callers keep them >= -2**63)
+        out = np.floor(np.where(big, 0, x)).astype(np.int64)
     if big.any():
         out[big] = np.floor(np.log(x[big].astype(np.float64)) ** 2).astype(np.int64)
     return pa.array(out, type=pa.int64(), mask=~valid)

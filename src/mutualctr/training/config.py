@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from mutualctr.config import ConfigError, from_dict, load_yaml, to_dict
+from mutualctr.config import ConfigError, check_fields, check_range, from_dict, load_yaml, to_dict
 from mutualctr.training.optim import OptimConfig
 
 
@@ -41,12 +40,11 @@ class TrainConfig:
     row_range: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self):
+        check_fields(self, "train")  # also values set by dataclasses.replace (CLI flags)
         for name in ("batch_size", "epochs", "evals_per_epoch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be >= 1")
-        for name in ("patience", "eval_every", "eval_batch_size"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"train.{name} must be >= 0")
+            check_range(f"train.{name}", getattr(self, name), ge=1)
+        for name in ("patience", "eval_every", "eval_batch_size", "threads", "prefetch"):
+            check_range(f"train.{name}", getattr(self, name), ge=0)
         lo, hi = self.row_range
         if not 0.0 <= lo < hi <= 1.0:
             raise ConfigError(f"train.row_range must satisfy 0 <= lo < hi <= 1, got {list(self.row_range)}")
@@ -81,18 +79,18 @@ class MutualConfig:
     finetune_split: float = 0.0
 
     def __post_init__(self):
-        if self.alpha != AUTO and not (math.isfinite(self.alpha) and self.alpha >= 0):
-            raise ConfigError(f"mutual.alpha must be a number >= 0 or auto, got {self.alpha!r}")
-        if not self.alpha_grid or any(not (math.isfinite(a) and a > 0) for a in self.alpha_grid):
-            raise ConfigError(f"mutual.alpha_grid must list numbers > 0, got {self.alpha_grid!r}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"mutual.lr must be > 0, got {self.lr!r}")
-        if self.epochs < 1 or self.evals_per_epoch < 1:
-            raise ConfigError("mutual.epochs and mutual.evals_per_epoch must be >= 1")
-        if not (math.isfinite(self.embedding_lr_scale) and self.embedding_lr_scale > 0):
-            raise ConfigError(f"mutual.embedding_lr_scale must be > 0, got {self.embedding_lr_scale!r}")
-        if not 0.0 <= self.finetune_split < 1.0:
-            raise ConfigError(f"mutual.finetune_split must be in [0, 1), got {self.finetune_split!r}")
+        check_fields(self, "mutual")  # also values set by dataclasses.replace (flags)
+        if self.alpha != AUTO:
+            check_range("mutual.alpha", self.alpha, ge=0)
+        if not self.alpha_grid:
+            raise ConfigError("mutual.alpha_grid must list at least one number")
+        for a in self.alpha_grid:
+            check_range("mutual.alpha_grid", a, gt=0)
+        check_range("mutual.lr", self.lr, gt=0)
+        check_range("mutual.epochs", self.epochs, ge=1)
+        check_range("mutual.evals_per_epoch", self.evals_per_epoch, ge=1)
+        check_range("mutual.embedding_lr_scale", self.embedding_lr_scale, gt=0)
+        check_range("mutual.finetune_split", self.finetune_split, ge=0, lt=1)
 
     @property
     def searches(self) -> bool:
@@ -125,11 +123,13 @@ class RunConfig:
 
 
 def run_config_from_dict(data: dict[str, Any], where: str = "") -> RunConfig:
-    cfg = from_dict(RunConfig, data, where)
+    """A checked RunConfig; ``where`` (a file) prefixes any error, whose keys read ``train.epochs``."""
     try:
-        return cfg.validate()
+        return from_dict(RunConfig, data).validate()
     except ConfigError as e:
-        raise ConfigError(f"{where + ': ' if where else ''}{e}") from e
+        if not where or str(e).startswith(f"{where}:"):
+            raise
+        raise ConfigError(f"{where}: {e}") from e
 
 
 def load_run_config(path: str | Path) -> RunConfig:

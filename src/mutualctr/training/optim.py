@@ -16,6 +16,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from mutualctr.config import check_fields, check_range
+
 
 class RowAdam(torch.optim.Optimizer):
     """Adam restricted to the rows present in a sparse gradient ("lazy" Adam).
@@ -124,12 +126,16 @@ class OptimConfig:
     plateau_patience: int = 1
 
     def __post_init__(self):
-        if self.lr <= 0:
-            raise ValueError("optim.lr must be > 0")
-        if not 0 < self.decay_to <= 1:
-            raise ValueError("optim.decay_to must be in (0, 1]")
-        if not (math.isfinite(self.embedding_lr_scale) and self.embedding_lr_scale > 0):
-            raise ValueError(f"optim.embedding_lr_scale must be > 0, got {self.embedding_lr_scale!r}")
+        check_fields(self, "optim")  # also values set by dataclasses.replace (CLI flags)
+        check_range("optim.lr", self.lr, gt=0)
+        check_range("optim.beta1", self.beta1, ge=0, lt=1)
+        check_range("optim.beta2", self.beta2, ge=0, lt=1)
+        check_range("optim.eps", self.eps, gt=0)
+        check_range("optim.decay_epochs", self.decay_epochs, gt=0)
+        check_range("optim.decay_to", self.decay_to, gt=0, le=1)
+        check_range("optim.plateau_factor", self.plateau_factor, gt=0, le=1)
+        check_range("optim.plateau_patience", self.plateau_patience, ge=1)
+        check_range("optim.embedding_lr_scale", self.embedding_lr_scale, gt=0)
 
 
 class Schedule:

@@ -1,0 +1,620 @@
+"""Issue 14, table-driven: each hostile or careless use of the CLI gets one clear line and exit 2
+with nothing written, or a documented success. docs/reliability.md lists the same cases.
+
+Each :class:`Case` runs ``mutualctr ARGS`` as its own process: ``mutualctr.cli.main()`` in a
+child forked from a forkserver that has imported the CLI and torch once (a fresh
+``python -m mutualctr`` costs 1-8 s of imports per row on a shared 2-core machine), or, for rows
+with ``wrap`` (e.g. ``setpriv``), a real ``python -m mutualctr`` subprocess. In ``args``,
+``{raw}`` is (the absolute path of) a 300-row Criteo file in the case's directory, ``{store}``
+a store prepared from it (shared by the module: do not write into it), ``{tmp}`` the case's
+directory (the cwd unless ``cwd`` names a folder inside it).
+
+A failing row (exit != 0) also checks that the command wrote nothing: the case directory's
+files and links (paths, sizes, mtimes, targets) are the same before and after. To add a row,
+append a ``Case`` to ``CASES``; ``setup(ctx)`` prepares the directory, ``check(ctx, result)``
+asserts more (``result`` has ``code``, ``out``, ``err``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from mutualctr import atomic, outdir
+from mutualctr.data.prepare import prepare
+from mutualctr.data.store import Store
+from mutualctr.errors import ConfigError, MutualCTRError, OutputError
+
+from .data.helpers import criteo_rows, write_tsv
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- running the CLI ------------------------------------------------------------------------------
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def _cli_child(argv: list[str], cwd: str, out: str, err: str) -> None:  # runs in the forked child
+    import traceback
+
+    os.chdir(cwd)
+    os.environ["COLUMNS"] = "200"  # rich: no wrapping of the summary lines
+    for fd, path in ((1, out), (2, err)):
+        f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(f, fd)
+        os.close(f)
+    sys.argv = ["mutualctr", *argv]
+    code = 0
+    try:
+        from mutualctr.cli import main
+
+        main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+_FORK = multiprocessing.get_context("forkserver")
+# what the commands import (torch and torch._dynamo: ~4 s), once for all rows
+_FORK.set_forkserver_preload(["mutualctr.cli", "mutualctr.data.prepare", "mutualctr.training.api",
+                              "mutualctr.models", "mutualctr.training.trainer"])
+
+
+def run_cli(args: list[str], cwd: Path, wrap: list[str] = (), timeout: float = 300) -> Result:
+    """``mutualctr ARGS`` in ``cwd`` as a separate process: exit code, stdout, stderr."""
+    logs = Path(os.environ.get("TMPDIR", "/tmp"))
+    if wrap:
+        env = {**os.environ, "COLUMNS": "200"}
+        p = subprocess.run([*wrap, sys.executable, "-m", "mutualctr", *args], cwd=cwd, env=env,
+                           capture_output=True, text=True, timeout=timeout)
+        return Result(p.returncode, p.stdout, p.stderr)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=logs) as d:
+        out, err = os.path.join(d, "out"), os.path.join(d, "err")
+        proc = _FORK.Process(target=_cli_child, args=(list(args), str(cwd), out, err))
+        proc.start()
+        proc.join(timeout)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+            raise AssertionError(f"mutualctr {' '.join(args)}: still running after {timeout} s")
+        return Result(proc.exitcode, Path(out).read_text(), Path(err).read_text())
+
+
+def tree(root: Path) -> dict[str, tuple]:
+    """Files and links under ``root`` (directories by presence: a lock created and removed
+    changes a directory's mtime, not its content)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath, name)
+            st = p.lstat()
+            kind = stat.S_IFMT(st.st_mode)
+            key = str(p.relative_to(root))
+            if stat.S_ISDIR(kind):
+                out[key] = ("dir",)
+            elif stat.S_ISLNK(kind):
+                out[key] = ("link", os.readlink(p))
+            else:
+                out[key] = ("file", st.st_size, st.st_mtime_ns)
+    return out
+
+
+# -- a prepare that stops mid-way (inside its temporary directory) ------------------------------
+def _paused_child(raw: str, out: str, kw: dict, conn) -> None:  # runs in the forked child
+    import time
+
+    from mutualctr.data import prepare as prep
+
+    real = prep.write_vocab
+
+    def paused(path, values, counts):
+        real(path, values, counts)
+        conn.send("PAUSED")
+        time.sleep(600)
+
+    prep.write_vocab = paused
+    prep.prepare("criteo", [Path(raw)], Path(out), progress=False, **kw)
+
+
+def paused_prepare(raw: Path, out: Path, **kw):
+    """A prepare process stopped after it has written into its temporary directory."""
+    ours, theirs = _FORK.Pipe()
+    p = _FORK.Process(target=_paused_child, args=(str(raw), str(out), kw, theirs))
+    p.start()
+    if not ours.poll(120) or ours.recv() != "PAUSED":
+        p.kill()
+        raise AssertionError("the paused prepare did not pause")
+    return p
+
+
+def killed_prepare(raw: Path, out: Path, **kw) -> None:
+    """A prepare killed with SIGKILL mid-way: its temporaries stay behind (checked)."""
+    p = paused_prepare(raw, out, **kw)
+    p.kill()  # SIGKILL
+    p.join()
+    left = [e for e in os.listdir(out.parent) if e.startswith(f".{out.name}.")]
+    assert any(e.endswith(".tmp") for e in left), left  # the leak of issue 14 item 4
+
+
+def temporaries(d: Path) -> list[str]:
+    return sorted(e for e in os.listdir(d) if e.startswith(".") and
+                  (e.endswith((".tmp", ".old", ".del", ".lock"))))
+
+
+# -- cases ----------------------------------------------------------------------------------------
+@dataclass
+class Ctx:
+    tmp: Path
+    raw: Path
+    store: Path
+    children: list = field(default_factory=list)
+
+    def prepare(self, out: str, **kw) -> Store:
+        return prepare("criteo", [self.raw], self.tmp / out, progress=False, **kw).store
+
+
+@dataclass
+class Case:
+    id: str
+    args: str  # shell words; {raw}, {store}, {tmp} substituted
+    code: int
+    message: str  # fragment of stderr (code != 0) or stdout (code == 0)
+    setup: Callable[[Ctx], None] | None = None
+    check: Callable[[Ctx, Result], None] | None = None
+    cwd: str = ""  # relative to the case directory
+    wrap: tuple[str, ...] = ()  # run as `WRAP... python -m mutualctr ARGS`
+    skip: Callable[[], str | None] | None = None  # reason to skip, if any
+
+
+PREP = "prepare --dataset criteo --input {raw} --quiet --out"
+
+
+def _precious(ctx):
+    (ctx.tmp / "precious").mkdir()
+    (ctx.tmp / "precious" / "thesis.txt").write_text("four years of work")
+
+
+def _store_plus_file(ctx):
+    ctx.prepare("st")
+    (ctx.tmp / "st" / "thesis.txt").write_text("four years of work")
+
+
+def _linked_store(ctx):
+    ctx.prepare("target")
+    (ctx.tmp / "link").symlink_to("target")
+
+
+def _check_linked(ctx, r):
+    assert (ctx.tmp / "link").is_symlink() and os.readlink(ctx.tmp / "link") == "target"
+    assert Store.open(ctx.tmp / "target").feature_map.settings["seed"] == 5
+    assert temporaries(ctx.tmp) == [], temporaries(ctx.tmp)
+
+
+def _check_replaced(ctx, r):
+    assert Store.open(ctx.tmp / "st").feature_map.settings["seed"] == 4
+    assert temporaries(ctx.tmp) == []
+
+
+def _writer_at_work(ctx):
+    ctx.children.append(paused_prepare(ctx.raw, ctx.tmp / "st"))
+
+
+def _check_writer_named(ctx, r):
+    assert f"(pid {ctx.children[0].pid})" in r.err
+    assert not (ctx.tmp / "st").exists()
+
+
+def _killed(ctx):
+    killed_prepare(ctx.raw, ctx.tmp / "st")
+
+
+def _killed_overwrite(ctx):
+    ctx.prepare("st")
+    killed_prepare(ctx.raw, ctx.tmp / "st", seed=7, overwrite=True)
+
+
+def _killed_between_renames(ctx):
+    """What a replace killed between its two renames leaves: the old store parked as .old."""
+    ctx.prepare("st")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    os.replace(ctx.tmp / "st", ctx.tmp / f".st.{atomic.host_id()}-{dead.pid}-1.old")
+
+
+def _check_clean(ctx, r):
+    assert temporaries(ctx.tmp) == [], temporaries(ctx.tmp)
+    assert Store.open(ctx.tmp / "st").rows("train") == 240
+
+
+def _cwd_store(ctx):
+    ctx.prepare("st")
+
+
+def _file(name, text="x\n"):
+    def setup(ctx):
+        (ctx.tmp / name).write_text(text)
+    return setup
+
+
+def _read_only(ctx):
+    (ctx.tmp / "ro").mkdir()
+    os.chmod(ctx.tmp / "ro", 0o555)
+
+
+def _no_setpriv():
+    if os.geteuid() == 0 and not shutil.which("setpriv"):
+        return "root without setpriv: a read-only folder cannot be simulated"
+    return None
+
+
+_WRAP_RO = (("setpriv", "--inh-caps=-dac_override,-dac_read_search",
+             "--bounding-set=-dac_override,-dac_read_search") if os.geteuid() == 0 else ())
+
+
+def _criteo_file(name, edit):
+    def setup(ctx):
+        rows = criteo_rows(30)
+        edit(rows)
+        write_tsv(ctx.tmp / name, rows)
+    return setup
+
+
+def _cell(row, col, value):
+    def edit(rows):
+        rows[row][col] = value
+    return edit
+
+
+def _column(col, value):
+    def edit(rows):
+        for r in rows:
+            r[col] = value
+    return edit
+
+
+def _labels(value):
+    def edit(rows):
+        for r in rows:
+            r[0] = value
+    return edit
+
+
+def _rows5(rows):
+    del rows[5:]
+
+
+def _check_vocab(field, want):
+    def check(ctx, r):
+        assert want in Store.open(ctx.tmp / "n").vocab(field).to_pylist()
+    return check
+
+
+def _check_one_class(ctx, r):
+    st = Store.open(ctx.tmp / "n")
+    assert "every label of the train split" in st.split_problem("train")
+    with pytest.raises(MutualCTRError, match="train split .* is 0"):
+        st.require_both_classes("train")
+
+
+def _yaml(name, text):
+    return _file(name, text)
+
+
+_RUN = "model: {name: lr}\n"
+TRAIN = "train --data {store} --out r --quiet --model lr"
+CONFIG = "train --data {store} --out r --quiet --config c.yaml"
+
+
+def _config_case(id, yaml_line, message):
+    """``train --config c.yaml`` where c.yaml is an lr run config plus ``yaml_line``."""
+    return Case(id, CONFIG, 2, f"c.yaml: {message}", _yaml("c.yaml", f"{_RUN}{yaml_line}\n"))
+
+
+def _criteo_case(id, edit, code, message, flags="", check=None):
+    """``prepare`` of n.txt: 30 Criteo rows changed by ``edit``."""
+    return Case(id, f"prepare --dataset criteo --input n.txt --out n --quiet {flags}".strip(), code,
+                message, _criteo_file("n.txt", edit), check)
+MUTUAL = "mutual --data {store} --out g --quiet --models lr,lr"
+
+CASES = [
+    # 2. --overwrite replaces only what is ours
+    Case("overwrite-foreign-dir", f"{PREP} precious --overwrite", 2,
+         "precious: exists and is not a mutualctr store (it holds 'thesis.txt')", _precious),
+    Case("foreign-dir-no-overwrite", f"{PREP} precious", 2,
+         "--overwrite replaces only a store that mutualctr wrote", _precious),
+    Case("overwrite-store-holding-user-file", f"{PREP} st --overwrite --seed 4", 2,
+         "st: is a mutualctr store but also holds 'thesis.txt'", _store_plus_file),
+    Case("overwrite-own-store", f"{PREP} st --overwrite --seed 4", 0, "prepared store st",
+         _cwd_store, _check_replaced),
+    Case("overwrite-through-symlink", f"{PREP} link --overwrite --seed 5", 0, "prepared store link",
+         _linked_store, _check_linked),
+    Case("out-is-a-file", f"{PREP} f.txt --overwrite", 2, "f.txt: is a file, not a directory",
+         _file("f.txt")),
+    # 3. one writer per --out
+    Case("second-writer", f"{PREP} st", 2,
+         "st: another mutualctr process (pid", _writer_at_work, _check_writer_named),
+    # 4. temporaries of killed writers
+    Case("after-kill-9", f"{PREP} st", 0, "prepared store st", _killed, _check_clean),
+    Case("after-kill-9-of-overwrite", f"{PREP} st", 0, "reused existing store st",
+         _killed_overwrite, _check_clean),
+    Case("after-kill-9-between-renames", f"{PREP} st", 0, "reused existing store st",
+         _killed_between_renames, _check_clean),
+    # 5./6. bad values from flags and from YAML: same message, exit 2, nothing written
+    Case("train-epochs-0", f"{TRAIN} --epochs 0", 2, "error: train.epochs must be >= 1, got 0"),
+    Case("train-batch-size-0", f"{TRAIN} --batch-size 0", 2, "train.batch_size must be >= 1, got 0"),
+    Case("train-lr-negative", f"{TRAIN} --lr -1", 2, "optim.lr must be > 0, got -1.0"),
+    Case("train-lr-nan", f"{TRAIN} --lr nan", 2, "optim.lr must be a finite number, got nan"),
+    Case("train-lr-inf", f"{TRAIN} --lr inf", 2, "optim.lr must be a finite number, got inf"),
+    Case("train-device-unknown", f"{TRAIN} --device gpu", 2,
+         "train.device: expected one of 'auto' | 'cpu' | 'cuda', got 'gpu'"),
+    Case("mutual-lr-0", f"{MUTUAL} --lr 0", 2, "optim.lr must be > 0, got 0.0"),
+    Case("mutual-epochs-0", f"{MUTUAL} --epochs 0", 2, "train.epochs must be >= 1, got 0"),
+    Case("mutual-alpha-negative", f"{MUTUAL} --alpha -1", 2, "mutual.alpha must be >= 0, got -1.0"),
+    Case("mutual-alpha-nan", f"{MUTUAL} --alpha nan", 2, "mutual.alpha must be a finite number, got nan"),
+    _config_case("yaml-lr-nan", "optim: {lr: .nan}", "optim.lr must be a finite number, got nan"),
+    _config_case("yaml-decay-epochs-0", "optim: {decay_epochs: 0}",
+                 "optim.decay_epochs must be > 0, got 0.0"),
+    _config_case("yaml-beta1", "optim: {beta1: 1.5}", "optim.beta1 must be in [0, 1), got 1.5"),
+    _config_case("yaml-beta2", "optim: {beta2: 1}", "optim.beta2 must be in [0, 1), got 1.0"),
+    _config_case("yaml-eps", "optim: {eps: -1}", "optim.eps must be > 0, got -1.0"),
+    _config_case("yaml-plateau-factor", "optim: {plateau_factor: 2}",
+                 "optim.plateau_factor must be in (0, 1], got 2.0"),
+    _config_case("yaml-plateau-patience", "optim: {plateau_patience: 0}",
+                 "optim.plateau_patience must be >= 1, got 0"),
+    _config_case("yaml-threads", "train: {threads: -4}", "train.threads must be >= 0, got -4"),
+    _config_case("yaml-prefetch", "train: {prefetch: -1}", "train.prefetch must be >= 0, got -1"),
+    _config_case("yaml-epochs-0-same-as-flag", "train: {epochs: 0}", "train.epochs must be >= 1, got 0"),
+    # 7. duplicate keys
+    Case("run-yaml-duplicate-key", CONFIG, 2,
+         "c.yaml:4:3: invalid YAML: duplicate key 'epochs' (first on line 3)",
+         _yaml("c.yaml", _RUN + "train:\n  epochs: 1\n  epochs: 2\n")),
+    Case("schema-yaml-duplicate-key", "prepare --dataset s.yaml --input {raw} --out n --quiet", 2,
+         "s.yaml:3:1: invalid YAML: duplicate key 'label' (first on line 2)",
+         _yaml("s.yaml", "format: csv\nlabel: y\nlabel: z\n")),
+    # 8. numbers at the edges
+    _criteo_case("int64-overflow", _cell(2, 1, "99999999999999999999999"), 2,
+                 "n.txt:3: column I1: '99999999999999999999999' is out of range (integers must fit"),
+    _criteo_case("int64-overflow-skipped", _cell(2, 1, "99999999999999999999999"), 0,
+                 "rows rejected: 1  (first: n.txt:3)", "--on-bad-rows skip"),
+    _criteo_case("int64-min-accepted", _column(2, "-9223372036854775808"), 0, "rows rejected: 0",
+                 "--min-count 1", _check_vocab("I2", -9223372036854775808)),
+    _criteo_case("int-plus-sign", _column(2, "+1"), 0, "rows rejected: 0", "--min-count 1",
+                 _check_vocab("I2", 1)),
+    _criteo_case("int-hex-refused", _cell(2, 1, "0x10"), 2, "n.txt:3: column I1: '0x10' is not an integer"),
+    _criteo_case("int-inf-refused", _cell(2, 1, "inf"), 2, "n.txt:3: column I1: 'inf' is not an integer"),
+    _criteo_case("int-nan-refused", _cell(2, 1, "nan"), 2, "n.txt:3: column I1: 'nan' is not an integer"),
+    _criteo_case("int-minus-zero", _column(2, "-0"), 0, "rows rejected: 0", "--min-count 1",
+                 _check_vocab("I2", 0)),
+    # 9. file-system errors and misleading messages
+    Case("out-in-read-only-folder", f"{PREP} ro/st", 2, "ro/st: cannot write in", _read_only,
+         wrap=_WRAP_RO, skip=_no_setpriv),
+    Case("out-dangling-symlink", f"{PREP} dangling", 2,
+         "dangling: is a symbolic link to nowhere, which does not exist",
+         lambda ctx: (ctx.tmp / "dangling").symlink_to("nowhere")),
+    Case("out-is-cwd", "prepare --dataset criteo --input {raw} --quiet --out . --overwrite --seed 3",
+         2, ".: is the current directory", _cwd_store, cwd="st"),
+    Case("out-is-parent-of-cwd", f"{PREP} .. --overwrite", 2, "..: is a parent of the current directory",
+         lambda ctx: (ctx.tmp / "sub").mkdir(), cwd="sub"),
+    Case("out-below-a-file", f"{PREP} f.txt/st", 2, "is a file, not a directory", _file("f.txt")),
+    Case("out-holds-input", "prepare --dataset criteo --input d/c.txt --out d --overwrite --quiet", 2,
+         "d: holds the input d/c.txt",
+         lambda ctx: ((ctx.tmp / "d").mkdir(), shutil.copy(ctx.raw, ctx.tmp / "d" / "c.txt"))),
+    Case("input-is-a-directory", "prepare --dataset criteo --input d --out n --quiet", 2,
+         "d: is a directory, not a file", lambda ctx: (ctx.tmp / "d").mkdir()),
+    Case("store-is-a-file", "train --data {raw} --out r --quiet --model lr", 2,
+         "is a file, not a store directory"),
+    Case("schema-is-a-directory", "prepare --dataset d --input {raw} --out n --quiet", 2,
+         "not 'criteo', 'avazu' or an existing schema YAML file", lambda ctx: (ctx.tmp / "d").mkdir()),
+    # 10. degenerate data
+    _criteo_case("five-rows", _rows5, 2, "n.txt: 5 rows give train"),
+    _criteo_case("one-class-labels", _labels("0"), 0, "prepared store n", "", _check_one_class),
+]
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    d = tmp_path_factory.mktemp("reliability")
+    raw = write_tsv(d / "c.txt", criteo_rows(300))
+    prepare("criteo", [raw], d / "store", progress=False)
+    return d
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_cli_case(case: Case, shared, tmp_path):
+    if case.skip and (why := case.skip()):
+        pytest.skip(why)
+    raw = tmp_path / "c.txt"
+    shutil.copy(shared / "c.txt", raw)
+    ctx = Ctx(tmp_path, raw, shared / "store")
+    try:
+        if case.setup:
+            case.setup(ctx)
+        before = tree(tmp_path)
+        words = [w.format(raw=raw, store=ctx.store, tmp=tmp_path) for w in shlex.split(case.args)]
+        r = run_cli(words, tmp_path / case.cwd, wrap=case.wrap)
+        shown = f"exit {r.code}\nstdout: {r.out[-2000:]}\nstderr: {r.err[-2000:]}"
+        assert r.code == case.code, shown
+        if case.code:
+            assert case.message in r.err, shown
+            assert r.err.strip().count("\n") == 0, shown  # one line
+            assert "Traceback" not in r.err
+            assert tree(tmp_path) == before, "the failing command wrote something"
+        else:
+            assert case.message in r.out, shown
+        if case.check:
+            case.check(ctx, r)
+    finally:
+        for p in ctx.children:
+            p.kill()
+            p.join()
+        ro = tmp_path / "ro"
+        if ro.exists():
+            os.chmod(ro, 0o755)
+
+
+# -- the library side -----------------------------------------------------------------------------
+def test_config_error_is_a_mutualctr_error_and_a_value_error():
+    from mutualctr import config
+
+    assert config.ConfigError is ConfigError
+    assert issubclass(ConfigError, MutualCTRError) and issubclass(ConfigError, ValueError)
+
+
+def test_flag_and_yaml_give_the_same_message(tmp_path):
+    from dataclasses import replace
+
+    from mutualctr.training.config import MutualConfig, load_run_config, run_config_from_dict, with_overrides
+
+    cfg = run_config_from_dict({"model": {"name": "lr"}})
+    for key, value, section in [("epochs", 0, "train"), ("lr", float("nan"), "optim"),
+                                ("batch_size", -3, "train")]:
+        with pytest.raises(ConfigError) as flag:
+            with_overrides(cfg, **{key: value})
+        f = tmp_path / "c.yaml"
+        f.write_text(f"model: {{name: lr}}\n{section}: {{{key}: {'.nan' if value != value else value}}}\n")
+        with pytest.raises(ConfigError) as yaml_:
+            load_run_config(f)
+        assert str(yaml_.value) == f"{f}: {flag.value}"
+        assert str(flag.value).startswith(f"{section}.{key} must be")
+    with pytest.raises(ConfigError, match=r"^mutual\.alpha must be a finite number, got inf$"):
+        MutualConfig(alpha=float("inf"))
+    with pytest.raises(ConfigError, match=r"^train\.evals_per_epoch: expected an integer, got 1\.5$"):
+        replace(cfg.train, evals_per_epoch=1.5)
+    with pytest.raises(ConfigError, match=r"^optim\.embedding_optimizer: expected one of"):
+        replace(cfg.optim, embedding_optimizer="adagrad")
+
+
+def test_yaml_duplicates_in_flow_mappings_and_merges(tmp_path):
+    from mutualctr.config import load_yaml
+
+    f = tmp_path / "a.yaml"
+    f.write_text("optim: {lr: 1, lr: 2}\n")
+    with pytest.raises(ConfigError, match=r"a\.yaml:1:16: invalid YAML: duplicate key 'lr' \(first on li"):
+        load_yaml(f)
+    f.write_text("base: &b {lr: 1, eps: 2}\noptim:\n  <<: *b\n  lr: 3\n")  # a merge may override
+    assert load_yaml(f)["optim"] == {"lr": 3, "eps": 2}
+    f.write_text("a: 1\nb: 2\n")
+    assert load_yaml(f) == {"a": 1, "b": 2}
+
+
+def test_ownership_rules(tmp_path):
+    run = tmp_path / "run"
+    assert outdir.check_replaceable(run, "run") == "absent"
+    run.mkdir()
+    (run / f".x.{atomic.owner_tag()}.abc.tmp").write_text("")
+    assert outdir.check_replaceable(run, "run") == "empty"  # only our temporaries
+    (run / "config.yaml").write_text("")
+    with pytest.raises(OutputError, match="not a mutualctr run"):
+        outdir.check_replaceable(run, "run")
+    outdir.write_marker(run, "run")
+    assert outdir.is_ours(run, "run") and not outdir.is_ours(run, "group")
+    (run / "checkpoints").mkdir()
+    assert outdir.check_replaceable(run, "run") == "ours"
+    (run / "notes.md").write_text("mine")
+    with pytest.raises(OutputError, match=r"also holds 'notes\.md'"):
+        outdir.remove(run, "run")
+    assert (run / "notes.md").read_text() == "mine"
+    (run / "notes.md").unlink()
+    assert outdir.remove(run, "run") and not run.exists()
+    assert temporaries(tmp_path) == []
+    legacy = tmp_path / "legacy"  # a run written before markers existed
+    legacy.mkdir()
+    (legacy / "config.yaml").write_text("")
+    (legacy / "store.json").write_text("{}")
+    assert outdir.is_ours(legacy, "run")
+
+
+def test_lock_is_exclusive_reentrant_and_leaves_nothing(tmp_path):
+    out = tmp_path / "st"
+    with outdir.locked(out):
+        assert (tmp_path / ".st.lock").read_text().split()[0] == str(os.getpid())
+        with outdir.locked(out):  # the same process again (e.g. api.train inside a command)
+            pass
+        assert (tmp_path / ".st.lock").exists()
+        code = ("import sys; from mutualctr import outdir\n"
+                "try:\n    outdir.locked(sys.argv[1]).__enter__()\n"
+                "except Exception as e:\n    print(e)")
+        p = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True)
+        assert f"another mutualctr process (pid {os.getpid()}) is writing it" in p.stdout, p
+    assert temporaries(tmp_path) == []
+    with outdir.locked(out):  # free again
+        pass
+
+
+def test_stale_temporaries_only(tmp_path):
+    out = tmp_path / "st"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = atomic.host_id()
+    names = {
+        f".st.{host}-{dead.pid}-1.abcd1234.tmp": False,  # dead owner: removed
+        f".st.{host}-{os.getpid()}-1.abcd1234.tmp": False,  # our pid, another start: pid reused
+        f".st.{atomic.owner_tag()}.abcd1234.tmp": True,  # alive (this process)
+        f".st.00000000-{dead.pid}-1.abcd1234.tmp": True,  # another host: cannot tell, kept
+        f".other.{host}-{dead.pid}-1.abcd1234.tmp": True,  # another output's
+        ".st.legacy99.tmp": True,  # no owner recorded: kept
+    }
+    for n in names:
+        (tmp_path / n).mkdir()
+        (tmp_path / n / "x").write_text("")
+    removed = outdir.clean_stale(out)
+    assert sorted(p.name for p in removed) == sorted(n for n, keep in names.items() if not keep)
+    assert sorted(os.listdir(tmp_path)) == sorted(n for n, keep in names.items() if keep)
+    inside = outdir.clean_stale_in(tmp_path)
+    assert [p.name for p in inside] == [f".other.{host}-{dead.pid}-1.abcd1234.tmp"]
+
+
+def test_prepare_summary_reports_one_class_splits(tmp_path):
+    rows = criteo_rows(40)
+    for i, r in enumerate(rows):
+        r[0] = "1" if i % 10 == 0 else "0"  # positives only where the split may put them
+    raw = write_tsv(tmp_path / "c.txt", rows)
+    res = prepare("criteo", [raw], tmp_path / "st", progress=False)
+    st = res.store
+    want = [st.split_problem(s) for s in st.splits if st.split_problem(s)]
+    assert res.summary["warnings"] == want
+    for s in st.splits:
+        _, y = st.split(s)
+        single = len(set(y.tolist())) < 2
+        assert (st.split_problem(s) is not None) == single
+    again = prepare("criteo", [raw], tmp_path / "st", progress=False)
+    assert again.reused and again.summary["warnings"] == want
+
+
+def test_output_file_paths(tmp_path):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(OutputError, match=r"d: is a directory; pass a file name"):
+        outdir.resolve_file(tmp_path / "d")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(OutputError, match=r"dangling: is a symbolic link to .*nowhere, which does not exist"):
+        outdir.resolve_file(tmp_path / "dangling")
+    (tmp_path / "f.txt").write_text("")
+    with pytest.raises(OutputError, match=r"f\.txt is a file, not a directory"):
+        outdir.resolve_file(tmp_path / "f.txt" / "p.csv")
+    (tmp_path / "link.csv").symlink_to(tmp_path / "f.txt")
+    assert outdir.resolve_file(tmp_path / "link.csv") == (tmp_path / "f.txt").resolve()
+    assert outdir.resolve_file(tmp_path / "new.csv") == (tmp_path / "new.csv").resolve()
