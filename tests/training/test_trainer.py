@@ -238,3 +238,57 @@ def test_sparse_and_dense_optimizer_agree_on_first_step(tiny_store):
             torch.testing.assert_close(a[k][touched], b[k][touched], rtol=1e-5, atol=1e-7)
         else:
             torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-7)
+
+
+def test_mid_epoch_checkpoints_resume_to_the_uninterrupted_result(tiny_store, tmp_path):
+    """train.checkpoint_every: a checkpoint between evaluations (here after every step); a run
+    killed between two evaluations resumes from it to the same weights, metrics and history."""
+    from dataclasses import replace
+
+    cfg = tiny_config(epochs=2, evals_per_epoch=1)
+    cfg.train = replace(cfg.train, checkpoint_every=1e-9)  # the step interval rounds up to 1
+    full = api.train(tiny_store, tmp_path / "full", cfg, quiet=True)
+    with interrupted_at_step(27):  # epoch 2, 8 steps after its last evaluation
+        api.train(tiny_store, tmp_path / "cut", cfg, quiet=True)
+    ck = GroupCheckpoint.load(tmp_path / "cut" / "checkpoints" / "last.pt")
+    assert ck.loop.step == 26 and ck.loop.batch_in_epoch == 7 and ck.loop.window["steps"] == 7
+    resumed = api.train(tiny_store, tmp_path / "cut", cfg, resume=True, quiet=True)
+    for k in ("dev_auc", "dev_logloss", "test_auc", "test_logloss", "best_step", "steps"):
+        assert resumed[k] == full[k], k
+    _assert_same_weights(_state(tmp_path / "full"), _state(tmp_path / "cut"))
+    lines = [[(r["step"], r["train_loss"], r["dev_auc"]) for r in map(json.loads, (tmp_path / d / "metrics.jsonl")
+              .read_text().splitlines())] for d in ("full", "cut")]
+    assert lines[0] == lines[1]  # the mean training loss of the interrupted window included
+
+
+def test_resume_with_nothing_to_resume_starts_fresh_and_says_so(tiny_store, tmp_path, capfd):
+    cfg = tiny_config(epochs=1)
+    fresh = api.train(tiny_store, tmp_path / "a", cfg, quiet=True)
+    resumed = api.train(tiny_store, tmp_path / "b", cfg, resume=True, quiet=True)
+    assert "nothing to resume" in capfd.readouterr().err
+    assert resumed["test_auc"] == fresh["test_auc"]
+
+
+def test_a_runaway_loss_stops_the_run_naming_the_step_and_the_last_checkpoint(tiny_store, tmp_path):
+    cfg = tiny_config(epochs=5, lr=50.0)
+    with pytest.raises(TrainingError, match=r"(ran away|non-finite loss) at step \d+.*last good checkpoint"):
+        api.train(tiny_store, tmp_path / "r", cfg, quiet=True)
+    from dataclasses import replace
+
+    calm = tiny_config(epochs=1)
+    calm.train = replace(calm.train, divergence_factor=1.0001)  # any rise at all counts
+    with pytest.raises(ConfigError, match="divergence_factor"):
+        replace(calm.train, divergence_factor=0.5)
+
+
+def test_bf16_is_refused_where_it_is_not_native_and_auto_falls_back(monkeypatch):
+    from mutualctr.training import device as D
+
+    monkeypatch.setattr(D, "cpu_flags", lambda: {"avx2", "fma"})
+    with pytest.raises(TrainingError, match="no native bf16"):
+        D.resolve_precision("bf16", torch.device("cpu"))
+    assert D.resolve_precision("auto", torch.device("cpu")) == "fp32"
+    monkeypatch.setattr(D, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    assert D.resolve_precision("auto", torch.device("cpu")) == "bf16"
+    assert D.resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    assert D.resolve_precision("fp32", torch.device("cpu")) == "fp32"

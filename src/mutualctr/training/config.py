@@ -11,7 +11,7 @@ from mutualctr.config import ConfigError, check_fields, check_range, from_dict, 
 from mutualctr.training.optim import OptimConfig
 
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @dataclass
@@ -29,22 +29,31 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     prefetch: int = 2  # batches prepared ahead in a background thread
     # bf16: forward (and so backward) under bf16 autocast; parameters, optimizer states, losses
-    # and metrics stay float32. ~2x faster matrix products on CPUs with AMX/AVX512-BF16 or on GPUs.
-    precision: Literal["fp32", "bf16"] = "fp32"
-    # compile: each member's forward through torch.compile (inductor): fuses the elementwise work
-    # around the matrix products. Pays a compile of a few seconds to a minute at the first train
-    # and eval steps; then 1.0-1.4x faster steps in fp32, 1.3-1.7x in bf16 (docs/performance.md).
+    # and metrics stay float32; refused where the CPU has no native bf16 (AMX or AVX512-BF16),
+    # where it is emulated and many times slower. auto: bf16 where native, else fp32.
+    # Figures: docs/performance.md.
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    # compile: each member's forward through torch.compile (inductor), which fuses the
+    # elementwise work around the matrix products, after a compile pause (docs/performance.md).
     compile: bool = False
     # the part of the train split a run reads: rows [lo * n, hi * n) in the split's order
     # (experiment --finetune-split pretrains on the first part and finetunes on the rest)
     row_range: tuple[float, float] = (0.0, 1.0)
+    # a resumable checkpoint also inside an epoch, about every this many seconds (0: only at
+    # the evaluations); a killed run then loses at most this much work
+    checkpoint_every: float = 300.0
+    # stop when the training loss runs away: the mean of the last 20 steps above this many times
+    # the loss of the first step, three checks in a row (0: never)
+    divergence_factor: float = 10.0
 
     def __post_init__(self):
         check_fields(self, "train")  # also values set by dataclasses.replace (CLI flags)
         for name in ("batch_size", "epochs", "evals_per_epoch"):
             check_range(f"train.{name}", getattr(self, name), ge=1)
-        for name in ("patience", "eval_every", "eval_batch_size", "threads", "prefetch"):
+        for name in ("patience", "eval_every", "eval_batch_size", "threads", "prefetch", "checkpoint_every"):
             check_range(f"train.{name}", getattr(self, name), ge=0)
+        if self.divergence_factor != 0:
+            check_range("train.divergence_factor", self.divergence_factor, gt=1)
         lo, hi = self.row_range
         if not 0.0 <= lo < hi <= 1.0:
             raise ConfigError(f"train.row_range must satisfy 0 <= lo < hi <= 1, got {list(self.row_range)}")

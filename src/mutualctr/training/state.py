@@ -27,13 +27,17 @@ class LoopState:
     bad_evals: int = 0
     elapsed: float = 0.0
     done: bool = False
+    # the evaluation window so far (loss sums, steps, rows, seconds) when checkpointed mid-epoch
+    window: dict[str, Any] | None = None
+    # each member's loss at the first step (the divergence check's reference)
+    loss_base: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LoopState":
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 def rng_state() -> dict[str, Any]:

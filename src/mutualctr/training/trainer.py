@@ -27,7 +27,7 @@ from mutualctr.errors import TrainingError
 from mutualctr.models import RowCache, l2_penalty, use_row_cache
 from mutualctr.progress import Bar
 from mutualctr.training.config import MutualConfig, TrainConfig, run_config_to_dict
-from mutualctr.training.device import autocast, compile_models, resolve_device
+from mutualctr.training.device import autocast, compile_models, resolve_device, resolve_precision
 from mutualctr.training.inference import predict_logits, scores
 from mutualctr.training.losses import bce, peer_term
 from mutualctr.training.member import Member
@@ -61,6 +61,7 @@ class Trainer:
         self.quiet = quiet
         self.start_is_candidate = start_is_candidate
         self.device = resolve_device(train.device)
+        self.precision = resolve_precision(train.precision, self.device)  # fp32 or bf16
         if train.threads > 0:
             torch.set_num_threads(train.threads)
         self.loader, self.batches = self._batch_source()
@@ -81,6 +82,7 @@ class Trainer:
             self.vectorised = VectorisedGroup([m.model for m in self.members])
         self.checkpoints = Checkpointer(self.out, self.par, store.fingerprint)
         self.eval_points = self._eval_points()
+        self._ckpt_t0, self._ckpt_interval = None, None  # see _checkpoint_due
         self._weight = 1.0  # this worker's share of the global batch (data parallelism)
 
     def _batch_source(self):
@@ -147,7 +149,7 @@ class Trainer:
         if len(labels) == 0:  # a global batch smaller than the number of data workers
             local = torch.zeros(len(self.members), device=self.device)
         else:
-            with autocast(self.train_cfg.precision, self.device):
+            with autocast(self.precision, self.device):
                 losses = self.group_losses(ids, labels)
             # Members share no parameters and peers are detached, so one backward of the sum gives
             # each member exactly the gradient of its own loss.
@@ -163,8 +165,7 @@ class Trainer:
         """(labels, logits) of ``split``, every row, in order (data workers score a shard each)."""
         X, y = self.dev if split == "dev" else self.test
         lo, hi = self.par.shard(len(y))
-        logits = predict_logits(model, X[lo:hi], self.train_cfg.eval_batch_size, self.device,
-                                self.train_cfg.precision)
+        logits = predict_logits(model, X[lo:hi], self.train_cfg.eval_batch_size, self.device, self.precision)
         return np.asarray(y), self.par.gather_rows(logits, len(y))
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
@@ -178,7 +179,6 @@ class Trainer:
         state = self._resume() if resume else None
         for m in self.members if self.par.is_writer else ():
             m.files.write_start_files(run_config_to_dict(m.config), self.store)
-        window = _Window(len(self.members), self.device)
         progress = _TrainProgress(cfg.epochs * self.steps_per_epoch, state.step if state else 0,
                                   self.quiet or not self.par.is_main)
         try:
@@ -186,18 +186,41 @@ class Trainer:
                 state = LoopState()
                 if self.start_is_candidate:
                     self._evaluate_all(state, [None] * len(self.members), None, progress)
+            window = _Window(len(self.members), self.device, state)
+            watch = _Divergence(cfg.divergence_factor, state)
             while not state.done:
                 for ids, labels, global_rows in self._epoch(state):
                     losses = self._advance(state, ids, labels, global_rows)
                     window.add(losses, global_rows)
+                    watch.check(state.step, losses, self.members, self.checkpoints)
                     progress.advance(losses, len(labels))
                     if state.batch_in_epoch in self.eval_points:
                         self._eval_point(state, window, progress)
                         if state.done:
                             break
+                    elif self._checkpoint_due(state):
+                        window.keep(state)
+                        self.checkpoints.save(state, [m.state() for m in self.members])
         finally:
             progress.close()
         return self._finish(state)
+
+    def _checkpoint_due(self, state: LoopState) -> bool:
+        """A mid-epoch checkpoint every ``train.checkpoint_every`` seconds, as a step interval
+        fixed after the first steps (the same on every worker and across resumes: rank 0's)."""
+        every = self.train_cfg.checkpoint_every
+        if every <= 0:
+            return False
+        if self._ckpt_interval is None:
+            if self._ckpt_t0 is None:
+                self._ckpt_t0 = (time.perf_counter(), state.step)
+                return False
+            t0, s0 = self._ckpt_t0
+            if state.step - s0 < 10:
+                return False
+            per_step = (time.perf_counter() - t0) / (state.step - s0)
+            self._ckpt_interval = int(self.par.all_gather_object(max(1, round(every / max(per_step, 1e-9))))[0])
+        return state.step % self._ckpt_interval == 0
 
     def _resume(self) -> LoopState | None:
         """The loop state of the last checkpoint, loaded into the members; None (a fresh start)
@@ -241,15 +264,16 @@ class Trainer:
     def _eval_point(self, state: LoopState, window: "_Window", progress: "_TrainProgress") -> None:
         """Evaluate every member on dev, decide early stopping, checkpoint the group."""
         cfg = self.train_cfg
-        train_losses, sps, seconds = window.close()
+        train_losses, sps, seconds = window.close(state)
         state.elapsed += seconds
         improved = self._evaluate_all(state, train_losses, sps, progress)
         state.bad_evals = 0 if improved else state.bad_evals + 1
         if state.batch_in_epoch == self.steps_per_epoch:
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
         state.done = state.epoch >= cfg.epochs or bool(cfg.patience and state.bad_evals >= cfg.patience)
+        window.reset(state)
         self.checkpoints.save(state, [m.state() for m in self.members])
-        window.reset()
+        window.restart_clock()
 
     def _evaluate_all(self, state: LoopState, train_losses: list[float | None], sps: float | None,
                       progress) -> bool:
@@ -321,25 +345,76 @@ class Trainer:
 
 
 class _Window:
-    """The training losses and throughput since the last evaluation."""
+    """The training losses and throughput since the last evaluation. Its sums live in the loop
+    state too (:meth:`keep`), so that a run resumed from a mid-epoch checkpoint reports the
+    same mean losses at its next evaluation as the uninterrupted run."""
 
-    def __init__(self, n_members: int, device: torch.device):
-        self.loss_sum = torch.zeros(n_members, device=device)
-        self.reset()
+    def __init__(self, n_members: int, device: torch.device, state: LoopState):
+        kept = state.window
+        self.loss_sum = torch.tensor(kept["loss_sum"] if kept else [0.0] * n_members, dtype=torch.float32,
+                                     device=device)
+        self.steps, self.rows = (kept["steps"], kept["rows"]) if kept else (0, 0)
+        self.seconds = kept["seconds"] if kept else 0.0
+        self.t0 = time.perf_counter()
 
-    def reset(self) -> None:
+    def keep(self, state: LoopState) -> None:
+        state.window = {"loss_sum": self.loss_sum.tolist(), "steps": self.steps, "rows": self.rows,
+                        "seconds": self.seconds + time.perf_counter() - self.t0}
+
+    def reset(self, state: LoopState) -> None:
         self.loss_sum.zero_()
-        self.steps, self.rows, self.t0 = 0, 0, time.perf_counter()
+        self.steps, self.rows, self.seconds = 0, 0, 0.0
+        state.window = None
+
+    def restart_clock(self) -> None:
+        self.t0 = time.perf_counter()
 
     def add(self, losses: torch.Tensor, rows: int) -> None:
         self.loss_sum += losses
         self.steps += 1
         self.rows += rows
 
-    def close(self) -> tuple[list[float], float, float]:
+    def close(self, state: LoopState) -> tuple[list[float], float, float]:
         """(mean loss per member, samples/s, seconds) of the window."""
-        seconds = time.perf_counter() - self.t0
+        seconds = self.seconds + time.perf_counter() - self.t0
         return (self.loss_sum / max(self.steps, 1)).tolist(), self.rows / max(seconds, 1e-9), seconds
+
+
+class _Divergence:
+    """Stops a run whose training loss runs away (a learning rate far too large): the mean loss
+    of the last 20 steps above ``factor`` times the loss of the first step (the model as it
+    started), at three checks in a row (every 20 steps). Non-finite losses are caught at once
+    by the loop."""
+
+    WINDOW, CHECKS = 20, 3
+
+    def __init__(self, factor: float, state: LoopState):
+        self.factor = factor
+        self.recent: list[torch.Tensor] = []
+        self.base = None if state.loss_base is None else torch.tensor(state.loss_base)
+        self.state, self.strikes = state, 0
+
+    def check(self, step: int, losses: torch.Tensor, members, checkpoints) -> None:
+        if not self.factor:
+            return
+        if self.base is None:
+            self.base = losses.detach().float().cpu()
+            self.state.loss_base = self.base.tolist()
+            return
+        self.recent.append(losses.detach().float())  # read back once per window, not per step
+        if len(self.recent) < self.WINDOW:
+            return
+        mean = torch.stack(self.recent).mean(0).cpu()
+        self.recent = []
+        far = mean > self.factor * self.base
+        self.strikes = self.strikes + 1 if bool(far.any()) else 0
+        if self.strikes >= self.CHECKS:
+            bad = ", ".join(f"{m.name} {float(b):.4g} -> {float(x):.4g}"
+                            for m, b, x, f in zip(members, self.base, mean, far) if f)
+            raise TrainingError(f"the training loss ran away at step {step} ({bad}: over {self.factor:g}x its "
+                                f"first-steps level {self.CHECKS} checks in a row; a learning rate too large?); "
+                                f"stopped; the last good checkpoint is {checkpoints.describe_last()} "
+                                "(train.divergence_factor: 0 turns this check off)")
 
 
 class _TrainProgress:
