@@ -468,6 +468,41 @@ def demo(
     run_demo(out, rows=rows, quiet=quiet, threads=threads)
 
 
+# ---- export for serving (issue 16) ---------------------------------------------------
+
+
+@app.command("export")
+def export_cmd(
+    run: Path = typer.Option(..., "--run", help="run directory (or its best.pt) to export"),
+    out: Path = typer.Option(..., "--out", help="export directory to write: model, encoder.json, export.json"),
+    format: str = typer.Option("onnx", "--format", help="onnx (needs pip install 'mutualctr[export]') | "
+                               "torchscript (torch alone)"),
+    check: bool = typer.Option(False, "--check", help="score the store's test split through the written "
+                               "model and compare with the eager model; fail beyond --tolerance"),
+    data: Optional[Path] = typer.Option(None, "--data", help="store (default: the one the run was trained on)"),
+    tolerance: float = typer.Option(1e-5, "--tolerance", help="largest |probability difference| --check accepts"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an export written earlier at --out"),
+    json_out: bool = typer.Option(False, "--json", help="print the result as one JSON object"),
+):
+    """Export a run for serving: the model (ids -> probability) and the encoder spec; see docs/export.md."""
+    from dataclasses import asdict
+
+    from mutualctr.serving import export_run
+
+    r = export_run(run, out, format=format, store_path=data, check=check, tolerance=tolerance,
+                   overwrite=overwrite)
+    if json_out:
+        _print_json(asdict(r) | {"out": str(r.out)})
+        return
+    typer.echo(f"exported {r.model} ({r.format}, {r.num_fields} fields, {r.num_features:,} ids) -> "
+               f"{r.out}: {', '.join(r.files)}")
+    if r.check is not None:
+        c = r.check
+        typer.echo(f"check on {c.rows:,} {c.split} rows with {c.runtime}: max |p - p_eager| "
+                   f"{c.max_abs_diff:.2e} (tolerance {c.tolerance:g}); AUC {c.exported_auc:.5f} "
+                   f"exported, {c.eager_auc:.5f} eager")
+
+
 def main() -> None:
     from mutualctr.errors import MutualCTRError
     from mutualctr.config import ConfigError
