@@ -78,7 +78,7 @@ def _cli_child(argv: list[str], cwd: str, out: str, err: str) -> None:  # runs i
 
 _FORK = multiprocessing.get_context("forkserver")
 # what the commands import (torch and torch._dynamo: ~4 s), once for all rows
-_FORK.set_forkserver_preload(["mutualctr.cli", "mutualctr.data.prepare", "mutualctr.training.api",
+_FORK.set_forkserver_preload(["mutualctr.cli", "mutualctr.data.prepare", "mutualctr.training.jobs",
                               "mutualctr.models", "mutualctr.training.trainer"])
 
 

@@ -56,7 +56,7 @@ class FakeAPI:
         return _FakeStore()
 
     def default_config(self, model, dataset=None, config_dir=None):
-        return self._default_config(model, None, None)
+        return self._default_config(model, "criteo", None)
 
     def _call(self, kind: str, out: Path, resume: bool) -> None:
         self.calls.append((kind, Path(out), resume))

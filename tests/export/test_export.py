@@ -22,9 +22,9 @@ from mutualctr.data.store import Store
 from mutualctr.data.transform import bucket
 from mutualctr.errors import CheckpointError
 from mutualctr.serving import ExportError, export_run, log_squared_thresholds, read_manifest
-from mutualctr.training import api
-from mutualctr.training.trainer import predict_logits
-from tests.conftest import tiny_config
+from mutualctr.training import jobs as api
+from mutualctr.training.inference import predict_logits
+from tests.conftest import group, tiny_config
 from tests.export.helpers import EXAMPLE
 from tests.export.helpers import serve as _serve
 
@@ -64,8 +64,8 @@ def runs(tiny_store, tmp_path_factory):
         api.train(tiny_store, root / name, tiny_config(name, epochs=1, lr=1e-2, init_std=0.05, **kw),
                   quiet=True)
         out[name] = root / name
-    api.mutual(tiny_store, root / "group", init=[out["deepfm"], out["dcn"]], epochs=1, evals_per_epoch=1,
-               quiet=True)
+    api.mutual(tiny_store, root / "group", init=[out["deepfm"], out["dcn"]],
+               group=group(evals_per_epoch=1, lr=1e-3), quiet=True)
     out["mutual"] = root / "group" / "m0-deepfm"
     return out
 

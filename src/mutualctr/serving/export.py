@@ -317,8 +317,8 @@ def score_rows(score: Callable[[np.ndarray], np.ndarray], X: np.ndarray,
 def check_export(out: Path, manifest: dict[str, Any], model: nn.Module, store,
                  split: str = "test", tolerance: float = TOLERANCE) -> CheckResult:
     """Score ``split`` through the export in ``out`` and through ``model`` (as ``evaluate``)."""
-    from mutualctr.training.metrics import auc, logloss
-    from mutualctr.training.trainer import predict_logits
+    from mutualctr.metrics import auc, logloss
+    from mutualctr.training.inference import predict_logits
 
     X, y = store.split(split)
     y = np.asarray(y)
@@ -378,8 +378,8 @@ def export_run(run: str | Path, out: str | Path, format: str = "onnx",
     than ``tolerance``. ``overwrite`` replaces an earlier export, never another directory.
     """
     from mutualctr.data.store import Store
-    from mutualctr.training import checkpoint
-    from mutualctr.training.api import load_run
+    from mutualctr.training.jobs import load_run
+    from mutualctr.training.rundir import check_store, model_checkpoint_path
 
     if format not in MODEL_FILES:
         raise ConfigError(f"format: expected {' or '.join(MODEL_FILES)}, got {format!r}")
@@ -389,15 +389,14 @@ def export_run(run: str | Path, out: str | Path, format: str = "onnx",
     _check_out(out, overwrite)
     if format == "onnx":
         require_onnx(ONNX_PACKAGES if check else ("onnx", "onnxscript"))
-    run = Path(run)
     model, cfg, ck = load_run(run)
-    ck_path = run if run.suffix == ".pt" else run / "checkpoints" / "best.pt"
+    ck_path = model_checkpoint_path(run)
     if store_path is None:
-        store_path = ck.get("store_path")
+        store_path = ck.store_path
         if not store_path:
             raise ExportError(f"{ck_path}: names no store; pass --data STORE")
     store = Store.open(store_path)
-    checkpoint.check_store(ck, store, ck_path)
+    check_store(ck.fingerprint, store, ck_path)
     fm = store.feature_map
     spec = encoder_spec(store)
     module = serving_module(model)
@@ -412,8 +411,7 @@ def export_run(run: str | Path, out: str | Path, format: str = "onnx",
         "output": {"name": OUTPUT, "dtype": "float32", "shape": ["batch"],
                    "meaning": "click probability, sigmoid of the model's logit"},
         "run": str(run.resolve()),
-        "checkpoint": {"step": ck.get("step"), "epoch": ck.get("epoch"), "dev": ck.get("dev"),
-                       "init_from": ck.get("init_from")},
+        "checkpoint": {"step": ck.step, "epoch": ck.epoch, "dev": ck.dev, "init_from": ck.init_from},
         "store": {"path": str(Path(store.path).resolve()), "fingerprint": store.fingerprint,
                   "dataset": fm.dataset},
         "num_fields": fm.num_fields,
