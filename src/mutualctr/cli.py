@@ -116,9 +116,9 @@ def synth_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Write synthetic Criteo-format rows from a hidden ground-truth model."""
-    from mutualctr.data.synth import generate
+    import mutualctr as mc
 
-    r = generate(rows, out, seed=seed, progress=not quiet)
+    r = mc.synth(rows, out, seed=seed, progress=not quiet)
     typer.echo(f"wrote {r.rows:,} rows to {r.path} in {r.seconds:.1f} s "
                f"({r.rows / max(r.seconds, 1e-9):,.0f} rows/s)")
     typer.echo(f"click rate {r.click_rate:.4f}; ceiling AUC (the generating model's own AUC) "
@@ -132,22 +132,6 @@ def _print_json(obj) -> None:
     import json
 
     typer.echo(json.dumps(obj, default=float))
-
-
-def _resolve_config(model: Optional[str], config: Optional[Path], store: Path, seed, epochs, lr, batch_size, device,
-                    precision=None, compile=None):
-    from mutualctr.training import jobs as api
-    from mutualctr.training.config import load_run_config, with_overrides
-
-    if config is not None:
-        cfg = load_run_config(config)
-    else:
-        if model is None:
-            _fail("give --model NAME or --config FILE")
-        dataset = api.open_store(store).feature_map.dataset
-        cfg = api.default_config(model, dataset)
-    return with_overrides(cfg, model=model, seed=seed, epochs=epochs, lr=lr, batch_size=batch_size, device=device,
-                          precision=precision, compile=compile)
 
 
 _COMPILE = typer.Option(None, "--compile/--no-compile", help="the models' forward through torch.compile: a "
@@ -188,22 +172,20 @@ def train(
     dist_timeout: Optional[float] = _DIST_TIMEOUT,
 ):
     """Train one model; keeps the best-on-dev checkpoint and reports its test metrics."""
+    import mutualctr as mc
     from mutualctr.distributed import is_main_process
-    from mutualctr.training import jobs as api
-    from mutualctr.training.config import load_run_config
 
     _launch_workers(nproc)
-
-    if resume and (out / "config.yaml").is_file() and config is None and model is None:
-        cfg = load_run_config(out / "config.yaml")
-    else:
-        cfg = _resolve_config(model, config, data, seed, epochs, lr, batch_size, device, precision, compile)
-    s = api.train(data, out, cfg, resume=resume, quiet=quiet, dist_timeout=dist_timeout)
+    s = mc.train(data, out, model=model, config=config, seed=seed, epochs=epochs, lr=lr, batch_size=batch_size,
+                 device=device, precision=precision, compile=compile, resume=resume, quiet=quiet,
+                 dist_timeout=dist_timeout).to_dict()
     if not is_main_process():
         return
     if json_out:
         _print_json(s)
         return
+    for w in s.get("warnings", []):
+        typer.secho(f"warning: {w}", err=True, fg=typer.colors.YELLOW)
     typer.echo(f"{s['model']}: best dev AUC {s['dev_auc']:.5f} (step {s['best_step']}), "
                f"test AUC {s['test_auc']:.5f}, test logloss {s['test_logloss']:.5f}, "
                f"{s['samples_per_s'] or 0:,.0f} samples/s -> {out}")
@@ -218,9 +200,9 @@ def evaluate(
     json_out: bool = typer.Option(False, "--json", help='print {"auc", "logloss", "rows"}'),
 ):
     """Score a run's best checkpoint on a split of the store."""
-    from mutualctr.training import jobs as api
+    import mutualctr as mc
 
-    r = api.evaluate(run, data, split, device=device)
+    r = mc.evaluate(run, data, split, device=device).to_dict()
     if json_out:
         _print_json(r)
     else:
@@ -237,9 +219,9 @@ def predict(
     device: str = typer.Option("auto", "--device"),
 ):
     """Write click probabilities for raw rows (unseen values map to OOV)."""
-    from mutualctr.training import jobs as api
+    import mutualctr as mc
 
-    r = api.predict(run, input, out, keep=keep, store_path=data, device=device)
+    r = mc.predict(run, input, out, keep=keep, data=data, device=device).to_dict()
     extra = f" (AUC {r['auc']:.5f} on the file's labels)" if "auc" in r else ""
     typer.echo(f"wrote {r['rows']:,} probabilities to {out}{extra}")
 
@@ -338,17 +320,16 @@ def mutual(
     dist_timeout: Optional[float] = _DIST_TIMEOUT,
 ):
     """Deep mutual learning of N models: finetune trained runs, or train from scratch."""
+    import mutualctr as mc
     from mutualctr.distributed import is_main_process
-    from mutualctr.training import jobs
 
     _launch_workers(nproc)
-    g = jobs.mutual_from_flags(data, out, init=list(init) + list(more_init or []),
-                               models=[m for m in models.split(",") if m.strip()] if models else (),
-                               seeds=_csv_ints(seeds), config_file=config, alpha=alpha, loss=loss, lr=lr, epochs=epochs,
-                               evals_per_epoch=evals_per_epoch, scope=scope, embedding_lr_scale=embedding_lr_scale,
-                               finetune_split=finetune_split, seed=seed, device=device, precision=precision,
-                               compile=compile, vectorize=vectorize, resume=resume, quiet=quiet,
-                               dist_timeout=dist_timeout)
+    g = mc.mutual(data, out, init=list(init) + list(more_init or []),
+                  models=[m for m in models.split(",") if m.strip()] if models else (), seeds=_csv_ints(seeds),
+                  config=config, alpha=alpha, loss=loss, lr=lr, epochs=epochs, evals_per_epoch=evals_per_epoch,
+                  scope=scope, embedding_lr_scale=embedding_lr_scale, finetune_split=finetune_split, seed=seed,
+                  device=device, precision=precision, compile=compile, vectorize=vectorize, resume=resume,
+                  quiet=quiet, dist_timeout=dist_timeout).to_dict()
     if is_main_process():
         _print_group(g, json_out)
 
@@ -376,13 +357,11 @@ def distill(
     json_out: bool = typer.Option(False, "--json"),
 ):
     """Knowledge distillation: the student learns from labels and a frozen teacher."""
-    from mutualctr.training import jobs
+    import mutualctr as mc
 
-    finetune = Path(student).exists()
-    g = jobs.mutual_from_flags(data, out, init=[student] if finetune else (), models=() if finetune else [student],
-                               teachers=[teacher], config_file=config, alpha=beta, loss=loss, lr=lr, epochs=epochs,
-                               evals_per_epoch=evals_per_epoch, scope=scope, embedding_lr_scale=embedding_lr_scale,
-                               finetune_split=finetune_split, seed=seed, device=device, resume=resume, quiet=quiet)
+    g = mc.distill(data, out, teacher=teacher, student=student, config=config, beta=beta, loss=loss, lr=lr,
+                   epochs=epochs, evals_per_epoch=evals_per_epoch, scope=scope, embedding_lr_scale=embedding_lr_scale,
+                   finetune_split=finetune_split, seed=seed, device=device, resume=resume, quiet=quiet).to_dict()
     _print_group(g, json_out)
 
 
@@ -396,9 +375,9 @@ def ensemble(
     json_out: bool = typer.Option(False, "--json"),
 ):
     """Evaluate the average of the members' probabilities."""
-    from mutualctr.training import jobs as api
+    import mutualctr as mc
 
-    r = api.ensemble(list(runs) + list(more_runs or []), data, split, device=device)
+    r = mc.ensemble(list(runs) + list(more_runs or []), data, split, device=device).to_dict()
     if json_out:
         _print_json(r)
         return
@@ -443,13 +422,14 @@ def experiment(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Run RQ1-RQ4 of the paper with controls; writes results.csv, tables.md, stats.json and plots."""
-    from mutualctr.experiments import run_experiment
+    import mutualctr as mc
 
-    r = run_experiment(question, data, out, [m for m in models.split(",") if m.strip()], instances=instances,
-                       seeds=_csv_ints(seeds) or None, config_dir=config_dir, epochs=epochs,
-                       alphas=None if alpha.strip().lower() == "auto" else _csv_floats(alpha, "--alpha"),
-                       finetune_lrs=_csv_floats(finetune_lr, "--finetune-lr") or None, finetune_split=finetune_split,
-                       scope=scope, embedding_lr_scale=embedding_lr_scale, rq4_model=rq4_model, quiet=quiet, reference=paper, threads=threads)
+    r = mc.experiment(question, data, out, models=[m for m in models.split(",") if m.strip()], instances=instances,
+                      seeds=_csv_ints(seeds) or None, config_dir=config_dir, epochs=epochs,
+                      alphas=None if alpha.strip().lower() == "auto" else _csv_floats(alpha, "--alpha"),
+                      finetune_lrs=_csv_floats(finetune_lr, "--finetune-lr") or None, finetune_split=finetune_split,
+                      scope=scope, embedding_lr_scale=embedding_lr_scale, rq4_model=rq4_model, paper=paper,
+                      threads=threads, quiet=quiet)
     typer.echo(f"{len(r['rows'])} result rows in {r['seconds']:.0f} s -> {r['paths']['tables']} "
                f"(results.csv, stats.json, plots: {', '.join(Path(p).name for p in r['paths']['plots'])})")
 
@@ -487,10 +467,9 @@ def export_cmd(
     """Export a run for serving: the model (ids -> probability) and the encoder spec; see docs/export.md."""
     from dataclasses import asdict
 
-    from mutualctr.serving import export_run
+    import mutualctr as mc
 
-    r = export_run(run, out, format=format, store_path=data, check=check, tolerance=tolerance,
-                   overwrite=overwrite)
+    r = mc.export(run, out, format=format, data=data, check=check, tolerance=tolerance, overwrite=overwrite)
     if json_out:
         _print_json(asdict(r) | {"out": str(r.out)})
         return

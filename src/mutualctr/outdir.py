@@ -65,14 +65,15 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          ("config.yaml", "store.json", "metrics.jsonl", "summary.json", "job.json", "checkpoints"),
          legacy=("config.yaml", "store.json")),
     Kind("group", MARKER, "mutualctr-group",
-         ("group.json", "start.json", "job.json", "checkpoints", "m[0-9]*-*"),
+         ("group.json", "start.json", "job.json", "checkpoints", "m[0-9]*-*", "alpha-*"),
          legacy=("group.json",)),
+    Kind("ensemble", MARKER, "mutualctr-ensemble", ("job.json", "ensemble.json")),  # an experiment's
     Kind("experiment", MARKER, "mutualctr-experiment",
          ("runs", "results.csv", "stats.json", "tables.md", "plots", "*.png"),
          legacy=("stats.json", "results.csv")),
 )}
 
-KindName = Literal["store", "run", "group", "experiment"]
+KindName = Literal["store", "run", "group", "ensemble", "experiment"]
 
 _OWNER = r"(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-(?P<start>[0-9]+)"
 _TEMP = re.compile(r"^\.(?P<name>.+)\." + _OWNER + r"\.(?P<what>[a-z0-9_]+\.tmp|old|del)$")

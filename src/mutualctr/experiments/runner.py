@@ -33,16 +33,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from mutualctr import atomic
+from mutualctr import atomic, outdir
 from mutualctr.config import ConfigError
 
 QUESTIONS = ("rq1", "rq2", "rq3", "rq4")
+JOB_DIRS = {"train": "run", "scratch": "group", "finetune": "group", "distill": "group", "ensemble": "ensemble"}
 RQ4_SIZES = (5, 4, 3, 2)
 # Paper: Table 3 is FiBiNET on Avazu, Table 4 DCN on Criteo.
 RQ4_DEFAULT = {"avazu": "fibinet", "criteo": "dcn"}
@@ -220,9 +220,11 @@ class Experiment:
                 self.progress.skip(label, cost)
             return Job(key, d, json.loads(done.read_text()))
         resume = (d / "checkpoints" / "last.pt").is_file()
+        what = JOB_DIRS[kind]
         if d.exists() and not resume:
-            shutil.rmtree(d)  # interrupted before its first checkpoint: start over
+            outdir.remove(d, what)  # interrupted before its first checkpoint: start over
         d.mkdir(parents=True, exist_ok=True)
+        outdir.write_marker(d, what)
         atomic.write_json(d / "job.json", {"kind": kind, "label": label, "fingerprint": self.fingerprint,
                                            "store": str(self.data), **payload})
         if self.progress:
@@ -550,9 +552,6 @@ def run_experiment(question: str | Sequence[str], data: str | Path, out: str | P
     ``threads`` sets torch's intra-op threads for the whole process (1 is much faster on a CPU
     shared with other jobs); a performance knob only, so it is not part of the run keys.
     """
-    from mutualctr.experiments import report
-    from mutualctr.experiments.progress import ExperimentProgress
-
     t0 = time.perf_counter()
     if threads:
         import torch
@@ -571,9 +570,20 @@ def run_experiment(question: str | Sequence[str], data: str | Path, out: str | P
     for m in st.models + ([st.rq4_model] if st.rq4_model else []):
         if m not in MODELS:
             raise ConfigError(f"unknown model {m!r} (known: {', '.join(sorted(MODELS))})")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    exp = Experiment(Path(data), out, st, quiet=quiet)
+    shown, out = out, outdir.resolve(out)
+    with outdir.locked(out, shown=shown):
+        outdir.clean_stale(out)
+        outdir.check_replaceable(out, "experiment", shown=shown)
+        out.mkdir(parents=True, exist_ok=True)
+        outdir.write_marker(out, "experiment")
+        return _run(st, Path(data), out, quiet, progress, t0)
+
+
+def _run(st: Settings, data: Path, out: Path, quiet: bool, progress: bool, t0: float) -> dict[str, Any]:
+    from mutualctr.experiments import report
+    from mutualctr.experiments.progress import ExperimentProgress
+
+    exp = Experiment(data, out, st, quiet=quiet)
     if st.rq4_model not in st.models and "rq4" in st.questions:
         raise ConfigError(f"--rq4-model {st.rq4_model} is not among --models")
     prog = None

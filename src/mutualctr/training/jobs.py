@@ -9,9 +9,10 @@ from __future__ import annotations
 import copy
 import csv
 import json
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -73,10 +74,36 @@ def load_run(run: str | Path, store=None) -> tuple[torch.nn.Module, RunConfig, M
     return model, cfg, ck
 
 
-def _check_out(out: Path, resume: bool) -> None:
-    if resume:
+@contextmanager
+def claimed(out: str | Path, kind: str, resume: bool, par=None) -> Iterator[Path]:
+    """The output directory of a run or a group, held for this job (see :mod:`mutualctr.outdir`):
+    links followed; refused when it holds anything mutualctr did not write, or a started run
+    without ``resume``; one writer at a time (the main process holds the lock for the whole
+    job); temporaries of killed writers removed; marked as ours. Yields the real path."""
+    from mutualctr import outdir
+
+    real = outdir.resolve(out, error=CheckpointError)
+    if par is not None and not par.is_main:
+        yield real
         return
-    if RunDir(out).holds_run():
+    with outdir.locked(real, shown=out, error=CheckpointError):
+        outdir.clean_stale(real)
+        if real.is_dir():
+            outdir.clean_stale_in(real)
+            if (real / "checkpoints").is_dir():
+                outdir.clean_stale_in(real / "checkpoints")
+        outdir.check_replaceable(real, kind, shown=out, error=CheckpointError)
+        if not resume and (RunDir(real).holds_run() or (real / "group.json").is_file()):
+            raise CheckpointError(f"{out}: already holds a {kind}; pass --resume to continue it or choose another --out")
+        real.mkdir(parents=True, exist_ok=True)
+        outdir.write_marker(real, kind)
+        yield real
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    """Inside a claimed group (the alpha search): a candidate's directory must not hold a run
+    already unless resuming."""
+    if not resume and RunDir(out).holds_run():
         raise CheckpointError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
 
 
@@ -92,11 +119,31 @@ def train(store_path: str | Path, out: str | Path, cfg: RunConfig, resume: bool 
     with session(1, cfg.train.device, dist_timeout) as par:
         store = open_store(store_path)
         out = Path(out)
-        _check_out(out, resume)
-        par.barrier("the start")  # every worker checked --out before anyone writes into it
-        member = Member(config=cfg, model=build(cfg, store), run_dir=out)
-        trainer = Trainer(store, [member], out, cfg.train, quiet=quiet, parallel=par)
-        return trainer.fit(resume=resume)[0]
+        with claimed(out, "run", resume, par) as real:
+            par.barrier("the start")  # every worker checked --out before anyone writes into it
+            member = Member(config=cfg, model=build(cfg, store), run_dir=real)
+            trainer = Trainer(store, [member], real, cfg.train, quiet=quiet, parallel=par)
+            return trainer.fit(resume=resume)[0]
+
+
+def resolve_run_config(store_path: str | Path, out: str | Path, *, model: str | None = None,
+                       config: str | Path | RunConfig | None = None, resume: bool = False,
+                       **overrides: Any) -> RunConfig:
+    """The config a ``train`` runs with: ``config`` (a RunConfig or YAML), else with ``resume``
+    the run's own config.yaml, else the shipped config of ``model`` for the store's dataset;
+    single values replaced by ``overrides`` (with_overrides' keywords; None = keep)."""
+    out = Path(out)
+    if isinstance(config, RunConfig):
+        cfg = config
+    elif config is not None:
+        cfg = load_run_config(config)
+    elif resume and model is None and (out / "config.yaml").is_file():
+        return load_run_config(out / "config.yaml")
+    elif model is None:
+        raise ConfigError("give --model NAME or --config FILE")
+    else:
+        cfg = default_config(model, open_store(store_path).feature_map.dataset)
+    return with_overrides(cfg, model=model, **overrides)
 
 
 def evaluate(run: str | Path, store_path: str | Path, split: str = "test", device: str = "auto",
@@ -118,6 +165,9 @@ def predict(run: str | Path, input_path: str | Path, out: str | Path, keep: Sequ
         store_path = ModelCheckpoint.load(model_checkpoint_path(run)).store_path
         if store_path is None:
             raise CheckpointError(f"{run}: the checkpoint does not name its store; give --data STORE")
+    from mutualctr import outdir
+
+    out = outdir.resolve_file(out, error=CheckpointError)
     store = open_store(store_path)
     model, _, _ = load_run(run, store)
     enc = encode_file(store, Path(input_path), keep=list(keep))
@@ -125,7 +175,6 @@ def predict(run: str | Path, input_path: str | Path, out: str | Path, keep: Sequ
     model.to(dev)
     logits = predict_logits(model, enc.X, batch_size, dev)
     probs = sigmoid(logits)
-    out = Path(out)
     with atomic.atomic_path(out) as tmp:
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
@@ -194,19 +243,17 @@ def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path
         seeds = list(seeds) or list(range(1, len(models) + 1))
     if group is None:
         group = resolve_group(init=init, configs=configs)
-    out = Path(out)
-    with session(n, device, dist_timeout) as par:
+    with session(n, device, dist_timeout) as par, claimed(out, "group", resume, par) as real:
         def one(alpha: float, where: Path) -> dict[str, Any]:
             return _mutual(par, store, where, init=init, configs=configs, seeds=seeds, teachers=teachers,
                            group=replace(group, alpha=alpha), seed=seed, device=device, precision=precision,
                            compile=compile, vectorize=vectorize, resume=resume, quiet=quiet)
 
         if not group.searches:
-            _check_out(out, resume)
-            return one(group.alpha, out)
-        result = _search_alpha(one, out, group, resume)
+            return one(group.alpha, real)
+        result = _search_alpha(one, real, group, resume)
         if par.is_main:
-            GroupDir(out).write_group(result)
+            GroupDir(real).write_group(result)
         return result
 
 
@@ -236,15 +283,16 @@ def scratch_configs(store_path: str | Path, models: Sequence[str], config_dir: P
 
 def mutual_from_flags(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path] = (),
                       models: Sequence[str] = (), seeds: Sequence[int] = (), teachers: Sequence[str | Path] = (),
-                      config_file: str | Path | None = None, config_dir: Path | None = None,
+                      group: MutualConfig | None = None, config_file: str | Path | None = None,
+                      config_dir: Path | None = None,
                       alpha: float | str | None = None, loss: str | None = None, lr: float | None = None,
                       epochs: int | None = None, evals_per_epoch: int | None = None, scope: str | None = None,
                       embedding_lr_scale: float | None = None, finetune_split: float | None = None,
                       seed: int | None = None, device: str | None = None, precision: str | None = None,
                       compile: bool | None = None, vectorize: bool = False, resume: bool = False,
                       quiet: bool = False, dist_timeout: float | None = None) -> dict[str, Any]:
-    """:func:`mutual` from command-line flags (None = not given). The group settings are
-    :func:`resolve_group`'s with the flags over them; ``lr``, ``epochs`` and
+    """:func:`mutual` from single values (flags; None = not given) over the group settings:
+    ``group`` if given, else :func:`resolve_group`'s. ``lr``, ``epochs`` and
     ``evals_per_epoch`` are the finetuning's, or for a group from scratch the members' own."""
     if models and init:
         raise ConfigError("give either --init RUN... (finetune) or --models (scratch), not both")
@@ -253,8 +301,10 @@ def mutual_from_flags(store_path: str | Path, out: str | Path, *, init: Sequence
         configs = scratch_configs(store_path, models, config_dir, **member_flags)
         seeds = list(seeds) or list(range(1, len(models) + 1))
         member_flags = {}
-    group = resolve_group(init=init, configs=configs, config_file=config_file, alpha=alpha, loss=loss, scope=scope,
-                          embedding_lr_scale=embedding_lr_scale, finetune_split=finetune_split, **member_flags)
+    flags = dict(alpha=alpha, loss=loss, scope=scope, embedding_lr_scale=embedding_lr_scale,
+                 finetune_split=finetune_split, **member_flags)
+    group = (with_group_overrides(group, **flags) if group is not None
+             else resolve_group(init=init, configs=configs, config_file=config_file, **flags))
     return mutual(store_path, out, init=init, configs=configs, seeds=seeds, teachers=teachers, group=group,
                   seed=seed, device=device, precision=precision, compile=compile, vectorize=vectorize,
                   resume=resume, quiet=quiet, dist_timeout=dist_timeout)
@@ -282,8 +332,6 @@ def search_alphas(dev_of: Callable[[float], float], grid: Sequence[float], exten
 def _search_alpha(one, out: Path, group: MutualConfig, resume: bool) -> dict[str, Any]:
     """``mutual.alpha: auto``: one group per alpha tried (:func:`search_alphas`), each in
     ``OUT/alpha-A``; finished ones are read back, so an interrupted search resumes."""
-    if (out / "group.json").is_file() and not resume:
-        raise CheckpointError(f"{out}: already holds a group; pass --resume to continue it or choose another --out")
     tried: dict[float, dict[str, Any]] = {}
 
     def dev_of(alpha: float) -> float:
@@ -292,7 +340,13 @@ def _search_alpha(one, out: Path, group: MutualConfig, resume: bool) -> dict[str
         if done.is_file():
             tried[alpha] = json.loads(done.read_text())
         else:
+            from mutualctr import outdir
+
             _check_out(where, resume)
+            if where.is_dir() and not resume:  # started before any checkpoint: ours, start over
+                outdir.remove(where, "group", error=CheckpointError)
+            where.mkdir(parents=True, exist_ok=True)
+            outdir.write_marker(where, "group")
             tried[alpha] = one(alpha, where)
         return tried[alpha]["mean"]["dev_auc"]
 

@@ -189,7 +189,11 @@ class RunDir:
     def write_start_files(self, config: dict[str, Any], store) -> None:
         import yaml
 
+        from mutualctr import outdir
+
         self.path.mkdir(parents=True, exist_ok=True)
+        if not outdir.is_ours(self.path, "run"):
+            outdir.write_marker(self.path, "run")
         atomic.write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         atomic.write_json(self.path / "store.json", {"path": str(Path(store.path).resolve()),
                                                       "fingerprint": store.fingerprint})

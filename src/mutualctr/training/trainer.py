@@ -64,6 +64,7 @@ class Trainer:
         self.precision = resolve_precision(train.precision, self.device)  # fp32 or bf16
         if train.threads > 0:
             torch.set_num_threads(train.threads)
+        store.require_both_classes("train", "dev")  # no gradient signal, or no model selection, otherwise
         self.loader, self.batches = self._batch_source()
         self.steps_per_epoch = len(self.loader)
         self.dev, self.test = store.split("dev"), store.split("test")
@@ -338,6 +339,8 @@ class Trainer:
             }
             if self.start_is_candidate:
                 summary["kept_start"] = m.best["step"] == 0
+            if self.store.split_problem("test"):
+                summary["warnings"] = [self.store.split_problem("test")]
             if self.par.is_writer:
                 m.files.write_summary(summary)
             results.append(summary)

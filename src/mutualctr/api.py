@@ -1,0 +1,191 @@
+"""The Python API of mutualctr: what the command line does, as typed functions.
+
+    import mutualctr as mc
+
+    mc.synth(20_000, "synth.txt", seed=0)                       # or your own Criteo/Avazu/CTR files
+    store = mc.prepare("criteo", ["synth.txt"], "store").store
+    a = mc.train(store.path, "runs/a", model="deepfm", seed=1)
+    b = mc.train(store.path, "runs/b", model="deepfm", seed=2)
+    g = mc.mutual(store.path, "groups/ab", init=[a.run_dir, b.run_dir])   # alpha chosen on dev
+    print(g.mean.test_auc, g.churn.after.mean_abs_diff)
+    e = mc.ensemble([m.run_dir for m in g.members], store.path)
+    mc.predict(g.members[0].run_dir, "new_rows.txt", "preds.csv")
+
+Every function takes paths and typed settings and returns a dataclass of
+:mod:`mutualctr.results` (its ``to_dict()`` is the JSON of the run files and of ``--json``).
+Bad input raises a :class:`mutualctr.errors.MutualCTRError` with one clear line, as the CLI
+prints it. ``quiet=True`` (the default here) shows no progress bars. See docs/api.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from mutualctr.results import (EnsembleResult, GroupResult, LoadedRun, Predictions, RunResult, Scores)
+from mutualctr.training.config import MutualConfig, RunConfig
+
+PathLike = str | Path
+
+
+def synth(rows: int, out: PathLike, *, seed: int = 0, progress: bool = False):
+    """Write ``rows`` synthetic Criteo-format rows to ``out`` (TSV; gzip when it ends in .gz)
+    from a hidden ground-truth model, whose own AUC (the ceiling) the result reports.
+    Returns :class:`mutualctr.data.synth.SynthResult`."""
+    from mutualctr.data.synth import generate
+
+    return generate(rows, Path(out), seed=seed, progress=progress)
+
+
+def prepare(dataset: PathLike, inputs: Sequence[PathLike] | PathLike, out: PathLike, *, split: str = "random",
+            seed: int = 0, min_count: int | None = None, on_bad_rows: str = "error", overwrite: bool = False,
+            progress: bool = False):
+    """Raw files (``dataset``: ``criteo``, ``avazu`` or a schema YAML) into a memory-mapped store
+    at ``out`` (reused when inputs and settings are unchanged). Returns
+    :class:`mutualctr.data.prepare.PrepareResult` (``.store``, ``.reused``, ``.summary``)."""
+    from mutualctr.data.prepare import prepare as _prepare
+
+    files = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
+    return _prepare(str(dataset), files, Path(out), split=split, seed=seed, min_count=min_count,
+                    on_bad_rows=on_bad_rows, overwrite=overwrite, progress=progress)
+
+
+def default_config(model: str, dataset: str | None = None, config_dir: PathLike | None = None) -> RunConfig:
+    """The shipped config of ``model`` for ``dataset`` (the paper's protocol), or
+    ``config_dir``'s; see docs/training.md."""
+    from mutualctr.training import jobs
+
+    return jobs.default_config(model, dataset, Path(config_dir) if config_dir else None)
+
+
+def load_config(path: PathLike) -> RunConfig:
+    """A run config YAML (strict: unknown keys and bad values are errors naming the key)."""
+    from mutualctr.training.config import load_run_config
+
+    return load_run_config(path)
+
+
+def train(data: PathLike, out: PathLike, *, model: str | None = None, config: PathLike | RunConfig | None = None,
+          seed: int | None = None, epochs: int | None = None, lr: float | None = None,
+          batch_size: int | None = None, device: str | None = None, precision: str | None = None,
+          compile: bool | None = None, resume: bool = False, quiet: bool = True,
+          dist_timeout: float | None = None) -> RunResult:
+    """Train one model on store ``data`` into run directory ``out``; the best-on-dev checkpoint
+    and its test metrics. ``config``: a RunConfig or YAML (default: the shipped config of
+    ``model`` for the store's dataset, or with ``resume`` the run's own); the other arguments
+    replace single values. Under torchrun the workers train it data-parallel."""
+    from mutualctr.training import jobs
+
+    cfg = jobs.resolve_run_config(data, out, model=model, config=config, seed=seed, epochs=epochs, lr=lr,
+                                  batch_size=batch_size, device=device, precision=precision, compile=compile,
+                                  resume=resume)
+    return RunResult.from_dict(jobs.train(data, out, cfg, resume=resume, quiet=quiet, dist_timeout=dist_timeout))
+
+
+def evaluate(run: PathLike, data: PathLike, split: str = "test", *, device: str = "auto") -> Scores:
+    """A run's best checkpoint scored on ``split`` of store ``data``."""
+    from mutualctr.training import jobs
+
+    return Scores.from_dict(jobs.evaluate(run, data, split, device=device))
+
+
+def predict(run: PathLike, input: PathLike, out: PathLike, *, keep: Sequence[str] = (), data: PathLike | None = None,
+            device: str = "auto") -> Predictions:
+    """Click probabilities for raw rows (encoded with the run's store: unseen values are OOV),
+    written as CSV with the ``keep`` columns beside them."""
+    from mutualctr.training import jobs
+
+    return Predictions.from_dict(jobs.predict(run, input, out, keep=keep, store_path=data, device=device))
+
+
+def mutual(data: PathLike, out: PathLike, *, init: Sequence[PathLike] = (), models: Sequence[str] = (),
+           seeds: Sequence[int] = (), teachers: Sequence[PathLike] = (), group: MutualConfig | None = None,
+           config: PathLike | None = None, alpha: float | str | None = None, loss: str | None = None,
+           lr: float | None = None, epochs: int | None = None, evals_per_epoch: int | None = None,
+           scope: str | None = None, embedding_lr_scale: float | None = None, finetune_split: float | None = None,
+           seed: int | None = None, device: str | None = None, precision: str | None = None,
+           compile: bool | None = None, vectorize: bool = False, config_dir: PathLike | None = None,
+           resume: bool = False, quiet: bool = True, dist_timeout: float | None = None) -> GroupResult:
+    """Deep mutual learning: finetune trained runs (``init``) together, or train ``models``
+    (with ``seeds``) together from scratch, each member learning from the labels and its peers.
+
+    The group's settings (:class:`MutualConfig`, docs/training.md) are ``group``, else the
+    ``mutual:`` section of ``config``, else of the first member's config; the other arguments
+    replace single values (``alpha=0`` is the continued-training control; ``alpha="auto"``, the
+    default, chooses it on dev). ``lr``, ``epochs``, ``evals_per_epoch`` are the finetuning's,
+    or for a group from scratch the members' own. ``teachers``: frozen peers (distillation)."""
+    from mutualctr.training import jobs
+
+    g = jobs.mutual_from_flags(data, out, init=list(init), models=list(models), seeds=list(seeds),
+                               teachers=list(teachers), group=group, config_file=config,
+                               config_dir=Path(config_dir) if config_dir else None, alpha=alpha, loss=loss, lr=lr,
+                               epochs=epochs, evals_per_epoch=evals_per_epoch, scope=scope,
+                               embedding_lr_scale=embedding_lr_scale, finetune_split=finetune_split, seed=seed,
+                               device=device, precision=precision, compile=compile, vectorize=vectorize,
+                               resume=resume, quiet=quiet, dist_timeout=dist_timeout)
+    return GroupResult.from_dict(g)
+
+
+def distill(data: PathLike, out: PathLike, *, teacher: PathLike, student: PathLike | str,
+            group: MutualConfig | None = None, config: PathLike | None = None, beta: float | str | None = None,
+            loss: str | None = None, lr: float | None = None, epochs: int | None = None,
+            evals_per_epoch: int | None = None, scope: str | None = None, embedding_lr_scale: float | None = None,
+            finetune_split: float | None = None, seed: int | None = None, device: str | None = None,
+            resume: bool = False, quiet: bool = True) -> GroupResult:
+    """Knowledge distillation: ``student`` (a run to finetune, or a model name to train) learns
+    from the labels and the frozen ``teacher``'s predictions, weighted by ``beta`` (``auto``:
+    chosen on dev); the settings are :func:`mutual`'s."""
+    finetune = Path(student).exists()
+    return mutual(data, out, init=[student] if finetune else (), models=() if finetune else [str(student)],
+                  teachers=[teacher], group=group, config=config, alpha=beta, loss=loss, lr=lr, epochs=epochs,
+                  evals_per_epoch=evals_per_epoch, scope=scope, embedding_lr_scale=embedding_lr_scale,
+                  finetune_split=finetune_split, seed=seed, device=device, resume=resume, quiet=quiet)
+
+
+def ensemble(runs: Sequence[PathLike], data: PathLike, split: str = "test", *, device: str = "auto") -> EnsembleResult:
+    """The average of the runs' probabilities on ``split``, each run's own scores, and how much
+    the runs disagree (churn)."""
+    from mutualctr.training import jobs
+
+    return EnsembleResult.from_dict(jobs.ensemble(list(runs), data, split, device=device))
+
+
+def load_run(run: PathLike, data: PathLike | None = None) -> LoadedRun:
+    """A run's best model (a plain ``nn.Module``: ids (B, F) in, logits (B,) out), its config and
+    checkpoint; checked against store ``data`` when given."""
+    from mutualctr.training import jobs
+    from mutualctr.training.rundir import model_checkpoint_path
+
+    store = jobs.open_store(data) if data is not None else None
+    model, cfg, ck = jobs.load_run(run, store)
+    return LoadedRun(model=model.eval(), config=cfg, checkpoint=ck, path=model_checkpoint_path(run))
+
+
+def export(run: PathLike, out: PathLike, *, format: str = "onnx", data: PathLike | None = None,
+           check: bool = False, tolerance: float = 1e-5, overwrite: bool = False):
+    """A run's model (ids in, probability out) as ONNX or TorchScript plus the encoder spec that
+    turns raw rows into its ids; see docs/export.md. Returns
+    :class:`mutualctr.serving.ExportResult`."""
+    from mutualctr.serving import export_run
+
+    return export_run(run, out, format=format, store_path=data, check=check, tolerance=tolerance,
+                      overwrite=overwrite)
+
+
+def experiment(questions: str | Sequence[str], data: PathLike, out: PathLike, *,
+               models: Sequence[str] = ("deepfm", "dcn", "pnn", "fibinet"), instances: int = 4,
+               seeds: Sequence[int] | None = None, config_dir: PathLike | None = None, epochs: int | None = None,
+               alphas: Sequence[float] | None = None, finetune_lrs: Sequence[float] | None = None,
+               finetune_split: float = 0.0, scope: str | None = None, embedding_lr_scale: float | None = None,
+               rq4_model: str | None = None, paper: bool | None = None, threads: int | None = None,
+               quiet: bool = True) -> dict:
+    """The paper's research questions (``rq1``..``rq4``, ``all``) with controls, written to
+    ``out`` (results.csv, tables.md, stats.json, plots); ``alphas=None`` chooses alpha on dev
+    (auto). Returns {"rows", "bootstrap", "choices", "paths", "seconds", "dataset"}."""
+    from mutualctr.experiments import run_experiment
+
+    return run_experiment(questions, data, out, list(models), instances=instances, seeds=seeds,
+                          config_dir=Path(config_dir) if config_dir else None, epochs=epochs, alphas=alphas,
+                          finetune_lrs=finetune_lrs, finetune_split=finetune_split, scope=scope,
+                          embedding_lr_scale=embedding_lr_scale, rq4_model=rq4_model, reference=paper, quiet=quiet,
+                          threads=threads)

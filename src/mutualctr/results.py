@@ -1,0 +1,244 @@
+"""What the Python API returns: typed results with the run files' JSON as their ``to_dict``.
+
+Each result reads back from, and writes as, exactly the JSON the run files and the command
+line's ``--json`` hold (``summary.json``, ``group.json``, ``ensemble --json``): ``X.from_dict(d)
+.to_dict() == d`` for what mutualctr writes (tested), so the files stay the one format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from mutualctr.training.config import RunConfig
+from mutualctr.training.rundir import ModelCheckpoint
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        out = {}
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if v is None and f.metadata.get("omit_none"):
+                continue
+            out[f.name] = _plain(v)
+        return out
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    return obj
+
+
+def _opt(**kw):
+    """A field that is left out of ``to_dict`` when it is None (keys some files do not have)."""
+    return field(default=None, metadata={"omit_none": True}, **kw)
+
+
+def _take(cls, d: dict[str, Any], **nested):
+    """``cls`` from ``d``: its known keys (nested dataclasses converted by ``nested``)."""
+    kw = {}
+    for f in dataclasses.fields(cls):
+        if f.name in d:
+            v = d[f.name]
+            kw[f.name] = nested[f.name](v) if f.name in nested and v is not None else v
+    return cls(**kw)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """AUC (ties 1/2), logloss and row count of a model on a split."""
+
+    auc: float
+    logloss: float
+    rows: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Scores":
+        return _take(cls, d)
+
+
+@dataclass(frozen=True)
+class StartMetrics:
+    """A finetuned member before its first step."""
+
+    dev_auc: float
+    dev_logloss: float
+    test_auc: float
+    test_logloss: float
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One trained model (a run, or a member of a group): its best-on-dev point and the test
+    metrics there (``summary.json``)."""
+
+    model: str
+    run_dir: str
+    init_from: str | None
+    seed: int
+    best_step: int
+    best_epoch: float
+    dev_auc: float
+    dev_logloss: float
+    test_auc: float
+    test_logloss: float
+    steps: int
+    train_time_s: float
+    samples_per_s: float | None
+    start: StartMetrics | None
+    fingerprint: str
+    kept_start: bool | None = _opt()  # finetuning: no evaluation beat the start
+    warnings: list[str] | None = _opt()
+    relaimp_test: float | None = _opt()  # groups: RelaImp against the member's start, in %
+    relaimp_dev: float | None = _opt()
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunResult":
+        return _take(cls, d, start=lambda s: StartMetrics(**s))
+
+
+@dataclass(frozen=True)
+class Churn:
+    """How much models disagree on the same rows, over every pair: mean |p_i - p_j| and the
+    mean correlation of their logits (:func:`mutualctr.metrics.churn`)."""
+
+    mean_abs_diff: float
+    logit_corr: float
+
+
+@dataclass(frozen=True)
+class GroupChurn:
+    split: str
+    before: Churn | None  # the members as they started (finetuning), else None
+    after: Churn
+
+
+@dataclass(frozen=True)
+class AlphaPoint:
+    """One alpha tried by ``alpha: auto``: its group's mean dev and test AUC."""
+
+    alpha: float
+    dir: str
+    dev_auc: float
+    test_auc: float
+    churn: float | None
+    kept_start: int
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    mode: str  # finetune | scratch | distill
+    alpha: float
+    loss: str
+    lr: float
+    epochs: int
+    evals_per_epoch: int
+    seed: int
+    init: list[str]
+    teachers: list[str]
+    scope: str
+    embedding_lr_scale: float
+    finetune_split: float
+    alpha_auto: bool | None = _opt()
+    workers: int | None = _opt()
+
+
+@dataclass(frozen=True)
+class GroupMean:
+    dev_auc: float
+    dev_logloss: float
+    test_auc: float
+    test_logloss: float
+    relaimp_test: float | None = _opt()
+    start_test_auc: float | None = _opt()
+    start_dev_auc: float | None = _opt()
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    """A group (``group.json``): its settings, each member's result, the means, the churn and,
+    with ``alpha: auto``, the alpha curve it chose from."""
+
+    settings: GroupSettings
+    members: list[RunResult]
+    mean: GroupMean
+    churn: GroupChurn
+    alpha_search: list[AlphaPoint] | None = _opt()
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "GroupResult":
+        def churn(c):
+            return GroupChurn(c["split"], None if c["before"] is None else Churn(**c["before"]), Churn(**c["after"]))
+
+        return _take(cls, d, settings=lambda s: _take(GroupSettings, s), mean=lambda m: _take(GroupMean, m),
+                     members=lambda ms: [RunResult.from_dict(m) for m in ms], churn=churn,
+                     alpha_search=lambda pts: [AlphaPoint(**p) for p in pts])
+
+
+@dataclass(frozen=True)
+class MemberScores:
+    run: str
+    model: str
+    auc: float
+    logloss: float
+    rows: int
+
+
+@dataclass(frozen=True)
+class EnsembleResult:
+    """The average of the members' probabilities on a split, each member, and their churn."""
+
+    auc: float
+    logloss: float
+    rows: int
+    members: list[MemberScores]
+    split: str
+    churn: Churn
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EnsembleResult":
+        return _take(cls, d, members=lambda ms: [MemberScores(**m) for m in ms], churn=lambda c: Churn(**c))
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """``predict``: rows scored and where; AUC/logloss when the file had both labels."""
+
+    rows: int
+    out: str
+    auc: float | None = _opt()
+    logloss: float | None = _opt()
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Predictions":
+        return _take(cls, d)
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A run's best model (on the CPU, in eval mode), its config and its checkpoint."""
+
+    model: nn.Module
+    config: RunConfig
+    checkpoint: ModelCheckpoint
+    path: Path
