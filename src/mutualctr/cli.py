@@ -62,6 +62,9 @@ def _print_prepare_summary(result) -> None:
     console = Console()
     head = "reused existing store" if result.reused else "prepared store"
     console.print(f"[bold]{head}[/bold] {result.store.path}  (fingerprint {s['fingerprint']})")
+    if s.get("parent"):
+        console.print(f"vocabularies of {s['parent']['path']} (fingerprint {s['parent']['fingerprint']}); "
+                      f"vocabulary fingerprint {s['vocab_fingerprint']}")
     splits = Table(title="splits")
     for col in ("split", "rows", "click rate"):
         splits.add_column(col, justify="right" if col != "split" else "left")
@@ -95,6 +98,9 @@ def prepare_cmd(
     on_bad_rows: str = typer.Option("error", "--on-bad-rows", help="error or skip (skip and count bad rows)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a store prepared with other inputs/settings"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    vocab_from: Optional[Path] = typer.Option(
+        None, "--vocab-from", help="encode with this store's vocabularies and field layout (unseen values -> "
+        "OOV), so its runs evaluate and finetune on the new store; see docs/data.md"),
 ) -> None:
     """Prepare raw CTR files into a memory-mapped training store (reused when unchanged)."""
     from mutualctr.data.prepare import prepare
@@ -104,7 +110,7 @@ def prepare_cmd(
     if on_bad_rows not in ("error", "skip"):
         _fail(f"--on-bad-rows: expected error or skip, got {on_bad_rows!r}")
     result = prepare(dataset, list(input), out, split=split, seed=seed, min_count=min_count,
-                     on_bad_rows=on_bad_rows, overwrite=overwrite, progress=not quiet)
+                     on_bad_rows=on_bad_rows, overwrite=overwrite, progress=not quiet, vocab_from=vocab_from)
     _print_prepare_summary(result)
 
 
