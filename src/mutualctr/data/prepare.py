@@ -36,6 +36,7 @@ from mutualctr.data.store import (FIRST, SPLITS, FeatureMap, FieldInfo, Store, r
                                   split_problem, vocab_fingerprint, write_vocab)
 from mutualctr.data.transform import ChunkTransformer
 from mutualctr.errors import DataError, StoreError
+from mutualctr.progress import Bar
 
 FRACTIONS = (0.8, 0.1, 0.1)
 FINGERPRINT_VERSION = 1
@@ -212,43 +213,6 @@ class _NpyWriter:
         os.close(self.fd)
 
 
-# -- progress ---------------------------------------------------------------------------------
-class _Progress:
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._p = None
-        self._task = None
-
-    def __enter__(self) -> "_Progress":
-        if self.enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
-                                       TextColumn, TimeElapsedColumn)
-            from rich.text import Text
-
-            class RowsPerSecond(ProgressColumn):
-                def render(self, task):  # type: ignore[override]
-                    speed = task.finished_speed or task.speed
-                    return Text(f"{speed / 1000:,.0f}k rows/s" if speed else "", style="cyan")
-
-            self._p = Progress(TextColumn("{task.description}"), BarColumn(),
-                               MofNCompleteColumn(), RowsPerSecond(), TimeElapsedColumn(),
-                               transient=False)
-            self._p.__enter__()
-        return self
-
-    def phase(self, description: str, total: int | None) -> None:
-        if self._p is not None:
-            self._task = self._p.add_task(description, total=total)
-
-    def advance(self, n: int) -> None:
-        if self._p is not None:
-            self._p.advance(self._task, n)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._p is not None:
-            self._p.__exit__(*exc)
-
-
 def _ordered_map(fn: Callable, items, workers: int = 2, window: int = 4):
     """``map(fn, items)`` on a thread pool, in order, at most ``window`` results ahead
     (pyarrow and numpy release the GIL, so chunks are processed on both cores)."""
@@ -378,7 +342,8 @@ def prepare(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str =
         if state == "ours" and not overwrite:
             _refuse_existing(out, shown, fp)
         try:
-            with atomic_dir(out) as tmp, _Progress(progress) as bar:
+            with atomic_dir(out) as tmp, Bar("{task.description}", "<bar>", "<n/total>", "<rows/s>",
+                                             "<elapsed>", quiet=not progress) as bar:
                 fm = _build(schema, inputs, tmp, split, seed, min_count, on_bad_rows, fp, settings,
                             identities, bar, parent)
         except OSError as e:  # disk full, permissions, ...: nothing is left behind
@@ -443,7 +408,7 @@ def _check_splits(inputs: list[Path], rows: np.ndarray, rejected: int, split: st
 
 def _build(schema: Schema, inputs: list[Path], tmp: Path, split: str, seed: int,
            min_count: int | None, on_bad_rows: str, fp: str, settings: dict[str, Any],
-           identities: list[dict[str, Any]], bar: _Progress, parent: Store | None = None) -> FeatureMap:
+           identities: list[dict[str, Any]], bar: Bar, parent: Store | None = None) -> FeatureMap:
     skip = on_bad_rows == "skip"
     readers = [TableReader(schema, p, on_bad_rows) for p in inputs]
     schema = schema.resolve(readers[0].columns)
@@ -459,13 +424,13 @@ def _build(schema: Schema, inputs: list[Path], tmp: Path, split: str, seed: int,
     transform = ChunkTransformer(schema)
     total = None
     if split == "sequential":
-        bar.phase("counting rows", None)
+        bar.add("counting rows", None)
         total = sum(_count_rows(schema, p) for p in inputs)
 
     # pass 1: parse, validate, split; count the train values; spill dictionary-encoded chunks
     spill = tmp / ".spill"
     spill.mkdir()
-    bar.phase("pass 1/2 read+count" if parent is None else "pass 1/2 read", total)
+    task = bar.add("pass 1/2 read+count" if parent is None else "pass 1/2 read", total)
     counts: list[_Counts] = []
     rows = np.zeros(3, np.int64)
     pos = np.zeros(3, np.int64)
@@ -525,7 +490,7 @@ def _build(schema: Schema, inputs: list[Path], tmp: Path, split: str, seed: int,
                               else tok.type) for tok in t.tokens]
         for c, (values, cnt) in zip(counts, dict_counts):
             c.add_counts(values, cnt)
-        bar.advance(n)
+        bar.advance(task, n)
     rejected += sum(r.skipped for r in readers)
     for r in readers:
         bad_lines += [f"{r.path}:{ln}" for ln in r.bad_width_lines(5)]
@@ -563,7 +528,7 @@ def _build(schema: Schema, inputs: list[Path], tmp: Path, split: str, seed: int,
     Y = {name: _NpyWriter(tmp / f"{name}.y.npy", np.float32, (int(rows[k]),))
          for k, name in enumerate(SPLITS)}
     at = np.zeros(3, np.int64)
-    bar.phase("pass 2/2 encode", g)
+    task = bar.add("pass 2/2 encode", g)
     encoder = Encoder(vocabs, offsets)
 
     def work2(ci: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -585,7 +550,7 @@ def _build(schema: Schema, inputs: list[Path], tmp: Path, split: str, seed: int,
                 X[name].write(at[k], enc[sel])
                 Y[name].write(at[k], label[sel])
                 at[k] += m
-        bar.advance(len(s))
+        bar.advance(task, len(s))
     spill.rmdir()
     for name in SPLITS:
         X[name].close()
