@@ -2,7 +2,7 @@
 
 Each command imports its library module lazily so that `mutualctr --help` stays fast.
 Library errors (ConfigError, StoreError, DataError, CheckpointError, ...) derive from
-``MutualCTRError`` or ``ValueError`` and are printed as one clear line, exit code 2.
+``MutualCTRError``; :func:`main` prints them (and a missing file) as one clear line, exit code 2.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def _fail(msg: str) -> None:
 
 def _print_prepare_summary(result) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     s = result.summary
@@ -83,6 +84,8 @@ def _print_prepare_summary(result) -> None:
     if s["rejected_lines"]:
         rej += "  (first: " + ", ".join(s["rejected_lines"]) + ")"
     console.print(rej)
+    for warning in s.get("warnings", []):  # splits of one class (no AUC on them)
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)  # one line each
     if "seconds" in s:
         console.print(f"{s['seconds']:.1f} s, {s['rows_per_s']:,.0f} rows/s")
 
@@ -96,7 +99,7 @@ def prepare_cmd(
     seed: int = typer.Option(0, "--seed", help="seed of the random split"),
     min_count: Optional[int] = typer.Option(None, "--min-count", help="rarer train values -> OOV (default: schema's; criteo 10, avazu 2)"),
     on_bad_rows: str = typer.Option("error", "--on-bad-rows", help="error or skip (skip and count bad rows)"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace a store prepared with other inputs/settings"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a store prepared with other inputs/settings; only a store mutualctr wrote, never other files (docs/data.md)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
     vocab_from: Optional[Path] = typer.Option(
         None, "--vocab-from", help="encode with this store's vocabularies and field layout (unseen values -> "
@@ -476,11 +479,10 @@ def demo(
 
 def main() -> None:
     from mutualctr.errors import MutualCTRError
-    from mutualctr.config import ConfigError
 
     try:
         app()
-    except (MutualCTRError, ConfigError, FileNotFoundError) as e:
+    except (MutualCTRError, FileNotFoundError) as e:
         typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
         sys.exit(2)
 
