@@ -2,7 +2,7 @@
 
 Each command imports its library module lazily so that `mutualctr --help` stays fast.
 Library errors (ConfigError, StoreError, DataError, CheckpointError, ...) derive from
-``MutualCTRError`` or ``ValueError`` and are printed as one clear line, exit code 2.
+``MutualCTRError``; :func:`main` prints them (and a missing file) as one clear line, exit code 2.
 """
 
 from __future__ import annotations
@@ -56,12 +56,16 @@ def _fail(msg: str) -> None:
 
 def _print_prepare_summary(result) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     s = result.summary
     console = Console()
     head = "reused existing store" if result.reused else "prepared store"
     console.print(f"[bold]{head}[/bold] {result.store.path}  (fingerprint {s['fingerprint']})")
+    if s.get("parent"):
+        console.print(f"vocabularies of {s['parent']['path']} (fingerprint {s['parent']['fingerprint']}); "
+                      f"vocabulary fingerprint {s['vocab_fingerprint']}")
     splits = Table(title="splits")
     for col in ("split", "rows", "click rate"):
         splits.add_column(col, justify="right" if col != "split" else "left")
@@ -80,6 +84,8 @@ def _print_prepare_summary(result) -> None:
     if s["rejected_lines"]:
         rej += "  (first: " + ", ".join(s["rejected_lines"]) + ")"
     console.print(rej)
+    for warning in s.get("warnings", []):  # splits of one class (no AUC on them)
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)  # one line each
     if "seconds" in s:
         console.print(f"{s['seconds']:.1f} s, {s['rows_per_s']:,.0f} rows/s")
 
@@ -93,8 +99,11 @@ def prepare_cmd(
     seed: int = typer.Option(0, "--seed", help="seed of the random split"),
     min_count: Optional[int] = typer.Option(None, "--min-count", help="rarer train values -> OOV (default: schema's; criteo 10, avazu 2)"),
     on_bad_rows: str = typer.Option("error", "--on-bad-rows", help="error or skip (skip and count bad rows)"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace a store prepared with other inputs/settings"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a store prepared with other inputs/settings; only a store mutualctr wrote, never other files (docs/data.md)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    vocab_from: Optional[Path] = typer.Option(
+        None, "--vocab-from", help="encode with this store's vocabularies and field layout (unseen values -> "
+        "OOV), so its runs evaluate and finetune on the new store; see docs/data.md"),
 ) -> None:
     """Prepare raw CTR files into a memory-mapped training store (reused when unchanged)."""
     from mutualctr.data.prepare import prepare
@@ -104,7 +113,7 @@ def prepare_cmd(
     if on_bad_rows not in ("error", "skip"):
         _fail(f"--on-bad-rows: expected error or skip, got {on_bad_rows!r}")
     result = prepare(dataset, list(input), out, split=split, seed=seed, min_count=min_count,
-                     on_bad_rows=on_bad_rows, overwrite=overwrite, progress=not quiet)
+                     on_bad_rows=on_bad_rows, overwrite=overwrite, progress=not quiet, vocab_from=vocab_from)
     _print_prepare_summary(result)
 
 
@@ -484,11 +493,10 @@ def export_cmd(
 
 def main() -> None:
     from mutualctr.errors import MutualCTRError
-    from mutualctr.config import ConfigError
 
     try:
         app()
-    except (MutualCTRError, ConfigError, FileNotFoundError) as e:
+    except (MutualCTRError, FileNotFoundError) as e:
         typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
         sys.exit(2)
 

@@ -2,7 +2,8 @@
 
 ``Bar(*columns)`` takes format strings (``"{task.description}"``, ``"loss
 {task.fields[loss]}"``), the names of rich's standard columns (``"<bar>"``, ``"<n/total>"``,
-``"<elapsed>"``, ``"<remaining>"``) or rich columns; ``add`` starts a task, ``update`` and
+``"<elapsed>"``, ``"<remaining>"``, ``"<rows/s>"``: the task's speed in thousands of rows a
+second) or rich columns; ``add`` starts a task, ``update`` and
 ``advance`` move it, ``log`` prints a line above the bar. With ``quiet=True`` every method is a
 no-op and rich is never imported.
 """
@@ -22,7 +23,7 @@ class Bar:
         from rich import progress as rp
 
         named = {"<bar>": rp.BarColumn, "<n/total>": rp.MofNCompleteColumn, "<elapsed>": rp.TimeElapsedColumn,
-                 "<remaining>": rp.TimeRemainingColumn}
+                 "<remaining>": rp.TimeRemainingColumn, "<rows/s>": _rows_per_second}
         cols = [named[c]() if c in named else rp.TextColumn(c) if isinstance(c, str) else c for c in columns]
         kw = {"console": console} if console is not None else {}
         self._p = rp.Progress(*cols, transient=transient, refresh_per_second=refresh_per_second, **kw)
@@ -57,3 +58,15 @@ class Bar:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _rows_per_second():
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class RowsPerSecond(ProgressColumn):
+        def render(self, task):  # type: ignore[override]
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed / 1000:,.0f}k rows/s" if speed else "", style="cyan")
+
+    return RowsPerSecond()

@@ -54,3 +54,16 @@ def test_example_schemas_load():
         s = load_schema(schema_path(name))
         if s.columns:  # else the columns come from the file's header
             assert s.fields()
+
+
+def test_prepare_prints_each_one_class_split_on_its_own_line(tmp_path):
+    rows = criteo_rows(40)
+    for r in rows:
+        r[0] = "0"  # no clicks anywhere: every split is one class
+    raw = write_tsv(tmp_path / "c.txt", rows)
+    res = CliRunner().invoke(app, ["prepare", "--dataset", "criteo", "--input", str(raw), "--out",
+                                   str(tmp_path / "st"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.output.splitlines() if line.startswith("warning:")]
+    assert lines == [f"warning: every label of the {s} split ({n} rows) is 0 (no clicks); its AUC is undefined"
+                     for s, n in (("train", 32), ("dev", 4), ("test", 4))]

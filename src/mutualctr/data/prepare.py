@@ -6,6 +6,10 @@ geometrically with ``group_by``, see :class:`_Counts`). Vocabularies keep values
 min-count times. Pass 2 re-reads, encodes with ``index_in`` and writes each split's rows straight into
 its preallocated memory-mapped ``.npy``. Memory is flat in the number of rows: a few chunks plus
 the value counts (which grow with the distinct values).
+
+With ``vocab_from`` (``prepare --vocab-from STORE``) the new rows are encoded with an existing
+store's fields and vocabularies instead: pass 1 then counts nothing, the vocabularies are the
+parent's as they are, and the child's ``vocab_fingerprint`` equals the parent's.
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from mutualctr.atomic import atomic_dir
 from mutualctr.config import ConfigError, to_dict
 from mutualctr.data.encode import Encoder, bad_row_error
 from mutualctr.data.reader import TableReader, iter_blocks
-from mutualctr.data.schema import Schema, load_schema
+from mutualctr.data.schema import Schema, load_schema, schema_from_dict
 from mutualctr.data.store import (FIRST, SPLITS, FeatureMap, FieldInfo, Store, read_feature_map,
-                                  split_problem, write_vocab)
+                                  split_problem, vocab_fingerprint, write_vocab)
 from mutualctr.data.transform import ChunkTransformer
 from mutualctr.errors import DataError, StoreError
+from mutualctr.progress import Bar
 
 FRACTIONS = (0.8, 0.1, 0.1)
 FINGERPRINT_VERSION = 1
@@ -208,43 +213,6 @@ class _NpyWriter:
         os.close(self.fd)
 
 
-# -- progress ---------------------------------------------------------------------------------
-class _Progress:
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._p = None
-        self._task = None
-
-    def __enter__(self) -> "_Progress":
-        if self.enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
-                                       TextColumn, TimeElapsedColumn)
-            from rich.text import Text
-
-            class RowsPerSecond(ProgressColumn):
-                def render(self, task):  # type: ignore[override]
-                    speed = task.finished_speed or task.speed
-                    return Text(f"{speed / 1000:,.0f}k rows/s" if speed else "", style="cyan")
-
-            self._p = Progress(TextColumn("{task.description}"), BarColumn(),
-                               MofNCompleteColumn(), RowsPerSecond(), TimeElapsedColumn(),
-                               transient=False)
-            self._p.__enter__()
-        return self
-
-    def phase(self, description: str, total: int | None) -> None:
-        if self._p is not None:
-            self._task = self._p.add_task(description, total=total)
-
-    def advance(self, n: int) -> None:
-        if self._p is not None:
-            self._p.advance(self._task, n)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._p is not None:
-            self._p.__exit__(*exc)
-
-
 def _ordered_map(fn: Callable, items, workers: int = 2, window: int = 4):
     """``map(fn, items)`` on a thread pool, in order, at most ``window`` results ahead
     (pyarrow and numpy release the GIL, so chunks are processed on both cores)."""
@@ -277,6 +245,8 @@ def _summary(fm: FeatureMap, seconds: float | None = None) -> dict[str, Any]:
     out = {
         "dataset": fm.dataset,
         "fingerprint": fm.fingerprint,
+        "vocab_fingerprint": fm.vocab_fingerprint,
+        "parent": fm.parent,
         "rows": dict(rows),
         "click_rate": {s: (c["positives"][s] / rows[s] if rows[s] else float("nan")) for s in SPLITS},
         "vocab_size": {f.name: f.vocab_size for f in fm.fields},
@@ -295,8 +265,14 @@ def _summary(fm: FeatureMap, seconds: float | None = None) -> dict[str, Any]:
 
 def prepare(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str = "random",
             seed: int = 0, min_count: int | None = None, on_bad_rows: str = "error",
-            overwrite: bool = False, progress: bool = True) -> PrepareResult:
+            overwrite: bool = False, progress: bool = True,
+            vocab_from: str | Path | None = None) -> PrepareResult:
     """Prepare raw ``inputs`` of ``dataset`` (criteo, avazu or a schema YAML) into store ``out``.
+
+    ``vocab_from``: encode the inputs with that store's fields, vocabularies and offsets (seen
+    values keep their ids, unseen ones get their field's OOV id); ``dataset`` must be the schema
+    it was prepared with, and ``min_count`` is refused (nothing is recounted). The new rows get
+    their own ``split``; the child records ``parent`` and shares the parent's ``vocab_fingerprint``.
 
     The same inputs and settings reuse an existing store (``reused=True``); another store at
     ``out`` raises StoreError unless ``overwrite``; ``overwrite`` replaces only a store
@@ -314,6 +290,13 @@ def prepare(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str =
     if min_count is not None and min_count < 1:
         raise ConfigError(f"min_count: must be >= 1, got {min_count}")
     schema = load_schema(dataset)
+    parent = None
+    if vocab_from is not None:
+        if min_count is not None:
+            raise ConfigError(f"min_count: cannot be combined with vocab_from ({vocab_from}): the "
+                              "parent's vocabularies are used as they are, nothing is recounted")
+        parent = Store.open(vocab_from)
+        schema = _parent_schema(schema, dataset, parent)
     inputs = [Path(p) for p in inputs]
     if not inputs:
         raise DataError("no input files")
@@ -329,6 +312,12 @@ def prepare(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str =
             raise StoreError(f"{shown}: holds the input {p}; pass another --out")
     settings = {"split": split, "seed": seed, "min_count": min_count, "on_bad_rows": on_bad_rows,
                 "fractions": list(FRACTIONS)}
+    if parent is not None:
+        real = parent.path.resolve()
+        if real == out or out in real.parents:
+            raise StoreError(f"{shown}: is (or holds) the vocab_from store {parent.path}; pass another --out")
+        settings["vocab_from"] = {"fingerprint": parent.fingerprint,
+                                  "vocab_fingerprint": parent.vocab_fingerprint}
     identities = [file_identity(p) for p in inputs]
     fp = fingerprint(schema, settings, identities)
 
@@ -353,13 +342,28 @@ def prepare(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str =
         if state == "ours" and not overwrite:
             _refuse_existing(out, shown, fp)
         try:
-            with atomic_dir(out) as tmp, _Progress(progress) as bar:
+            with atomic_dir(out) as tmp, Bar("{task.description}", "<bar>", "<n/total>", "<rows/s>",
+                                             "<elapsed>", quiet=not progress) as bar:
                 fm = _build(schema, inputs, tmp, split, seed, min_count, on_bad_rows, fp, settings,
-                            identities, bar)
+                            identities, bar, parent)
         except OSError as e:  # disk full, permissions, ...: nothing is left behind
             raise StoreError(f"{shown}: cannot write the store: {e}") from e
     store = Store.open(shown)
     return PrepareResult(store, False, _summary(fm, time.perf_counter() - t0))
+
+
+def _parent_schema(schema: Schema, dataset: str | Path, parent: Store) -> Schema:
+    """The parent's (resolved) schema, after checking that ``dataset`` names the same one."""
+    theirs = schema_from_dict(parent.feature_map.schema)
+    a, b = to_dict(schema if schema.columns else schema.resolve(theirs.columns)), to_dict(theirs)
+    differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if differ:
+        keys = ", ".join(differ[:3]) + (f" and {len(differ) - 3} more" if len(differ) > 3 else "")
+        raise ConfigError(
+            f"vocab_from {parent.path}: was prepared with dataset {parent.feature_map.dataset!r}, whose "
+            f"schema differs from {str(dataset)!r} in {keys}; give the dataset or schema the store "
+            "was prepared with")
+    return theirs
 
 
 def _reusable(out: Path, fp: str, shown: Path) -> Store | None:
@@ -404,7 +408,7 @@ def _check_splits(inputs: list[Path], rows: np.ndarray, rejected: int, split: st
 
 def _build(schema: Schema, inputs: list[Path], tmp: Path, split: str, seed: int,
            min_count: int | None, on_bad_rows: str, fp: str, settings: dict[str, Any],
-           identities: list[dict[str, Any]], bar: _Progress) -> FeatureMap:
+           identities: list[dict[str, Any]], bar: Bar, parent: Store | None = None) -> FeatureMap:
     skip = on_bad_rows == "skip"
     readers = [TableReader(schema, p, on_bad_rows) for p in inputs]
     schema = schema.resolve(readers[0].columns)
@@ -415,16 +419,18 @@ def _build(schema: Schema, inputs: list[Path], tmp: Path, split: str, seed: int,
                             f"({', '.join(r.columns)} vs {', '.join(schema.columns)})")
     fields = schema.fields()
     F = len(fields)
+    if parent is not None and [(f.name, f.kind, f.column) for f in parent.feature_map.fields] != fields:
+        raise StoreError(f"{parent.path}: its fields do not follow its own schema; prepare it again")
     transform = ChunkTransformer(schema)
     total = None
     if split == "sequential":
-        bar.phase("counting rows", None)
+        bar.add("counting rows", None)
         total = sum(_count_rows(schema, p) for p in inputs)
 
     # pass 1: parse, validate, split; count the train values; spill dictionary-encoded chunks
     spill = tmp / ".spill"
     spill.mkdir()
-    bar.phase("pass 1/2 read+count", total)
+    task = bar.add("pass 1/2 read+count" if parent is None else "pass 1/2 read", total)
     counts: list[_Counts] = []
     rows = np.zeros(3, np.int64)
     pos = np.zeros(3, np.int64)
@@ -443,10 +449,11 @@ def _build(schema: Schema, inputs: list[Path], tmp: Path, split: str, seed: int,
         cols, dict_counts = [], []
         for tok in t.tokens:
             d = tok if pa.types.is_dictionary(tok.type) else pc.dictionary_encode(tok)
-            idx = d.indices.fill_null(-1).to_numpy(zero_copy_only=False)
-            sel = idx[train]
-            dict_counts.append((d.dictionary, np.bincount(sel[sel >= 0],
-                                                          minlength=len(d.dictionary))))
+            if parent is None:  # (a child's vocabularies are its parent's: nothing to count)
+                idx = d.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+                sel = idx[train]
+                dict_counts.append((d.dictionary, np.bincount(sel[sel >= 0],
+                                                              minlength=len(d.dictionary))))
             cols.append(d)
         batch = pa.RecordBatch.from_arrays(cols + [pa.array(s), pa.array(t.label)], names)
         with pa.OSFile(str(spill / f"{ci:06d}.arrow"), "wb") as sink:
@@ -478,21 +485,29 @@ def _build(schema: Schema, inputs: list[Path], tmp: Path, split: str, seed: int,
                               for i in np.flatnonzero(t.bad)[:5]]
         rows += np.bincount(s, minlength=4)[:3]
         pos += np.bincount(s, weights=t.label, minlength=4)[:3].astype(np.int64)
-        if not counts:
+        if not counts and parent is None:
             counts = [_Counts(tok.type.value_type if pa.types.is_dictionary(tok.type)
                               else tok.type) for tok in t.tokens]
         for c, (values, cnt) in zip(counts, dict_counts):
             c.add_counts(values, cnt)
-        bar.advance(n)
+        bar.advance(task, n)
     rejected += sum(r.skipped for r in readers)
     for r in readers:
         bad_lines += [f"{r.path}:{ln}" for ln in r.bad_width_lines(5)]
     _check_splits(inputs, rows, rejected, split)
 
-    # vocabularies
+    # vocabularies (a child's: its parent's, values and train counts as they are)
     (tmp / "vocab").mkdir()
     infos, vocabs = [], []
     offset = 0
+    if parent is not None:
+        for i, f in enumerate(parent.feature_map.fields):
+            table = parent.vocab_table(i)
+            write_vocab(tmp / "vocab" / f"{i:03d}.arrow", table.column("value").combine_chunks(),
+                        table.column("count").combine_chunks())
+            infos.append(FieldInfo(**vars(f)))
+            vocabs.append(parent.vocab(i))
+        offset = parent.feature_map.num_features
     for i, ((name, kind, col), c) in enumerate(zip(fields, counts)):
         mc = schema.min_count_for(col, min_count)
         values, cnt = c.vocabulary(mc)
@@ -513,7 +528,7 @@ def _build(schema: Schema, inputs: list[Path], tmp: Path, split: str, seed: int,
     Y = {name: _NpyWriter(tmp / f"{name}.y.npy", np.float32, (int(rows[k]),))
          for k, name in enumerate(SPLITS)}
     at = np.zeros(3, np.int64)
-    bar.phase("pass 2/2 encode", g)
+    task = bar.add("pass 2/2 encode", g)
     encoder = Encoder(vocabs, offsets)
 
     def work2(ci: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -535,7 +550,7 @@ def _build(schema: Schema, inputs: list[Path], tmp: Path, split: str, seed: int,
                 X[name].write(at[k], enc[sel])
                 Y[name].write(at[k], label[sel])
                 at[k] += m
-        bar.advance(len(s))
+        bar.advance(task, len(s))
     spill.rmdir()
     for name in SPLITS:
         X[name].close()
@@ -545,7 +560,11 @@ def _build(schema: Schema, inputs: list[Path], tmp: Path, split: str, seed: int,
                 "positives": {name: int(pos[k]) for k, name in enumerate(SPLITS)},
                 "rejected": int(rejected), "rejected_lines": bad_lines[:5],
                 "rows_read": int(g)}
-    fm = FeatureMap(dataset=schema.name, fields=infos, fingerprint=fp, schema=to_dict(schema),
-                    settings=settings, counts=counts_d, inputs=identities)
+    schema_d = to_dict(schema)
+    fm = FeatureMap(dataset=schema.name, fields=infos, fingerprint=fp, schema=schema_d,
+                    settings=settings, counts=counts_d, inputs=identities,
+                    vocab_fingerprint=vocab_fingerprint(infos, vocabs, schema_d),
+                    parent=None if parent is None else {"path": str(parent.path.resolve()),
+                                                        "fingerprint": parent.fingerprint})
     (tmp / "feature_map.json").write_text(json.dumps(fm.to_json(), indent=1) + "\n")
     return fm

@@ -2,7 +2,8 @@
 
 Layout of a store directory (written atomically by :func:`mutualctr.data.prepare.prepare`)::
 
-    feature_map.json         fields, vocab sizes, offsets, schema, settings, counts, fingerprint
+    feature_map.json         fields, vocab sizes, offsets, schema, settings, counts, fingerprint,
+                             vocab_fingerprint, parent (the --vocab-from store, or null)
     train.X.npy train.y.npy  int32 (rows, F) global ids and float32 (rows,) 0/1 labels
     dev.X.npy   dev.y.npy
     test.X.npy  test.y.npy
@@ -11,10 +12,16 @@ Layout of a store directory (written atomically by :func:`mutualctr.data.prepare
 Ids: field ``f`` owns the global rows ``offset .. offset + vocab_size - 1`` of one embedding
 table; local id 0 is the field's OOV index (rare or unseen values), 1 its missing index, and
 2.. its vocabulary in ``vocab/NNN.arrow`` order.
+
+Two fingerprints: ``fingerprint`` identifies the store (schema, settings, inputs: other rows,
+another fingerprint); ``vocab_fingerprint`` identifies only the id mapping (:func:`vocab_fingerprint`),
+so stores encoded with one vocabulary (``prepare --vocab-from``) share it and a model trained on
+one of them reads the others' ids unchanged.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,6 +60,10 @@ class FeatureMap:
     settings: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, Any] = field(default_factory=dict)
     inputs: list[dict[str, Any]] = field(default_factory=list)
+    #: :func:`vocab_fingerprint` of the fields and vocabularies (None: a store written before it was recorded)
+    vocab_fingerprint: str | None = None
+    #: {"path", "fingerprint"} of the store whose vocabularies encoded this one (--vocab-from), else None
+    parent: dict[str, Any] | None = None
 
     @property
     def num_fields(self) -> int:
@@ -79,7 +90,8 @@ class FeatureMap:
         return cls(dataset=d["dataset"], fields=[FieldInfo(**f) for f in d["fields"]],
                    fingerprint=d["fingerprint"], schema=d.get("schema", {}),
                    settings=d.get("settings", {}), counts=d.get("counts", {}),
-                   inputs=d.get("inputs", []))
+                   inputs=d.get("inputs", []), vocab_fingerprint=d.get("vocab_fingerprint"),
+                   parent=d.get("parent"))
 
 
 def read_feature_map(path: Path) -> FeatureMap:
@@ -141,6 +153,15 @@ class Store:
         return self.feature_map.fingerprint
 
     @property
+    def vocab_fingerprint(self) -> str:
+        """The recorded vocabulary fingerprint (computed from the files for older stores)."""
+        fm = self.feature_map
+        if fm.vocab_fingerprint is None:
+            fm.vocab_fingerprint = vocab_fingerprint(fm.fields, [self.vocab(i) for i in range(fm.num_fields)],
+                                                     fm.schema)
+        return fm.vocab_fingerprint
+
+    @property
     def splits(self) -> tuple[str, ...]:
         return SPLITS
 
@@ -193,6 +214,45 @@ class Store:
         fm = self.feature_map
         return (f"Store({str(self.path)!r}, dataset={fm.dataset!r}, fields={fm.num_fields}, "
                 f"features={fm.num_features}, rows={fm.counts.get('rows')})")
+
+
+VOCAB_FINGERPRINT_VERSION = 1
+
+
+def _hash_values(h, values: pa.Array) -> None:
+    """Feed the values of one vocabulary to ``h``: their kind, count, lengths and bytes, the same
+    however the array is chunked, sliced or typed (string / large_string, any integer width)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    n = len(values)
+    if values.null_count:
+        h.update(b"nulls" + np.packbits(values.is_null().to_numpy(zero_copy_only=False)).tobytes())
+    if pa.types.is_integer(values.type):
+        h.update(b"int64 %d:" % n)
+        h.update(values.fill_null(0).to_numpy(zero_copy_only=False).astype("<i8").tobytes())
+        return
+    a = values.cast(pa.large_string())
+    h.update(b"utf8 %d:" % n)
+    if n == 0:
+        return
+    offsets = np.frombuffer(a.buffers()[1], dtype="<i8")[a.offset:a.offset + n + 1]
+    h.update(np.diff(offsets).astype("<i8").tobytes())
+    h.update(memoryview(a.buffers()[2])[int(offsets[0]):int(offsets[-1])])
+
+
+def vocab_fingerprint(fields: list[FieldInfo], vocabs: list[pa.Array], schema: dict[str, Any]) -> str:
+    """A hash of the id mapping: each field's name, kind (its transform), source column, size,
+    offset, OOV and missing ids and kept values in id order, plus the schema's numeric_values
+    (which cells a numeric field accepts and how it floors them). Equal for a store and the stores
+    encoded with its vocabularies; counts, rows and min counts do not enter it."""
+    h = hashlib.sha256()
+    head = {"v": VOCAB_FINGERPRINT_VERSION, "numeric_values": schema.get("numeric_values", "integer"),
+            "fields": [[f.name, f.kind, f.column, f.vocab_size, f.offset, f.oov_index, f.missing_index]
+                       for f in fields]}
+    h.update(json.dumps(head, sort_keys=True).encode())
+    for values in vocabs:
+        _hash_values(h, values)
+    return h.hexdigest()[:32]
 
 
 def write_vocab(path: Path, values: pa.Array, counts: pa.Array) -> None:

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from mutualctr.progress import Bar
+
 
 def _fmt_s(s: float) -> str:
     if s != s or s < 0:  # nan
@@ -41,7 +43,7 @@ class ExperimentProgress:
         if quiet:
             return
         from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, TextColumn
 
         self.console = console or Console()
         watch = self
@@ -52,12 +54,10 @@ class ExperimentProgress:
 
                 return Text(watch._run_status(), style="dim")
 
-        self.live = Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=24),
-                             TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
-                             TextColumn("ETA {task.fields[eta]}"), _RunColumn(""),
-                             console=self.console, transient=False, refresh_per_second=2)
-        self.task = self.live.add_task("experiment", total=self.total, eta="?")
-        self.live.start()
+        self.live = Bar("[bold]{task.description}", BarColumn(bar_width=24), "{task.percentage:>3.0f}%",
+                        "<elapsed>", "ETA {task.fields[eta]}", _RunColumn(""), console=self.console,
+                        refresh_per_second=2)
+        self.task = self.live.add("experiment", self.total, eta="?")
 
     # ---- jobs ---------------------------------------------------------------------------
     def start(self, label: str, cost: float, watch: list[Path] = (), resumed: bool = False) -> None:
@@ -97,14 +97,14 @@ class ExperimentProgress:
 
     def log(self, msg: str) -> None:
         if self.live is not None:
-            self.live.console.print(msg)
+            self.live.log(msg)
 
     def close(self) -> None:
         self._watch = []
         self._watch_cache = ("", 0.0)
         if self.live is not None:
             self.live.update(self.task, completed=self.total, eta="0:00", description="experiment done")
-            self.live.stop()
+            self.live.close()
             self.live = None
 
     # ---- the current run's last dev evaluation -----------------------------------------

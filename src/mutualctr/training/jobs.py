@@ -63,7 +63,7 @@ def load_run(run: str | Path, store=None) -> tuple[torch.nn.Module, RunConfig, M
     path = model_checkpoint_path(run)
     ck = ModelCheckpoint.load(path)
     if store is not None:
-        check_store(ck.fingerprint, store, path)
+        check_store(ck.fingerprint, store, path, ck.vocab_fingerprint)
     cfg = run_config_from_dict(ck.config, str(path))
     model = build_model(cfg.model_name, ck.num_features, ck.num_fields, cfg.model_params(),
                         sparse_grad=sparse_grad_for(cfg.optim))

@@ -29,7 +29,7 @@ import io
 import json
 import pickle
 import zipfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +85,15 @@ def load(path: str | Path, kind: str) -> dict[str, Any]:
     return obj
 
 
-def check_store(fingerprint: str | None, store, path: str | Path) -> None:
-    """Fail clearly when a checkpoint was trained on a store with another feature map."""
-    if fingerprint != store.fingerprint:
+def check_store(fingerprint: str | None, store, path: str | Path, vocab_fingerprint: str | None = None) -> None:
+    """Fail clearly when a checkpoint was trained on a store with another feature map.
+
+    The store must be the one trained on (``fingerprint``), or, when ``vocab_fingerprint`` is
+    given (a model's weights, not a resumable state), any store with the same vocabulary
+    fingerprint (one prepared ``--vocab-from`` it, or the store it was prepared from)."""
+    if fingerprint == store.fingerprint:
+        return
+    if vocab_fingerprint is None or vocab_fingerprint != store.vocab_fingerprint:
         raise CheckpointError(
             f"{path}: trained on a store with fingerprint {str(fingerprint)[:12]}, but {store.path} has "
             f"{store.fingerprint[:12]} (another feature map); use the store the run was trained on"
@@ -95,11 +101,11 @@ def check_store(fingerprint: str | None, store, path: str | Path) -> None:
 
 
 def _typed(cls, obj: dict[str, Any], path: Path):
-    names = [f.name for f in fields(cls)]
-    missing = [n for n in names if n not in obj]
+    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [n for n in required if n not in obj]
     if missing:
         raise CheckpointError(f"{path}: incomplete checkpoint (no {', '.join(missing)})")
-    return cls(**{n: obj[n] for n in names})
+    return cls(**{f.name: obj[f.name] for f in fields(cls) if f.name in obj})
 
 
 # ---- what the files hold --------------------------------------------------------------------
@@ -119,6 +125,7 @@ class ModelCheckpoint:
     epoch: float
     dev: dict[str, float] | None
     init_from: str | None  # the run it was finetuned from
+    vocab_fingerprint: str | None = None  # of the store's vocabulary (None: written before it was recorded)
 
     def save(self, path: str | Path) -> None:
         save(path, {"kind": "model", **asdict(self)})

@@ -315,7 +315,8 @@ class Trainer:
         return ModelCheckpoint(model=m.name, config=run_config_to_dict(m.config), state_dict=m.best_state,
                                fingerprint=self.store.fingerprint, store_path=str(Path(self.store.path).resolve()),
                                num_features=fm.num_features, num_fields=fm.num_fields, step=step, epoch=epoch,
-                               dev={"auc": dev["auc"], "logloss": dev["logloss"]}, init_from=m.init_from)
+                               dev={"auc": dev["auc"], "logloss": dev["logloss"]}, init_from=m.init_from,
+                               vocab_fingerprint=self.store.vocab_fingerprint)
 
     def _finish(self, state: LoopState) -> list[dict[str, Any]]:
         """Each member's best-on-dev weights scored on dev and test: the run's summary."""
