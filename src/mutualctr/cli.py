@@ -106,14 +106,14 @@ def prepare_cmd(
         "OOV), so its runs evaluate and finetune on the new store; see docs/data.md"),
 ) -> None:
     """Prepare raw CTR files into a memory-mapped training store (reused when unchanged)."""
-    from mutualctr.data.prepare import prepare
+    import mutualctr as mc
 
     if split not in ("random", "sequential"):
         _fail(f"--split: expected random or sequential, got {split!r}")
     if on_bad_rows not in ("error", "skip"):
         _fail(f"--on-bad-rows: expected error or skip, got {on_bad_rows!r}")
-    result = prepare(dataset, list(input), out, split=split, seed=seed, min_count=min_count,
-                     on_bad_rows=on_bad_rows, overwrite=overwrite, progress=not quiet, vocab_from=vocab_from)
+    result = mc.prepare(dataset, list(input), out, split=split, seed=seed, min_count=min_count,
+                        on_bad_rows=on_bad_rows, overwrite=overwrite, vocab_from=vocab_from, progress=not quiet)
     _print_prepare_summary(result)
 
 
