@@ -70,17 +70,19 @@ def train(data: PathLike, out: PathLike, *, model: str | None = None, config: Pa
           seed: int | None = None, epochs: int | None = None, lr: float | None = None,
           batch_size: int | None = None, device: str | None = None, precision: str | None = None,
           compile: bool | None = None, resume: bool = False, quiet: bool = True,
-          dist_timeout: float | None = None) -> RunResult:
+          dist_timeout: float | None = None, tensorboard: PathLike | None = None) -> RunResult:
     """Train one model on store ``data`` into run directory ``out``; the best-on-dev checkpoint
     and its test metrics. ``config``: a RunConfig or YAML (default: the shipped config of
     ``model`` for the store's dataset, or with ``resume`` the run's own); the other arguments
-    replace single values. Under torchrun the workers train it data-parallel."""
+    replace single values. Under torchrun the workers train it data-parallel. ``tensorboard``:
+    also write the evaluations as TensorBoard scalars there (needs ``mutualctr[tensorboard]``)."""
     from mutualctr.training import jobs
 
     cfg = jobs.resolve_run_config(data, out, model=model, config=config, seed=seed, epochs=epochs, lr=lr,
                                   batch_size=batch_size, device=device, precision=precision, compile=compile,
                                   resume=resume)
-    return RunResult.from_dict(jobs.train(data, out, cfg, resume=resume, quiet=quiet, dist_timeout=dist_timeout))
+    return RunResult.from_dict(jobs.train(data, out, cfg, resume=resume, quiet=quiet, dist_timeout=dist_timeout,
+                                          tensorboard=tensorboard))
 
 
 def evaluate(run: PathLike, data: PathLike, split: str = "test", *, device: str = "auto") -> Scores:
@@ -106,7 +108,8 @@ def mutual(data: PathLike, out: PathLike, *, init: Sequence[PathLike] = (), mode
            scope: str | None = None, embedding_lr_scale: float | None = None, finetune_split: float | None = None,
            seed: int | None = None, device: str | None = None, precision: str | None = None,
            compile: bool | None = None, vectorize: bool = False, config_dir: PathLike | None = None,
-           resume: bool = False, quiet: bool = True, dist_timeout: float | None = None) -> GroupResult:
+           resume: bool = False, quiet: bool = True, dist_timeout: float | None = None,
+           tensorboard: PathLike | None = None) -> GroupResult:
     """Deep mutual learning: finetune trained runs (``init``) together, or train ``models``
     (with ``seeds``) together from scratch, each member learning from the labels and its peers.
 
@@ -123,7 +126,7 @@ def mutual(data: PathLike, out: PathLike, *, init: Sequence[PathLike] = (), mode
                                epochs=epochs, evals_per_epoch=evals_per_epoch, scope=scope,
                                embedding_lr_scale=embedding_lr_scale, finetune_split=finetune_split, seed=seed,
                                device=device, precision=precision, compile=compile, vectorize=vectorize,
-                               resume=resume, quiet=quiet, dist_timeout=dist_timeout)
+                               resume=resume, quiet=quiet, dist_timeout=dist_timeout, tensorboard=tensorboard)
     return GroupResult.from_dict(g)
 
 
@@ -178,7 +181,7 @@ def experiment(questions: str | Sequence[str], data: PathLike, out: PathLike, *,
                seeds: Sequence[int] | None = None, config_dir: PathLike | None = None, epochs: int | None = None,
                alphas: Sequence[float] | None = None, finetune_lrs: Sequence[float] | None = None,
                finetune_split: float = 0.0, scope: str | None = None, embedding_lr_scale: float | None = None,
-               rq4_model: str | None = None, paper: bool | None = None, threads: int | None = None,
+               runs_dir: PathLike | None = None, rq4_model: str | None = None, paper: bool | None = None, threads: int | None = None,
                quiet: bool = True) -> dict:
     """The paper's research questions (``rq1``..``rq4``, ``all``) with controls, written to
     ``out`` (results.csv, tables.md, stats.json, plots); ``alphas=None`` chooses alpha on dev
@@ -188,5 +191,6 @@ def experiment(questions: str | Sequence[str], data: PathLike, out: PathLike, *,
     return run_experiment(questions, data, out, list(models), instances=instances, seeds=seeds,
                           config_dir=Path(config_dir) if config_dir else None, epochs=epochs, alphas=alphas,
                           finetune_lrs=finetune_lrs, finetune_split=finetune_split, scope=scope,
-                          embedding_lr_scale=embedding_lr_scale, rq4_model=rq4_model, reference=paper, quiet=quiet,
+                          embedding_lr_scale=embedding_lr_scale, runs_dir=runs_dir, rq4_model=rq4_model,
+                          reference=paper, quiet=quiet,
                           threads=threads)

@@ -146,6 +146,8 @@ def _print_json(obj) -> None:
 _COMPILE = typer.Option(None, "--compile/--no-compile", help="the models' forward through torch.compile: a "
                         "compile pause at the start, then faster steps; figures in docs/performance.md "
                         "(default: train.compile of the config)")
+_TENSORBOARD = typer.Option(None, "--tensorboard", help="also write each evaluation as TensorBoard scalars "
+                            "into DIR (pip install 'mutualctr[tensorboard]')")
 _DIST_TIMEOUT = typer.Option(None, "--dist-timeout", help="seconds a worker waits for the others in a "
                              "collective before failing (default 600)")
 
@@ -179,6 +181,7 @@ def train(
     nproc: int = typer.Option(1, "--nproc", help="data-parallel workers on this machine (runs torchrun; "
                                                  "or start the command under torchrun yourself)"),
     dist_timeout: Optional[float] = _DIST_TIMEOUT,
+    tensorboard: Optional[Path] = _TENSORBOARD,
 ):
     """Train one model; keeps the best-on-dev checkpoint and reports its test metrics."""
     import mutualctr as mc
@@ -187,7 +190,7 @@ def train(
     _launch_workers(nproc)
     s = mc.train(data, out, model=model, config=config, seed=seed, epochs=epochs, lr=lr, batch_size=batch_size,
                  device=device, precision=precision, compile=compile, resume=resume, quiet=quiet,
-                 dist_timeout=dist_timeout).to_dict()
+                 dist_timeout=dist_timeout, tensorboard=tensorboard).to_dict()
     if not is_main_process():
         return
     if json_out:
@@ -327,6 +330,7 @@ def mutual(
     nproc: int = typer.Option(1, "--nproc", help="workers on this machine (runs torchrun): one member per "
                                                  "worker, or a data-parallel group of workers per member"),
     dist_timeout: Optional[float] = _DIST_TIMEOUT,
+    tensorboard: Optional[Path] = _TENSORBOARD,
 ):
     """Deep mutual learning of N models: finetune trained runs, or train from scratch."""
     import mutualctr as mc
@@ -338,7 +342,7 @@ def mutual(
                   config=config, alpha=alpha, loss=loss, lr=lr, epochs=epochs, evals_per_epoch=evals_per_epoch,
                   scope=scope, embedding_lr_scale=embedding_lr_scale, finetune_split=finetune_split, seed=seed,
                   device=device, precision=precision, compile=compile, vectorize=vectorize, resume=resume,
-                  quiet=quiet, dist_timeout=dist_timeout).to_dict()
+                  quiet=quiet, dist_timeout=dist_timeout, tensorboard=tensorboard).to_dict()
     if is_main_process():
         _print_group(g, json_out)
 
@@ -425,6 +429,8 @@ def experiment(
                                          "train split and finetune (mutual, control, distillation) on the last F"),
     scope: Optional[str] = _SCOPE,
     embedding_lr_scale: Optional[float] = _EMB_LR,
+    runs: Optional[Path] = typer.Option(None, "--runs", help="the run cache (default OUT/runs): experiments with "
+                                        "other options can share pretrained runs"),
     rq4_model: Optional[str] = typer.Option(None, "--rq4-model", help="model of RQ4 (default: dcn on Criteo, fibinet on Avazu, else the first)"),
     paper: Optional[bool] = typer.Option(None, "--paper/--no-paper", help="show the paper's numbers (default: on Criteo/Avazu stores)"),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (1 is faster on a busy shared CPU)"),
@@ -437,7 +443,7 @@ def experiment(
                       seeds=_csv_ints(seeds) or None, config_dir=config_dir, epochs=epochs,
                       alphas=None if alpha.strip().lower() == "auto" else _csv_floats(alpha, "--alpha"),
                       finetune_lrs=_csv_floats(finetune_lr, "--finetune-lr") or None, finetune_split=finetune_split,
-                      scope=scope, embedding_lr_scale=embedding_lr_scale, rq4_model=rq4_model, paper=paper,
+                      scope=scope, embedding_lr_scale=embedding_lr_scale, runs_dir=runs, rq4_model=rq4_model, paper=paper,
                       threads=threads, quiet=quiet)
     typer.echo(f"{len(r['rows'])} result rows in {r['seconds']:.0f} s -> {r['paths']['tables']} "
                f"(results.csv, stats.json, plots: {', '.join(Path(p).name for p in r['paths']['plots'])})")

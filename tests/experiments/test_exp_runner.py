@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from mutualctr.config import ConfigError
+from mutualctr.errors import MutualCTRError
 from mutualctr.experiments import run_experiment
 from mutualctr.experiments.report import read_results
 
@@ -46,7 +47,8 @@ def test_all_questions_rows_tables_and_plots(fake_api, tmp_path):
         assert title in text
     assert len(r["bootstrap"]) == 4  # 2 comparisons x 2 models
     assert all(Path(p).is_file() and Path(p).stat().st_size > 1000 for p in r["paths"]["plots"])
-    assert len(r["paths"]["plots"]) == 2
+    assert [Path(p).name for p in r["paths"]["plots"]] == ["auc_by_setting.png", "auc_vs_alpha.png",
+                                                          "auc_vs_n_models.png"]
 
 
 def test_second_run_trains_nothing_and_reports_the_same(fake_api, tmp_path):
@@ -87,11 +89,17 @@ def test_job_interrupted_before_its_first_checkpoint_starts_over(fake_api, tmp_p
     _run(tmp_path / "exp", "rq1", models=["deepfm"])
     job = Path(fake_api.calls[0][1])
     (job / "summary.json").unlink()  # as if killed before finishing, with no last.pt
-    (job / "partial.txt").write_text("junk")
+    (job / "metrics.jsonl").write_text("junk")
     fake_api.calls.clear()
     _run(tmp_path / "exp", "rq1", models=["deepfm"])
     assert [(c[1], c[2]) for c in fake_api.calls] == [(job, False)]
-    assert not (job / "partial.txt").exists()
+    assert not (job / "metrics.jsonl").exists()
+    # a file mutualctr never writes is not ours to delete: the job is refused, naming it
+    (job / "summary.json").unlink()
+    (job / "notes.txt").write_text("mine")
+    with pytest.raises(MutualCTRError, match="notes.txt"):
+        _run(tmp_path / "exp", "rq1", models=["deepfm"])
+    assert (job / "notes.txt").read_text() == "mine"
 
 
 def test_changed_settings_make_new_runs(fake_api, tmp_path):

@@ -292,3 +292,18 @@ def test_bf16_is_refused_where_it_is_not_native_and_auto_falls_back(monkeypatch)
     assert D.resolve_precision("auto", torch.device("cpu")) == "bf16"
     assert D.resolve_precision("bf16", torch.device("cpu")) == "bf16"
     assert D.resolve_precision("fp32", torch.device("cpu")) == "fp32"
+
+
+def test_tensorboard_scalars_are_the_metrics_jsonl_records(tiny_store, tmp_path):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    api.train(tiny_store, tmp_path / "r", tiny_config(epochs=2, evals_per_epoch=2), quiet=True,
+              tensorboard=tmp_path / "tb")
+    records = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    for key in ("train_loss", "dev_auc", "dev_logloss", "lr"):
+        events = acc.Scalars(f"r/{key}")
+        assert [e.step for e in events] == [r["step"] for r in records]
+        assert [e.value for e in events] == pytest.approx([r[key] for r in records], rel=1e-6)

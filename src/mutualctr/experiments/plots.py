@@ -1,5 +1,6 @@
-"""PNG plots (matplotlib, Agg backend): test AUC per setting per model, and AUC vs the number of
-co-trained models (RQ4)."""
+"""PNG plots (matplotlib, Agg backend): test AUC per setting per model, the alpha curve (mean
+dev and test AUC of the finetuned group against alpha, the alpha-0 control and the start as
+lines), and AUC vs the number of co-trained models (RQ4)."""
 
 from __future__ import annotations
 
@@ -93,7 +94,50 @@ def plot_n_models(rows: Sequence[dict], path: Path) -> Path | None:
     return path
 
 
+def plot_alpha(rows: Sequence[dict], path: Path) -> Path | None:
+    """One panel per model: mean dev and test AUC of the RQ2 group at each alpha tried (log
+    scale), with the alpha-0 control and the pretrained start as horizontal lines."""
+    from mutualctr.experiments.report import LABELS
+
+    rq2 = [r for r in rows if r["question"] == "rq2"]
+    models = [m for m in dict.fromkeys(r["model"] for r in rq2 if r["setting"] == "mutual_pretrained")]
+    if not models:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models), 3.4), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        mine = [r for r in rq2 if r["model"] == model]
+        lrs = sorted({r["lr"] for r in mine if r["setting"] == "mutual_pretrained"})
+        for lr in lrs:
+            alphas = sorted({r["alpha"] for r in mine if r["setting"] == "mutual_pretrained" and r["lr"] == lr})
+            for split, style in (("dev", "o-"), ("test", "s--")):
+                ys = [mean_std([r[f"{split}_auc"] for r in mine if r["setting"] == "mutual_pretrained"
+                                and r["alpha"] == a and r["lr"] == lr])[0] for a in alphas]
+                ax.plot(alphas, ys, style, ms=4, label=f"{split}" + (f" lr {lr:g}" if len(lrs) > 1 else ""))
+            chosen = [r["alpha"] for r in mine if r["setting"] == "mutual_pretrained" and r["lr"] == lr
+                      and r.get("selected") == 1]
+            if chosen:
+                ax.axvline(chosen[0], color="tab:red", lw=0.8, ls=":")
+        for setting, color, label in (("alpha0_control", "tab:green", "alpha=0 test"),
+                                      ("independent", "grey", "start test")):
+            vals = [r["test_auc"] for r in mine if r["setting"] == setting]
+            if vals:
+                ax.axhline(mean_std(vals)[0], color=color, lw=0.8, ls="--", label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("alpha (mutual-loss weight)")
+        ax.set_title(LABELS.get(model, model), fontsize=10)
+        ax.ticklabel_format(axis="y", useOffset=False)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("mean AUC of the group")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def write_plots(rows: Sequence[dict], out: Path) -> list[Path]:
     out = Path(out)
-    made = [plot_settings(rows, out / "auc_by_setting.png"), plot_n_models(rows, out / "auc_vs_n_models.png")]
+    made = [plot_settings(rows, out / "auc_by_setting.png"), plot_alpha(rows, out / "auc_vs_alpha.png"),
+            plot_n_models(rows, out / "auc_vs_n_models.png")]
     return [p for p in made if p is not None]

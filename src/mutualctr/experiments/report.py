@@ -19,10 +19,10 @@ from mutualctr.experiments.stats import mean_std, paired_ttest, relaimp
 
 FIELDS = ["question", "model", "setting", "n_models", "instance", "seed", "alpha", "lr", "teacher", "selected",
           "dev_auc", "dev_logloss", "test_auc", "test_logloss", "start_test_auc", "relaimp_vs_start",
-          "train_time_s", "run"]
+          "kept_start", "churn", "churn_before", "train_time_s", "run"]
 FLOATS = {"alpha", "lr", "dev_auc", "dev_logloss", "test_auc", "test_logloss", "start_test_auc",
-          "relaimp_vs_start", "train_time_s"}
-INTS = {"n_models", "instance", "seed", "teacher", "selected"}
+          "relaimp_vs_start", "churn", "churn_before", "train_time_s"}
+INTS = {"n_models", "instance", "seed", "teacher", "selected", "kept_start"}
 
 LABELS = {"deepfm": "DeepFM", "dcn": "DCN", "pnn": "PNN", "fibinet": "FiBiNET", "dcnv2": "DCNv2",
           "fm": "FM", "lr": "LR"}
@@ -163,7 +163,8 @@ def table1(rows: Sequence[dict], dataset: Optional[str], ref: Optional[Sequence[
             continue
         insts = sorted({i for s in per for i in per[s]})
         base = mean_std(_aucs(per["independent"]))[0]
-        header = ["setting"] + [f"#{i}" for i in insts] + ["mean ± std", "RelaImp", "test logloss"]
+        header = ["setting"] + [f"#{i}" for i in insts] + ["mean ± std", "RelaImp", "test logloss", "churn",
+                                                          "kept start"]
         show_ref = ref is not None and dataset in ("criteo", "avazu")
         if show_ref:
             header += [f"paper ({dataset}) mean", "paper RelaImp"]
@@ -177,6 +178,7 @@ def table1(rows: Sequence[dict], dataset: Optional[str], ref: Optional[Sequence[
                 vals = [e["test_auc"]]
                 cells = [""] * len(insts)
                 ll = _num(e["test_logloss"])
+                churn, kept = "", ""
             else:
                 d = per[s]
                 if not d:
@@ -184,11 +186,15 @@ def table1(rows: Sequence[dict], dataset: Optional[str], ref: Optional[Sequence[
                 vals = _aucs(d)
                 cells = [_num(d[i]["test_auc"]) if i in d else "" for i in insts]
                 ll = _num(mean_std([d[i]["test_logloss"] for i in d])[0])
+                churn = _churn_cell(s, list(d.values()), ens)
+                flags = [d[i].get("kept_start") for i in d if d[i].get("kept_start", "") != ""]
+                kept = f"{sum(int(f) for f in flags)}/{len(flags)}" if flags else ""
             label = SETTINGS[s]
             if s == "distill":
                 t = next(iter(per[s].values())).get("teacher", "")
                 label += f" (teacher #{t})" if t != "" else ""
-            row = [label] + cells + [_mean_std(vals), "" if s == "independent" else _pct(relaimp(mean_std(vals)[0], base)), ll]
+            row = [label] + cells + [_mean_std(vals), "" if s == "independent" else _pct(relaimp(mean_std(vals)[0], base)),
+                                     ll, churn, kept]
             if show_ref:
                 pv = paper_values(ref, "table1", dataset, model, s) if s in TABLE1 else []
                 pm = mean_std(pv)[0]
@@ -196,6 +202,18 @@ def table1(rows: Sequence[dict], dataset: Optional[str], ref: Optional[Sequence[
             body.append(row)
         parts.append(f"### {LABELS.get(model, model)}\n\n" + _markdown(header, body))
     return "\n\n".join(parts)
+
+
+def _churn_cell(setting: str, rows: list[dict], ens: list[dict]) -> str:
+    """A group's churn (mean |p_i - p_j| over its members, test split), as ``before -> after``
+    for finetunings; for the independent runs the ensemble's (the same four models)."""
+    if setting == "independent":
+        return _num(ens[0].get("churn", ""), 4) if ens else ""
+    after = rows[0].get("churn", "")
+    before = rows[0].get("churn_before", "")
+    if after in ("", None):
+        return ""
+    return f"{_num(before, 4)} -> {_num(after, 4)}" if before not in ("", None) else _num(after, 4)
 
 
 # ---- significance -------------------------------------------------------------------------------------
@@ -252,15 +270,19 @@ def grid_table(rows: Sequence[dict], choices: dict) -> str:
             if r["setting"] == setting and r["question"] in ("rq2", "rq3"):
                 key = ("mixed" if setting == "dml_different" else r["model"], r["alpha"], r["lr"])
                 groups[key].append(r)
-        for (model, a, lr), rs in groups.items():
+        for (model, a, lr), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
+            flags = [int(r["kept_start"]) for r in rs if r.get("kept_start", "") != ""]
             body.append([LABELS.get(model, model), tag, _short(a), _short(lr), _num(mean_std([r["dev_auc"] for r in rs])[0]),
-                         _num(mean_std([r["test_auc"] for r in rs])[0]),
+                         _num(mean_std([r["test_auc"] for r in rs])[0]), _num(rs[0].get("churn", ""), 4),
+                         f"{sum(flags)}/{len(flags)}" if flags else "",
                          "**chosen**" if all(_selected(r) for r in rs) else ""])
     if not body:
         return ""
     return ("Mutual-loss weight alpha and finetuning learning rate, chosen on the mean dev AUC of the group's "
-            "members (test AUC shown for reference only):\n\n"
-            + _markdown(["model", "group", "alpha", "finetune lr", "mean dev AUC", "mean test AUC", ""], body, right_from=2))
+            "members (test AUC shown for reference only; churn = mean |p_i - p_j| between the finetuned members "
+            "on test; kept start = members no evaluation improved on):\n\n"
+            + _markdown(["model", "group", "alpha", "finetune lr", "mean dev AUC", "mean test AUC", "churn",
+                         "kept start", ""], body, right_from=2))
 
 
 # ---- Table 2 ----------------------------------------------------------------------------------------------

@@ -78,6 +78,7 @@ class Settings:
     finetune_split: float = 0.0  # > 0: pretrain on the first 1 - F of the train split, finetune on the rest
     scope: Optional[str] = None  # the group config's unless given (all | dense)
     embedding_lr_scale: Optional[float] = None
+    runs_dir: Optional[Path] = None  # the run cache (default OUT/runs); experiments may share one
     rq4_model: Optional[str] = None
     reference: Optional[bool] = None  # paper numbers beside ours; None = when Criteo/Avazu
     bootstrap_resamples: int = 1000
@@ -168,7 +169,7 @@ class Experiment:
         self.store = self.api.open_store(self.data)
         self.fingerprint = self.store.fingerprint
         self.dataset = self.store.feature_map.dataset
-        self.runs_dir = self.out / "runs"
+        self.runs_dir = Path(settings.runs_dir) if settings.runs_dir else self.out / "runs"
         self.rows: list[dict[str, Any]] = []
         self.bootstrap: list[dict[str, Any]] = []
         self.choices: dict[str, Any] = {}
@@ -542,7 +543,8 @@ def run_experiment(question: str | Sequence[str], data: str | Path, out: str | P
                    epochs: Optional[int] = None, alphas: Optional[Sequence[float]] = None,
                    finetune_lrs: Optional[Sequence[float]] = None, finetune_split: float = 0.0,
                    scope: Optional[str] = None, embedding_lr_scale: Optional[float] = None,
-                   rq4_model: Optional[str] = None, quiet: bool = False, reference: Optional[bool] = None,
+                   runs_dir: Optional[Path] = None, rq4_model: Optional[str] = None, quiet: bool = False,
+                   reference: Optional[bool] = None,
                    progress: bool = True, bootstrap_resamples: int = 1000,
                    threads: Optional[int] = None) -> dict[str, Any]:
     """Run RQ1-RQ4 (or a subset) and write results.csv, tables.md, stats.json and the plots.
@@ -563,6 +565,7 @@ def run_experiment(question: str | Sequence[str], data: str | Path, out: str | P
                   alphas=None if alphas is None else [float(a) for a in alphas],
                   finetune_lrs=None if finetune_lrs is None else [float(x) for x in finetune_lrs],
                   finetune_split=float(finetune_split), scope=scope, embedding_lr_scale=embedding_lr_scale,
+                  runs_dir=Path(runs_dir) if runs_dir else None,
                   rq4_model=rq4_model.lower() if rq4_model else None, reference=reference,
                   bootstrap_resamples=bootstrap_resamples)
     from mutualctr.models import MODELS

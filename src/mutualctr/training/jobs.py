@@ -108,7 +108,8 @@ def _check_out(out: Path, resume: bool) -> None:
 
 
 def train(store_path: str | Path, out: str | Path, cfg: RunConfig, resume: bool = False,
-          quiet: bool = False, dist_timeout: float | None = None) -> dict[str, Any]:
+          quiet: bool = False, dist_timeout: float | None = None,
+          tensorboard: str | Path | None = None) -> dict[str, Any]:
     """Independent training of one model (the trainer with N = 1).
 
     Under torchrun (``WORLD_SIZE > 1``) the workers train it data-parallel: each reads its
@@ -122,7 +123,8 @@ def train(store_path: str | Path, out: str | Path, cfg: RunConfig, resume: bool 
         with claimed(out, "run", resume, par) as real:
             par.barrier("the start")  # every worker checked --out before anyone writes into it
             member = Member(config=cfg, model=build(cfg, store), run_dir=real)
-            trainer = Trainer(store, [member], real, cfg.train, quiet=quiet, parallel=par)
+            trainer = Trainer(store, [member], real, cfg.train, quiet=quiet, parallel=par,
+                              tensorboard=Path(tensorboard) if tensorboard else None)
             return trainer.fit(resume=resume)[0]
 
 
@@ -212,7 +214,8 @@ def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path
            teachers: Sequence[str | Path] = (), group: MutualConfig | None = None,
            seed: int | None = None, device: str | None = None, precision: str | None = None,
            compile: bool | None = None, vectorize: bool = False, config_dir: Path | None = None,
-           resume: bool = False, quiet: bool = False, dist_timeout: float | None = None) -> dict[str, Any]:
+           resume: bool = False, quiet: bool = False, dist_timeout: float | None = None,
+           tensorboard: str | Path | None = None) -> dict[str, Any]:
     """Train a group: finetune from runs (``init``) or from scratch (``models`` + ``seeds``, or
     ``configs``: one :class:`RunConfig` per member, used as given, each built with its own
     ``train.seed`` unless ``seeds`` are given).
@@ -245,9 +248,10 @@ def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path
         group = resolve_group(init=init, configs=configs)
     with session(n, device, dist_timeout) as par, claimed(out, "group", resume, par) as real:
         def one(alpha: float, where: Path) -> dict[str, Any]:
+            tb = None if tensorboard is None else Path(tensorboard) / (where.name if group.searches else "")
             return _mutual(par, store, where, init=init, configs=configs, seeds=seeds, teachers=teachers,
                            group=replace(group, alpha=alpha), seed=seed, device=device, precision=precision,
-                           compile=compile, vectorize=vectorize, resume=resume, quiet=quiet)
+                           compile=compile, vectorize=vectorize, resume=resume, quiet=quiet, tensorboard=tb)
 
         if not group.searches:
             return one(group.alpha, real)
@@ -290,7 +294,8 @@ def mutual_from_flags(store_path: str | Path, out: str | Path, *, init: Sequence
                       embedding_lr_scale: float | None = None, finetune_split: float | None = None,
                       seed: int | None = None, device: str | None = None, precision: str | None = None,
                       compile: bool | None = None, vectorize: bool = False, resume: bool = False,
-                      quiet: bool = False, dist_timeout: float | None = None) -> dict[str, Any]:
+                      quiet: bool = False, dist_timeout: float | None = None,
+                      tensorboard: str | Path | None = None) -> dict[str, Any]:
     """:func:`mutual` from single values (flags; None = not given) over the group settings:
     ``group`` if given, else :func:`resolve_group`'s. ``lr``, ``epochs`` and
     ``evals_per_epoch`` are the finetuning's, or for a group from scratch the members' own."""
@@ -307,7 +312,7 @@ def mutual_from_flags(store_path: str | Path, out: str | Path, *, init: Sequence
              else resolve_group(init=init, configs=configs, config_file=config_file, **flags))
     return mutual(store_path, out, init=init, configs=configs, seeds=seeds, teachers=teachers, group=group,
                   seed=seed, device=device, precision=precision, compile=compile, vectorize=vectorize,
-                  resume=resume, quiet=quiet, dist_timeout=dist_timeout)
+                  resume=resume, quiet=quiet, dist_timeout=dist_timeout, tensorboard=tensorboard)
 
 
 def search_alphas(dev_of: Callable[[float], float], grid: Sequence[float], extensions: int = 3) -> float:
@@ -377,7 +382,7 @@ def finetune_train_config(base, group: MutualConfig):
 
 
 def _mutual(par, store, out: Path, *, init, configs, seeds, teachers, group: MutualConfig, seed, device,
-            precision, compile, vectorize, resume, quiet) -> dict[str, Any]:
+            precision, compile, vectorize, resume, quiet, tensorboard) -> dict[str, Any]:
     members: list[Member] = []
     finetune = bool(init)
     if finetune:
@@ -411,7 +416,7 @@ def _mutual(par, store, out: Path, *, init, configs, seeds, teachers, group: Mut
     teacher_models = [load_run(t, store)[0] for t in teachers]
     par.barrier("the start")  # every worker checked --out before anyone writes into it
     trainer = Trainer(store, members, out, train_cfg, group, teachers=teacher_models, quiet=quiet,
-                      parallel=par, vectorize=vectorize, start_is_candidate=finetune)
+                      parallel=par, vectorize=vectorize, start_is_candidate=finetune, tensorboard=tensorboard)
     start_logits = None
     if finetune:
         fresh = not (resume and trainer.checkpoints.exists())

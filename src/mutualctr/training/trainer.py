@@ -40,13 +40,15 @@ __all__ = ["Member", "Trainer"]
 class Trainer:
     def __init__(self, store, members: list[Member], out: Path, train: TrainConfig,
                  mutual: MutualConfig | None = None, teachers: list[nn.Module] = (),
-                 quiet: bool = False, parallel=None, vectorize: bool = False, start_is_candidate: bool = False):
+                 quiet: bool = False, parallel=None, vectorize: bool = False, start_is_candidate: bool = False,
+                 tensorboard: Path | None = None):
         """``parallel``: this process's place among torchrun workers (see
         :mod:`mutualctr.distributed`); ``members`` are then only the members this process holds.
         The default is one process holding every member. ``vectorize``: run this process's
         members (one architecture) as one vmapped forward (:mod:`mutualctr.training.group`).
         ``start_is_candidate`` (finetuning): each member is evaluated on dev before the first
-        step and that point competes for best-on-dev, so no member ends below its start."""
+        step and that point competes for best-on-dev, so no member ends below its start.
+        ``tensorboard``: also write each evaluation as TensorBoard scalars into this directory."""
         from mutualctr.distributed.context import Local
 
         if not members:
@@ -84,6 +86,11 @@ class Trainer:
         self.checkpoints = Checkpointer(self.out, self.par, store.fingerprint)
         self.eval_points = self._eval_points()
         self._ckpt_t0, self._ckpt_interval = None, None  # see _checkpoint_due
+        self.tensorboard = None
+        if tensorboard is not None and self.par.is_writer:
+            from mutualctr.training.tblog import TensorBoardLog
+
+            self.tensorboard = TensorBoardLog(tensorboard)
         self._weight = 1.0  # this worker's share of the global batch (data parallelism)
 
     def _batch_source(self):
@@ -204,6 +211,8 @@ class Trainer:
                         self.checkpoints.save(state, [m.state() for m in self.members])
         finally:
             progress.close()
+            if self.tensorboard is not None:
+                self.tensorboard.close()
         return self._finish(state)
 
     def _checkpoint_due(self, state: LoopState) -> bool:
@@ -297,6 +306,8 @@ class Trainer:
                     self._best_checkpoint(m, state.step, epoch, dev).save(m.files.best)
             if par.is_writer:
                 m.files.write_metrics(m.history)
+            if self.tensorboard is not None:
+                self.tensorboard.evaluation(m.run_dir.name, m.history[-1])
             trained = "the start" if tl is None else f"train loss {tl:.5f}, {sps:,.0f} samples/s"
             lines.append(f"step {state.step} epoch {epoch:.2f} {m.name}: dev AUC {dev['auc']:.5f} "
                          f"logloss {dev['logloss']:.5f} ({trained})")
