@@ -193,6 +193,32 @@ class Case:
 PREP = "prepare --dataset criteo --input {raw} --quiet --out"
 
 
+def _holder(path: str, conn) -> None:  # runs in the forked child
+    import time
+
+    with outdir.locked(Path(path)):
+        conn.send("HELD")
+        time.sleep(600)
+
+
+def _lock_held(name: str):
+    """Another process holds the writer's lock of ``name`` while the command runs."""
+    def setup(ctx):
+        ours, theirs = _FORK.Pipe()
+        p = _FORK.Process(target=_holder, args=(str((ctx.tmp / name).resolve()), theirs))
+        p.start()
+        assert ours.poll(120) and ours.recv() == "HELD"
+        ctx.children.append(p)
+    return setup
+
+
+def _one_class_store(ctx):
+    rows = criteo_rows(300)
+    for r in rows:
+        r[0] = "0"
+    prepare("criteo", [write_tsv(ctx.tmp / "n.txt", rows)], ctx.tmp / "n", progress=False)
+
+
 def _precious(ctx):
     (ctx.tmp / "precious").mkdir()
     (ctx.tmp / "precious" / "thesis.txt").write_text("four years of work")
@@ -432,6 +458,25 @@ CASES = [
     # 10. degenerate data
     _criteo_case("five-rows", _rows5, 2, "n.txt: 5 rows give train"),
     _criteo_case("one-class-labels", _labels("0"), 0, "prepared store n", "", _check_one_class),
+    # the same rules for runs and groups (train, mutual, predict)
+    Case("train-out-foreign-dir", f"{TRAIN.replace('--out r', '--out precious')}", 2,
+         "precious: exists and is not a mutualctr run (it holds 'thesis.txt')", _precious),
+    Case("train-out-dangling-symlink", f"{TRAIN.replace('--out r', '--out dangling')}", 2,
+         "dangling: is a symbolic link to nowhere, which does not exist",
+         lambda ctx: (ctx.tmp / "dangling").symlink_to("nowhere")),
+    Case("train-second-writer", TRAIN, 2, "r: another mutualctr process (pid", _lock_held("r")),
+    Case("train-resume-missing-run", "train --data {store} --out nothere --resume --quiet", 2,
+         "nothere: no run to resume here (no config.yaml)"),
+    Case("train-nproc-negative", f"{TRAIN} --nproc -1", 2, "--nproc must be >= 1, got -1"),
+    Case("mutual-group-of-one", "mutual --data {store} --init {run} --out g --quiet --alpha 1", 2,
+         "a group needs at least two members"),
+    Case("mutual-alpha-word", f"{MUTUAL} --alpha often", 2, "mutual.alpha: expected number | 'auto', got 'often'"),
+    Case("mutual-scope-unknown", "mutual --data {store} --init {run} {run} --out g --quiet --scope sparse", 2,
+         "mutual.scope: expected one of 'all' | 'dense', got 'sparse'"),
+    Case("predict-out-is-a-directory", "predict --run {run} --input {raw} --out d", 2,
+         "d: is a directory; pass a file name", lambda ctx: (ctx.tmp / "d").mkdir()),
+    Case("train-one-class-labels", "train --data n --out r --quiet --model lr", 2,
+         "every label of the train split", _one_class_store),
 ]
 
 
@@ -440,6 +485,12 @@ def shared(tmp_path_factory):
     d = tmp_path_factory.mktemp("reliability")
     raw = write_tsv(d / "c.txt", criteo_rows(300))
     prepare("criteo", [raw], d / "store", progress=False)
+    from mutualctr.training import jobs
+    from mutualctr.training.config import run_config_from_dict
+
+    cfg = run_config_from_dict({"model": {"name": "lr"}, "train": {"epochs": 1, "batch_size": 64, "device": "cpu",
+                                                                     "prefetch": 0}})
+    jobs.train(d / "store", d / "run", cfg, quiet=True)
     return d
 
 
@@ -454,7 +505,7 @@ def test_cli_case(case: Case, shared, tmp_path):
         if case.setup:
             case.setup(ctx)
         before = tree(tmp_path)
-        words = [w.format(raw=raw, store=ctx.store, tmp=tmp_path) for w in shlex.split(case.args)]
+        words = [w.format(raw=raw, store=ctx.store, tmp=tmp_path, run=shared / "run") for w in shlex.split(case.args)]
         r = run_cli(words, tmp_path / case.cwd, wrap=case.wrap)
         shown = f"exit {r.code}\nstdout: {r.out[-2000:]}\nstderr: {r.err[-2000:]}"
         assert r.code == case.code, shown

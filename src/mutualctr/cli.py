@@ -156,6 +156,8 @@ def _launch_workers(nproc: int) -> None:
     """--nproc K outside torchrun: run this very command as K torchrun workers, exit with its code."""
     from mutualctr.distributed import env_world_size, launch
 
+    if nproc < 1:
+        _fail(f"--nproc must be >= 1, got {nproc}")
     if nproc > 1 and env_world_size() <= 1:
         raise typer.Exit(launch(nproc))
 
@@ -311,7 +313,8 @@ def mutual(
     seeds: Optional[str] = typer.Option(None, "--seeds", help="scratch: comma-separated seeds, one per model"),
     alpha: Optional[str] = typer.Option(None, "--alpha", help=_ALPHA_HELP),
     loss: Optional[str] = typer.Option(None, "--loss", help="mse_prob (default) | mse_logit | kl"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="learning rate (finetuning default 1e-4)"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="learning rate (finetuning: the group config's mutual.lr; "
+                                       "from scratch: the members' own)"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     evals_per_epoch: Optional[int] = typer.Option(None, "--evals-per-epoch"),
     scope: Optional[str] = _SCOPE,

@@ -39,7 +39,12 @@ def _type_name(tp: Any) -> str:
         return " | ".join(_type_name(a) for a in get_args(tp))
     if origin is not None:
         return f"{getattr(origin, '__name__', origin)}[{', '.join(_type_name(a) for a in get_args(tp))}]"
-    return getattr(tp, "__name__", str(tp))
+    if tp is type(None):
+        return "null"
+    return _PLAIN_NAMES.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+_PLAIN_NAMES = {float: "number", int: "integer", str: "string", bool: "true/false"}
 
 
 def _convert(value: Any, tp: Any, where: str) -> Any:

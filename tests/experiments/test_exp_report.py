@@ -10,12 +10,14 @@ import pytest
 from mutualctr.experiments import report
 from mutualctr.experiments.stats import relaimp
 
-HEADER = "question,model,setting,n_models,instance,seed,alpha,lr,teacher,selected,dev_auc,dev_logloss,test_auc,test_logloss,start_test_auc,relaimp_vs_start,train_time_s,run\n"
+HEADER = ("question,model,setting,n_models,instance,seed,alpha,lr,teacher,selected,dev_auc,dev_logloss,test_auc,"
+          "test_logloss,start_test_auc,relaimp_vs_start,kept_start,churn,churn_before,train_time_s,run\n")
 
 
-def _row(q, model, setting, inst, auc, n="", selected="", alpha="", teacher="", seed=""):
-    return (f"{q},{model},{setting},{n},{inst},{seed},{alpha},,{teacher},{selected},{auc + 0.01},0.5,{auc},0.45,,,1.0,"
-            f"runs/x\n")
+def _row(q, model, setting, inst, auc, n="", selected="", alpha="", teacher="", seed="", kept="", churn="",
+         before=""):
+    return (f"{q},{model},{setting},{n},{inst},{seed},{alpha},,{teacher},{selected},{auc + 0.01},0.5,{auc},0.45,,,"
+            f"{kept},{churn},{before},1.0,runs/x\n")
 
 
 @pytest.fixture
@@ -25,10 +27,12 @@ def results_csv(tmp_path):
                                                (0.790, 0.795, 0.799, 0.796)], 1):
         lines.append(_row("rq1", "deepfm", "independent", i, ind, seed=i))
         lines.append(_row("rq1", "deepfm", "mutual_scratch", i, scr, alpha=1.0, seed=i))
-        lines.append(_row("rq2", "deepfm", "mutual_pretrained", i, ft, selected=1, alpha=1.0, seed=i))
+        lines.append(_row("rq2", "deepfm", "mutual_pretrained", i, ft, selected=1, alpha=1.0, seed=i,
+                          kept=int(i == 3), churn=0.021, before=0.0305))
         lines.append(_row("rq2", "deepfm", "mutual_pretrained", i, 0.5, selected=0, alpha=0.5, seed=i))  # grid loser
-        lines.append(_row("rq2", "deepfm", "alpha0_control", i, ctrl, alpha=0.0, seed=i))
-    lines.append(_row("rq2", "deepfm", "ensemble", "", 0.812))
+        lines.append(_row("rq2", "deepfm", "alpha0_control", i, ctrl, alpha=0.0, seed=i, kept=0, churn=0.0299,
+                          before=0.0305))
+    lines.append(_row("rq2", "deepfm", "ensemble", "", 0.812, churn=0.0305))
     lines.append(_row("rq2", "deepfm", "distill", 1, 0.803, teacher=2))
     lines.append(_row("rq2", "deepfm", "distill", 3, 0.7935, teacher=2))
     lines.append(_row("rq3", "deepfm", "pretrained_best", 2, 0.810))
@@ -61,13 +65,17 @@ def test_table1_layout_means_and_relaimp(results_csv):
     md = report.table1(rows, None, None)
     assert md.startswith("### DeepFM")
     header = [c.strip() for c in md.splitlines()[2].strip("|").split("|")]
-    assert header == ["setting", "#1", "#2", "#3", "mean ± std", "RelaImp", "test logloss"]
+    assert header == ["setting", "#1", "#2", "#3", "mean ± std", "RelaImp", "test logloss", "churn", "kept start"]
     ind = _table_rows(md, "independent")[0]
     assert ind[1:4] == ["0.80000", "0.81000", "0.79000"]
     assert ind[4] == f"{0.8:.5f} ± {np.std([0.8, 0.81, 0.79], ddof=1):.5f}"
     ft = _table_rows(md, "mutual with pretraining")[0]
     assert ft[1:4] == ["0.81000", "0.81500", "0.79900"]  # the grid loser (selected=0) is left out
     assert ft[5] == f"{relaimp(np.mean([0.81, 0.815, 0.799]), 0.8):+.3f}%"
+    assert ft[7] == "0.0305 -> 0.0210" and ft[8] == "1/3"  # churn before -> after; members that kept their start
+    assert ind[7] == "0.0305" and ind[8] == ""  # the pretrained instances' churn is the ensemble's members'
+    ctrl = _table_rows(md, "control: continued")[0]
+    assert ctrl[7] == "0.0305 -> 0.0299" and ctrl[8] == "0/3"
     dist = _table_rows(md, "control: distillation")[0]
     assert "teacher #2" in dist[0] and dist[2] == "" and dist[1] == "0.80300"
     ens = _table_rows(md, "control: ensemble")[0]
@@ -84,7 +92,7 @@ def test_table1_shows_the_papers_numbers_for_criteo(results_csv):
     assert list(ref) == paper
     ind = _table_rows(md, "independent")[0]
     assert "paper (criteo) mean" in md
-    assert ind[7] == f"{np.mean(paper):.5f}"
+    assert ind[9] == f"{np.mean(paper):.5f}"
     assert "paper" not in report.table1(rows, "mydata", report.load_reference())
 
 

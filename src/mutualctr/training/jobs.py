@@ -79,7 +79,8 @@ def claimed(out: str | Path, kind: str, resume: bool, par=None) -> Iterator[Path
     """The output directory of a run or a group, held for this job (see :mod:`mutualctr.outdir`):
     links followed; refused when it holds anything mutualctr did not write, or a started run
     without ``resume``; one writer at a time (the main process holds the lock for the whole
-    job); temporaries of killed writers removed; marked as ours. Yields the real path."""
+    job); temporaries of killed writers removed. Yields the real path; nothing is created
+    (the job marks the directory as ours when it starts writing)."""
     from mutualctr import outdir
 
     real = outdir.resolve(out, error=CheckpointError)
@@ -95,8 +96,6 @@ def claimed(out: str | Path, kind: str, resume: bool, par=None) -> Iterator[Path
         outdir.check_replaceable(real, kind, shown=out, error=CheckpointError)
         if not resume and (RunDir(real).holds_run() or (real / "group.json").is_file()):
             raise CheckpointError(f"{out}: already holds a {kind}; pass --resume to continue it or choose another --out")
-        real.mkdir(parents=True, exist_ok=True)
-        outdir.write_marker(real, kind)
         yield real
 
 
@@ -119,12 +118,15 @@ def train(store_path: str | Path, out: str | Path, cfg: RunConfig, resume: bool 
 
     with session(1, cfg.train.device, dist_timeout) as par:
         store = open_store(store_path)
+        store.require_both_classes("train", "dev")  # before anything is written
         out = Path(out)
         with claimed(out, "run", resume, par) as real:
             par.barrier("the start")  # every worker checked --out before anyone writes into it
             member = Member(config=cfg, model=build(cfg, store), run_dir=real)
             trainer = Trainer(store, [member], real, cfg.train, quiet=quiet, parallel=par,
                               tensorboard=Path(tensorboard) if tensorboard else None)
+            if par.is_main:
+                RunDir(real).mark()
             return trainer.fit(resume=resume)[0]
 
 
@@ -142,6 +144,9 @@ def resolve_run_config(store_path: str | Path, out: str | Path, *, model: str | 
     elif resume and model is None and (out / "config.yaml").is_file():
         return load_run_config(out / "config.yaml")
     elif model is None:
+        if resume:
+            raise CheckpointError(f"{out}: no run to resume here (no config.yaml); to start one, give "
+                                  "--model NAME or --config FILE")
         raise ConfigError("give --model NAME or --config FILE")
     else:
         cfg = default_config(model, open_store(store_path).feature_map.dataset)
@@ -241,6 +246,7 @@ def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path
         raise ConfigError(f"a group needs at least two members to learn from each other, got {n} "
                           "(one member with a teacher is distillation: mutualctr distill)")
     store = open_store(store_path)
+    store.require_both_classes("train", "dev")  # before anything is written
     if not configs and models:
         configs = scratch_configs(store_path, models, config_dir)
         seeds = list(seeds) or list(range(1, len(models) + 1))
@@ -350,8 +356,7 @@ def _search_alpha(one, out: Path, group: MutualConfig, resume: bool) -> dict[str
             _check_out(where, resume)
             if where.is_dir() and not resume:  # started before any checkpoint: ours, start over
                 outdir.remove(where, "group", error=CheckpointError)
-            where.mkdir(parents=True, exist_ok=True)
-            outdir.write_marker(where, "group")
+            GroupDir(out).mark()  # the search's own directory, holding the candidates
             tried[alpha] = one(alpha, where)
         return tried[alpha]["mean"]["dev_auc"]
 
@@ -417,6 +422,8 @@ def _mutual(par, store, out: Path, *, init, configs, seeds, teachers, group: Mut
     par.barrier("the start")  # every worker checked --out before anyone writes into it
     trainer = Trainer(store, members, out, train_cfg, group, teachers=teacher_models, quiet=quiet,
                       parallel=par, vectorize=vectorize, start_is_candidate=finetune, tensorboard=tensorboard)
+    if par.is_main:
+        GroupDir(out).mark()
     start_logits = None
     if finetune:
         fresh = not (resume and trainer.checkpoints.exists())

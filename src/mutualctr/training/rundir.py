@@ -182,6 +182,14 @@ def _member_file_payload(index: int, step: int, fingerprint: str, state: MemberS
 
 # ---- directories ------------------------------------------------------------------------------
 
+def _mark(path: Path, kind: str) -> None:
+    from mutualctr import outdir
+
+    path.mkdir(parents=True, exist_ok=True)
+    if not outdir.is_ours(path, kind) or not (path / outdir.MARKER).is_file():
+        outdir.write_marker(path, kind)
+
+
 class RunDir:
     """The files of one run directory (see the module docstring)."""
 
@@ -193,14 +201,14 @@ class RunDir:
     def holds_run(self) -> bool:
         return self.checkpoints.exists()
 
+    def mark(self) -> None:
+        """Create the directory (if needed) with the marker that makes it recognisably ours."""
+        _mark(self.path, "run")
+
     def write_start_files(self, config: dict[str, Any], store) -> None:
         import yaml
 
-        from mutualctr import outdir
-
-        self.path.mkdir(parents=True, exist_ok=True)
-        if not outdir.is_ours(self.path, "run"):
-            outdir.write_marker(self.path, "run")
+        self.mark()
         atomic.write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         atomic.write_json(self.path / "store.json", {"path": str(Path(store.path).resolve()),
                                                       "fingerprint": store.fingerprint})
@@ -237,6 +245,9 @@ class GroupDir:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+
+    def mark(self) -> None:
+        _mark(self.path, "group")
 
     def member(self, index: int, model: str) -> RunDir:
         return RunDir(self.path / f"m{index}-{model}")
