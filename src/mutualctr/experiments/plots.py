@@ -23,6 +23,14 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, axes, ylabel: str, path: Path) -> Path:
+    axes[0][0].set_ylabel(ylabel)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def _selected(r) -> bool:
     return r.get("selected", "") in ("", None, 1, "1", True)
 
@@ -57,11 +65,7 @@ def plot_settings(rows: Sequence[dict], path: Path) -> Path | None:
         ax.set_title(LABELS.get(model, model), fontsize=10)
         ax.tick_params(axis="y", labelsize=7)
         ax.ticklabel_format(axis="y", useOffset=False)
-    axes[0][0].set_ylabel("test AUC (mean ± std)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, axes, "test AUC (mean ± std)", path)
 
 
 def plot_n_models(rows: Sequence[dict], path: Path) -> Path | None:
@@ -87,11 +91,7 @@ def plot_n_models(rows: Sequence[dict], path: Path) -> Path | None:
         ax.set_title(LABELS.get(model, model), fontsize=10)
         ax.ticklabel_format(axis="y", useOffset=False)
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("test AUC (mean ± std)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, axes, "test AUC (mean ± std)", path)
 
 
 def plot_alpha(rows: Sequence[dict], path: Path) -> Path | None:
@@ -129,11 +129,7 @@ def plot_alpha(rows: Sequence[dict], path: Path) -> Path | None:
         ax.ticklabel_format(axis="y", useOffset=False)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6)
-    axes[0][0].set_ylabel("mean AUC of the group")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, axes, "mean AUC of the group", path)
 
 
 def write_plots(rows: Sequence[dict], out: Path) -> list[Path]:
