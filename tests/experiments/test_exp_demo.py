@@ -14,7 +14,8 @@ def test_demo_prints_table1_with_controls_and_is_cached(tmp_path, monkeypatch):
     for needle in ("Table 1", "### DeepFM", "### DCN", "independent", "mutual from scratch",
                    "mutual with pretraining", "control: continued training, alpha = 0",
                    "control: distillation from the best", "control: ensemble of the pretrained",
-                   "tables.md", "auc_by_setting.png", "ceiling"):
+                   "tables.md", "auc_by_setting.png", "ceiling", "churn", "kept start", "Mutual-loss weight alpha",
+                   "**chosen**"):
         assert needle in text, needle
     assert "paper" not in text.split("Tables:")[0]  # synthetic data: no paper columns
     assert Path(r["paths"]["tables"]).is_file() and 0.5 < r["ceiling_auc"] < 1

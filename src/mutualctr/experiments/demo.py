@@ -4,9 +4,11 @@
    interactions (so its ceiling AUC is known);
 2. ``data.prepare`` turns them into a store (random 80/10/10 split);
 3. RQ1 + RQ2 with the controls for DeepFM and DCN, 3 instances each, with the paper's
-   architectures (embedding 16, MLP [400, 200, 100], Adam, exponential decay) and the demo's
-   short schedule (written to OUT/configs/, editable);
-4. prints Table 1 with the controls and the significance tests, and where everything is.
+   architectures (embedding 16, MLP [400, 200, 100], Adam, exponential decay), the demo's
+   short schedule (written to OUT/configs/, editable) and the default finetuning protocol
+   (alpha chosen on dev, the start a candidate; docs/training.md);
+4. prints Table 1 with the controls and churn, the alpha curve, the significance tests, and
+   where everything is.
 
 Every step is cached: a second `mutualctr demo` reuses the data, the store and the runs.
 """
@@ -88,8 +90,12 @@ def run_demo(out: str | Path = "demo_out", rows: Optional[int] = None, quiet: bo
     seconds = time.perf_counter() - t0
     text = ["", f"Synthetic data: {rows:,} rows. The generator's true click probabilities score AUC {ceiling:.4f} "
                 "on all its labels: the ceiling a model can reach, up to sampling noise.", "",
-            "Table 1 (test AUC; RelaImp against the mean of the independent runs):", "",
-            report.table1(parsed, None, None), "", report.significance(parsed, stats.get("bootstrap", [])), "",
+            "Table 1 (test AUC; RelaImp against the mean of the independent runs; churn = mean |p_i - p_j| "
+            "between the members on test, before -> after finetuning; kept start = members whose finetuning "
+            "never beat their start on dev):", "",
+            report.table1(parsed, None, None), "",
+            report.grid_table(parsed, stats.get("choices", {})), "",
+            report.significance(parsed, stats.get("bootstrap", [])), "",
             f"Tables: {res['paths']['tables']}", f"Results: {res['paths']['results']}",
             "Plots: " + ", ".join(res["paths"]["plots"]), f"Demo finished in {seconds / 60:.1f} min."]
     echo("\n".join(text))
