@@ -212,6 +212,15 @@ def _lock_held(name: str):
     return setup
 
 
+def _read_only_run(ctx):
+    shutil.copytree(ctx.store.parent / "run", ctx.tmp / "r")
+    for d, _, files in os.walk(ctx.tmp / "r"):
+        for f in files:
+            os.chmod(Path(d, f), 0o444)
+    for d, _, _ in os.walk(ctx.tmp / "r", topdown=False):
+        os.chmod(d, 0o555)
+
+
 def _one_class_store(ctx):
     rows = criteo_rows(300)
     for r in rows:
@@ -475,6 +484,9 @@ CASES = [
          "mutual.scope: expected one of 'all' | 'dense', got 'sparse'"),
     Case("predict-out-is-a-directory", "predict --run {run} --input {raw} --out d", 2,
          "d: is a directory; pass a file name", lambda ctx: (ctx.tmp / "d").mkdir()),
+    Case("train-resume-read-only-run", "train --data {store} --out r --resume --quiet", 2,
+         "r: cannot write config.yaml there (Permission denied)", _read_only_run, wrap=_WRAP_RO, skip=_no_setpriv,
+         check=lambda ctx, r: os.chmod(ctx.tmp / "r", 0o755)),
     Case("train-one-class-labels", "train --data n --out r --quiet --model lr", 2,
          "every label of the train split", _one_class_store),
 ]
@@ -522,9 +534,10 @@ def test_cli_case(case: Case, shared, tmp_path):
         for p in ctx.children:
             p.kill()
             p.join()
-        ro = tmp_path / "ro"
-        if ro.exists():
-            os.chmod(ro, 0o755)
+        for ro in (tmp_path / "ro", tmp_path / "r"):
+            if ro.exists():
+                for d, _, _ in os.walk(ro):
+                    os.chmod(d, 0o755)
 
 
 # -- the library side -----------------------------------------------------------------------------

@@ -108,7 +108,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``."""
     path = _follow(Path(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent)
+    except OSError as e:  # name the file meant, not the temporary that could not be made
+        raise OSError(e.errno, f"cannot write {path.name} there ({e.strerror})", str(path.parent)) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:

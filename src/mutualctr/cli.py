@@ -505,8 +505,12 @@ def main() -> None:
 
     try:
         app()
-    except (MutualCTRError, FileNotFoundError) as e:
+    except MutualCTRError as e:
         typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
+    except OSError as e:  # the file system said no (read-only, full, gone): one line, not a traceback
+        where = f"{e.filename}: " if e.filename else ""
+        typer.secho(f"error: {where}{e.strerror or e}", err=True, fg=typer.colors.RED)
         sys.exit(2)
 
 
