@@ -24,7 +24,7 @@ class TrainConfig:
     evals_per_epoch: int = 1  # dev evaluations per epoch (finetuning uses several)
     eval_every: int = 0  # evaluate every k steps instead, when > 0
     patience: int = 2  # stop after this many evaluations without a better dev AUC
-    eval_batch_size: int = 0  # rows per evaluation forward; 0 = auto (see trainer.eval_batch)
+    eval_batch_size: int = 0  # rows per evaluation forward; 0 = auto (see inference.eval_batch)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     prefetch: int = 2  # batches prepared ahead in a background thread
