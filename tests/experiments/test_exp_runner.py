@@ -146,3 +146,21 @@ def test_cli_experiment(fake_api, tmp_path):
     bad = CliRunner().invoke(app, ["experiment", "rq1", "--data", "unused", "--out", str(tmp_path / "f"),
                                    "--alpha", "one"])
     assert bad.exit_code == 2
+
+
+@pytest.mark.parametrize("alphas", [[1.0, 0.5], None])  # an explicit grid, and alpha auto
+def test_planning_a_fresh_experiment_trains_nothing_then_the_run_matches_a_quiet_one(fake_api, tmp_path, alphas):
+    """With the progress display on, the questions are first walked with every job standing in
+    for its result (nothing done yet): that walk must not train, and the experiment it plans
+    is the one a quiet run makes."""
+    from mutualctr.experiments.runner import Experiment, Settings, parse_questions
+
+    st = Settings(questions=parse_questions("all"), models=["deepfm", "dcn"], instances=2,
+                  seeds=[1, 2], alphas=alphas)
+    cost = Experiment("unused-store", tmp_path / "plan", st, quiet=True).plan()
+    assert fake_api.calls == [] and not (tmp_path / "plan" / "runs").exists()
+    assert cost > 0
+    shown = _run(tmp_path / "shown", quiet=False, alphas=alphas)
+    quiet = _run(tmp_path / "quiet", alphas=alphas)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("run", "train_time_s")} for r in rows]
+    assert strip(shown["rows"]) == strip(quiet["rows"])

@@ -215,7 +215,7 @@ class Experiment:
         done = d / marker
         if self._plan is not None:
             self._plan[key] = cost
-            return Job(key, d, json.loads(done.read_text()) if done.is_file() else _placeholder(payload, d))
+            return Job(key, d, json.loads(done.read_text()) if done.is_file() else _placeholder(kind, payload, d))
         if done.is_file():
             if self.progress:
                 self.progress.skip(label, cost)
@@ -520,13 +520,13 @@ def _abs_diff(churn: Optional[dict]) -> Any:
     return "" if not churn else churn["mean_abs_diff"]
 
 
-def _placeholder(payload: dict[str, Any], d: Path) -> dict[str, Any]:
+def _placeholder(kind: str, payload: dict[str, Any], d: Path) -> dict[str, Any]:
     """What stands in for a job's result while planning: its shape, with no numbers."""
     nan = float("nan")
     metrics = {"dev_auc": nan, "dev_logloss": nan, "test_auc": nan, "test_logloss": nan}
-    n = len(payload.get("init") or payload.get("configs") or payload.get("runs") or [])
-    if "runs" in payload or n == 0:  # a single run, or an ensemble
+    if JOB_DIRS[kind] != "group":  # a single run (one config) or an ensemble
         return dict(metrics, members=[])
+    n = len(payload.get("init") or payload.get("configs") or [])
     return {"settings": dict(payload["settings"]), "mean": dict(metrics),
             "members": [dict(metrics, model="", run_dir=str(d / f"m{i}")) for i in range(n)]}
 
