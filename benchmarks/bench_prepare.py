@@ -37,8 +37,8 @@ try:
             hwm = int(line.split()[1]) / 1024.0  # kB -> MiB, this exec's peak only
 except OSError:
     pass
-print(json.dumps({"seconds": dt, "rows": sum(r.summary["rows"].values()),
-                  "num_features": r.summary["num_features"], "reused": r.reused, "vm_hwm_mib": hwm}))
+print(json.dumps({"seconds": dt, "rows": sum(r.summary.rows.values()),
+                  "num_features": r.summary.num_features, "reused": r.reused, "vm_hwm_mib": hwm}))
 """
 
 

@@ -95,3 +95,21 @@ def test_quickstart_example_runs(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert "chosen alpha" in p.stdout and "wrote 1,000 probabilities" in p.stdout
     assert (tmp_path / "preds.csv").read_text().splitlines()[0] == "label,probability"
+
+
+def test_prepare_returns_a_typed_summary_that_agrees_with_the_store(tmp_path):
+    raw = tmp_path / "rows.txt"
+    mc.synth(3000, raw, seed=5)
+    first = mc.prepare("criteo", raw, tmp_path / "store")
+    s = first.summary
+    assert isinstance(first, mc.PrepareResult) and isinstance(s, mc.PrepareSummary) and not first.reused
+    fm = first.store.feature_map
+    assert sum(s.rows.values()) == 3000 and s.rows == {k: len(first.store.split(k)[1]) for k in s.rows}
+    for name, (_, y) in ((k, first.store.split(k)) for k in s.rows):
+        assert s.click_rate[name] == pytest.approx(float(np.mean(y)))
+    assert s.num_features == fm.num_features == sum(s.vocab_size.values())
+    assert s.fingerprint == fm.fingerprint and s.rejected == 0 and s.seconds > 0
+    again = mc.prepare("criteo", raw, tmp_path / "store")
+    assert again.reused and again.summary.seconds is None and again.summary.rows == s.rows
+    d = s.to_dict()
+    assert json.loads(json.dumps(d)) == d and d["rows"] == s.rows and "seconds" not in again.summary.to_dict()

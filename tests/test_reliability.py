@@ -660,13 +660,13 @@ def test_prepare_summary_reports_one_class_splits(tmp_path):
     res = prepare("criteo", [raw], tmp_path / "st", progress=False)
     st = res.store
     want = [st.split_problem(s) for s in st.splits if st.split_problem(s)]
-    assert res.summary["warnings"] == want
+    assert res.summary.warnings == want
     for s in st.splits:
         _, y = st.split(s)
         single = len(set(y.tolist())) < 2
         assert (st.split_problem(s) is not None) == single
     again = prepare("criteo", [raw], tmp_path / "st", progress=False)
-    assert again.reused and again.summary["warnings"] == want
+    assert again.reused and again.summary.warnings == want
 
 
 def test_output_file_paths(tmp_path):

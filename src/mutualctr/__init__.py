@@ -15,7 +15,8 @@ _RESULTS = ("Scores", "RunResult", "GroupResult", "EnsembleResult", "Predictions
             "StartMetrics", "GroupSettings", "GroupMean", "GroupChurn", "AlphaPoint", "MemberScores")
 _CONFIGS = {"RunConfig": "mutualctr.training.config", "MutualConfig": "mutualctr.training.config",
             "TrainConfig": "mutualctr.training.config", "OptimConfig": "mutualctr.training.optim",
-            "MutualCTRError": "mutualctr.errors"}
+            "MutualCTRError": "mutualctr.errors", "PrepareResult": "mutualctr.data.prepare",
+            "PrepareSummary": "mutualctr.data.prepare"}
 
 __all__ = ["__version__", *_API, *_RESULTS, *_CONFIGS]
 

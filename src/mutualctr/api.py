@@ -43,7 +43,8 @@ def prepare(dataset: PathLike, inputs: Sequence[PathLike] | PathLike, out: PathL
     """Raw files (``dataset``: ``criteo``, ``avazu`` or a schema YAML) into a memory-mapped store
     at ``out`` (reused when inputs and settings are unchanged). ``vocab_from``: encode with an
     existing store's vocabularies (runs of that store then score and finetune on this one).
-    Returns :class:`mutualctr.data.prepare.PrepareResult` (``.store``, ``.reused``, ``.summary``)."""
+    Returns :class:`mutualctr.data.prepare.PrepareResult` (``.store``, ``.reused``, ``.summary``: a typed
+    :class:`mutualctr.data.prepare.PrepareSummary`, ``.to_dict()`` for JSON)."""
     from mutualctr.data.prepare import prepare as _prepare
 
     files = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]

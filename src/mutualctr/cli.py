@@ -62,32 +62,32 @@ def _print_prepare_summary(result) -> None:
     s = result.summary
     console = Console()
     head = "reused existing store" if result.reused else "prepared store"
-    console.print(f"[bold]{head}[/bold] {result.store.path}  (fingerprint {s['fingerprint']})")
-    if s.get("parent"):
-        console.print(f"vocabularies of {s['parent']['path']} (fingerprint {s['parent']['fingerprint']}); "
-                      f"vocabulary fingerprint {s['vocab_fingerprint']}")
+    console.print(f"[bold]{head}[/bold] {result.store.path}  (fingerprint {s.fingerprint})")
+    if s.parent:
+        console.print(f"vocabularies of {s.parent['path']} (fingerprint {s.parent['fingerprint']}); "
+                      f"vocabulary fingerprint {s.vocab_fingerprint}")
     splits = Table(title="splits")
     for col in ("split", "rows", "click rate"):
         splits.add_column(col, justify="right" if col != "split" else "left")
-    for name, rows in s["rows"].items():
-        splits.add_row(name, f"{rows:,}", f"{s['click_rate'][name]:.4f}")
+    for name, rows in s.rows.items():
+        splits.add_row(name, f"{rows:,}", f"{s.click_rate[name]:.4f}")
     console.print(splits)
     vocab = Table(title="vocabulary size per field")
     vocab.add_column("field")
     vocab.add_column("size", justify="right")
-    for name, size in s["vocab_size"].items():
+    for name, size in s.vocab_size.items():
         vocab.add_row(name, f"{size:,}")
     console.print(vocab)
-    console.print(f"{s['num_features']:,} embedding rows in all (each field's OOV and missing "
+    console.print(f"{s.num_features:,} embedding rows in all (each field's OOV and missing "
                   "rows included)")
-    rej = f"rows rejected: {s['rejected']:,}"
-    if s["rejected_lines"]:
-        rej += "  (first: " + ", ".join(s["rejected_lines"]) + ")"
+    rej = f"rows rejected: {s.rejected:,}"
+    if s.rejected_lines:
+        rej += "  (first: " + ", ".join(s.rejected_lines) + ")"
     console.print(rej)
-    for warning in s.get("warnings", []):  # splits of one class (no AUC on them)
+    for warning in s.warnings:  # splits of one class (no AUC on them)
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)  # one line each
-    if "seconds" in s:
-        console.print(f"{s['seconds']:.1f} s, {s['rows_per_s']:,.0f} rows/s")
+    if s.seconds is not None:
+        console.print(f"{s.seconds:.1f} s, {s.rows_per_s:,.0f} rows/s")
 
 
 @app.command("prepare")

@@ -99,9 +99,9 @@ def test_skip_counts_and_reports_lines(tmp_path, monkeypatch):
     raw = write_tsv(tmp_path / "c.txt", rows)
     r = _prep(tmp_path, raw, on_bad_rows="skip")
     s = r.summary
-    assert s["rejected"] == 4
-    assert sum(s["rows"].values()) == 296
-    assert sorted(int(x.rsplit(":", 1)[1]) for x in s["rejected_lines"]) == [10, 100, 200, 250]
+    assert s.rejected == 4
+    assert sum(s.rows.values()) == 296
+    assert sorted(int(x.rsplit(":", 1)[1]) for x in s.rejected_lines) == [10, 100, 200, 250]
     assert r.store.feature_map.counts["rejected"] == 4
     # the kept rows are the good ones, in the same splits as they would be otherwise
     good = [row for i, row in enumerate(rows) if i not in (9, 99, 199, 249)]
@@ -159,7 +159,7 @@ def test_invalid_utf8(tmp_path):
     with pytest.raises(DataError, match=r"c\.txt:12: column C7: .* is not valid UTF-8"):
         _prep(tmp_path, raw)
     r = _prep(tmp_path, raw, on_bad_rows="skip")
-    assert r.summary["rejected"] == 1 and r.summary["rejected_lines"] == [f"{raw}:12"]
+    assert r.summary.rejected == 1 and r.summary.rejected_lines == [f"{raw}:12"]
 
 
 def test_header_only_without_newline_and_crlf(tmp_path):
@@ -189,12 +189,12 @@ def test_number_column_edges(tmp_path, value, message):
     raw.write_text("\n".join(lines) + "\n")
     run = lambda **kw: prepare(tmp_path / "s.yaml", [raw], tmp_path / "store", progress=False, **kw)  # noqa: E731
     if message is None:
-        assert run().summary["rejected"] == 0
+        assert run().summary.rejected == 0
         return
     with pytest.raises(DataError, match=rf"t\.csv:5: column x: '{re.escape(value)}' {message}"):
         run()
     _no_store(tmp_path)
-    assert run(on_bad_rows="skip").summary["rejected_lines"] == [f"{raw}:5"]
+    assert run(on_bad_rows="skip").summary.rejected_lines == [f"{raw}:5"]
 
 
 def test_parquet_numeric_edges(tmp_path):
@@ -222,7 +222,7 @@ def test_hex_and_signs_do_not_depend_on_the_chunk(tmp_path):
         raw = write_tsv(tmp_path / "c.txt", rows)
         r = _prep(tmp_path, raw, on_bad_rows="skip", overwrite=True)
         want = [f"{raw}:4"] + ([f"{raw}:9"] if other == "12x" else [])
-        assert r.summary["rejected_lines"] == want
+        assert r.summary.rejected_lines == want
 
 
 def test_overflow_in_a_file_to_predict(tmp_path):

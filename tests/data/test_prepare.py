@@ -55,9 +55,9 @@ def test_criteo_store_layout(tmp_path):
             assert (X[:, j] >= f.offset).all() and (X[:, j] < f.offset + f.vocab_size).all()
         assert X.max() < fm.num_features
     s = r.summary
-    assert s["rows"] == {"train": 400, "dev": 50, "test": 50} and s["rejected"] == 0
-    assert set(s["vocab_size"]) == set(CRITEO_INT + CRITEO_CAT)
-    assert abs(s["click_rate"]["train"] - store.split("train")[1].mean()) < 1e-9
+    assert s.rows == {"train": 400, "dev": 50, "test": 50} and s.rejected == 0
+    assert set(s.vocab_size) == set(CRITEO_INT + CRITEO_CAT)
+    assert abs(s.click_rate["train"] - store.split("train")[1].mean()) < 1e-9
     # every row lands in exactly one split: the splits together are the file's rows
     allX = encode_file(store, raw).X
     got = np.concatenate([store.split(n)[0] for n in ("train", "dev", "test")])
@@ -255,4 +255,4 @@ def test_trailing_blank_lines_are_not_rows(tmp_path):
     raw.write_text("\n".join("\t".join(r) for r in rows) + "\n\n\n")
     assert count_lines(raw) == 30 and count_lines(raw, block=7) == 30
     r = prepare("criteo", [raw], tmp_path / "s", split="sequential", progress=False)
-    assert r.summary["rows"] == {"train": 24, "dev": 3, "test": 3}
+    assert r.summary.rows == {"train": 24, "dev": 3, "test": 3}

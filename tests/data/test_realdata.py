@@ -18,14 +18,14 @@ pytestmark = [pytest.mark.realdata,
 def test_criteo_137k(tmp_path):
     r = prepare("criteo", [CRITEO_REAL], tmp_path / "c", progress=False)
     s = r.summary
-    assert sum(s["rows"].values()) == 137_139 and s["rejected"] == 0
-    assert s["rows"]["train"] == 109_711
+    assert sum(s.rows.values()) == 137_139 and s.rejected == 0
+    assert s.rows["train"] == 109_711
     for split in ("train", "dev", "test"):
-        assert 0.24 < s["click_rate"][split] < 0.27
+        assert 0.24 < s.click_rate[split] < 0.27
     fm = r.store.feature_map
     assert all(f.min_count == 10 for f in fm.fields)
     assert 10_000 < fm.num_features < 30_000
-    assert s["vocab_size"]["C20"] == 5  # 3 values + OOV + missing
+    assert s.vocab_size["C20"] == 5  # 3 values + OOV + missing
     pos = sum(r.store.split(n)[1].sum() for n in ("train", "dev", "test"))
     assert pos == 35_213  # the README's positives
     again = prepare("criteo", [CRITEO_REAL], tmp_path / "c", progress=False)
@@ -46,7 +46,7 @@ def test_criteo_sequential_matches_file_order(tmp_path):
                                        ("avazu_sample_deepctr.txt", 100)])
 def test_avazu_samples(tmp_path, name, rows):
     r = prepare("avazu", [AVAZU_DIR / name], tmp_path / "a", progress=False)
-    assert sum(r.summary["rows"].values()) == rows and r.summary["rejected"] == 0
+    assert sum(r.summary.rows.values()) == rows and r.summary.rejected == 0
     names = [f.name for f in r.store.feature_map.fields]
     assert names[:3] == ["hour.hour_of_day", "hour.weekday", "hour.weekend"] and len(names) == 24
 
@@ -68,5 +68,5 @@ def test_avazu_noheader_schema_equals_builtin(tmp_path):
 def test_criteo_csv_with_header_user_schema(tmp_path):
     r = prepare(schema_path("criteo_csv"), [SHARED_DATA / "criteo" / "criteo_sample_deepctr.txt"],
                 tmp_path / "c", progress=False)
-    assert sum(r.summary["rows"].values()) == 200
+    assert sum(r.summary.rows.values()) == 200
     assert r.store.feature_map.dataset == "criteo_csv"

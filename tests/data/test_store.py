@@ -33,8 +33,8 @@ def test_reuse_same_inputs_and_settings(tmp_path, raw, monkeypatch):
     again = prepare("criteo", [raw], out, min_count=2, progress=False)
     assert again.reused and again.store.fingerprint == first.store.fingerprint
     assert (out / "feature_map.json").stat().st_mtime_ns == stamp
-    assert again.summary["rows"] == first.summary["rows"]
-    assert again.summary["vocab_size"] == first.summary["vocab_size"]
+    assert again.summary.rows == first.summary.rows
+    assert again.summary.vocab_size == first.summary.vocab_size
 
 
 @pytest.mark.parametrize("change", [{"seed": 1}, {"min_count": 3}, {"split": "sequential"},

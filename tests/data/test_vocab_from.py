@@ -118,9 +118,9 @@ def test_fingerprints_record_the_parent(tiny):
     assert fm.parent == {"path": str((root / "P").resolve()), "fingerprint": parent.fingerprint}
     assert fm.settings["vocab_from"] == {"fingerprint": parent.fingerprint,
                                          "vocab_fingerprint": parent.vocab_fingerprint}
-    assert child.summary["parent"] == fm.parent
+    assert child.summary.parent == fm.parent
     # the vocabulary fingerprint: equal for parent and child, recorded by every store
-    assert fm.vocab_fingerprint == parent.feature_map.vocab_fingerprint == child.summary["vocab_fingerprint"]
+    assert fm.vocab_fingerprint == parent.feature_map.vocab_fingerprint == child.summary.vocab_fingerprint
     assert own.store.feature_map.vocab_fingerprint not in (None, fm.vocab_fingerprint)
     assert own.store.feature_map.parent is None
     # it hashes the id mapping, not the history: the child's rows counted on their own with the

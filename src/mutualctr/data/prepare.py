@@ -18,9 +18,9 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -43,11 +43,34 @@ FINGERPRINT_VERSION = 1
 _HEAD_TAIL = 1 << 20
 
 
+@dataclass(frozen=True)
+class PrepareSummary:
+    """What a store holds, as ``prepare`` prints it: per-split rows and click rate, per-field
+    vocabulary sizes, rejected rows, and the splits on which no AUC can be computed."""
+
+    dataset: str
+    fingerprint: str
+    vocab_fingerprint: Optional[str]
+    parent: Optional[dict[str, Any]]  # the --vocab-from store: {"path", "fingerprint", ...}
+    rows: dict[str, int]  # split -> rows
+    click_rate: dict[str, float]  # split -> positives / rows (nan for an empty split)
+    vocab_size: dict[str, int]  # field -> embedding rows (its OOV and missing rows included)
+    num_features: int  # embedding rows in all
+    rejected: int
+    rejected_lines: list[str]  # the first rejected rows, as "file:line"
+    warnings: list[str]  # splits of one class (no AUC on them); see Store.split_problem
+    seconds: Optional[float] = None  # None when an existing store was reused
+    rows_per_s: Optional[float] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None or k in ("vocab_fingerprint", "parent")}
+
+
 @dataclass
 class PrepareResult:
     store: Store
     reused: bool
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: PrepareSummary
 
 
 # -- fingerprint ------------------------------------------------------------------------------
@@ -238,29 +261,22 @@ def _ordered_map(fn: Callable, items, workers: int = 2, window: int = 4):
 
 
 # -- prepare ----------------------------------------------------------------------------------
-def _summary(fm: FeatureMap, seconds: float | None = None) -> dict[str, Any]:
+def _summary(fm: FeatureMap, seconds: float | None = None) -> PrepareSummary:
     c = fm.counts
     rows = c["rows"]
-    total = sum(rows.values())
-    out = {
-        "dataset": fm.dataset,
-        "fingerprint": fm.fingerprint,
-        "vocab_fingerprint": fm.vocab_fingerprint,
-        "parent": fm.parent,
-        "rows": dict(rows),
-        "click_rate": {s: (c["positives"][s] / rows[s] if rows[s] else float("nan")) for s in SPLITS},
-        "vocab_size": {f.name: f.vocab_size for f in fm.fields},
-        "num_features": fm.num_features,
-        "rejected": c.get("rejected", 0),
-        "rejected_lines": c.get("rejected_lines", []),
-        # splits on which no AUC can be computed (one class only); see Store.split_problem
-        "warnings": [p for s in SPLITS if "positives" in c
-                     and (p := split_problem(s, rows[s], c["positives"][s])) is not None],
-    }
+    rejected = c.get("rejected", 0)
+    rate = None
     if seconds is not None:
-        out["seconds"] = seconds
-        out["rows_per_s"] = (total + out["rejected"]) / seconds if seconds > 0 else float("nan")
-    return out
+        rate = (sum(rows.values()) + rejected) / seconds if seconds > 0 else float("nan")
+    return PrepareSummary(
+        dataset=fm.dataset, fingerprint=fm.fingerprint, vocab_fingerprint=fm.vocab_fingerprint,
+        parent=fm.parent, rows=dict(rows),
+        click_rate={s: (c["positives"][s] / rows[s] if rows[s] else float("nan")) for s in SPLITS},
+        vocab_size={f.name: f.vocab_size for f in fm.fields}, num_features=fm.num_features,
+        rejected=rejected, rejected_lines=list(c.get("rejected_lines", [])),
+        warnings=[p for s in SPLITS if "positives" in c
+                  and (p := split_problem(s, rows[s], c["positives"][s])) is not None],
+        seconds=seconds, rows_per_s=rate)
 
 
 def prepare(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str = "random",
@@ -280,7 +296,7 @@ def prepare(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str =
     ``out`` (:func:`mutualctr.outdir.locked`); temporaries left by killed writers are removed.
     Bad input raises DataError naming file, line and column, or with ``on_bad_rows='skip'`` is
     skipped and counted. Splits without rows are refused (DataError); splits of one class are
-    listed in ``summary["warnings"]``.
+    listed in ``summary.warnings``.
     """
     t0 = time.perf_counter()
     if split not in ("random", "sequential"):
