@@ -129,6 +129,9 @@ def test_grid_choice_is_on_dev_and_never_the_control_when_alternatives_exist():
 
     assert _best_on_dev({(0.0, 1e-4): job(0.9), (1.0, 1e-4): job(0.7), (0.5, 1e-4): job(0.8)}) == (0.5, 1e-4)
     assert _best_on_dev({(0.0, 1e-4): job(0.9), (0.0, 3e-4): job(0.95)}) == (0.0, 3e-4)
+    # dev AUCs within ALPHA_TIE (1e-5) are a tie: the smaller alpha, then the smaller lr
+    assert _best_on_dev({(10.0, 1e-4): job(0.8), (1000.0, 1e-4): job(0.800004), (1.0, 1e-4): job(0.79)}) == (10.0, 1e-4)
+    assert _best_on_dev({(10.0, 3e-4): job(0.8), (10.0, 1e-4): job(0.800004)}) == (10.0, 1e-4)
 
 
 def test_cli_experiment(fake_api, tmp_path):

@@ -16,7 +16,7 @@ from mutualctr.metrics import churn, sigmoid
 from mutualctr.training import jobs
 from mutualctr.training.config import MutualConfig, run_config_from_dict, with_group_overrides
 from mutualctr.training.inference import predict_logits
-from mutualctr.training.jobs import search_alphas
+from mutualctr.training.jobs import ALPHA_TIE, choose_alpha, search_alphas
 from mutualctr.training.rundir import GroupCheckpoint, ModelCheckpoint
 from tests.conftest import group, tiny_config
 
@@ -52,6 +52,20 @@ def test_alpha_search_extends_past_a_winning_end_and_stops_inside():
     assert search_alphas(falling, [1, 10, 100]) == pytest.approx(0.001) and asked == pytest.approx([1, 10, 100, 0.1, 0.01, 0.001])
     flat, asked = _counting(lambda a: 0.7)
     assert search_alphas(flat, [10, 1, 100]) == 1 and asked == [1, 10, 100]  # ties: the smaller; nothing extended
+
+
+def test_alpha_search_stops_on_a_plateau_and_takes_its_smallest_alpha():
+    """What real Criteo gave DeepFM: dev AUC rises to alpha 1000, then moves in the 6th decimal
+    (the peer term dominates and the members agree). Differences below ALPHA_TIE are ties."""
+    dev = {1: 0.75442, 10: 0.75490, 100: 0.75549, 1000: 0.755512, 10000: 0.755514, 100000: 0.755515}
+    plateau, asked = _counting(dev.__getitem__)
+    assert ALPHA_TIE == 1e-5
+    # 1000 beats 100 by 2e-5, so 10000 is tried; it ties with 1000, so the search stops there
+    assert search_alphas(plateau, [1, 10, 100, 1000]) == 1000 and asked == [1, 10, 100, 1000, 10000]
+    assert choose_alpha({1: 0.7, 10: 0.7 + 0.9e-5, 100: 0.7 + 2e-5}) == 100
+    assert choose_alpha({1: 0.7, 10: 0.7 + 0.9e-5}) == 1
+    climbing, asked = _counting(lambda a: 0.75 + 1e-4 * math.log10(a))  # each step clearly better: extend
+    assert search_alphas(climbing, [1, 10]) == 10000 and asked == [1, 10, 100, 1000, 10000]
 
 
 def test_auto_alpha_group_reports_the_curve_and_its_choice(tiny_store, tmp_path, pretrained):

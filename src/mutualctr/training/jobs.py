@@ -321,23 +321,36 @@ def mutual_from_flags(store_path: str | Path, out: str | Path, *, init: Sequence
                   resume=resume, quiet=quiet, dist_timeout=dist_timeout, tensorboard=tensorboard)
 
 
-def search_alphas(dev_of: Callable[[float], float], grid: Sequence[float], extensions: int = 3) -> float:
+ALPHA_TIE = 1e-5  # dev AUCs closer than this are a tie (the smaller alpha wins); docs/training.md
+
+
+def search_alphas(dev_of: Callable[[float], float], grid: Sequence[float], extensions: int = 3,
+                  tie: float = ALPHA_TIE) -> float:
     """The alpha with the best dev AUC: ``dev_of(alpha)`` (which trains or reads back that
     alpha's group) for every value of ``grid``, then for ten times further past an end while
-    that end is strictly the best (at most ``extensions`` times), so that the choice lies inside
-    what was tried. Ties go to the smaller alpha (a flat curve extends nothing)."""
+    that end beats its neighbour by more than ``tie`` (at most ``extensions`` times), so that
+    the choice lies inside what was tried. The choice is the smallest alpha within ``tie`` of
+    the best dev AUC: past the point where the peer term dominates, larger alphas give the same
+    consensus and differ in the 6th decimal, which is rounding, not a reason to pick them."""
     tried = {a: dev_of(a) for a in sorted(set(grid))}
     for _ in range(extensions):
         order = sorted(tried)
-        best = max(order, key=tried.__getitem__)
-        if len(order) > 1 and best == order[-1] and tried[best] > tried[order[-2]]:
-            nxt = best * 10
-        elif len(order) > 1 and best == order[0] and tried[best] > tried[order[1]]:
-            nxt = best / 10
+        if len(order) < 2:
+            break
+        if tried[order[-1]] > tried[order[-2]] + tie and tried[order[-1]] >= max(tried.values()):
+            nxt = order[-1] * 10
+        elif tried[order[0]] > tried[order[1]] + tie and tried[order[0]] >= max(tried.values()):
+            nxt = order[0] / 10
         else:
             break
         tried[nxt] = dev_of(nxt)
-    return max(sorted(tried), key=tried.__getitem__)
+    return choose_alpha(tried, tie)
+
+
+def choose_alpha(dev: dict[float, float], tie: float = ALPHA_TIE) -> float:
+    """The smallest alpha whose dev AUC is within ``tie`` of the best."""
+    best = max(dev.values())
+    return min([a for a, d in dev.items() if d >= best - tie] or dev)  # or dev: all nan
 
 
 def _search_alpha(one, out: Path, group: MutualConfig, resume: bool) -> dict[str, Any]:
