@@ -110,10 +110,11 @@ def activate(trainer) -> None:
 
 
 def build_trainer(store, models: list[str], out, seed: int = 0, mode: str = "fast", alpha: float = 1.0,
-                  batch_size: int | None = None, quiet: bool = True, vectorize: bool = False):
+                  batch_size: int | None = None, quiet: bool = True, vectorize: bool = False,
+                  device: str = "cpu"):
     """A Trainer on ``store`` (a Store or a path) with the shipped criteo config of each model
-    (batch 4000, emb 16, MLP [400, 200, 100], row-wise Adam), 1 epoch, CPU, no prefetch thread,
-    on the path of ``mode``."""
+    (batch 4000, emb 16, MLP [400, 200, 100], row-wise Adam), 1 epoch, on ``device`` (the CPU
+    unless told), no prefetch thread, on the path of ``mode``."""
     from mutualctr.models import set_plain
     from mutualctr.training.jobs import build, default_config, open_store
     from mutualctr.training.config import MutualConfig
@@ -124,7 +125,7 @@ def build_trainer(store, models: list[str], out, seed: int = 0, mode: str = "fas
     members = []
     for i, name in enumerate(models):
         cfg = default_config(name, "criteo")
-        cfg.train = replace(cfg.train, epochs=1, device="cpu", prefetch=0,
+        cfg.train = replace(cfg.train, epochs=1, device=device, prefetch=0,
                             batch_size=batch_size or cfg.train.batch_size)
         cfg = mode_config(cfg, mode)
         model = build(cfg, store, seed=seed + i)
