@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks.common import header, header_line
 from mutualctr.models import MODELS, build_model, l2_penalty, set_plain
 
 MODES = ("plain", "fast", "fast-sparse")
@@ -87,11 +86,10 @@ def main(argv: list[str] | None = None) -> dict:
     ids = torch.randint(0, per_field, (args.batch, args.fields)) + torch.arange(args.fields) * per_field
     labels = torch.randint(0, 2, (args.batch,)).float()
     config = {"embed_dim": args.embed_dim, "embedding_l2": 1e-5, "mlp": {"hidden": [400, 200, 100]}}
-    print(
-        f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
-        f"batch {args.batch}, {args.fields} fields, vocab {per_field * args.fields}, emb {args.embed_dim}, "
-        f"MLP [400, 200, 100], median of {args.reps}; load average {os.getloadavg()[0]:.1f} at start"
-    )
+    h = header()
+    print(header_line(h))
+    print(f"# batch {args.batch}, {args.fields} fields, vocab {per_field * args.fields}, emb {args.embed_dim}, "
+          f"MLP [400, 200, 100], median of {args.reps}")
     print("samples/s, median (best) of the timed steps")
     print(f"{'model':10s}" + "".join(f"{m:>24s}" for m in MODES) + f"{'fast/plain':>12s}")
     results = {}
@@ -105,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
         del models
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "samples_per_s": results}, f, indent=1)
+            json.dump({"header": h, "args": vars(args), "samples_per_s": results}, f, indent=1)
     return results
 
 

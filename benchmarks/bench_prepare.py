@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import ROOT, header, header_line
 
 CHILD = """
 import json, sys, time
@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the stores")
     ap.add_argument("--repeat", type=int, default=1, help="runs per size; the fastest is reported")
     a = ap.parse_args()
+    h = header()
     sys.path.insert(0, str(ROOT / "src"))
     from mutualctr.data.synth import generate
 
@@ -96,8 +97,9 @@ def main() -> None:
         results.append(row)
         if not a.keep:
             shutil.rmtree(store, ignore_errors=True)
-    info = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
+    info = {"header": h, "machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "results": results}
+    print(header_line(h))
     print(f"{'rows':>10} {'file MiB':>9} {'seconds':>8} {'rows/s':>10} {'MiB/s':>7} {'peak RSS MiB':>13} "
           f"{'CPU s':>6} {'load':>5} {'features':>9}")
     for r in results:

@@ -35,7 +35,17 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_capability() -> str:
+    """torch's CPU capability: the ATen kernel level it dispatches to (DEFAULT, AVX2, AVX512, ...)."""
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):  # older torch
+        return "unknown"
+
+
 def header() -> dict:
+    """The machine every figure was measured on: CPU model (lscpu's model name), torch's CPU
+    capability, native bf16 flags, versions, threads and the load average at start."""
     flags = ""
     try:
         flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags"))
@@ -43,7 +53,8 @@ def header() -> dict:
         pass
     return {
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-        "machine": platform.machine(), "cpu": cpu_name(), "cores": os.cpu_count(),
+        "machine": platform.machine(), "cpu": cpu_name(), "cpu_capability": cpu_capability(),
+        "cores": os.cpu_count(),
         "amx_bf16": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags,
         "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
         "torch_threads": torch.get_num_threads(), "load_avg_start": [round(x, 2) for x in os.getloadavg()],
@@ -52,7 +63,15 @@ def header() -> dict:
 
 
 def header_line(h: dict) -> str:
-    return (f"# {h['date_utc']} UTC, {h['cpu']} ({h['cores']} cores, AMX-BF16 {'yes' if h['amx_bf16'] else 'no'}), "
+    """One line for the top of every table: the CPU model and torch's CPU capability beside the figures."""
+
+    def yes(key: str) -> str:
+        return "yes" if h.get(key) else "no"
+
+    gpu = h.get("gpu", "")
+    gpu = "" if not gpu or gpu.startswith("not measured") else f", GPU {gpu}"
+    return (f"# {h['date_utc']} UTC, {h['cpu']} ({h['cores']} cores, torch CPU capability "
+            f"{h.get('cpu_capability', 'unknown')}, AVX512-BF16 {yes('avx512_bf16')}, AMX-BF16 {yes('amx_bf16')}){gpu}, "
             f"Python {h['python']}, torch {h['torch']} ({h['torch_threads']} threads), numpy {h['numpy']}; "
             f"load average {h['load_avg_start'][0]:.1f} {h['load_avg_start'][1]:.1f} {h['load_avg_start'][2]:.1f} at start")
 
@@ -91,10 +110,11 @@ def activate(trainer) -> None:
 
 
 def build_trainer(store, models: list[str], out, seed: int = 0, mode: str = "fast", alpha: float = 1.0,
-                  batch_size: int | None = None, quiet: bool = True, vectorize: bool = False):
+                  batch_size: int | None = None, quiet: bool = True, vectorize: bool = False,
+                  device: str = "cpu"):
     """A Trainer on ``store`` (a Store or a path) with the shipped criteo config of each model
-    (batch 4000, emb 16, MLP [400, 200, 100], row-wise Adam), 1 epoch, CPU, no prefetch thread,
-    on the path of ``mode``."""
+    (batch 4000, emb 16, MLP [400, 200, 100], row-wise Adam), 1 epoch, on ``device`` (the CPU
+    unless told), no prefetch thread, on the path of ``mode``."""
     from mutualctr.models import set_plain
     from mutualctr.training.jobs import build, default_config, open_store
     from mutualctr.training.config import MutualConfig
@@ -105,7 +125,7 @@ def build_trainer(store, models: list[str], out, seed: int = 0, mode: str = "fas
     members = []
     for i, name in enumerate(models):
         cfg = default_config(name, "criteo")
-        cfg.train = replace(cfg.train, epochs=1, device="cpu", prefetch=0,
+        cfg.train = replace(cfg.train, epochs=1, device=device, prefetch=0,
                             batch_size=batch_size or cfg.train.batch_size)
         cfg = mode_config(cfg, mode)
         model = build(cfg, store, seed=seed + i)

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from benchmarks.common import MODES, activate, build_trainer
+from benchmarks.common import MODES, activate, build_trainer, header, header_line
 
 
 def main(argv=None):
@@ -31,6 +31,7 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--rows", type=int, default=30)
     a = ap.parse_args(argv)
+    h = header()  # the load average at start
     from torch.profiler import ProfilerActivity, profile, record_function
 
     with tempfile.TemporaryDirectory() as out:
@@ -58,6 +59,7 @@ def main(argv=None):
                 share["optimizers"] = share.get("optimizers", 0) + e.cpu_time_total
             elif k.startswith("autograd::engine::evaluate_function"):
                 share["backward"] = share.get("backward", 0) + e.self_cpu_time_total
+        print(header_line(h))
         print(f"# {a.model} x{a.members} mode {a.mode}, load {os.getloadavg()[0]:.1f}, threads "
               f"{torch.get_num_threads()}, median step {times[len(times) // 2] * 1e3:.1f} ms (under the profiler)")
         print(ka.table(sort_by="self_cpu_time_total", row_limit=a.rows))
