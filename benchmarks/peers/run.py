@@ -2,7 +2,7 @@
 
     bash benchmarks/peers/setup.sh                 # once: bench_out/peers-venv
     python -m benchmarks.peers.run --store bench_out/store_200000_0 [--rounds 3] [--steps 5]
-        [--models deepfm,dcn,pnn,fibinet] [--peers-python bench_out/peers-venv/bin/python]
+        [--models deepfm,dcn,pnn,fibinet] [--peers-python bench_out/peers-venv/bin/python] [--threads 1]
 
 The store is one prepared by ``python -m benchmarks.run`` (or ``mutualctr prepare``). Each peer
 runs in its own process in its own venv (benchmarks/peers/worker.py) on the same encoded rows
@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from benchmarks.common import ROOT, build_trainer, header, header_line, load, median, step
 
@@ -33,11 +34,12 @@ PEERS = ("fuxictr", "deepctr")
 
 
 class Peer:
-    def __init__(self, python: str, system: str, model: str, store: str):
+    def __init__(self, python: str, system: str, model: str, store: str, threads: int = 0):
         self.name = system
         self.p = subprocess.Popen([python, str(ROOT / "benchmarks" / "peers" / "worker.py")], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.call({"cmd": "init", "store": store, "system": system, "model": model, "batch": 4000, "seed": 0})
+        self.call({"cmd": "init", "store": store, "system": system, "model": model, "batch": 4000, "seed": 0,
+                   "threads": threads})
 
     def call(self, msg: dict) -> dict:
         self.p.stdin.write(json.dumps(msg) + "\n")
@@ -93,15 +95,19 @@ def main(argv=None) -> dict:
                     help="rows per evaluation forward, the same for every system (2048: mutualctr's CPU default)")
     ap.add_argument("--pause", type=float, default=1.0, help="seconds of rest before each block of steps")
     ap.add_argument("--eval-passes", type=int, default=2, help="evaluation passes per system; the fastest counts")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch intra-op threads of every system (0: torch's default, all cores)")
     a = ap.parse_args(argv)
     if not Path(a.peers_python).exists():
         raise SystemExit(f"{a.peers_python}: no peers venv; run bash benchmarks/peers/setup.sh first")
-    h = header()
-    print(header_line(h), flush=True)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    h = header() | {"cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    print(header_line(h) + f"; torch CPU capability {h['cpu_capability']}", flush=True)
     res = {"header": h, "args": vars(a) | {"out": str(a.out)}, "models": {}}
     with tempfile.TemporaryDirectory() as work:
         for model in a.models.split(","):
-            peers = [Peer(a.peers_python, s, model, a.store) for s in PEERS]
+            peers = [Peer(a.peers_python, s, model, a.store, a.threads) for s in PEERS]
             tr = build_trainer(a.store, [model], Path(work) / model, mode=a.mode)
             batches = tr.loader.epoch(0)
             k = 0
@@ -144,7 +150,7 @@ def main(argv=None) -> dict:
             row["timed_steps"] = a.rounds * a.steps
             res["models"][model] = row
             del tr
-    lines = [header_line(h), f"# store {a.store}; {a.rounds} rounds x {a.steps} steps per system, alternating; medians; "
+    lines = [header_line(h) + f"; torch CPU capability {h['cpu_capability']}", f"# store {a.store}; {a.rounds} rounds x {a.steps} steps per system, alternating; medians; "
              f"mutualctr path {a.mode} (peers fp32); eval {a.eval_batch} rows per forward, fastest of {a.eval_passes} passes",
              f"{'model':7s} {'system':10s} {'train/s':>9s} {'eval/s':>9s} {'ours/peer train':>16s} {'ours/peer eval':>15s}"]
     for model, row in res["models"].items():

@@ -205,12 +205,19 @@ def deepctr_model(name, names, vocab, emb_dim, hidden, l2, metrics=None):
     return model, train_step, predict
 
 
-def auc(y, s):
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s)); ranks[order] = np.arange(1, len(s) + 1)
-    pos = y > 0.5
-    n_pos, n_neg = pos.sum(), (~pos).sum()
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+def _metrics():
+    """mutualctr's metrics module (numpy only), loaded by path: this venv has no mutualctr
+    installed, and the peers' AUC must be the one mutualctr's own figures use (tie-aware)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src", "mutualctr", "metrics.py")
+    spec = importlib.util.spec_from_file_location("mutualctr_metrics", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+auc = _metrics().auc
 
 
 def handle(msg):
