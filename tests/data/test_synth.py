@@ -68,3 +68,65 @@ def test_signal_is_learnable(tmp_path):
     Xte, yte = store.split("test")
     m = LogisticRegression(C=0.1, max_iter=300).fit(onehot(Xtr), ytr)
     assert auc(yte, m.predict_proba(onehot(Xte))[:, 1]) > 0.68
+
+
+def _probabilities_from_file(path, seed):
+    """(labels, p) read back from the written TSV: each token mapped back to its value rank and
+    the hidden model's probability recomputed from the row as written."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    from mutualctr.data import synth
+
+    model = synth._Model(seed)
+    model.calibrate(seed)
+    names = ["label"] + [f"I{i + 1}" for i in range(13)] + [f"C{i + 1}" for i in range(26)]
+    t = pacsv.read_csv(path, read_options=pacsv.ReadOptions(column_names=names),
+                       parse_options=pacsv.ParseOptions(delimiter="\t"),
+                       convert_options=pacsv.ConvertOptions(
+                           column_types={n: pa.string() for n in names}, strings_can_be_null=True))
+    y = np.asarray(t["label"].to_numpy(zero_copy_only=False)).astype(np.int64)
+    ints = np.stack([pc.cast(t[f"I{i + 1}"], pa.float64()).to_numpy(zero_copy_only=False)
+                     for i in range(13)], axis=1)
+    cats = np.stack([pc.fill_null(pc.index_in(t[f"C{i + 1}"], value_set=model.tokens[i]),
+                                  int(model.cards[i])).to_numpy(zero_copy_only=False)
+                     for i in range(26)], axis=1).astype(np.int64)
+    assert (cats >= 0).all()
+    return y, 1.0 / (1.0 + np.exp(-model.logit(cats, ints)))
+
+
+def test_ceiling_is_exact_on_a_bounded_sample(tmp_path, monkeypatch):
+    """Beyond CEILING_ROWS the ceiling AUC is mutualctr.metrics.auc on every stride-th row of the
+    file (recomputed here from the written rows), and the click rate and logloss cover all rows."""
+    from mutualctr.data import synth
+    from mutualctr.metrics import logloss
+
+    monkeypatch.setattr(synth, "CEILING_ROWS", 5_000)
+    monkeypatch.setattr(synth, "CHUNK", 3_001)  # chunk starts not aligned with the stride
+    rows = 23_457
+    r = generate(rows, tmp_path / "a.txt", seed=5, progress=False)
+    y, p = _probabilities_from_file(tmp_path / "a.txt", 5)
+    assert len(y) == rows
+    stride = 5  # ceil(23457 / 5000)
+    meta = json.loads(r.meta_path.read_text())
+    assert meta["ceiling_auc_rows"] == len(y[::stride]) == 4_692
+    assert abs(r.ceiling_auc - auc(y[::stride], p[::stride])) < 1e-12
+    assert abs(r.ceiling_auc - auc(y, p)) < 0.03  # a sample, not another quantity
+    assert r.click_rate == y.mean()
+    assert abs(meta["ceiling_logloss"] - logloss(y, p)) < 1e-9
+    # up to CEILING_ROWS every row is used
+    monkeypatch.setattr(synth, "CEILING_ROWS", rows)
+    r_all = generate(rows, tmp_path / "b.txt", seed=5, progress=False)
+    assert (tmp_path / "b.txt").read_bytes() == (tmp_path / "a.txt").read_bytes()
+    assert abs(r_all.ceiling_auc - auc(y, p)) < 1e-12
+
+
+def test_ceiling_buffer_does_not_grow_with_rows():
+    from mutualctr.data.synth import _CeilingSample
+
+    for rows in (10, 999, 1_000, 1_001, 10**6, 10**12):
+        acc = _CeilingSample(rows, 1_000)
+        assert len(acc.probs) == len(acc.labels) == len(range(0, rows, acc.stride))
+        assert len(acc.probs) <= 1_000
+        assert acc.probs.nbytes <= 8_000
