@@ -21,14 +21,15 @@ from typing import Any, Optional
 
 from mutualctr import atomic
 
-# Sized so that the whole demo takes well under 10 minutes on 2 CPU cores: measured 2.0 min at
-# 160k rows on the idle 2-core machine (torch's default threads), 5.8 min with 1 thread while
-# other jobs ran (load ~5), 13.6 min with a second experiment running beside it.
+# Sized so that the whole demo takes under 5 minutes on 2 idle CPU cores (measured: the "demo"
+# row of docs/performance.md). alpha auto costs one finetuning per alpha tried, so the demo's
+# grid is two decades apart (10, 1000; extended by ten past a winning end, as everywhere).
 DEFAULT_ROWS = 160_000
 MODELS = ("deepfm", "dcn")
 INSTANCES = 3
 DEMO_TRAIN = {"batch_size": 1000, "epochs": 2, "evals_per_epoch": 1, "patience": 1}
 DEMO_LR = 1e-3
+DEMO_ALPHA_GRID = [10.0, 1000.0]
 
 
 def demo_configs(out: Path) -> Path:
@@ -43,6 +44,7 @@ def demo_configs(out: Path) -> Path:
         cfg = run_config_to_dict(api.default_config(m, "criteo"))
         cfg["train"].update(DEMO_TRAIN)
         cfg["optim"]["lr"] = DEMO_LR
+        cfg["mutual"]["alpha_grid"] = list(DEMO_ALPHA_GRID)
         text = (f"# {m} for `mutualctr demo`: the paper's architecture, a short schedule for the small data.\n"
                 + yaml.safe_dump(cfg, sort_keys=False))
         path = d / f"{m}.yaml"
