@@ -510,15 +510,14 @@ class Experiment:
 
 
 def _best_on_dev(grid: dict[tuple[float, float], Job]) -> tuple[float, float]:
-    """The (alpha, lr) whose group has the best mean dev AUC, the smaller alpha (then lr) on a
-    tie within ``ALPHA_TIE`` (as :func:`mutualctr.training.jobs.search_alphas` chooses); alpha = 0
-    (no mutual term, the control) is only chosen when the grid has nothing else."""
-    from mutualctr.training.jobs import ALPHA_TIE
+    """The (alpha, lr) whose group has the best mean dev AUC, by the tie rule of alpha auto
+    (:func:`mutualctr.training.jobs.choose_alpha`: the smaller alpha, then lr, within
+    ``ALPHA_TIE``); alpha = 0 (no mutual term, the control) is only chosen when the grid has
+    nothing else."""
+    from mutualctr.training.jobs import choose_alpha
 
     cands = [k for k in grid if k[0] > 0] or list(grid)
-    best = max(grid[k].result["mean"]["dev_auc"] for k in cands)
-    # or cands: while planning, the stand-in results are nan and any choice will do
-    return min([k for k in cands if grid[k].result["mean"]["dev_auc"] >= best - ALPHA_TIE] or cands)
+    return choose_alpha({k: grid[k].result["mean"]["dev_auc"] for k in cands})
 
 
 def _abs_diff(churn: Optional[dict]) -> Any:

@@ -347,8 +347,9 @@ def search_alphas(dev_of: Callable[[float], float], grid: Sequence[float], exten
     return choose_alpha(tried, tie)
 
 
-def choose_alpha(dev: dict[float, float], tie: float = ALPHA_TIE) -> float:
-    """The smallest alpha whose dev AUC is within ``tie`` of the best."""
+def choose_alpha(dev: dict, tie: float = ALPHA_TIE):
+    """The smallest key (an alpha, or an (alpha, lr) pair) whose dev AUC is within ``tie`` of
+    the best; with every value nan (an experiment's planning walk), the smallest key."""
     best = max(dev.values())
     return min([a for a, d in dev.items() if d >= best - tie] or dev)  # or dev: all nan
 
