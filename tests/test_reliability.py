@@ -400,6 +400,8 @@ CASES = [
          _killed_between_renames, _check_clean),
     # 5./6. bad values from flags and from YAML: same message, exit 2, nothing written
     Case("train-epochs-0", f"{TRAIN} --epochs 0", 2, "error: train.epochs must be >= 1, got 0"),
+    Case("train-threads-negative", f"{TRAIN} --threads -1", 2,
+         "error: --threads must be >= 0 (0: torch's default), got -1"),
     Case("train-batch-size-0", f"{TRAIN} --batch-size 0", 2, "train.batch_size must be >= 1, got 0"),
     Case("train-lr-negative", f"{TRAIN} --lr -1", 2, "optim.lr must be > 0, got -1.0"),
     Case("train-lr-nan", f"{TRAIN} --lr nan", 2, "optim.lr must be a finite number, got nan"),

@@ -29,8 +29,9 @@ def _print_version(value: bool) -> None:
 
 def _show_warning(message, category, filename, lineno, file=None, line=None, _default=None) -> None:
     from mutualctr.resources import ConfigFallbackWarning
+    from mutualctr.training.device import CPUContentionWarning
 
-    if issubclass(category, ConfigFallbackWarning):  # one line, like the errors
+    if issubclass(category, (ConfigFallbackWarning, CPUContentionWarning)):  # one line, like the errors
         typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
     else:
         _default(message, category, filename, lineno, file, line)
@@ -148,6 +149,22 @@ _COMPILE = typer.Option(None, "--compile/--no-compile", help="the models' forwar
                         "(default: train.compile of the config)")
 _TENSORBOARD = typer.Option(None, "--tensorboard", help="also write each evaluation as TensorBoard scalars "
                             "into DIR (pip install 'mutualctr[tensorboard]')")
+_THREADS = typer.Option(None, "--threads", help="torch CPU threads for this process (0 or unset: torch's "
+                        "default, one per core; 1 when other jobs share the cores: docs/performance.md, "
+                        "\"Threads on a shared CPU\")")
+
+
+def _set_threads(threads: Optional[int]) -> None:
+    """torch's intra-op threads for the whole process (torchrun workers parse the same flag)."""
+    if threads is None or threads == 0:
+        return
+    if threads < 0:
+        _fail(f"--threads must be >= 0 (0: torch's default), got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 _DIST_TIMEOUT = typer.Option(None, "--dist-timeout", help="seconds a worker waits for the others in a "
                              "collective before failing (default 600)")
 
@@ -184,11 +201,13 @@ def train(
                                                  "or start the command under torchrun yourself)"),
     dist_timeout: Optional[float] = _DIST_TIMEOUT,
     tensorboard: Optional[Path] = _TENSORBOARD,
+    threads: Optional[int] = _THREADS,
 ):
     """Train one model; keeps the best-on-dev checkpoint and reports its test metrics."""
     import mutualctr as mc
     from mutualctr.distributed import is_main_process
 
+    _set_threads(threads)
     _launch_workers(nproc)
     s = mc.train(data, out, model=model, config=config, seed=seed, epochs=epochs, lr=lr, batch_size=batch_size,
                  device=device, precision=precision, compile=compile, resume=resume, quiet=quiet,
@@ -334,11 +353,13 @@ def mutual(
                                                  "worker, or a data-parallel group of workers per member"),
     dist_timeout: Optional[float] = _DIST_TIMEOUT,
     tensorboard: Optional[Path] = _TENSORBOARD,
+    threads: Optional[int] = _THREADS,
 ):
     """Deep mutual learning of N models: finetune trained runs, or train from scratch."""
     import mutualctr as mc
     from mutualctr.distributed import is_main_process
 
+    _set_threads(threads)
     _launch_workers(nproc)
     g = mc.mutual(data, out, init=list(init) + list(more_init or []),
                   models=[m for m in models.split(",") if m.strip()] if models else (), seeds=_csv_ints(seeds),
@@ -371,10 +392,12 @@ def distill(
     resume: bool = typer.Option(False, "--resume"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
     json_out: bool = typer.Option(False, "--json"),
+    threads: Optional[int] = _THREADS,
 ):
     """Knowledge distillation: the student learns from labels and a frozen teacher."""
     import mutualctr as mc
 
+    _set_threads(threads)
     g = mc.distill(data, out, teacher=teacher, student=student, config=config, beta=beta, loss=loss, lr=lr,
                    epochs=epochs, evals_per_epoch=evals_per_epoch, scope=scope, embedding_lr_scale=embedding_lr_scale,
                    finetune_split=finetune_split, seed=seed, device=device, resume=resume, quiet=quiet).to_dict()
@@ -436,12 +459,13 @@ def experiment(
                                         "other options can share pretrained runs"),
     rq4_model: Optional[str] = typer.Option(None, "--rq4-model", help="model of RQ4 (default: dcn on Criteo, fibinet on Avazu, else the first)"),
     paper: Optional[bool] = typer.Option(None, "--paper/--no-paper", help="show the paper's numbers (default: on Criteo/Avazu stores)"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (1 is faster on a busy shared CPU)"),
+    threads: Optional[int] = _THREADS,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Run RQ1-RQ4 of the paper with controls; writes results.csv, tables.md, stats.json and plots."""
     import mutualctr as mc
 
+    _set_threads(threads)
     r = mc.experiment(question, data, out, models=[m for m in models.split(",") if m.strip()], instances=instances,
                       seeds=_csv_ints(seeds) or None, config_dir=config_dir, epochs=epochs,
                       alphas=None if alpha.strip().lower() == "auto" else _csv_floats(alpha, "--alpha"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 
 import torch
 
@@ -85,3 +86,66 @@ def compile_models(models, device: torch.device, vectorize: bool) -> None:
     require_compiler(device)
     for model in models:
         model.compile()
+
+
+class CPUContentionWarning(UserWarning):
+    """torch runs more CPU threads than other processes leave cores free."""
+
+
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds all cores have spent busy since boot (Linux ``/proc/stat``; None elsewhere).
+    Steal counts as busy: a vCPU the hypervisor gave away is as unavailable as one in use."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks + [0] * (8 - len(ticks))
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def others_cpu_load(window: float = 0.25) -> float | None:
+    """How many cores other processes kept busy over the next ``window`` seconds: all busy
+    CPU time minus this process's own, per second. None where ``/proc/stat`` is unreadable."""
+    before, mine = _busy_cpu_seconds(), os.times()
+    t0 = time.monotonic()
+    time.sleep(window)
+    after, mine_after = _busy_cpu_seconds(), os.times()
+    if before is None or after is None:
+        return None
+    own = (mine_after.user + mine_after.system) - (mine.user + mine.system)
+    return max(0.0, (after - before - own) / (time.monotonic() - t0))
+
+
+def contention_advice(threads: int, cores: int, others: float) -> str | None:
+    """The warning for ``threads`` torch threads on ``cores`` cores of which other processes
+    keep ``others`` busy, or None when they fit. torch's OpenMP threads meet at a barrier after
+    every parallel op, so one thread descheduled by another process stalls them all (figures:
+    docs/performance.md, "Threads on a shared CPU"). One thread never waits on another."""
+    free = cores - others
+    if threads <= 1 or threads <= free + 0.5:
+        return None
+    fit = max(1, int(free + 0.5))
+    return (f"torch runs {threads} CPU threads, but other processes keep {others:.1f} of this machine's "
+            f"{cores} cores busy: the threads wait on each other and training runs slower than with fewer "
+            f"threads; pass --threads {fit} (train.threads: {fit}) while the cores are shared "
+            "(docs/performance.md, \"Threads on a shared CPU\")")
+
+
+_CONTENTION_CHECKED: set[int] = set()
+
+
+def warn_if_cpu_contended(threads: int) -> None:
+    """Warn (CPUContentionWarning) when ``threads`` torch threads would share their cores with
+    other busy processes; measured once per process and thread count (a 0.25 s sample)."""
+    if threads <= 1 or threads in _CONTENTION_CHECKED:
+        return
+    _CONTENTION_CHECKED.add(threads)
+    others = others_cpu_load()
+    if others is None:
+        return
+    advice = contention_advice(threads, len(os.sched_getaffinity(0)), others)
+    if advice:
+        import warnings
+
+        warnings.warn(advice, CPUContentionWarning, stacklevel=3)

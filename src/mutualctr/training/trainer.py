@@ -27,7 +27,8 @@ from mutualctr.errors import TrainingError
 from mutualctr.models import RowCache, l2_penalty, use_row_cache
 from mutualctr.progress import Bar
 from mutualctr.training.config import MutualConfig, TrainConfig, run_config_to_dict
-from mutualctr.training.device import autocast, compile_models, resolve_device, resolve_precision
+from mutualctr.training.device import (autocast, compile_models, resolve_device, resolve_precision,
+                                       warn_if_cpu_contended)
 from mutualctr.training.inference import predict_logits, scores
 from mutualctr.training.losses import bce, peer_term
 from mutualctr.training.member import Member
@@ -66,6 +67,8 @@ class Trainer:
         self.precision = resolve_precision(train.precision, self.device)  # fp32 or bf16
         if train.threads > 0:
             torch.set_num_threads(train.threads)
+        if self.device.type == "cpu":
+            warn_if_cpu_contended(torch.get_num_threads())
         store.require_both_classes("train", "dev")  # no gradient signal, or no model selection, otherwise
         self.loader, self.batches = self._batch_source()
         self.steps_per_epoch = len(self.loader)

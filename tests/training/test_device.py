@@ -1,0 +1,79 @@
+"""CPU contention: torch threads beside other busy processes are measured and warned about."""
+
+import subprocess
+import sys
+import warnings
+from types import SimpleNamespace
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mutualctr.training import device as D
+
+
+def test_advice_only_when_the_threads_do_not_fit_the_free_cores():
+    assert D.contention_advice(2, 2, 0.1) is None            # an idle machine
+    assert D.contention_advice(1, 2, 5.0) is None            # one thread never waits on another
+    assert D.contention_advice(4, 8, 4.4) is None            # 3.6 free cores hold 4 threads (rounding)
+    msg = D.contention_advice(2, 2, 1.0)
+    assert "2 CPU threads" in msg and "1.0 of this machine's 2 cores" in msg and "--threads 1" in msg
+    assert "--threads 6" in D.contention_advice(16, 16, 10.2)
+    assert "--threads 1" in D.contention_advice(2, 2, 2.0)   # every core taken: still at least one
+
+
+def test_others_load_is_busy_time_minus_our_own(monkeypatch):
+    # /proc/stat says 3.0 busy seconds passed in 1 s; 1.2 of them were this process's.
+    busy = iter([100.0, 103.0])
+    mine = iter([SimpleNamespace(user=5.0, system=1.0), SimpleNamespace(user=6.0, system=1.2)])
+    clock = iter([0.0, 1.0])
+    monkeypatch.setattr(D, "_busy_cpu_seconds", lambda: next(busy))
+    monkeypatch.setattr(D.os, "times", lambda: next(mine))
+    monkeypatch.setattr(D, "time", SimpleNamespace(monotonic=lambda: next(clock), sleep=lambda s: None))
+    assert D.others_cpu_load() == pytest.approx(1.8)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/stat")
+def test_a_busy_process_beside_us_is_seen():
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        D.others_cpu_load(0.3)  # let it start
+        assert D.others_cpu_load(0.5) >= 0.6  # more load elsewhere only adds to it
+    finally:
+        spin.kill()
+        spin.wait()
+
+
+def test_the_warning_is_issued_once_per_process_and_thread_count(monkeypatch):
+    monkeypatch.setattr(D, "_CONTENTION_CHECKED", set())
+    monkeypatch.setattr(D, "others_cpu_load", lambda: 1.5)
+    monkeypatch.setattr(D.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        D.warn_if_cpu_contended(1)
+        D.warn_if_cpu_contended(2)
+        D.warn_if_cpu_contended(2)
+    assert [w.category for w in seen] == [D.CPUContentionWarning]
+    assert "--threads 1" in str(seen[0].message)
+
+
+def test_train_threads_flag_sets_torch_threads_and_silences_the_warning(tiny_store, tmp_path, monkeypatch):
+    from mutualctr.cli import app
+
+    monkeypatch.setattr(D, "_CONTENTION_CHECKED", set())
+    monkeypatch.setattr(D, "others_cpu_load", lambda: 1.5)
+    monkeypatch.setattr(D.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    before = torch.get_num_threads()
+    try:
+        res = CliRunner().invoke(app, ["train", "--data", str(tiny_store), "--model", "lr", "--epochs", "1",
+                                       "--out", str(tmp_path / "r1"), "--quiet", "--threads", "1"])
+        assert res.exit_code == 0, res.output
+        assert torch.get_num_threads() == 1
+        assert "CPU threads" not in res.output
+        torch.set_num_threads(2)
+        res = CliRunner().invoke(app, ["train", "--data", str(tiny_store), "--model", "lr", "--epochs", "1",
+                                       "--out", str(tmp_path / "r2"), "--quiet"])
+        assert res.exit_code == 0, res.output
+        assert "warning: torch runs 2 CPU threads" in res.output and "pass --threads 1" in res.output
+    finally:
+        torch.set_num_threads(before)
