@@ -477,6 +477,28 @@ def experiment(
 
 
 @app.command()
+def compare(
+    experiments: List[Path] = typer.Argument(..., help="experiment directories (mutualctr experiment --out)"),
+    label: List[str] = typer.Option([], "--label", help="a name per directory, in order (default: its name)"),
+    json_out: bool = typer.Option(False, "--json", help="print the rows as JSON"),
+):
+    """One table across experiments (e.g. one per finetuning option): per model, finetuned minus
+    pretrained, control and distilled (paired p), churn before -> after, kept starts."""
+    from mutualctr.experiments.report import compare_rows, compare_table
+
+    if label and len(label) != len(experiments):
+        _fail(f"--label: {len(label)} labels for {len(experiments)} experiment directories")
+    pairs = list(zip(label or [e.name for e in experiments], experiments))
+    try:
+        if json_out:
+            _print_json([r for name, e in pairs for r in compare_rows(e, name)])
+        else:
+            typer.echo(compare_table(pairs))
+    except FileNotFoundError as e:
+        _fail(str(e))
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="where the data, store, runs and reports go"),
     rows: Optional[int] = typer.Option(None, "--rows", help="synthetic rows (default sized for ~10 min on 2 CPU cores)"),

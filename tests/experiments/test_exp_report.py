@@ -147,3 +147,26 @@ def test_render_and_rerender(results_csv, tmp_path):
     assert "[+0.00100, +0.00900]" in text
     (tmp_path / "stats.json").write_text(json.dumps(meta))
     assert report.rerender(tmp_path) == text
+
+
+def test_compare_summarises_each_experiment_per_model(results_csv, tmp_path):
+    from typer.testing import CliRunner
+
+    from mutualctr.cli import app
+
+    (tmp_path / "stats.json").write_text(json.dumps({"choices": {"deepfm": {"alpha": 1.0, "lr": 1e-4}}}))
+    (r,) = report.compare_rows(tmp_path, "default")
+    assert (r["model"], r["alpha"], r["kept_start"]) == ("deepfm", 1.0, "1/3")
+    assert r["pretrained"] == pytest.approx(np.mean([0.800, 0.810, 0.790]))
+    assert r["finetuned"] == pytest.approx(np.mean([0.810, 0.815, 0.799]))  # the grid's loser left out
+    assert r["finetuned - pretrained"]["mean_diff"] == pytest.approx(np.mean([0.010, 0.005, 0.009]))
+    assert r["finetuned - distilled (student instances)"]["mean_diff"] == pytest.approx(
+        np.mean([0.810 - 0.803, 0.799 - 0.7935]))
+    assert (r["churn_finetuned"], r["churn_control"]) == ("0.0305 -> 0.0210", "0.0305 -> 0.0299")
+    assert r["ensemble"] == pytest.approx(0.812)
+    res = CliRunner().invoke(app, ["compare", str(tmp_path), str(tmp_path), "--label", "a", "--label", "b"])
+    assert res.exit_code == 0, res.output
+    a, b = _table_rows(res.output, "a")[0], _table_rows(res.output, "b")[0]
+    assert a[1:] == b[1:] and a[:5] == ["a", "DeepFM", "1", "0.80000", "0.80800"]
+    res = CliRunner().invoke(app, ["compare", str(tmp_path / "missing")])
+    assert res.exit_code == 2 and "no results.csv" in res.output

@@ -403,3 +403,63 @@ def rerender(out: Path) -> str:
     text = render_tables(read_results(out / "results.csv"), meta)
     atomic.write_text(out / "tables.md", text)
     return text
+
+
+# ---- one table across experiments (mutualctr compare) -----------------------------------------
+COMPARE_DIFFS = ["finetuned - pretrained", "finetuned - alpha0 control", "finetuned - distilled (student instances)"]
+
+
+def compare_rows(out: Path, label: str) -> list[dict[str, Any]]:
+    """Per model of the experiment in ``out`` (its results.csv and stats.json): the chosen alpha,
+    the mean test AUCs, the paired differences of the finetuned members with their p, churn
+    before -> after for the finetuned group, the control and the distilled students, and how
+    many finetuned members kept their start."""
+    out = Path(out)
+    for name in ("results.csv", "stats.json"):
+        if not (out / name).is_file():
+            raise FileNotFoundError(f"{out}: no {name} (not an experiment directory written by mutualctr experiment)")
+    rows = [r for r in read_results(out / "results.csv") if r["question"] in ("rq1", "rq2")]
+    choices = json.loads((out / "stats.json").read_text()).get("choices", {})
+    tests = {(t["model"], t["comparison"]): t for t in paired_tests(rows)}
+    result = []
+    for model in _models(rows):
+        per = {s: _by_instance(rows, model, s) for s in ("independent", "mutual_pretrained", "alpha0_control",
+                                                          "distill", "ensemble")}
+        fin = per["mutual_pretrained"]
+        if not fin:
+            continue  # an RQ1-only model: no finetuning to summarise
+        ens = [r for r in rows if r["model"] == model and r["setting"] == "ensemble"]
+        kept = [r["kept_start"] for r in fin.values() if r.get("kept_start", "") != ""]
+        result.append({
+            "protocol": label, "model": model, "alpha": (choices.get(model) or {}).get("alpha", ""),
+            "pretrained": mean_std(_aucs(per["independent"]))[0], "finetuned": mean_std(_aucs(fin))[0],
+            **{c: tests.get((model, c)) for c in COMPARE_DIFFS},
+            "churn_finetuned": _churn_cell("mutual_pretrained", list(fin.values()), ens),
+            "churn_control": _churn_cell("alpha0_control", list(per["alpha0_control"].values()), ens)
+            if per["alpha0_control"] else "",
+            "churn_distilled": _churn_cell("distill", list(per["distill"].values()), ens) if per["distill"] else "",
+            "ensemble": ens[0]["test_auc"] if ens else "",
+            "kept_start": f"{sum(kept)}/{len(kept)}" if kept else "",
+        })
+    return result
+
+
+def compare_table(experiments: Sequence[tuple[str, Path]]) -> str:
+    """One markdown table, a row per (experiment, model): ``experiments`` = (label, directory)."""
+
+    def diff(t: Optional[dict]) -> str:
+        if not t:
+            return ""
+        s = f"{t['mean_diff']:+.5f} (p {_pvalue(t['p'])})"
+        return f"**{s}**" if t["p"] == t["p"] and t["p"] < 0.05 else s
+
+    body = []
+    for label, out in experiments:
+        for r in compare_rows(out, label):
+            body.append([r["protocol"], LABELS.get(r["model"], r["model"]), _short(r["alpha"]), _num(r["pretrained"]),
+                         _num(r["finetuned"]), *[diff(r[c]) for c in COMPARE_DIFFS], r["churn_finetuned"],
+                         r["churn_control"], r["churn_distilled"], _num(r["ensemble"]), r["kept_start"]])
+    header = ["protocol", "model", "alpha chosen", "pretrained", "finetuned", "finetuned - pretrained",
+              "finetuned - control", "finetuned - distilled", "churn finetuned", "churn control",
+              "churn distilled", "ensemble of the pretrained", "kept start"]
+    return _markdown(header, body, right_from=2)
