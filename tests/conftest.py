@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import pytest
+
+# The CPU contention warning depends on what else runs on the machine: off for every test and
+# the CLI processes they start (tests/training/test_device.py turns it on where it is tested).
+os.environ["MUTUALCTR_CPU_CHECK"] = "0"
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

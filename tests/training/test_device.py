@@ -45,6 +45,7 @@ def test_a_busy_process_beside_us_is_seen():
 
 
 def test_the_warning_is_issued_once_per_process_and_thread_count(monkeypatch):
+    monkeypatch.setenv("MUTUALCTR_CPU_CHECK", "1")
     monkeypatch.setattr(D, "_CONTENTION_CHECKED", set())
     monkeypatch.setattr(D, "others_cpu_load", lambda: 1.5)
     monkeypatch.setattr(D.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
@@ -55,11 +56,42 @@ def test_the_warning_is_issued_once_per_process_and_thread_count(monkeypatch):
         D.warn_if_cpu_contended(2)
     assert [w.category for w in seen] == [D.CPUContentionWarning]
     assert "--threads 1" in str(seen[0].message)
+    monkeypatch.setattr(D, "_CONTENTION_CHECKED", set())
+    monkeypatch.setenv("MUTUALCTR_CPU_CHECK", "0")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        D.warn_if_cpu_contended(2)
+    assert seen == []
+
+
+def test_a_command_that_cannot_write_its_run_fails_without_the_warning(tiny_store, tmp_path, monkeypatch):
+    from mutualctr.cli import app
+    from mutualctr.errors import OutputError
+    from mutualctr.training import rundir
+
+    def refuse(self, config, store):
+        raise OutputError(f"{self.path}: cannot write config.yaml there (Permission denied)")
+
+    monkeypatch.setenv("MUTUALCTR_CPU_CHECK", "1")
+    monkeypatch.setattr(D, "_CONTENTION_CHECKED", set())
+    monkeypatch.setattr(D, "others_cpu_load", lambda: 1.5)
+    monkeypatch.setattr(D.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(rundir.RunDir, "write_start_files", refuse)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        res = CliRunner().invoke(app, ["train", "--data", str(tiny_store), "--model", "lr", "--out",
+                                       str(tmp_path / "r"), "--quiet"])
+    finally:
+        torch.set_num_threads(before)
+    assert isinstance(res.exception, OutputError)  # mutualctr.cli.main prints it as the one error line
+    assert "CPU threads" not in res.output
 
 
 def test_train_threads_flag_sets_torch_threads_and_silences_the_warning(tiny_store, tmp_path, monkeypatch):
     from mutualctr.cli import app
 
+    monkeypatch.setenv("MUTUALCTR_CPU_CHECK", "1")
     monkeypatch.setattr(D, "_CONTENTION_CHECKED", set())
     monkeypatch.setattr(D, "others_cpu_load", lambda: 1.5)
     monkeypatch.setattr(D.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)

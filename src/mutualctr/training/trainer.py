@@ -67,8 +67,6 @@ class Trainer:
         self.precision = resolve_precision(train.precision, self.device)  # fp32 or bf16
         if train.threads > 0:
             torch.set_num_threads(train.threads)
-        if self.device.type == "cpu":
-            warn_if_cpu_contended(torch.get_num_threads())
         store.require_both_classes("train", "dev")  # no gradient signal, or no model selection, otherwise
         self.loader, self.batches = self._batch_source()
         self.steps_per_epoch = len(self.loader)
@@ -190,6 +188,8 @@ class Trainer:
         state = self._resume() if resume else None
         for m in self.members if self.par.is_writer else ():
             m.files.write_start_files(run_config_to_dict(m.config), self.store)
+        if self.device.type == "cpu":
+            warn_if_cpu_contended(torch.get_num_threads())
         progress = _TrainProgress(cfg.epochs * self.steps_per_epoch, state.step if state else 0,
                                   self.quiet or not self.par.is_main)
         try:
