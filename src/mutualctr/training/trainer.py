@@ -188,7 +188,7 @@ class Trainer:
         state = self._resume() if resume else None
         for m in self.members if self.par.is_writer else ():
             m.files.write_start_files(run_config_to_dict(m.config), self.store)
-        if self.device.type == "cpu":
+        if self.device.type == "cpu" and self.par.is_main:  # one warning, not one per worker
             warn_if_cpu_contended(torch.get_num_threads())
         progress = _TrainProgress(cfg.epochs * self.steps_per_epoch, state.step if state else 0,
                                   self.quiet or not self.par.is_main)
