@@ -424,11 +424,11 @@ def compare_rows(out: Path, label: str) -> list[dict[str, Any]]:
     result = []
     for model in _models(rows):
         per = {s: _by_instance(rows, model, s) for s in ("independent", "mutual_pretrained", "alpha0_control",
-                                                          "distill", "ensemble")}
+                                                          "distill")}
         fin = per["mutual_pretrained"]
         if not fin:
             continue  # an RQ1-only model: no finetuning to summarise
-        ens = [r for r in rows if r["model"] == model and r["setting"] == "ensemble"]
+        ens = [r for r in rows if r["model"] == model and r["setting"] == "ensemble"]  # no instance: not in per
         kept = [r["kept_start"] for r in fin.values() if r.get("kept_start", "") != ""]
         result.append({
             "protocol": label, "model": model, "alpha": (choices.get(model) or {}).get("alpha", ""),
