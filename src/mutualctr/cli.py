@@ -541,9 +541,10 @@ def compare(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="where the data, store, runs and reports go"),
-    rows: Optional[int] = typer.Option(None, "--rows", help="synthetic rows (default sized for ~10 min on 2 CPU cores)"),
-    threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default, one per core; "
-                                "1 is faster when other jobs share the CPU)"),
+    rows: Optional[int] = typer.Option(None, "--rows", help="synthetic rows (default 160,000; the demo's run "
+                                       "time: docs/performance.md, \"The demo\")"),
+    threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default, one per core, "
+                                "or 1 when other jobs keep the cores busy, said in one line)"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """The main job end to end: synthetic data -> store -> RQ1 + RQ2 with controls for DeepFM and DCN."""
