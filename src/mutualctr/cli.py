@@ -454,9 +454,12 @@ def ensemble(
     json_out: bool = typer.Option(False, "--json"),
 ):
     """Evaluate the average of the members' probabilities."""
+    runs = list(runs) + list(more_runs or [])
+    for run in runs:
+        _check_run(run)
     import mutualctr as mc
 
-    r = mc.ensemble(list(runs) + list(more_runs or []), data, split, device=device).to_dict()
+    r = mc.ensemble(runs, data, split, device=device).to_dict()
     if json_out:
         _print_json(r)
         return

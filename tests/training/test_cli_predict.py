@@ -109,9 +109,10 @@ def test_cli_evaluate_defaults_to_the_runs_store(run, tiny_store):
 
 
 @pytest.mark.parametrize("args", [["evaluate"], ["predict", "--input", "x", "--out", "y"],
-                                  ["export", "--out", "y"]])
+                                  ["export", "--out", "y"], ["ensemble", "--data", "x", "--runs"]])
 def test_a_missing_run_fails_before_torch_is_imported(args, tmp_path):
-    argv = ["mutualctr", args[0], "--run", str(tmp_path / "nope"), *args[1:]]
+    argv = ["mutualctr", *args, str(tmp_path / "nope")] if args[0] == "ensemble" else \
+        ["mutualctr", args[0], "--run", str(tmp_path / "nope"), *args[1:]]
     code = ("import sys\nfrom mutualctr.cli import main\nsys.argv = %r\ntry:\n    main()\n"
             "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules)\n" % argv)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
