@@ -56,12 +56,13 @@ def _fail(msg: str) -> None:
 
 
 def _print_prepare_summary(result) -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
+    from mutualctr.progress import make_console
+
     s = result.summary
-    console = Console()
+    console = make_console()  # a file or a pipe: full-width tables, no colours
     head = "reused existing store" if result.reused else "prepared store"
     console.print(f"[bold]{head}[/bold] {result.store.path}  (fingerprint {s.fingerprint})")
     if s.parent:
@@ -93,7 +94,7 @@ def _print_prepare_summary(result) -> None:
 
 @app.command("prepare")
 def prepare_cmd(
-    dataset: str = typer.Option(..., "--dataset", help="criteo, avazu or a schema YAML file"),
+    dataset: str = typer.Option(..., "--dataset", help="criteo, avazu, a shipped schema (mutualctr schemas lists them) or a schema YAML file"),
     input: List[Path] = typer.Option(..., "--input", help="raw file (csv/tsv, .gz ok, parquet); repeatable"),
     out: Path = typer.Option(..., "--out", help="store directory to write"),
     split: str = typer.Option("random", "--split", help="random (seeded 80/10/10) or sequential (file order)"),
@@ -116,6 +117,17 @@ def prepare_cmd(
     result = mc.prepare(dataset, list(input), out, split=split, seed=seed, min_count=min_count,
                         on_bad_rows=on_bad_rows, overwrite=overwrite, vocab_from=vocab_from, progress=not quiet)
     _print_prepare_summary(result)
+
+
+@app.command("schemas")
+def schemas_cmd() -> None:
+    """List the schemas shipped with mutualctr: prepare --dataset NAME reads a file of that layout."""
+    from mutualctr.resources import schema_description, schema_names, schema_path
+
+    typer.echo("built in: criteo (Kaggle train.txt), avazu (Kaggle train.csv)")
+    for name in schema_names():
+        typer.echo(f"{name}: {schema_description(name)}\n    {schema_path(name)}")
+    typer.echo("a schema of your own: prepare --dataset FILE.yaml (start from one above; docs/data.md)")
 
 
 @data_app.command("synth")
@@ -148,7 +160,7 @@ _COMPILE = typer.Option(None, "--compile/--no-compile", help="the models' forwar
                         "compile pause at the start, then faster steps; figures in docs/performance.md "
                         "(default: train.compile of the config)")
 _TENSORBOARD = typer.Option(None, "--tensorboard", help="also write each evaluation as TensorBoard scalars "
-                            "into DIR (pip install 'mutualctr[tensorboard]')")
+                            "into DIR (pip install 'mutualctr\\[tensorboard]')")
 _THREADS = typer.Option(None, "--threads", help="torch CPU threads for this process (0 or unset: torch's "
                         "default, one per core; 1 when other jobs share the cores: docs/performance.md, "
                         "\"Threads on a shared CPU\")")
@@ -224,15 +236,41 @@ def train(
                f"{s['samples_per_s'] or 0:,.0f} samples/s -> {out}")
 
 
+def _check_run(run: Path) -> None:
+    """A missing run fails here, as one line, before torch is imported (seconds)."""
+    if run.suffix != ".pt" and not run.exists():
+        _fail(f"{run}: no such run directory")
+    if run.suffix == ".pt" and not run.is_file():
+        _fail(f"{run}: no such checkpoint file")
+
+
+def _run_store(run: Path) -> Path:
+    """The store a run was trained on: its store.json (read without torch), else its checkpoint's."""
+    import json
+
+    try:
+        return Path(json.loads((run / "store.json").read_text())["path"])
+    except (OSError, ValueError, KeyError, TypeError):
+        from mutualctr.training.rundir import ModelCheckpoint, model_checkpoint_path
+
+        path = ModelCheckpoint.load(model_checkpoint_path(run)).store_path
+        if path is None:
+            _fail(f"{run}: the checkpoint does not name its store; give --data STORE")
+        return Path(path)
+
+
 @app.command()
 def evaluate(
     run: Path = typer.Option(..., "--run"),
-    data: Path = typer.Option(..., "--data"),
+    data: Optional[Path] = typer.Option(None, "--data", help="store (default: the one the run was trained on)"),
     split: str = typer.Option("test", "--split", help="train | dev | test"),
     device: str = typer.Option("auto", "--device"),
     json_out: bool = typer.Option(False, "--json", help='print {"auc", "logloss", "rows"}'),
 ):
     """Score a run's best checkpoint on a split of the store."""
+    _check_run(run)
+    if data is None:
+        data = _run_store(run)
     import mutualctr as mc
 
     r = mc.evaluate(run, data, split, device=device).to_dict()
@@ -252,6 +290,7 @@ def predict(
     device: str = typer.Option("auto", "--device"),
 ):
     """Write click probabilities for raw rows (unseen values map to OOV)."""
+    _check_run(run)
     import mutualctr as mc
 
     r = mc.predict(run, input, out, keep=keep, data=data, device=device).to_dict()
@@ -266,10 +305,11 @@ def _print_group(g, json_out: bool) -> None:
     if json_out:
         _print_json(g)
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from mutualctr.progress import make_console
+
+    console = make_console()  # a file or a pipe: full-width tables, no colours
     st = g["settings"]
     search = g.get("alpha_search")
     if search:
@@ -414,9 +454,12 @@ def ensemble(
     json_out: bool = typer.Option(False, "--json"),
 ):
     """Evaluate the average of the members' probabilities."""
+    runs = list(runs) + list(more_runs or [])
+    for run in runs:
+        _check_run(run)
     import mutualctr as mc
 
-    r = mc.ensemble(list(runs) + list(more_runs or []), data, split, device=device).to_dict()
+    r = mc.ensemble(runs, data, split, device=device).to_dict()
     if json_out:
         _print_json(r)
         return
@@ -501,9 +544,10 @@ def compare(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="where the data, store, runs and reports go"),
-    rows: Optional[int] = typer.Option(None, "--rows", help="synthetic rows (default sized for ~10 min on 2 CPU cores)"),
-    threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default, one per core; "
-                                "1 is faster when other jobs share the CPU)"),
+    rows: Optional[int] = typer.Option(None, "--rows", help="synthetic rows (default 160,000; the demo's run "
+                                       "time: docs/performance.md, \"The demo\")"),
+    threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default, one per core, "
+                                "or 1 when other jobs keep the cores busy, said in one line)"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """The main job end to end: synthetic data -> store -> RQ1 + RQ2 with controls for DeepFM and DCN."""
@@ -519,7 +563,7 @@ def demo(
 def export_cmd(
     run: Path = typer.Option(..., "--run", help="run directory (or its best.pt) to export"),
     out: Path = typer.Option(..., "--out", help="export directory to write: model, encoder.json, export.json"),
-    format: str = typer.Option("onnx", "--format", help="onnx (needs pip install 'mutualctr[export]') | "
+    format: str = typer.Option("onnx", "--format", help="onnx (needs pip install 'mutualctr\\[export]') | "
                                "torchscript (torch alone)"),
     check: bool = typer.Option(False, "--check", help="score the store's test split through the written "
                                "model and compare with the eager model; fail beyond --tolerance"),
@@ -531,6 +575,7 @@ def export_cmd(
     """Export a run for serving: the model (ids -> probability) and the encoder spec; see docs/export.md."""
     from dataclasses import asdict
 
+    _check_run(run)
     import mutualctr as mc
 
     r = mc.export(run, out, format=format, data=data, check=check, tolerance=tolerance, overwrite=overwrite)

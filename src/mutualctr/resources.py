@@ -4,7 +4,8 @@ They live in ``src/mutualctr/configs/`` in a source checkout and in ``mutualctr/
 installed wheel, and are read through :mod:`importlib.resources`, so both behave the same::
 
     configs/<dataset>/<model>.yaml   the paper's protocol per dataset (criteo, avazu) and model
-    configs/schemas/<name>.yaml      example schemas for ``mutualctr prepare --dataset FILE``
+    configs/schemas/<name>.yaml      example schemas: ``mutualctr prepare --dataset NAME`` (or FILE);
+                                     ``mutualctr schemas`` lists them
 
 :func:`find_config` is the one lookup of "the config of dataset D and model M";
 ``train``, ``mutual`` and ``experiment`` reach it through ``training.jobs.default_config``.
@@ -89,6 +90,19 @@ def schema_path(name: str) -> Path:
     if name not in schema_names():
         raise KeyError(f"no shipped schema {name!r} (shipped: {', '.join(schema_names())})")
     return Path(str(configs_root().joinpath(SCHEMAS, f"{name}.yaml")))
+
+
+def schema_description(name: str) -> str:
+    """The first sentence of a shipped schema's opening comment (what layout it reads), for
+    ``mutualctr schemas``."""
+    import re
+
+    words = []
+    for line in schema_path(name).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        words.append(line.lstrip("#").strip())
+    return re.split(r"(?<=\.)\s+(?=[A-Z])", " ".join(words), maxsplit=1)[0]
 
 
 def _shipped_choice(dataset: str, model: str, origin: Origin, note: str = "") -> "ConfigChoice":

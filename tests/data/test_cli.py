@@ -42,6 +42,7 @@ def test_errors_are_one_line_exit_2(tmp_path):
     assert p.returncode == 2
     assert p.stderr.strip().count("\n") == 0
     assert f"{raw}:5: column label: 'yes' is not a label" in p.stderr
+    assert "fits the layout" not in p.stderr  # the file fits its schema: no hint at another one
     p = subprocess.run([sys.executable, "-m", "mutualctr", "prepare", "--dataset", "criteo",
                         "--input", str(raw), "--out", str(tmp_path / "o"), "--quiet",
                         "--on-bad-rows", "skip"], capture_output=True, text=True)
@@ -67,3 +68,40 @@ def test_prepare_prints_each_one_class_split_on_its_own_line(tmp_path):
     lines = [line for line in res.output.splitlines() if line.startswith("warning:")]
     assert lines == [f"warning: every label of the {s} split ({n} rows) is 0 (no clicks); its AUC is undefined"
                      for s, n in (("train", 32), ("dev", 4), ("test", 4))]
+
+
+def _criteo_csv(path, rows=60):
+    """Criteo columns, comma-separated, with a header and float-formatted integers."""
+    head = ["label"] + [f"I{i}" for i in range(1, 14)] + [f"C{i}" for i in range(1, 27)]
+    lines = [",".join(head)]
+    for r in range(rows):
+        lines.append(",".join([str(r % 2)] + [f"{(r * i) % 40}.0" for i in range(1, 14)]
+                              + [f"{(r + i) % 5:08x}" for i in range(26)]))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_shipped_schemas_are_listed_and_taken_by_name(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["schemas"])
+    assert res.exit_code == 0, res.output
+    for name in schema_names():
+        assert f"{name}: " in res.output and str(schema_path(name)) in res.output
+    assert "criteo_csv: Criteo columns in a comma-separated file with a header" in res.output
+    raw = _criteo_csv(tmp_path / "c.csv")
+    res = runner.invoke(app, ["prepare", "--dataset", "criteo_csv", "--input", str(raw),
+                              "--out", str(tmp_path / "st"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert Store.open(tmp_path / "st").feature_map.dataset == "criteo_csv"
+    (tmp_path / "criteo_csv").write_text("label: label\ncategorical: [C1]\nothers: drop\n")
+    assert load_schema(str(tmp_path / "criteo_csv")).categorical == ["C1"]  # a file of that name wins
+
+
+def test_a_file_that_fits_a_shipped_schema_gets_a_hint_and_no_stdout(tmp_path):
+    raw = _criteo_csv(tmp_path / "c.csv")
+    p = subprocess.run([sys.executable, "-m", "mutualctr", "prepare", "--dataset", "criteo",
+                        "--input", str(raw), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.strip() == (f"error: {raw}:1: expected 40 columns, found 1 ({raw} fits the layout of "
+                                "'criteo_csv': try --dataset criteo_csv; mutualctr schemas lists the "
+                                "shipped schemas)")

@@ -92,3 +92,29 @@ def test_cli_mutual_json(run, tiny_store, tmp_path):
     r = _cli("ensemble", "--runs", run, run, "--data", tiny_store, "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["auc"] == pytest.approx(api.evaluate(run, tiny_store)["auc"])
+
+
+def test_cli_evaluate_defaults_to_the_runs_store(run, tiny_store):
+    """Like predict and export, evaluate reads the store the run was trained on."""
+    a = _cli("evaluate", "--run", run, "--json")
+    b = _cli("evaluate", "--run", run, "--data", tiny_store, "--json")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    assert json.loads(a.stdout) == json.loads(b.stdout)
+    (run / "store.json").rename(run / "store.json.away")  # then the checkpoint names it
+    try:
+        c = _cli("evaluate", "--run", run, "--json")
+    finally:
+        (run / "store.json.away").rename(run / "store.json")
+    assert c.returncode == 0 and json.loads(c.stdout) == json.loads(b.stdout), c.stderr
+
+
+@pytest.mark.parametrize("args", [["evaluate"], ["predict", "--input", "x", "--out", "y"],
+                                  ["export", "--out", "y"], ["ensemble", "--data", "x", "--runs"]])
+def test_a_missing_run_fails_before_torch_is_imported(args, tmp_path):
+    argv = ["mutualctr", *args, str(tmp_path / "nope")] if args[0] == "ensemble" else \
+        ["mutualctr", args[0], "--run", str(tmp_path / "nope"), *args[1:]]
+    code = ("import sys\nfrom mutualctr.cli import main\nsys.argv = %r\ntry:\n    main()\n"
+            "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules)\n" % argv)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.split() == ["2", "False"], r.stdout + r.stderr
+    assert r.stderr.strip() == f"error: {tmp_path / 'nope'}: no such run directory"

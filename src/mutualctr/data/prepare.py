@@ -31,7 +31,7 @@ from mutualctr.atomic import atomic_dir
 from mutualctr.config import ConfigError, to_dict
 from mutualctr.data.encode import Encoder, bad_row_error
 from mutualctr.data.reader import TableReader, iter_blocks
-from mutualctr.data.schema import Schema, load_schema, schema_from_dict
+from mutualctr.data.schema import Schema, fitting_schemas, load_schema, schema_from_dict
 from mutualctr.data.store import (FIRST, SPLITS, FeatureMap, FieldInfo, Store, read_feature_map,
                                   split_problem, vocab_fingerprint, write_vocab)
 from mutualctr.data.transform import ChunkTransformer
@@ -364,8 +364,25 @@ def prepare(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str =
                             identities, bar, parent)
         except OSError as e:  # disk full, permissions, ...: nothing is left behind
             raise StoreError(f"{shown}: cannot write the store: {e}") from e
+        except DataError as e:  # a file of another layout: name the schemas that fit it
+            raise DataError(f"{e}{_schema_hint(schema, dataset, inputs[0])}") from None
     store = Store.open(shown)
     return PrepareResult(store, False, _summary(fm, time.perf_counter() - t0))
+
+
+def _schema_hint(schema: Schema, dataset: str | Path, path: Path) -> str:
+    """``"; it fits ..."`` naming the built-in datasets and shipped schemas whose layout fits
+    ``path`` when ``schema`` does not; empty when it does (the error is in a later row)."""
+    try:
+        schema.resolve(TableReader(schema, path).columns).fields()
+        return ""
+    except (DataError, ConfigError, OSError):
+        pass
+    fit = fitting_schemas(path, exclude=str(dataset))
+    if not fit:
+        return ""
+    return (f" ({path} fits the layout of {' and '.join(repr(f) for f in fit)}: try --dataset {fit[0]}; "
+            "mutualctr schemas lists the shipped schemas)")
 
 
 def _parent_schema(schema: Schema, dataset: str | Path, parent: Store) -> Schema:

@@ -159,15 +159,43 @@ BUILTIN = {"criteo": criteo_schema, "avazu": avazu_schema}
 
 
 def load_schema(dataset: str | Path) -> Schema:
-    """``criteo``, ``avazu`` or the path of a schema YAML (unknown keys raise ConfigError)."""
+    """``criteo``, ``avazu``, the path of a schema YAML, or the name of a schema shipped in
+    ``mutualctr/configs/schemas`` (``criteo_csv``; ``mutualctr schemas`` lists them; a file of
+    that name wins). Unknown keys raise ConfigError."""
+    from mutualctr import resources
+
     if isinstance(dataset, str) and dataset in BUILTIN:
         return BUILTIN[dataset]()
     path = Path(dataset)
+    if not path.is_file() and str(dataset) in resources.schema_names():
+        path = resources.schema_path(str(dataset))
     if not path.is_file():
         raise ConfigError(
-            f"dataset {str(dataset)!r}: not 'criteo', 'avazu' or an existing schema YAML file"
+            f"dataset {str(dataset)!r}: not 'criteo', 'avazu' or an existing schema YAML file, nor a "
+            f"shipped schema ({', '.join(resources.schema_names())}: mutualctr schemas lists them)"
         )
     return load_config(Schema, path)
+
+
+def fitting_schemas(path: str | Path, exclude: str = "") -> list[str]:
+    """The built-in datasets and shipped schemas (by name, ``exclude`` left out) whose layout
+    fits the first line(s) of the raw file ``path``: its columns and header read, and every
+    column the schema names present. For the hint of a file that does not fit its schema."""
+    from mutualctr import resources
+    from mutualctr.data.reader import TableReader
+    from mutualctr.errors import MutualCTRError
+
+    out = []
+    for name in [*BUILTIN, *resources.schema_names()]:
+        if name == exclude:
+            continue
+        try:
+            schema = load_schema(name)
+            schema.resolve(TableReader(schema, Path(path)).columns).fields()
+        except (MutualCTRError, OSError):
+            continue
+        out.append(name)
+    return out
 
 
 def schema_from_dict(d: dict[str, Any]) -> Schema:

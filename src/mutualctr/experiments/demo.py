@@ -11,6 +11,9 @@
    where everything is.
 
 Every step is cached: a second `mutualctr demo` reuses the data, the store and the runs.
+How long it runs is measured in one place: docs/performance.md, "The demo". Without
+``--threads``, when other processes keep the cores busy (the trainer's CPU contention check),
+the demo runs with one torch thread instead of only advising it, and says so.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from typing import Any, Optional
 
 from mutualctr import atomic
 
-# Sized so that the whole demo takes under 5 minutes on 2 idle CPU cores (measured: the "demo"
-# row of docs/performance.md). alpha auto costs one finetuning per alpha tried, so the demo's
+# Sized for a few minutes on 2 idle CPU cores; the measured time is in docs/performance.md
+# ("The demo"), and only there. alpha auto costs one finetuning per alpha tried, so the demo's
 # grid is two decades apart (10, 1000; extended by ten past a winning end, as everywhere).
 DEFAULT_ROWS = 160_000
 MODELS = ("deepfm", "dcn")
@@ -53,6 +56,29 @@ def demo_configs(out: Path) -> Path:
     return d
 
 
+def demo_threads(threads: Optional[int], echo=print) -> Optional[int]:
+    """The demo's torch threads: ``threads`` when given (> 0); else torch's default, unless other
+    processes keep the cores busy (the check of :func:`mutualctr.training.device.contention_advice`,
+    off with ``MUTUALCTR_CPU_CHECK=0``): then 1, said in one line. Slower threads than cores
+    stall each other (docs/performance.md, "Threads on a shared CPU"); the demo acts on that
+    rather than only warn, as the results of a demo matter less than its finishing in time."""
+    import os
+
+    if threads or os.environ.get("MUTUALCTR_CPU_CHECK", "1") == "0":
+        return threads
+    import torch
+
+    from mutualctr.training.device import contention_advice, others_cpu_load
+
+    default, cores = torch.get_num_threads(), len(os.sched_getaffinity(0))
+    others = others_cpu_load()
+    if others is None or contention_advice(default, cores, others) is None:
+        return threads
+    echo(f"other processes keep {others:.1f} of this machine's {cores} cores busy: the demo runs with 1 "
+         f"torch thread instead of {default} (faster on shared cores; --threads N chooses)")
+    return 1
+
+
 def run_demo(out: str | Path = "demo_out", rows: Optional[int] = None, quiet: bool = False,
              seed: int = 0, echo=print, threads: Optional[int] = None) -> dict[str, Any]:
     from mutualctr.data import prepare, synth
@@ -70,6 +96,8 @@ def run_demo(out: str | Path = "demo_out", rows: Optional[int] = None, quiet: bo
         import json
 
         ceiling = json.loads(meta.read_text())["ceiling_auc"]
+        if not quiet:
+            echo(f"[1/3] {rows:,} synthetic Criteo-format rows: cached in {raw}")
     else:
         if not quiet:
             echo(f"[1/3] generating {rows:,} synthetic Criteo-format rows -> {raw}")
@@ -84,7 +112,7 @@ def run_demo(out: str | Path = "demo_out", rows: Optional[int] = None, quiet: bo
         echo(f"[3/3] RQ1 + RQ2 with controls: {', '.join(MODELS)} x {INSTANCES} instances "
              f"(configs in {cfg_dir}); runs cached in {out / 'experiment' / 'runs'}")
     res = run_experiment(["rq1", "rq2"], prep.store.path, out / "experiment", list(MODELS), instances=INSTANCES,
-                         config_dir=cfg_dir, quiet=quiet, reference=False, threads=threads)
+                         config_dir=cfg_dir, quiet=quiet, reference=False, threads=demo_threads(threads, echo))
     parsed = report.read_results(Path(res["paths"]["results"]))
     import json
 

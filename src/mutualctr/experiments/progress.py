@@ -4,6 +4,9 @@ The trainer's own bar is switched off while this one is live (rich allows one li
 instead, the line under the bar follows the current run's metrics.jsonl (epoch, dev AUC).
 The ETA is cost-weighted: each job has an estimated cost in member-epochs, cached jobs count
 as done at no time, and the rate is measured on the jobs actually executed.
+
+Without a terminal (output to a file or a pipe) there is no bar: each job prints one line when
+it starts (``RQ1 [3] deepfm seed 1  (done 12%, ETA 4:10)``) and one when it ends, unwrapped.
 """
 
 from __future__ import annotations
@@ -42,10 +45,11 @@ class ExperimentProgress:
         self.live = None
         if quiet:
             return
-        from rich.console import Console
         from rich.progress import BarColumn, TextColumn
 
-        self.console = console or Console()
+        from mutualctr.progress import make_console
+
+        self.console = make_console(console)
         watch = self
 
         class _RunColumn(TextColumn):
@@ -58,6 +62,7 @@ class ExperimentProgress:
                         "<elapsed>", "ETA {task.fields[eta]}", _RunColumn(""), console=self.console,
                         refresh_per_second=2)
         self.task = self.live.add("experiment", self.total, eta="?")
+        self.plain = not self.live.live  # a file or a pipe: one line per event
 
     # ---- jobs ---------------------------------------------------------------------------
     def start(self, label: str, cost: float, watch: list[Path] = (), resumed: bool = False) -> None:
@@ -67,8 +72,10 @@ class ExperimentProgress:
         self._watch = list(watch)
         self._watch_cache = ("", 0.0)
         if self.live is not None:
-            self.live.update(self.task, description=f"{self.phase} [{self.jobs}] {label}" + (" (resumed)" if resumed else ""),
-                             eta=self.eta())
+            what = f"{self.phase} [{self.jobs}] {label}" + (" (resumed)" if resumed else "")
+            self.live.update(self.task, description=what, eta=self.eta())
+            if self.plain:
+                self.log(f"{what}  (done {100 * self.done / self.total:.0f}%, ETA {self.eta()})")
 
     def finish(self, message: Optional[str] = None) -> None:
         dt = time.perf_counter() - (self._job_t0 or time.perf_counter())
@@ -104,6 +111,8 @@ class ExperimentProgress:
         self._watch_cache = ("", 0.0)
         if self.live is not None:
             self.live.update(self.task, completed=self.total, eta="0:00", description="experiment done")
+            if self.plain:
+                self.log(f"experiment done in {_fmt_s(time.perf_counter() - self.t0)}")
             self.live.close()
             self.live = None
 
