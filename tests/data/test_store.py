@@ -29,7 +29,7 @@ def test_reuse_same_inputs_and_settings(tmp_path, raw, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("re-read the inputs")
 
-    monkeypatch.setattr(prepare_mod, "_build", boom)
+    monkeypatch.setattr(prepare_mod.StoreBuilder, "build", boom)
     again = prepare("criteo", [raw], out, min_count=2, progress=False)
     assert again.reused and again.store.fingerprint == first.store.fingerprint
     assert (out / "feature_map.json").stat().st_mtime_ns == stamp

@@ -1,17 +1,26 @@
 """Raw CTR files -> a store (two streaming passes: count on train, then encode).
 
-Pass 1 reads the inputs chunk by chunk, validates every cell (vectorised), assigns each row
-to train/dev/test and counts the train split's values per field (per-chunk counts, merged
-geometrically with ``group_by``, see :class:`_Counts`). Vocabularies keep values seen at least
-min-count times. Pass 2 re-reads, encodes with ``index_in`` and writes each split's rows straight into
-its preallocated memory-mapped ``.npy``. Memory is flat in the number of rows: a few chunks plus
-the value counts (which grow with the distinct values).
+:func:`prepare` checks its arguments (:func:`_plan`), reuses an unchanged store, and otherwise
+has a :class:`StoreBuilder` write one atomically, fit then transform, in four named steps:
+
+1. ``count`` (pass 1) reads the inputs chunk by chunk, validates every cell (vectorised),
+   assigns each row to train/dev/test, counts the train split's values per field (per-chunk
+   counts, merged geometrically with ``group_by``, see :class:`_Counts`) and spills each chunk,
+   dictionary-encoded, to a temporary file;
+2. ``fit`` gives each field its ids: the values seen at least min-count times, sorted by value,
+   after its OOV and missing rows, at the next free offset;
+3. ``encode`` (pass 2) maps each spilled chunk's dictionaries to those ids (``index_in``) and
+   writes each split's rows straight into its preallocated ``.npy``;
+4. ``write_feature_map``.
+
+What a step does for one field is its field class's (:class:`_CountedField`; a new field kind is
+a new :class:`_Field` subclass). Memory is flat in the number of rows: a few chunks plus the
+value counts (which grow with the distinct values).
 
 With ``vocab_from`` (``prepare --vocab-from STORE``) the new rows are encoded with an existing
-store's fields and vocabularies instead: pass 1 then counts nothing, the vocabularies are the
-parent's as they are, and the child's ``vocab_fingerprint`` equals the parent's.
+store's fields and vocabularies instead (:class:`_ParentField`): pass 1 then counts nothing, the
+vocabularies are the parent's as they are, and the child's ``vocab_fingerprint`` equals the parent's.
 """
-
 from __future__ import annotations
 
 import hashlib
@@ -34,7 +43,7 @@ from mutualctr.data.reader import TableReader, iter_blocks
 from mutualctr.data.schema import Schema, fitting_schemas, load_schema, schema_from_dict
 from mutualctr.data.store import (FIRST, SPLITS, FeatureMap, FieldInfo, Store, read_feature_map,
                                   split_problem, vocab_fingerprint, write_vocab)
-from mutualctr.data.transform import ChunkTransformer
+from mutualctr.data.transform import ChunkTransformer, Transformed
 from mutualctr.errors import DataError, StoreError
 from mutualctr.progress import Bar
 
@@ -260,6 +269,86 @@ def _ordered_map(fn: Callable, items, workers: int = 2, window: int = 4):
                 close()
 
 
+# -- fields: what each step does for one store field ------------------------------------------
+def _dictionary(tok: pa.Array) -> pa.DictionaryArray:
+    return tok if pa.types.is_dictionary(tok.type) else pc.dictionary_encode(tok)
+
+
+class _Field:
+    """One store field through :class:`StoreBuilder`'s steps; a field kind is a subclass.
+
+    ``read`` runs on pass 1's worker threads and only returns (it stores nothing); ``add``,
+    ``fit`` and ``encode`` run in chunk order. Every field of today's kinds spills its tokens
+    dictionary-encoded and becomes one int32 column of the split matrices.
+    """
+
+    def __init__(self) -> None:
+        self.encoder: Encoder | None = None  # set by fit
+
+    def read(self, tok: pa.Array, train: np.ndarray) -> tuple[pa.Array, Any]:
+        """Pass 1, one chunk's tokens -> (the column to spill, what ``add`` takes)."""
+        return _dictionary(tok), None
+
+    def add(self, counted: Any) -> None:
+        """Pass 1: fold in what ``read`` counted in one chunk (nothing by default)."""
+
+    def fit(self, path: Path, offset: int) -> tuple[FieldInfo, pa.Array]:
+        """The field's ids, its embedding rows from ``offset``; writes its vocabulary to ``path``."""
+        raise NotImplementedError
+
+    def encode(self, col: pa.Array) -> np.ndarray:
+        """Pass 2: a spilled column -> int32 global ids."""
+        return self.encoder.column(0, col)
+
+
+class _CountedField(_Field):
+    """A field whose vocabulary is the values seen at least ``min_count`` times in the train
+    split, sorted by value (categorical, numeric-bucketed and the hour fields)."""
+
+    def __init__(self, name: str, kind: str, column: str, min_count: int) -> None:
+        super().__init__()
+        self.name, self.kind, self.column, self.min_count = name, kind, column, min_count
+        self.counts: _Counts | None = None
+
+    def read(self, tok: pa.Array, train: np.ndarray) -> tuple[pa.Array, Any]:
+        d = _dictionary(tok)
+        idx = d.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+        sel = idx[train]
+        return d, (d.dictionary, np.bincount(sel[sel >= 0], minlength=len(d.dictionary)))
+
+    def add(self, counted: tuple[pa.Array, np.ndarray]) -> None:
+        values, counts = counted
+        if self.counts is None:  # the first chunk's value type is the field's
+            self.counts = _Counts(values.type)
+        self.counts.add_counts(values, counts)
+
+    def fit(self, path: Path, offset: int) -> tuple[FieldInfo, pa.Array]:
+        values, counts = self.counts.vocabulary(self.min_count)
+        self.counts = None  # not needed again
+        write_vocab(path, values, counts)
+        self.encoder = Encoder([values], [offset])
+        info = FieldInfo(self.name, self.kind, self.column, FIRST + len(values), offset, offset,
+                         offset + 1, self.min_count)
+        return info, values
+
+
+class _ParentField(_Field):
+    """A field of a ``--vocab-from`` child: field ``i`` of the parent store, its vocabulary
+    (values and train counts) and its offset as they are; nothing is counted."""
+
+    def __init__(self, parent: Store, i: int) -> None:
+        super().__init__()
+        self.parent, self.i = parent, i
+
+    def fit(self, path: Path, offset: int) -> tuple[FieldInfo, pa.Array]:
+        table = self.parent.vocab_table(self.i)
+        write_vocab(path, table.column("value").combine_chunks(), table.column("count").combine_chunks())
+        info = FieldInfo(**vars(self.parent.feature_map.fields[self.i]))
+        vocab = self.parent.vocab(self.i)
+        self.encoder = Encoder([vocab], [info.offset])
+        return info, vocab
+
+
 # -- prepare ----------------------------------------------------------------------------------
 def _summary(fm: FeatureMap, seconds: float | None = None) -> PrepareSummary:
     c = fm.counts
@@ -299,6 +388,61 @@ def prepare(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str =
     listed in ``summary.warnings``.
     """
     t0 = time.perf_counter()
+    plan = _plan(dataset, inputs, out, split, seed, min_count, on_bad_rows, vocab_from)
+    out, shown = plan.out, plan.shown
+    store = _reusable(out, plan.fingerprint, shown)
+    if store is not None:  # nothing to write; tidy up after killed writers if we can
+        try:
+            with outdir.locked(out, error=StoreError):
+                outdir.clean_stale(out)
+        except StoreError:
+            pass  # another writer at work, or a read-only folder
+        return PrepareResult(store, True, _summary(store.feature_map))
+    with outdir.locked(out, shown=shown, error=StoreError):
+        outdir.clean_stale(out)
+        store = _reusable(out, plan.fingerprint, shown)  # another writer may have just finished it
+        if store is not None:
+            return PrepareResult(store, True, _summary(store.feature_map))
+        if (out / "feature_map.json").exists() and not outdir.is_ours(out, "store"):
+            raise StoreError(f"{shown}: holds an unreadable or foreign feature_map.json, so it is "
+                             "not recognisably a mutualctr store; pass another --out (or delete it "
+                             "yourself)")
+        state = outdir.check_replaceable(out, "store", shown=shown, error=StoreError)
+        if state == "ours" and not overwrite:
+            _refuse_existing(out, shown, plan.fingerprint)
+        try:
+            with atomic_dir(out) as tmp, Bar("{task.description}", "<bar>", "<n/total>", "<rows/s>",
+                                             "<elapsed>", quiet=not progress) as bar:
+                fm = StoreBuilder(plan, tmp, bar).build()
+        except OSError as e:  # disk full, permissions, ...: nothing is left behind
+            raise StoreError(f"{shown}: cannot write the store: {e}") from e
+        except DataError as e:  # a file of another layout: name the schemas that fit it
+            raise DataError(f"{e}{_schema_hint(plan.schema, dataset, plan.inputs[0])}") from None
+    store = Store.open(shown)
+    return PrepareResult(store, False, _summary(fm, time.perf_counter() - t0))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One store to write (or reuse): checked arguments, resolved schema, settings, fingerprint."""
+
+    schema: Schema  # the parent's for a --vocab-from child
+    inputs: list[Path]
+    out: Path  # resolved
+    shown: Path  # as given (for messages)
+    split: str
+    seed: int
+    min_count: Optional[int]
+    on_bad_rows: str
+    settings: dict[str, Any]
+    identities: list[dict[str, Any]]
+    fingerprint: str
+    parent: Optional[Store] = None
+
+
+def _plan(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str, seed: int,
+          min_count: int | None, on_bad_rows: str, vocab_from: str | Path | None) -> _Plan:
+    """``prepare``'s arguments checked (ConfigError, DataError, StoreError; nothing written)."""
     if split not in ("random", "sequential"):
         raise ConfigError(f"split: expected 'random' or 'sequential', got {split!r}")
     if on_bad_rows not in ("error", "skip"):
@@ -313,14 +457,7 @@ def prepare(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str =
                               "parent's vocabularies are used as they are, nothing is recounted")
         parent = Store.open(vocab_from)
         schema = _parent_schema(schema, dataset, parent)
-    inputs = [Path(p) for p in inputs]
-    if not inputs:
-        raise DataError("no input files")
-    for p in inputs:
-        if p.is_dir():
-            raise DataError(f"{p}: is a directory, not a file (give each raw file with --input)")
-        if not p.is_file():
-            raise DataError(f"{p}: no such file")
+    inputs = _check_inputs(inputs)
     shown = out
     out = outdir.resolve(out, error=StoreError)  # symlinks followed; never the cwd
     for p in inputs:
@@ -335,39 +472,20 @@ def prepare(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str =
         settings["vocab_from"] = {"fingerprint": parent.fingerprint,
                                   "vocab_fingerprint": parent.vocab_fingerprint}
     identities = [file_identity(p) for p in inputs]
-    fp = fingerprint(schema, settings, identities)
+    return _Plan(schema, inputs, out, shown, split, seed, min_count, on_bad_rows, settings,
+                 identities, fingerprint(schema, settings, identities), parent)
 
-    store = _reusable(out, fp, shown)
-    if store is not None:  # nothing to write; tidy up after killed writers if we can
-        try:
-            with outdir.locked(out, error=StoreError):
-                outdir.clean_stale(out)
-        except StoreError:
-            pass  # another writer at work, or a read-only folder
-        return PrepareResult(store, True, _summary(store.feature_map))
-    with outdir.locked(out, shown=shown, error=StoreError):
-        outdir.clean_stale(out)
-        store = _reusable(out, fp, shown)  # another writer may have just finished it
-        if store is not None:
-            return PrepareResult(store, True, _summary(store.feature_map))
-        if (out / "feature_map.json").exists() and not outdir.is_ours(out, "store"):
-            raise StoreError(f"{shown}: holds an unreadable or foreign feature_map.json, so it is "
-                             "not recognisably a mutualctr store; pass another --out (or delete it "
-                             "yourself)")
-        state = outdir.check_replaceable(out, "store", shown=shown, error=StoreError)
-        if state == "ours" and not overwrite:
-            _refuse_existing(out, shown, fp)
-        try:
-            with atomic_dir(out) as tmp, Bar("{task.description}", "<bar>", "<n/total>", "<rows/s>",
-                                             "<elapsed>", quiet=not progress) as bar:
-                fm = _build(schema, inputs, tmp, split, seed, min_count, on_bad_rows, fp, settings,
-                            identities, bar, parent)
-        except OSError as e:  # disk full, permissions, ...: nothing is left behind
-            raise StoreError(f"{shown}: cannot write the store: {e}") from e
-        except DataError as e:  # a file of another layout: name the schemas that fit it
-            raise DataError(f"{e}{_schema_hint(schema, dataset, inputs[0])}") from None
-    store = Store.open(shown)
-    return PrepareResult(store, False, _summary(fm, time.perf_counter() - t0))
+
+def _check_inputs(inputs: Sequence[Path]) -> list[Path]:
+    inputs = [Path(p) for p in inputs]
+    if not inputs:
+        raise DataError("no input files")
+    for p in inputs:
+        if p.is_dir():
+            raise DataError(f"{p}: is a directory, not a file (give each raw file with --input)")
+        if not p.is_file():
+            raise DataError(f"{p}: no such file")
+    return inputs
 
 
 def _schema_hint(schema: Schema, dataset: str | Path, path: Path) -> str:
@@ -439,165 +557,195 @@ def _check_splits(inputs: list[Path], rows: np.ndarray, rejected: int, split: st
         "needs rows (give at least 10)")
 
 
-def _build(schema: Schema, inputs: list[Path], tmp: Path, split: str, seed: int,
-           min_count: int | None, on_bad_rows: str, fp: str, settings: dict[str, Any],
-           identities: list[dict[str, Any]], bar: Bar, parent: Store | None = None) -> FeatureMap:
-    skip = on_bad_rows == "skip"
-    readers = [TableReader(schema, p, on_bad_rows) for p in inputs]
-    schema = schema.resolve(readers[0].columns)
-    for r in readers:
-        r.schema = schema
-        if r.columns != schema.columns:
-            raise DataError(f"{r.path}: columns differ from {inputs[0]} "
-                            f"({', '.join(r.columns)} vs {', '.join(schema.columns)})")
-    fields = schema.fields()
-    F = len(fields)
-    if parent is not None and [(f.name, f.kind, f.column) for f in parent.feature_map.fields] != fields:
-        raise StoreError(f"{parent.path}: its fields do not follow its own schema; prepare it again")
-    transform = ChunkTransformer(schema)
-    total = None
-    if split == "sequential":
-        bar.add("counting rows", None)
-        total = sum(_count_rows(schema, p) for p in inputs)
 
-    # pass 1: parse, validate, split; count the train values; spill dictionary-encoded chunks
-    spill = tmp / ".spill"
-    spill.mkdir()
-    task = bar.add("pass 1/2 read+count" if parent is None else "pass 1/2 read", total)
-    counts: list[_Counts] = []
-    rows = np.zeros(3, np.int64)
-    pos = np.zeros(3, np.int64)
-    rejected = 0
-    bad_lines: list[str] = []
-    names = [f"f{i}" for i in range(F)] + ["split", "label"]
 
-    def work1(item: tuple[int, int, Any]) -> tuple[Any, Any, np.ndarray, list]:
-        ci, g0, chunk = item
-        n = chunk.batch.num_rows
-        t = transform(chunk.batch)
-        s = assign_splits(np.arange(g0, g0 + n), split, seed, total)
-        if t.errors:
-            s[t.bad] = 3
-        train = s == 0
-        cols, dict_counts = [], []
-        for tok in t.tokens:
-            d = tok if pa.types.is_dictionary(tok.type) else pc.dictionary_encode(tok)
-            if parent is None:  # (a child's vocabularies are its parent's: nothing to count)
-                idx = d.indices.fill_null(-1).to_numpy(zero_copy_only=False)
-                sel = idx[train]
-                dict_counts.append((d.dictionary, np.bincount(sel[sel >= 0],
-                                                              minlength=len(d.dictionary))))
-            cols.append(d)
-        batch = pa.RecordBatch.from_arrays(cols + [pa.array(s), pa.array(t.label)], names)
-        with pa.OSFile(str(spill / f"{ci:06d}.arrow"), "wb") as sink:
-            with pa.ipc.new_file(sink, batch.schema) as w:
-                w.write_batch(batch)
-        return chunk, t, s, dict_counts
+# -- the builder: count, fit, encode, write the feature map ------------------------------------
+class StoreBuilder:
+    """Writes the store of a :class:`_Plan` into ``tmp`` in four named steps (:meth:`build`),
+    each leaving its results on the builder for the next:
 
-    def chunks1():
-        g0 = 0
-        ci = 0
-        for reader in readers:
+    1. :meth:`count` (pass 1): read, validate and split every row; each field counts its train
+       values; the chunks are spilled dictionary-encoded to ``tmp/.spill``;
+    2. :meth:`fit`: each field fits its ids (vocabulary and offset), written to ``vocab/``;
+    3. :meth:`encode` (pass 2): the spilled chunks, encoded, into the splits' ``.npy`` files;
+    4. :meth:`write_feature_map`.
+
+    What a step does for one field is its :class:`_Field` class's (a kind is a class). Memory is
+    flat in the rows: a few chunks in flight plus the fields' value counts.
+    """
+
+    def __init__(self, plan: _Plan, tmp: Path, bar: Bar) -> None:
+        self.plan, self.tmp, self.bar = plan, tmp, bar
+        self.spill = tmp / ".spill"
+        self.readers = [TableReader(plan.schema, p, plan.on_bad_rows) for p in plan.inputs]
+        self.schema = self._resolve_schema()
+        self.fields = self._make_fields()
+        self.transform = ChunkTransformer(self.schema)
+        self.total: int | None = None  # rows of all inputs (for the sequential split)
+        self.rows = np.zeros(3, np.int64)  # per split
+        self.positives = np.zeros(3, np.int64)
+        self.rejected = 0
+        self.bad_lines: list[str] = []  # the first rejected rows, "file:line"
+        self.rows_read = 0
+        self.chunks = 0  # spilled
+        self.infos: list[FieldInfo] = []  # set by fit
+        self.vocabs: list[pa.Array] = []
+
+    def build(self) -> FeatureMap:
+        self.count()
+        self.fit()
+        self.encode()
+        return self.write_feature_map()
+
+    def _resolve_schema(self) -> Schema:
+        schema = self.plan.schema.resolve(self.readers[0].columns)
+        for r in self.readers:
+            r.schema = schema
+            if r.columns != schema.columns:
+                raise DataError(f"{r.path}: columns differ from {self.plan.inputs[0]} "
+                                f"({', '.join(r.columns)} vs {', '.join(schema.columns)})")
+        return schema
+
+    def _make_fields(self) -> list[_Field]:
+        spec = self.schema.fields()
+        parent = self.plan.parent
+        if parent is None:
+            return [_CountedField(name, kind, col, self.schema.min_count_for(col, self.plan.min_count))
+                    for name, kind, col in spec]
+        if [(f.name, f.kind, f.column) for f in parent.feature_map.fields] != spec:
+            raise StoreError(f"{parent.path}: its fields do not follow its own schema; prepare it again")
+        return [_ParentField(parent, i) for i in range(len(spec))]
+
+    # -- 1. count -------------------------------------------------------------------------------
+    def count(self) -> None:
+        """Pass 1: parse, validate and split every row, count the train values, spill the chunks;
+        a DataError for a bad row (unless skipped) or an empty split."""
+        if self.plan.split == "sequential":
+            self.bar.add("counting rows", None)
+            self.total = sum(_count_rows(self.schema, p) for p in self.plan.inputs)
+        self.spill.mkdir()
+        task = self.bar.add("pass 1/2 read+count" if self.plan.parent is None else "pass 1/2 read",
+                            self.total)
+        for chunk, t, s, counted in _ordered_map(self._read_chunk, self._chunks()):
+            self._tally(chunk, t, s)
+            for field, c in zip(self.fields, counted):
+                field.add(c)
+            self.bar.advance(task, chunk.batch.num_rows)
+        self.rejected += sum(r.skipped for r in self.readers)
+        for r in self.readers:
+            self.bad_lines += [f"{r.path}:{ln}" for ln in r.bad_width_lines(5)]
+        _check_splits(self.plan.inputs, self.rows, self.rejected, self.plan.split)
+
+    def _chunks(self):
+        """(chunk number, global index of its first row, chunk) of every input in order."""
+        g0, ci = 0, 0
+        for reader in self.readers:
             for chunk in reader:
                 yield ci, g0, chunk
                 ci += 1
                 g0 += chunk.batch.num_rows
 
-    g = 0
-    n_chunks = 0
-    for chunk, t, s, dict_counts in _ordered_map(work1, chunks1()):
+    def _read_chunk(self, item: tuple[int, int, Any]) -> tuple[Any, Transformed, np.ndarray, list]:
+        """One chunk of pass 1, on a worker thread: transformed, split (3: bad row), each
+        field's tokens read, spilled. Changes nothing on the builder."""
+        ci, g0, chunk = item
         n = chunk.batch.num_rows
-        g += n
-        n_chunks += 1
+        t = self.transform(chunk.batch)
+        s = assign_splits(np.arange(g0, g0 + n), self.plan.split, self.plan.seed, self.total)
         if t.errors:
-            if not skip:
+            s[t.bad] = 3
+        train = s == 0
+        read = [field.read(tok, train) for field, tok in zip(self.fields, t.tokens)]
+        names = [f"f{i}" for i in range(len(read))] + ["split", "label"]
+        batch = pa.RecordBatch.from_arrays([col for col, _ in read] + [pa.array(s), pa.array(t.label)],
+                                           names)
+        with pa.OSFile(str(self.spill / f"{ci:06d}.arrow"), "wb") as sink:
+            with pa.ipc.new_file(sink, batch.schema) as w:
+                w.write_batch(batch)
+        return chunk, t, s, [c for _, c in read]
+
+    def _tally(self, chunk: Any, t: Transformed, s: np.ndarray) -> None:
+        """Rows, positives and rejected rows of one chunk (the first bad row raises unless skipped)."""
+        self.rows_read += chunk.batch.num_rows
+        self.chunks += 1
+        if t.errors:
+            if self.plan.on_bad_rows != "skip":
                 raise bad_row_error(chunk, t)
-            rejected += int(t.bad.sum())
-            if len(bad_lines) < 5:
-                bad_lines += [f"{chunk.path}:{chunk.line(int(i))}"
-                              for i in np.flatnonzero(t.bad)[:5]]
-        rows += np.bincount(s, minlength=4)[:3]
-        pos += np.bincount(s, weights=t.label, minlength=4)[:3].astype(np.int64)
-        if not counts and parent is None:
-            counts = [_Counts(tok.type.value_type if pa.types.is_dictionary(tok.type)
-                              else tok.type) for tok in t.tokens]
-        for c, (values, cnt) in zip(counts, dict_counts):
-            c.add_counts(values, cnt)
-        bar.advance(task, n)
-    rejected += sum(r.skipped for r in readers)
-    for r in readers:
-        bad_lines += [f"{r.path}:{ln}" for ln in r.bad_width_lines(5)]
-    _check_splits(inputs, rows, rejected, split)
+            self.rejected += int(t.bad.sum())
+            if len(self.bad_lines) < 5:
+                self.bad_lines += [f"{chunk.path}:{chunk.line(int(i))}"
+                                   for i in np.flatnonzero(t.bad)[:5]]
+        self.rows += np.bincount(s, minlength=4)[:3]
+        self.positives += np.bincount(s, weights=t.label, minlength=4)[:3].astype(np.int64)
 
-    # vocabularies (a child's: its parent's, values and train counts as they are)
-    (tmp / "vocab").mkdir()
-    infos, vocabs = [], []
-    offset = 0
-    if parent is not None:
-        for i, f in enumerate(parent.feature_map.fields):
-            table = parent.vocab_table(i)
-            write_vocab(tmp / "vocab" / f"{i:03d}.arrow", table.column("value").combine_chunks(),
-                        table.column("count").combine_chunks())
-            infos.append(FieldInfo(**vars(f)))
-            vocabs.append(parent.vocab(i))
-        offset = parent.feature_map.num_features
-    for i, ((name, kind, col), c) in enumerate(zip(fields, counts)):
-        mc = schema.min_count_for(col, min_count)
-        values, cnt = c.vocabulary(mc)
-        write_vocab(tmp / "vocab" / f"{i:03d}.arrow", values, cnt)
-        size = FIRST + len(values)
-        infos.append(FieldInfo(name, kind, col, size, offset, offset, offset + 1, mc))
-        vocabs.append(values)
-        offset += size
-    del counts
-    if offset >= 2**31:
-        raise DataError(f"{offset} features do not fit int32 ids; raise --min-count")
-    offsets = np.array([f.offset for f in infos], np.int64)
+    # -- 2. fit ---------------------------------------------------------------------------------
+    def fit(self) -> None:
+        """Each field's ids, in field order from global id 0: ``infos`` and ``vocabs``, and
+        ``vocab/NNN.arrow``."""
+        (self.tmp / "vocab").mkdir()
+        offset = 0
+        for i, field in enumerate(self.fields):
+            info, vocab = field.fit(self.tmp / "vocab" / f"{i:03d}.arrow", offset)
+            self.infos.append(info)
+            self.vocabs.append(vocab)
+            offset = info.offset + info.vocab_size
+        if offset >= 2**31:
+            raise DataError(f"{offset} features do not fit int32 ids; raise --min-count")
 
-    # pass 2: map each spilled chunk's dictionaries to vocabulary ids, write the splits
-    # plain positional writes, not a memory map: written pages then do not count as RSS
-    X = {name: _NpyWriter(tmp / f"{name}.X.npy", np.int32, (int(rows[k]), F))
-         for k, name in enumerate(SPLITS)}
-    Y = {name: _NpyWriter(tmp / f"{name}.y.npy", np.float32, (int(rows[k]),))
-         for k, name in enumerate(SPLITS)}
-    at = np.zeros(3, np.int64)
-    task = bar.add("pass 2/2 encode", g)
-    encoder = Encoder(vocabs, offsets)
+    # -- 3. encode ------------------------------------------------------------------------------
+    def encode(self) -> None:
+        """Pass 2: each spilled chunk's fields encoded, its rows written to their split's files
+        (plain positional writes, not a memory map: written pages then do not count as RSS)."""
+        F = len(self.fields)
+        X = {name: _NpyWriter(self.tmp / f"{name}.X.npy", np.int32, (int(self.rows[k]), F))
+             for k, name in enumerate(SPLITS)}
+        Y = {name: _NpyWriter(self.tmp / f"{name}.y.npy", np.float32, (int(self.rows[k]),))
+             for k, name in enumerate(SPLITS)}
+        at = np.zeros(3, np.int64)
+        task = self.bar.add("pass 2/2 encode", self.rows_read)
+        for enc, s, label in _ordered_map(self._encode_chunk, range(self.chunks)):
+            for k, name in enumerate(SPLITS):
+                sel = s == k
+                m = int(sel.sum())
+                if m:
+                    X[name].write(at[k], enc[sel])
+                    Y[name].write(at[k], label[sel])
+                    at[k] += m
+            self.bar.advance(task, len(s))
+        self.spill.rmdir()
+        for name in SPLITS:
+            X[name].close()
+            Y[name].close()
 
-    def work2(ci: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        f = spill / f"{ci:06d}.arrow"
+    def _encode_chunk(self, ci: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Spilled chunk ``ci`` (then deleted) -> (int32 (rows, F) ids, splits, labels)."""
+        f = self.spill / f"{ci:06d}.arrow"
+        F = len(self.fields)
         with pa.memory_map(str(f)) as src:
             batch = pa.ipc.open_file(src).get_batch(0)
-            enc = encoder(batch.columns[:F])
+            enc = np.empty((batch.num_rows, F), dtype=np.int32)
+            for j, field in enumerate(self.fields):
+                enc[:, j] = field.encode(batch.column(j))
             s = batch.column(F).to_numpy().copy()
             label = batch.column(F + 1).to_numpy().copy()
             del batch
         f.unlink()
         return enc, s, label
 
-    for enc, s, label in _ordered_map(work2, range(n_chunks)):
-        for k, name in enumerate(SPLITS):
-            sel = s == k
-            m = int(sel.sum())
-            if m:
-                X[name].write(at[k], enc[sel])
-                Y[name].write(at[k], label[sel])
-                at[k] += m
-        bar.advance(task, len(s))
-    spill.rmdir()
-    for name in SPLITS:
-        X[name].close()
-        Y[name].close()
-
-    counts_d = {"rows": {name: int(rows[k]) for k, name in enumerate(SPLITS)},
-                "positives": {name: int(pos[k]) for k, name in enumerate(SPLITS)},
-                "rejected": int(rejected), "rejected_lines": bad_lines[:5],
-                "rows_read": int(g)}
-    schema_d = to_dict(schema)
-    fm = FeatureMap(dataset=schema.name, fields=infos, fingerprint=fp, schema=schema_d,
-                    settings=settings, counts=counts_d, inputs=identities,
-                    vocab_fingerprint=vocab_fingerprint(infos, vocabs, schema_d),
-                    parent=None if parent is None else {"path": str(parent.path.resolve()),
-                                                        "fingerprint": parent.fingerprint})
-    (tmp / "feature_map.json").write_text(json.dumps(fm.to_json(), indent=1) + "\n")
-    return fm
+    # -- 4. feature map -------------------------------------------------------------------------
+    def write_feature_map(self) -> FeatureMap:
+        plan = self.plan
+        counts = {"rows": {name: int(self.rows[k]) for k, name in enumerate(SPLITS)},
+                  "positives": {name: int(self.positives[k]) for k, name in enumerate(SPLITS)},
+                  "rejected": int(self.rejected), "rejected_lines": self.bad_lines[:5],
+                  "rows_read": int(self.rows_read)}
+        schema_d = to_dict(self.schema)
+        parent = None if plan.parent is None else {"path": str(plan.parent.path.resolve()),
+                                                   "fingerprint": plan.parent.fingerprint}
+        fm = FeatureMap(dataset=self.schema.name, fields=self.infos, fingerprint=plan.fingerprint,
+                        schema=schema_d, settings=plan.settings, counts=counts,
+                        inputs=plan.identities,
+                        vocab_fingerprint=vocab_fingerprint(self.infos, self.vocabs, schema_d),
+                        parent=parent)
+        (self.tmp / "feature_map.json").write_text(json.dumps(fm.to_json(), indent=1) + "\n")
+        return fm
