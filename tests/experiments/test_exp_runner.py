@@ -160,7 +160,7 @@ def test_planning_a_fresh_experiment_trains_nothing_then_the_run_matches_a_quiet
 
     st = Settings(questions=parse_questions("all"), models=["deepfm", "dcn"], instances=2,
                   seeds=[1, 2], alphas=alphas)
-    cost = Experiment("unused-store", tmp_path / "plan", st, quiet=True).plan()
+    cost = Experiment("unused-store", tmp_path / "plan", st, quiet=True).plan().total
     assert fake_api.calls == [] and not (tmp_path / "plan" / "runs").exists()
     assert cost > 0
     shown = _run(tmp_path / "shown", quiet=False, alphas=alphas)
