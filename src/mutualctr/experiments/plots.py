@@ -16,6 +16,9 @@ SHORT = {"independent": "indep.", "mutual_scratch": "DML\nscratch", "mutual_pret
 
 
 def _plt():
+    # matplotlib is imported on first plot, not with the module: choosing the Agg backend at import
+    # would change the backend of a session that imports mutualctr, and `mutualctr compare`
+    # (which reads report.py) would load matplotlib for nothing
     import matplotlib
 
     matplotlib.use("Agg")

@@ -9,6 +9,12 @@ interruption before the first checkpoint) is discarded and the job starts over. 
 share runs (RQ2 starts from RQ1's independent runs, RQ3/RQ4 from the same), a rerun skips
 finished work, and an interrupted experiment resumes where it stopped.
 
+An experiment is planned, then run: :meth:`Experiment.plan` enumerates the jobs of the questions
+as :class:`~mutualctr.experiments.plan.JobSpec` (each shared job once, done or to run, nothing
+trained or written); :meth:`Experiment.run` runs the first job still to run and plans again,
+since a result may decide the jobs after it (see :mod:`mutualctr.experiments.plan`); the rows
+are then read from the complete plan (:meth:`Experiment.collect`).
+
 The questions (SPEC.md, issue 6):
 
 - RQ1: per model, ``instances`` independent runs (seeds) and one mutual-from-scratch group of
