@@ -20,7 +20,7 @@ mutualctr, so a child's high-water mark is its own, not the parent's it was fork
                 One explicit alpha, not ``auto``'s grid (which runs 4 to 7 such finetunings).
 5. ``evaluate`` ``mutualctr evaluate --split test`` of the first mutual member
 6. ``plan``     the planned cost of ``mutualctr experiment all`` on this store with its defaults
-                (``Experiment.plan()``, member-epochs; nothing trains), for the extrapolation.
+                (``Experiment.plan().total``, member-epochs; nothing trains), for the extrapolation.
 
 Every child gets ``OMP_NUM_THREADS=MKL_NUM_THREADS=T`` (torch's intra-op threads and Arrow's
 CPU pool). Results go to ``OUT/scale.json`` after every stage, with the machine header of
