@@ -15,19 +15,11 @@ Every step is cached: a second `mutualctr demo` reuses the data, the store and t
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
 from mutualctr import atomic
-from mutualctr.data import prepare, synth
-from mutualctr.experiments import report
-from mutualctr.experiments.runner import run_experiment
-from mutualctr.training import jobs as api
-from mutualctr.training.config import run_config_to_dict
 
 # Sized so that the whole demo takes under 5 minutes on 2 idle CPU cores (measured: the "demo"
 # row of docs/performance.md). alpha auto costs one finetuning per alpha tried, so the demo's
@@ -42,6 +34,11 @@ DEMO_ALPHA_GRID = [10.0, 1000.0]
 
 def demo_configs(out: Path) -> Path:
     """OUT/configs/<model>.yaml: the Criteo configs with the demo's short schedule."""
+    import yaml
+
+    from mutualctr.training import jobs as api
+    from mutualctr.training.config import run_config_to_dict
+
     d = Path(out) / "configs"
     for m in MODELS:
         cfg = run_config_to_dict(api.default_config(m, "criteo"))
@@ -58,6 +55,10 @@ def demo_configs(out: Path) -> Path:
 
 def run_demo(out: str | Path = "demo_out", rows: Optional[int] = None, quiet: bool = False,
              seed: int = 0, echo=print, threads: Optional[int] = None) -> dict[str, Any]:
+    from mutualctr.data import prepare, synth
+    from mutualctr.experiments import report
+    from mutualctr.experiments.runner import run_experiment
+
     t0 = time.perf_counter()
     out = Path(out)
     rows = DEFAULT_ROWS if rows is None else rows
@@ -66,6 +67,8 @@ def run_demo(out: str | Path = "demo_out", rows: Optional[int] = None, quiet: bo
     raw = out / "data" / f"synthetic_{rows}_seed{seed}.tsv"
     meta = raw.with_name(raw.name + ".meta.json")
     if raw.is_file() and meta.is_file():
+        import json
+
         ceiling = json.loads(meta.read_text())["ceiling_auc"]
     else:
         if not quiet:
@@ -83,6 +86,8 @@ def run_demo(out: str | Path = "demo_out", rows: Optional[int] = None, quiet: bo
     res = run_experiment(["rq1", "rq2"], prep.store.path, out / "experiment", list(MODELS), instances=INSTANCES,
                          config_dir=cfg_dir, quiet=quiet, reference=False, threads=threads)
     parsed = report.read_results(Path(res["paths"]["results"]))
+    import json
+
     stats = json.loads(Path(res["paths"]["stats"]).read_text())
     seconds = time.perf_counter() - t0
     text = ["", f"Synthetic data: {rows:,} rows. The generator's true click probabilities score AUC {ceiling:.4f} "

@@ -13,10 +13,6 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from rich.console import Console
-from rich.progress import BarColumn, TextColumn
-from rich.text import Text
-
 from mutualctr.progress import Bar
 
 
@@ -46,11 +42,16 @@ class ExperimentProgress:
         self.live = None
         if quiet:
             return
+        from rich.console import Console
+        from rich.progress import BarColumn, TextColumn
+
         self.console = console or Console()
         watch = self
 
         class _RunColumn(TextColumn):
             def render(self, task):  # noqa: D401 - rich hook
+                from rich.text import Text
+
                 return Text(watch._run_status(), style="dim")
 
         self.live = Bar("[bold]{task.description}", BarColumn(bar_width=24), "{task.percentage:>3.0f}%",
