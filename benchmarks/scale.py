@@ -20,7 +20,7 @@ mutualctr, so a child's high-water mark is its own, not the parent's it was fork
                 One explicit alpha, not ``auto``'s grid (which runs 4 to 7 such finetunings).
 5. ``evaluate`` ``mutualctr evaluate --split test`` of the first mutual member
 6. ``plan``     the planned cost of ``mutualctr experiment all`` on this store with its defaults
-                (``Experiment.plan()``, member-epochs; nothing trains), for the extrapolation.
+                (``Experiment.plan().total``, member-epochs; nothing trains), for the extrapolation.
 
 Every child gets ``OMP_NUM_THREADS=MKL_NUM_THREADS=T`` (torch's intra-op threads and Arrow's
 CPU pool). Results go to ``OUT/scale.json`` after every stage, with the machine header of
@@ -56,29 +56,13 @@ import json, sys, tempfile
 from collections import defaultdict
 from mutualctr.experiments.runner import Experiment, Settings, parse_questions
 
-class Costs(Experiment):
-    # Experiment.plan() with each job's cost attributed to its model and kind
-    model = None
-    jobs = {}  # job key -> (model, kind, cost): a job shared by questions counts once, as in plan()
-    def _cached(self, kind, payload, marker, label, cost, fn):
-        job = super()._cached(kind, payload, marker, label, cost, fn)
-        self.jobs.setdefault(job.key, (self.model, kind, cost))
-        return job
-for name in ("independent", "scratch", "finetune", "distill"):
-    def wrap(f):
-        def g(self, model, *a, **k):
-            self.model = model
-            return f(self, model, *a, **k)
-        return g
-    setattr(Costs, name, wrap(getattr(Experiment, name)))
-
 with tempfile.TemporaryDirectory() as out:
     st = Settings(questions=parse_questions("all"), models=["deepfm", "dcn", "pnn", "fibinet"])
-    exp = Costs(sys.argv[1], out, st, quiet=True)
-    total = exp.plan()
+    plan = Experiment(sys.argv[1], out, st, quiet=True).plan()
+    total = plan.total
     by = defaultdict(float)
-    for m, k, c in exp.jobs.values():
-        by[(m, k)] += c
+    for job in plan.jobs:  # each job once, a job shared by questions too
+        by[(job.model, job.kind)] += job.cost
     print(json.dumps({"member_epochs": total, "questions": st.questions, "models": st.models,
                       "instances": st.instances,
                       "member_epochs_by": {f"{m}/{k}": round(v, 2) for (m, k), v in sorted(by.items())}}))

@@ -153,14 +153,13 @@ def test_cli_experiment(fake_api, tmp_path):
 
 @pytest.mark.parametrize("alphas", [[1.0, 0.5], None])  # an explicit grid, and alpha auto
 def test_planning_a_fresh_experiment_trains_nothing_then_the_run_matches_a_quiet_one(fake_api, tmp_path, alphas):
-    """With the progress display on, the questions are first walked with every job standing in
-    for its result (nothing done yet): that walk must not train, and the experiment it plans
-    is the one a quiet run makes."""
+    """With the progress display on, the experiment is planned first (nothing done yet): that
+    must not train, and the experiment it runs is the one a quiet run makes."""
     from mutualctr.experiments.runner import Experiment, Settings, parse_questions
 
     st = Settings(questions=parse_questions("all"), models=["deepfm", "dcn"], instances=2,
                   seeds=[1, 2], alphas=alphas)
-    cost = Experiment("unused-store", tmp_path / "plan", st, quiet=True).plan()
+    cost = Experiment("unused-store", tmp_path / "plan", st, quiet=True).plan().total
     assert fake_api.calls == [] and not (tmp_path / "plan" / "runs").exists()
     assert cost > 0
     shown = _run(tmp_path / "shown", quiet=False, alphas=alphas)

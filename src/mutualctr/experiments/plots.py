@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from mutualctr.experiments.labels import LABELS
 from mutualctr.experiments.stats import mean_std
 
 ORDER = ["independent", "mutual_scratch", "mutual_pretrained", "alpha0_control", "distill", "ensemble"]
@@ -15,6 +16,9 @@ SHORT = {"independent": "indep.", "mutual_scratch": "DML\nscratch", "mutual_pret
 
 
 def _plt():
+    # matplotlib is imported on first plot, not with the module: choosing the Agg backend at import
+    # would change the backend of a session that imports mutualctr, and `mutualctr compare`
+    # (which reads report.py) would load matplotlib for nothing
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,8 +41,6 @@ def _selected(r) -> bool:
 
 def plot_settings(rows: Sequence[dict], path: Path) -> Path | None:
     """One panel per model: mean test AUC +- std (over instances) for each setting present."""
-    from mutualctr.experiments.report import LABELS
-
     models = []
     for r in rows:
         if r["setting"] in ORDER and r["model"] not in models:
@@ -70,8 +72,6 @@ def plot_settings(rows: Sequence[dict], path: Path) -> Path | None:
 
 def plot_n_models(rows: Sequence[dict], path: Path) -> Path | None:
     """AUC vs number of co-trained models: the pretrained members and the same members finetuned."""
-    from mutualctr.experiments.report import LABELS
-
     rq4 = [r for r in rows if r["question"] == "rq4"]
     models = sorted({r["model"] for r in rq4})
     if not models:
@@ -97,8 +97,6 @@ def plot_n_models(rows: Sequence[dict], path: Path) -> Path | None:
 def plot_alpha(rows: Sequence[dict], path: Path) -> Path | None:
     """One panel per model: mean dev and test AUC of the RQ2 group at each alpha tried (log
     scale), with the alpha-0 control and the pretrained start as horizontal lines."""
-    from mutualctr.experiments.report import LABELS
-
     rq2 = [r for r in rows if r["question"] == "rq2"]
     models = [m for m in dict.fromkeys(r["model"] for r in rq2 if r["setting"] == "mutual_pretrained")]
     if not models:

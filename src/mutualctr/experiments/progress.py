@@ -92,6 +92,12 @@ class ExperimentProgress:
         self._advance(cost)
         self.log(f"cached: {label}")
 
+    def set_total(self, total_cost: float) -> None:
+        """The plan's total once planned again (an alpha extension adds to it)."""
+        self.total = max(float(total_cost), self.done, 1e-9)
+        if self.live is not None:
+            self.live.update(self.task, total=self.total, eta=self.eta())
+
     def _advance(self, cost: float) -> None:
         self.done = min(self.total, self.done + cost)
         if self.live is not None:

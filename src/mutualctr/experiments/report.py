@@ -11,10 +11,13 @@ import csv
 import io
 import json
 from collections import defaultdict
+from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from mutualctr import atomic
+from mutualctr.experiments import plots
+from mutualctr.experiments.labels import LABELS
 from mutualctr.experiments.stats import mean_std, paired_ttest, relaimp
 
 FIELDS = ["question", "model", "setting", "n_models", "instance", "seed", "alpha", "lr", "teacher", "selected",
@@ -24,8 +27,6 @@ FLOATS = {"alpha", "lr", "dev_auc", "dev_logloss", "test_auc", "test_logloss", "
           "relaimp_vs_start", "churn", "churn_before", "train_time_s"}
 INTS = {"n_models", "instance", "seed", "teacher", "selected", "kept_start"}
 
-LABELS = {"deepfm": "DeepFM", "dcn": "DCN", "pnn": "PNN", "fibinet": "FiBiNET", "dcnv2": "DCNv2",
-          "fm": "FM", "lr": "LR"}
 SETTINGS = {
     "independent": "independent",
     "mutual_scratch": "mutual from scratch",
@@ -76,8 +77,6 @@ def read_results(path: Path) -> list[dict[str, Any]]:
 # ---- the paper's numbers ------------------------------------------------------------------------
 def load_reference() -> list[dict[str, Any]]:
     """The paper's published test AUCs (Tables 1-4), shipped as mutualctr/reference/paper_tables.csv."""
-    from importlib import resources
-
     text = resources.files("mutualctr").joinpath("reference/paper_tables.csv").read_text()
     rows = []
     for r in csv.DictReader(io.StringIO(text)):
@@ -382,8 +381,6 @@ def render_tables(rows: Sequence[dict], meta: dict[str, Any]) -> str:
 
 def write_report(out: Path, rows: Sequence[dict], meta: dict[str, Any]) -> dict[str, str]:
     """results.csv, stats.json, plots/*.png and tables.md into ``out``; returns their paths."""
-    from mutualctr.experiments import plots
-
     out = Path(out)
     write_results(out / "results.csv", rows)
     parsed = read_results(out / "results.csv")  # render from what was written

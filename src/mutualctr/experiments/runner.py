@@ -9,6 +9,12 @@ interruption before the first checkpoint) is discarded and the job starts over. 
 share runs (RQ2 starts from RQ1's independent runs, RQ3/RQ4 from the same), a rerun skips
 finished work, and an interrupted experiment resumes where it stopped.
 
+An experiment is planned, then run: :meth:`Experiment.plan` enumerates the jobs of the questions
+as :class:`~mutualctr.experiments.plan.JobSpec` (each shared job once, done or to run, nothing
+trained or written); :meth:`Experiment.run` runs the first job still to run and plans again,
+since a result may decide the jobs after it (see :mod:`mutualctr.experiments.plan`); the rows
+are then read from the complete plan (:meth:`Experiment.collect`).
+
 The questions (SPEC.md, issue 6):
 
 - RQ1: per model, ``instances`` independent runs (seeds) and one mutual-from-scratch group of
@@ -34,15 +40,29 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
 
 from mutualctr import atomic, outdir
-from mutualctr.config import ConfigError
+from mutualctr.config import ConfigError, to_dict
+from mutualctr.experiments import report
+from mutualctr.experiments.plan import (
+    JOB_DIRS, MARKERS, Job, JobSpec, Plan, Rq1Jobs, Rq2Jobs, Rq3Jobs, Rq4Jobs)
+from mutualctr.experiments.progress import ExperimentProgress
+from mutualctr.experiments.stats import bootstrap_auc_diff
+from mutualctr.models import MODELS
+from mutualctr.training import jobs as jobs_api
+from mutualctr.training.config import run_config_to_dict, with_group_overrides, with_overrides
+from mutualctr.training.device import resolve_device
+from mutualctr.training.inference import predict_logits
+from mutualctr.training.jobs import choose_alpha, search_alphas
 
 QUESTIONS = ("rq1", "rq2", "rq3", "rq4")
-JOB_DIRS = {"train": "run", "scratch": "group", "finetune": "group", "distill": "group", "ensemble": "ensemble"}
 RQ4_SIZES = (5, 4, 3, 2)
 # Paper: Table 3 is FiBiNET on Avazu, Table 4 DCN on Criteo.
 RQ4_DEFAULT = {"avazu": "fibinet", "criteo": "dcn"}
@@ -133,8 +153,6 @@ _SPEED_ONLY = ("eval_batch_size", "threads", "prefetch")
 
 def _key_config(cfg) -> dict[str, Any]:
     """The part of a run config that identifies its result (the cache key's config)."""
-    from mutualctr.training.config import run_config_to_dict
-
     d = run_config_to_dict(cfg)
     d["train"] = {k: v for k, v in d["train"].items() if k not in _SPEED_ONLY}
     d.pop("mutual", None)  # how the run would be finetuned is not part of what it is
@@ -145,23 +163,26 @@ def _hash(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-@dataclass
-class Job:
-    """A finished job: its key, directory and result (summary or group dict)."""
+class _Undecided(Exception):
+    """An alpha search reached an alpha whose group has not run: what follows is not decided."""
 
-    key: str
-    dir: Path
-    result: dict[str, Any]
+
+@dataclass
+class _Walk:
+    """The state of one planning walk over the questions."""
+
+    jobs: dict[str, JobSpec] = field(default_factory=dict)  # key -> job, in the order first needed
+    question: str = ""
+    provisional: bool = False  # the jobs needed now follow from results not known yet
+    grids: dict[str, tuple[dict[tuple[float, float], Job], bool]] = field(default_factory=dict)
 
 
 class Experiment:
-    """Runs the questions for one store and collects result rows."""
+    """Plans and runs the questions for one store and collects result rows."""
 
     def __init__(self, data: Path, out: Path, settings: Settings, quiet: bool = False,
                  progress=None, api_module=None):
-        from mutualctr.training import jobs as _api
-
-        self.api = api_module or _api
+        self.api = api_module or jobs_api
         self.data = Path(data)
         self.out = Path(out)
         self.settings = settings
@@ -174,115 +195,108 @@ class Experiment:
         self.bootstrap: list[dict[str, Any]] = []
         self.choices: dict[str, Any] = {}
         self.progress = progress
-        self._plan: dict[str, float] | None = None  # job key -> cost, while planning
-        self._indep: dict[tuple[str, int], Job] = {}
-        self._grid: dict[str, dict[tuple[float, float], Job]] = {}
+        self._walk: Optional[_Walk] = None
+        self._results: dict[str, dict[str, Any]] = {}  # job key -> result, once read or run
         self._configs: dict[str, Any] = {}
+        self._seed_configs: dict[tuple[str, int], Any] = {}
         if settings.rq4_model is None:
             d = RQ4_DEFAULT.get(str(self.dataset))
             settings.rq4_model = d if d in settings.models else settings.models[0]
 
-    # ---- the cache ------------------------------------------------------------------------
+    # ---- configs ----------------------------------------------------------------------------
     def config(self, model: str, seed: int):
         """The model's config (read once per experiment, so an edit of configs/ while it runs
         cannot mix settings) with this seed, the --epochs override and, with --finetune-split F,
         the first 1 - F of the train split."""
-        from dataclasses import replace
+        if (model, seed) not in self._seed_configs:
+            if model not in self._configs:
+                self._configs[model] = self.api.default_config(model, self.dataset, self.settings.config_dir)
+            cfg = with_overrides(self._configs[model], seed=seed, epochs=self.settings.epochs)
+            if self.settings.finetune_split > 0:
+                cfg.train = replace(cfg.train, row_range=(0.0, 1.0 - self.settings.finetune_split))
+            self._seed_configs[(model, seed)] = (cfg, _key_config(cfg))
+        return self._seed_configs[(model, seed)][0]
 
-        from mutualctr.training.config import with_overrides
-
-        if model not in self._configs:
-            self._configs[model] = self.api.default_config(model, self.dataset, self.settings.config_dir)
-        cfg = with_overrides(self._configs[model], seed=seed, epochs=self.settings.epochs)
-        if self.settings.finetune_split > 0:
-            cfg.train = replace(cfg.train, row_range=(0.0, 1.0 - self.settings.finetune_split))
-        return cfg
+    def _config_key(self, model: str, seed: int) -> dict[str, Any]:
+        self.config(model, seed)
+        return self._seed_configs[(model, seed)][1]
 
     def group(self, model: str, alpha: float, lr: Optional[float]):
         """The group settings of a finetuning of ``model`` (its config's ``mutual:`` section with
         the experiment's options) at this alpha and learning rate."""
-        from mutualctr.training.config import with_group_overrides
-
         st = self.settings
         return with_group_overrides(self.config(model, st.seeds[0]).mutual, alpha=alpha, lr=lr, scope=st.scope,
                                     embedding_lr_scale=st.embedding_lr_scale,
                                     finetune_split=st.finetune_split or None)
 
-    def _cached(self, kind: str, payload: dict[str, Any], marker: str, label: str, cost: float,
-                fn: Callable[[Path, bool], dict[str, Any]]) -> Job:
-        key = f"{kind}-{_hash({'kind': kind, 'fingerprint': self.fingerprint, **payload})}"
-        d = self.runs_dir / key
-        done = d / marker
-        if self._plan is not None:
-            self._plan[key] = cost
-            return Job(key, d, json.loads(done.read_text()) if done.is_file() else _placeholder(kind, payload, d))
-        if done.is_file():
-            if self.progress:
-                self.progress.skip(label, cost)
-            return Job(key, d, json.loads(done.read_text()))
-        resume = (d / "checkpoints" / "last.pt").is_file()
-        what = JOB_DIRS[kind]
-        if d.exists() and not resume:
-            outdir.remove(d, what)  # interrupted before its first checkpoint: start over
-        d.mkdir(parents=True, exist_ok=True)
-        outdir.write_marker(d, what)
-        atomic.write_json(d / "job.json", {"kind": kind, "label": label, "fingerprint": self.fingerprint,
-                                           "store": str(self.data), **payload})
-        if self.progress:
-            self.progress.start(label, cost, watch=[d], resumed=resume)
-        result = fn(d, resume)
-        if self.progress:
-            self.progress.finish(f"done {label}: {_brief(result)}")
-        return Job(key, d, result)
-
-    def plan(self) -> float:
-        """The total cost (member-epochs) of the jobs the questions will run, each shared job
-        counted once: the questions walked with every job not yet done standing in for its
-        result (nothing trains, nothing is written)."""
-        self._plan = {}
+    # ---- the plan -----------------------------------------------------------------------------
+    def plan(self) -> Plan:
+        """The jobs the questions need (each shared job once, in the order they run) with their
+        cached state, and per question the jobs its rows come from; nothing trains, nothing is
+        written. Decisions on results not known yet are provisional (see :mod:`.plan`)."""
+        self._walk = _Walk()
+        plan = Plan([])
         try:
             for q in self.settings.questions:
-                getattr(self, q)()
-            return sum(self._plan.values())
+                self._walk.question = q
+                getattr(self, f"_plan_{q}")(plan)
+            plan.jobs = list(self._walk.jobs.values())
+            return plan
         finally:
-            self._plan = None
-            self.rows, self.bootstrap, self.choices = [], [], {}
-            self._indep, self._grid = {}, {}
+            self._walk = None
+
+    def _need(self, kind: str, model: str, payload: dict[str, Any], label: str, cost: float,
+              fn: Callable[[Path, bool], dict[str, Any]]) -> Job:
+        """Add a job to the plan being walked (once); its handle, with its result when done."""
+        key = f"{kind}-{_hash({'kind': kind, 'fingerprint': self.fingerprint, **payload})}"
+        d = self.runs_dir / key
+        w = self._walk
+        spec = w.jobs.get(key)
+        if spec is None:
+            spec = JobSpec(kind, key, d, label, model, w.question, cost, payload, fn,
+                           done=key in self._results or (d / MARKERS[kind]).is_file(), provisional=w.provisional)
+            w.jobs[key] = spec
+        elif spec.provisional and not w.provisional:
+            w.jobs[key] = replace(spec, provisional=False)
+        if spec.done and key not in self._results:
+            self._results[key] = json.loads((d / MARKERS[kind]).read_text())
+        return Job(key, d, self._results.get(key))
+
+    @contextmanager
+    def _assuming(self, unknown: bool) -> Iterator[None]:
+        """Jobs needed inside follow from a decision on results not known yet when ``unknown``."""
+        before = self._walk.provisional
+        self._walk.provisional = before or unknown
+        try:
+            yield
+        finally:
+            self._walk.provisional = before
 
     # ---- jobs -----------------------------------------------------------------------------
     def independent(self, model: str, seed: int) -> Job:
-        if (model, seed) in self._indep:
-            return self._indep[(model, seed)]
         cfg = self.config(model, seed)
-        payload = {"configs": [_key_config(cfg)], "seeds": [seed], "settings": {}}
+        payload = {"configs": [self._config_key(model, seed)], "seeds": [seed], "settings": {}}
 
         def fn(d: Path, resume: bool):
             return self.api.train(self.data, d, cfg, resume=resume, quiet=self._trainer_quiet)
 
-        job = self._cached("train", payload, "summary.json", f"independent {model} seed {seed}",
-                           cfg.train.epochs, fn)
-        self._indep[(model, seed)] = job
-        return job
+        return self._need("train", model, payload, f"independent {model} seed {seed}", cfg.train.epochs, fn)
 
     def scratch(self, model: str, seeds: Sequence[int]) -> Job:
         """RQ1's group from scratch, at the paper's setting alpha = 1 (RQ1 searches nothing)."""
-        from dataclasses import replace
-
         cfgs = [self.config(model, s) for s in seeds]
         group = replace(cfgs[0].mutual, alpha=1.0)
         settings = {"alpha": 1.0, "loss": group.loss, "epochs": self.settings.epochs}
-        payload = {"configs": [_key_config(c) for c in cfgs], "seeds": list(seeds), "settings": settings}
+        payload = {"configs": [self._config_key(model, s) for s in seeds], "seeds": list(seeds), "settings": settings}
 
         def fn(d: Path, resume: bool):
             return self.api.mutual(self.data, d, configs=cfgs, seeds=list(seeds), group=group, resume=resume,
                                    quiet=self._trainer_quiet)
 
-        return self._cached("scratch", payload, "group.json",
-                            f"mutual from scratch {len(seeds)} x {model}", len(seeds) * cfgs[0].train.epochs, fn)
+        return self._need("scratch", model, payload, f"mutual from scratch {len(seeds)} x {model}",
+                          len(seeds) * cfgs[0].train.epochs, fn)
 
     def finetune(self, model: str, init: Sequence[Job], alpha: float, lr: float, label: str) -> Job:
-        from mutualctr.config import to_dict
-
         group = self.group(model, alpha, lr)
         payload = {"init": [j.key for j in init], "settings": to_dict(group)}
 
@@ -290,11 +304,9 @@ class Experiment:
             return self.api.mutual(self.data, d, init=[j.dir for j in init], group=group, resume=resume,
                                    quiet=self._trainer_quiet)
 
-        return self._cached("finetune", payload, "group.json", label, len(init) * group.epochs, fn)
+        return self._need("finetune", model, payload, label, len(init) * group.epochs, fn)
 
     def distill(self, model: str, teacher: Job, students: Sequence[Job], beta: float, lr: float, label: str) -> Job:
-        from mutualctr.config import to_dict
-
         group = self.group(model, beta, lr)
         payload = {"teacher": teacher.key, "init": [j.key for j in students], "settings": to_dict(group)}
 
@@ -304,9 +316,9 @@ class Experiment:
             return self.api.mutual(self.data, d, init=[j.dir for j in students], group=group,
                                    teachers=[teacher.dir], resume=resume, quiet=self._trainer_quiet)
 
-        return self._cached("distill", payload, "group.json", label, len(students) * group.epochs + 0.5, fn)
+        return self._need("distill", model, payload, label, len(students) * group.epochs + 0.5, fn)
 
-    def ensemble(self, runs: Sequence[Job], label: str) -> Job:
+    def ensemble(self, model: str, runs: Sequence[Job], label: str) -> Job:
         payload = {"runs": [j.key for j in runs], "settings": {}}
 
         def fn(d: Path, resume: bool):
@@ -317,54 +329,157 @@ class Experiment:
             atomic.write_json(d / "ensemble.json", res)
             return res
 
-        return self._cached("ensemble", payload, "ensemble.json", label, 0.1 * len(runs), fn)
+        return self._need("ensemble", model, payload, label, 0.1 * len(runs), fn)
 
     @property
     def _trainer_quiet(self) -> bool:
         # rich allows one live display: the experiment's own progress replaces the trainer's.
         return self.quiet or self.progress is not None
 
-    # ---- building blocks shared by the questions ------------------------------------------
+    # ---- building blocks shared by the questions, and the decisions on results -------------------
     def pretrained(self, model: str, seeds: Optional[Sequence[int]] = None) -> list[Job]:
         return [self.independent(model, s) for s in (seeds or self.settings.seeds)]
 
-    def grid(self, model: str, init: Sequence[Job], tag: str) -> dict[tuple[float, float], Job]:
+    def grid(self, model: str, init: Sequence[Job], tag: str) -> tuple[dict[tuple[float, float], Job], bool]:
         """Finetunings of ``init`` for every (alpha, lr) tried: the --alpha list, or (auto) the
-        group config's alpha grid extended past an end that wins on dev, per learning rate."""
-        from mutualctr.training.jobs import search_alphas
-
+        group config's alpha grid extended past an end that wins on dev, per learning rate; and
+        whether the grid is decided (every group in it done, no extension left to decide)."""
         st = self.settings
         grid: dict[tuple[float, float], Job] = {}
+        decided = True
         for lr in st.finetune_lrs or [self.group(model, 0.0, None).lr]:
-            def run(a: float, lr: float = lr) -> float:
+            def job(a: float, lr: float = lr) -> Job:
                 if (a, lr) not in grid:
-                    grid[(a, lr)] = self.finetune(model, init, a, lr,
-                                                  f"mutual finetune {tag} alpha {a:g} lr {lr:g}")
-                return grid[(a, lr)].result["mean"]["dev_auc"]
+                    grid[(a, lr)] = self.finetune(model, init, a, lr, f"mutual finetune {tag} alpha {a:g} lr {lr:g}")
+                return grid[(a, lr)]
 
             if st.alphas is not None:
-                for a in st.alphas:
-                    run(a)
+                decided = all([job(a).result is not None for a in st.alphas]) and decided
             else:
-                search_alphas(run, self.group(model, 1.0, lr).alpha_grid)
-        return grid
+                decided = _search(job, self.group(model, 1.0, lr).alpha_grid) and decided
+        return grid, decided
 
-    def rq2_grid(self, model: str) -> dict[tuple[float, float], Job]:
-        if model not in self._grid:
+    def rq2_grid(self, model: str) -> tuple[dict[tuple[float, float], Job], bool]:
+        w = self._walk
+        if model not in w.grids:
             pre = self.pretrained(model)
-            self._grid[model] = self.grid(model, pre, f"{len(pre)} x {model}")
-        return self._grid[model]
+            w.grids[model] = self.grid(model, pre, f"{len(pre)} x {model}")
+        return w.grids[model]
 
-    def rq2_choice(self, model: str) -> tuple[tuple[float, float], Job]:
-        grid = self.rq2_grid(model)
-        return _best_on_dev(grid), grid[_best_on_dev(grid)]
+    def rq2_choice(self, model: str) -> tuple[tuple[float, float], Job, bool]:
+        """RQ2's chosen (alpha, lr), its group, and whether the choice is decided."""
+        grid, decided = self.rq2_grid(model)
+        choice = _choose(grid, decided)
+        return choice, grid[choice], decided
 
-    def best_instance(self, model: str) -> int:
-        """Index (0-based, in seed order) of the pretrained instance with the best dev AUC."""
-        pre = self.pretrained(model)
-        return max(range(len(pre)), key=lambda i: pre[i].result["dev_auc"])
+    def ranking(self, model: str, seeds: Optional[Sequence[int]] = None) -> tuple[list[int], bool]:
+        """Instances (0-based, in seed order) ranked by dev AUC, best first, and whether that is
+        known (seed order until every run is done)."""
+        pre = self.pretrained(model, seeds)
+        if any(j.result is None for j in pre):
+            return list(range(len(pre))), False
+        return sorted(range(len(pre)), key=lambda i: -pre[i].result["dev_auc"]), True
+
+    # ---- the questions: their jobs ------------------------------------------------------------
+    def _plan_rq1(self, plan: Plan) -> None:
+        for model in self.settings.models:
+            pre = self.pretrained(model)
+            plan.rq1[model] = Rq1Jobs(pre, self.scratch(model, self.settings.seeds))
+
+    def _plan_rq2(self, plan: Plan) -> None:
+        for model in self.settings.models:
+            pre = self.pretrained(model)
+            grid, _ = self.rq2_grid(model)
+            (alpha, lr), _, chosen = self.rq2_choice(model)
+            with self._assuming(not chosen):
+                ctrl = grid.get((0.0, lr)) or self.finetune(model, pre, 0.0, lr,
+                                                            f"control alpha 0 {len(pre)} x {model} lr {lr:g}")
+            ens = self.ensemble(model, pre, f"ensemble of {len(pre)} x {model}")
+            ranked, ranked_known = self.ranking(model)
+            t = ranked[0]
+            students = [j for i, j in enumerate(pre) if i != t]
+            beta = alpha if alpha > 0 else 1.0
+            with self._assuming(not (chosen and ranked_known)):
+                dist = self.distill(model, pre[t], students, beta, lr,
+                                    f"distill {model} #{t + 1} -> {len(students)} others beta {beta:g} lr {lr:g}")
+            plan.rq2[model] = Rq2Jobs(pre, grid, (alpha, lr), ctrl, ens, t, beta, dist)
+
+    def _plan_rq3(self, plan: Plan) -> None:
+        st = self.settings
+        best, known = {}, True
+        for m in st.models:
+            ranked, k = self.ranking(m)
+            best[m], known = ranked[0], known and k
+        pre = {m: self.pretrained(m) for m in st.models}
+        same = {m: self.rq2_choice(m)[1] for m in st.models}
+        mixed = choice = None
+        if len(st.models) >= 2:
+            with self._assuming(not known):
+                mixed, decided = self.grid(st.models[0], [pre[m][best[m]] for m in st.models],
+                                           f"mixed {'+'.join(st.models)}")
+            choice = _choose(mixed, decided)
+        plan.rq3 = Rq3Jobs(best, pre, same, mixed, choice)
+
+    def _plan_rq4(self, plan: Plan) -> None:
+        model, seeds = self.settings.rq4_model, self.settings.rq4_seeds()
+        pre = self.pretrained(model, seeds)
+        (alpha, lr), _, chosen = self.rq2_choice(model)
+        ranked, ranked_known = self.ranking(model, seeds)
+        groups = []
+        with self._assuming(not (chosen and ranked_known)):
+            for k in RQ4_SIZES:
+                if k > len(pre):
+                    continue
+                members = sorted(ranked[:k])  # seed order, so the group of all RQ2 instances is shared
+                g = self.finetune(model, [pre[i] for i in members], alpha, lr,
+                                  f"mutual finetune top-{k} {model} alpha {alpha:g} lr {lr:g}")
+                groups.append((k, members, g))
+        plan.rq4 = Rq4Jobs(model, seeds, pre, (alpha, lr), groups)
+
+    # ---- running the plan -------------------------------------------------------------------
+    def run(self, plan: Optional[Plan] = None) -> Plan:
+        """Run the first job of the plan still to run, then plan again (its result may decide
+        the jobs after it: an alpha extension, the chosen setting, the teacher, RQ4's ranking),
+        until every job is done; returns that complete plan."""
+        plan = plan or self.plan()
+        shown = _Shown(self.progress, list(self.settings.questions))
+        while True:
+            job = plan.next()
+            shown.done_before(plan, job)
+            if job is None:
+                return plan
+            if job.provisional:
+                raise RuntimeError(f"internal error: {job.label} would run on results not known yet")
+            self._execute(job)
+            shown.keys.add(job.key)
+            plan = self.plan()
+            if self.progress:
+                self.progress.set_total(plan.total)
+
+    def _execute(self, job: JobSpec) -> None:
+        d = job.dir
+        resume = (d / "checkpoints" / "last.pt").is_file()
+        what = JOB_DIRS[job.kind]
+        if d.exists() and not resume:
+            outdir.remove(d, what)  # interrupted before its first checkpoint: start over
+        d.mkdir(parents=True, exist_ok=True)
+        outdir.write_marker(d, what)
+        atomic.write_json(d / "job.json", {"kind": job.kind, "label": job.label, "fingerprint": self.fingerprint,
+                                           "store": str(self.data), **job.payload})
+        if self.progress:
+            self.progress.start(job.label, job.cost, watch=[d], resumed=resume)
+        result = job.run(d, resume)
+        self._results[job.key] = result
+        if self.progress:
+            self.progress.finish(f"done {job.label}: {_brief(result)}")
 
     # ---- rows -------------------------------------------------------------------------------
+    def collect(self, plan: Plan) -> None:
+        """The result rows, bootstrap and choices of a complete plan (every job done)."""
+        self.rows, self.bootstrap, self.choices = [], [], {}
+        for q in self.settings.questions:
+            getattr(self, f"_rows_{q}")(plan)
+
     def _row(self, question: str, model: str, setting: str, instance, r: dict[str, Any], run: Path | str,
              **extra) -> None:
         row = {"question": question, "model": model, "setting": setting, "n_models": extra.pop("n_models", ""),
@@ -394,98 +509,68 @@ class Experiment:
                 self._row("rq1", model, "independent", i, j.result, j.dir, seed=s,
                           lr=j.result.get("lr", ""))
 
-    # ---- the questions -----------------------------------------------------------------------
-    def rq1(self) -> None:
+    def _rows_rq1(self, plan: Plan) -> None:
         st = self.settings
         for model in st.models:
-            pre = self.pretrained(model)
-            self._indep_rows(model, pre, st.seeds)
-            g = self.scratch(model, st.seeds)
-            self._member_rows("rq1", "mutual_scratch", g, range(1, st.instances + 1), st.seeds, alpha=1.0)
+            r = plan.rq1[model]
+            self._indep_rows(model, r.pretrained, st.seeds)
+            self._member_rows("rq1", "mutual_scratch", r.scratch, range(1, st.instances + 1), st.seeds, alpha=1.0)
 
-    def rq2(self) -> None:
+    def _rows_rq2(self, plan: Plan) -> None:
         st = self.settings
+        inst = range(1, st.instances + 1)
         for model in st.models:
-            pre = self.pretrained(model)
-            self._indep_rows(model, pre, st.seeds)
-            grid = self.rq2_grid(model)
-            (alpha, lr), chosen = self.rq2_choice(model)
-            inst = range(1, st.instances + 1)
-            for (a, l), g in grid.items():
+            r = plan.rq2[model]
+            self._indep_rows(model, r.pretrained, st.seeds)
+            alpha, lr = r.choice
+            for (a, l), g in r.grid.items():
                 self._member_rows("rq2", "mutual_pretrained", g, inst, st.seeds, alpha=a, lr=l,
-                                  selected=int((a, l) == (alpha, lr)))
-            ctrl = grid.get((0.0, lr)) or self.finetune(model, pre, 0.0, lr,
-                                                        f"control alpha 0 {len(pre)} x {model} lr {lr:g}")
-            self._member_rows("rq2", "alpha0_control", ctrl, inst, st.seeds, alpha=0.0, lr=lr)
-            ens = self.ensemble(pre, f"ensemble of {len(pre)} x {model}")
-            self._row("rq2", model, "ensemble", "", ens.result, ens.dir, seed="",
-                      churn=_abs_diff(ens.result.get("churn")))
-            t = self.best_instance(model)
-            students = [j for i, j in enumerate(pre) if i != t]
-            beta = alpha if alpha > 0 else 1.0
-            dist = self.distill(model, pre[t], students, beta, lr,
-                                f"distill {model} #{t + 1} -> {len(students)} others beta {beta:g} lr {lr:g}")
-            others = [i + 1 for i in range(len(pre)) if i != t]
-            self._member_rows("rq2", "distill", dist, others, [st.seeds[i - 1] for i in others],
-                              alpha=beta, lr=lr, teacher=t + 1)
+                                  selected=int((a, l) == r.choice))
+            self._member_rows("rq2", "alpha0_control", r.control, inst, st.seeds, alpha=0.0, lr=lr)
+            self._row("rq2", model, "ensemble", "", r.ensemble.result, r.ensemble.dir, seed="",
+                      churn=_abs_diff(r.ensemble.result.get("churn")))
+            t = r.teacher
+            others = [i + 1 for i in range(len(r.pretrained)) if i != t]
+            self._member_rows("rq2", "distill", r.distill, others, [st.seeds[i - 1] for i in others],
+                              alpha=r.beta, lr=lr, teacher=t + 1)
             self.choices[model] = {"alpha": alpha, "lr": lr, "teacher_instance": t + 1}
-            if self._plan is None:
-                self._bootstrap(model, t, pre[t], chosen, ctrl)
+            self._bootstrap(model, t, r.pretrained[t], r.grid[r.choice], r.control)
 
-    def rq3(self) -> None:
-        st = self.settings
-        best = {m: self.best_instance(m) for m in st.models}
-        pre = {m: self.pretrained(m) for m in st.models}
+    def _rows_rq3(self, plan: Plan) -> None:
+        st, r = self.settings, plan.rq3
         for m in st.models:
-            self._indep_rows(m, pre[m], st.seeds)
-            i = best[m]
-            self._row("rq3", m, "pretrained_best", i + 1, pre[m][i].result, pre[m][i].dir, seed=st.seeds[i])
-            (_, _), same = self.rq2_choice(m)
-            self._row("rq3", m, "dml_same", i + 1, same.result["members"][i], same.result["members"][i]["run_dir"],
-                      seed=st.seeds[i], alpha=same.result["settings"]["alpha"], lr=same.result["settings"]["lr"])
-        if len(st.models) < 2:
+            self._indep_rows(m, r.pretrained[m], st.seeds)
+            i = r.best[m]
+            pre, same = r.pretrained[m][i], r.same[m].result
+            self._row("rq3", m, "pretrained_best", i + 1, pre.result, pre.dir, seed=st.seeds[i])
+            self._row("rq3", m, "dml_same", i + 1, same["members"][i], same["members"][i]["run_dir"],
+                      seed=st.seeds[i], alpha=same["settings"]["alpha"], lr=same["settings"]["lr"])
+        if r.mixed is None:
             self.choices["rq3"] = "skipped: RQ3 needs at least two models"
             return
-        init = [pre[m][best[m]] for m in st.models]
-        grid = self.grid(st.models[0], init, f"mixed {'+'.join(st.models)}")
-        choice = _best_on_dev(grid)
-        self.choices["rq3_mixed"] = {"alpha": choice[0], "lr": choice[1]}
-        for (a, lr), g in grid.items():
+        self.choices["rq3_mixed"] = {"alpha": r.choice[0], "lr": r.choice[1]}
+        for (a, lr), g in r.mixed.items():
             for m, mem in zip(st.models, g.result["members"]):
-                i = best[m]
+                i = r.best[m]
                 self._row("rq3", m, "dml_different", i + 1, mem, mem["run_dir"], seed=st.seeds[i], alpha=a, lr=lr,
-                          selected=int((a, lr) == choice))
+                          selected=int((a, lr) == r.choice))
 
-    def rq4(self) -> None:
-        st = self.settings
-        model = st.rq4_model
-        seeds = st.rq4_seeds()
-        pre = self.pretrained(model, seeds)
-        self._indep_rows(model, pre[:st.instances], st.seeds)
-        (alpha, lr), _ = self.rq2_choice(model)
-        ranked = sorted(range(len(pre)), key=lambda i: -pre[i].result["dev_auc"])
-        for k in RQ4_SIZES:
-            if k > len(pre):
-                continue
-            members = sorted(ranked[:k])  # seed order, so the group of all RQ2 instances is shared
-            g = self.finetune(model, [pre[i] for i in members], alpha, lr,
-                              f"mutual finetune top-{k} {model} alpha {alpha:g} lr {lr:g}")
+    def _rows_rq4(self, plan: Plan) -> None:
+        st, r = self.settings, plan.rq4
+        self._indep_rows(r.model, r.pretrained[:st.instances], st.seeds)
+        alpha, lr = r.choice
+        for k, members, g in r.groups:
             for i in members:
-                self._row("rq4", model, "pretrained", i + 1, pre[i].result, pre[i].dir, seed=seeds[i], n_models=k)
-            self._member_rows("rq4", "mutual_pretrained", g, [i + 1 for i in members], [seeds[i] for i in members],
+                self._row("rq4", r.model, "pretrained", i + 1, r.pretrained[i].result, r.pretrained[i].dir,
+                          seed=r.seeds[i], n_models=k)
+            self._member_rows("rq4", "mutual_pretrained", g, [i + 1 for i in members], [r.seeds[i] for i in members],
                               n_models=k, alpha=alpha, lr=lr)
-        self.choices["rq4"] = {"model": model, "alpha": alpha, "lr": lr, "seeds": seeds}
+        self.choices["rq4"] = {"model": r.model, "alpha": alpha, "lr": lr, "seeds": r.seeds}
 
     # ---- bootstrap of the test-AUC difference ---------------------------------------------------
     def _bootstrap(self, model: str, t: int, pre: Job, finetuned: Job, control: Job) -> None:
         """Paired bootstrap over test rows for the best-on-dev instance: finetuned vs its own
         pretrained start, and finetuned vs the alpha-0 control of the same instance."""
-        import numpy as np
-
-        from mutualctr.experiments.stats import bootstrap_auc_diff
-        from mutualctr.training.device import resolve_device
-        from mutualctr.training.inference import predict_logits
-
         X, y = self.store.split("test")
         y = np.asarray(y)
         dev = resolve_device("auto")
@@ -509,30 +594,77 @@ class Experiment:
                                    **ci.as_dict()})
 
 
+class _Shown:
+    """What the progress display has shown: the done jobs it counted (a cached job once, in
+    plan order, before the next job that runs) and the question headers."""
+
+    def __init__(self, progress, questions: list[str]):
+        self.progress = progress
+        self.questions = questions  # whose header is still to show
+        self.keys: set[str] = set()
+
+    def done_before(self, plan: Plan, upto: Optional[JobSpec]) -> None:
+        if self.progress is None:
+            return
+        for j in plan.jobs:
+            if j is upto:
+                break
+            if j.done and j.key not in self.keys:
+                self._phase(j.question)
+                self.progress.skip(j.label, j.cost)
+                self.keys.add(j.key)
+        self._phase(upto.question if upto else None)
+
+    def _phase(self, question: Optional[str]) -> None:
+        """Headers of the questions up to ``question`` (None: all the rest)."""
+        while self.questions and (question is None or question in self.questions):
+            q = self.questions.pop(0)
+            self.progress.phase = q.upper()
+            self.progress.log(f"[bold]{q.upper()}[/bold]")
+            if q == question:
+                break
+
+
+def _search(job: Callable[[float], Job], alpha_grid: Sequence[float]) -> bool:
+    """One lr's alpha search (:func:`mutualctr.training.jobs.search_alphas`) on the results
+    known, its groups added to the plan by ``job(alpha)``: True when it is decided (every group
+    it needs done). The grid is needed up front; an extension once the groups before it decide it."""
+    base = [job(a) for a in sorted(set(alpha_grid))]
+    if any(j.result is None for j in base):
+        return False
+
+    def dev_of(alpha: float) -> float:
+        r = job(alpha).result
+        if r is None:
+            raise _Undecided
+        return r["mean"]["dev_auc"]
+
+    try:
+        search_alphas(dev_of, alpha_grid)
+    except _Undecided:
+        return False
+    return True
+
+
+def _choose(grid: dict[tuple[float, float], Job], decided: bool) -> tuple[float, float]:
+    """:func:`_best_on_dev` once the grid is decided; until then the choice with no results
+    (the smallest alpha > 0, then lr), which is what the plan assumes."""
+    if decided:
+        return _best_on_dev(grid)
+    return min([k for k in grid if k[0] > 0] or list(grid))
+
+
 def _best_on_dev(grid: dict[tuple[float, float], Job]) -> tuple[float, float]:
     """The (alpha, lr) whose group has the best mean dev AUC, by the tie rule of alpha auto
     (:func:`mutualctr.training.jobs.choose_alpha`: the smaller alpha, then lr, within
     ``ALPHA_TIE``); alpha = 0 (no mutual term, the control) is only chosen when the grid has
     nothing else."""
-    from mutualctr.training.jobs import choose_alpha
-
     cands = [k for k in grid if k[0] > 0] or list(grid)
     return choose_alpha({k: grid[k].result["mean"]["dev_auc"] for k in cands})
 
 
 def _abs_diff(churn: Optional[dict]) -> Any:
     return "" if not churn else churn["mean_abs_diff"]
-
-
-def _placeholder(kind: str, payload: dict[str, Any], d: Path) -> dict[str, Any]:
-    """What stands in for a job's result while planning: its shape, with no numbers."""
-    nan = float("nan")
-    metrics = {"dev_auc": nan, "dev_logloss": nan, "test_auc": nan, "test_logloss": nan}
-    if JOB_DIRS[kind] != "group":  # a single run (one config) or an ensemble
-        return dict(metrics, members=[])
-    n = len(payload.get("init") or payload.get("configs") or [])
-    return {"settings": dict(payload["settings"]), "mean": dict(metrics),
-            "members": [dict(metrics, model="", run_dir=str(d / f"m{i}")) for i in range(n)]}
 
 
 def _brief(result: dict[str, Any]) -> str:
@@ -560,8 +692,6 @@ def run_experiment(question: str | Sequence[str], data: str | Path, out: str | P
     """
     t0 = time.perf_counter()
     if threads:
-        import torch
-
         torch.set_num_threads(threads)
     st = Settings(questions=parse_questions(question), models=[m.strip().lower() for m in models],
                   instances=instances, seeds=list(seeds or []),
@@ -572,8 +702,6 @@ def run_experiment(question: str | Sequence[str], data: str | Path, out: str | P
                   runs_dir=Path(runs_dir) if runs_dir else None,
                   rq4_model=rq4_model.lower() if rq4_model else None, reference=reference,
                   bootstrap_resamples=bootstrap_resamples)
-    from mutualctr.models import MODELS
-
     for m in st.models + ([st.rq4_model] if st.rq4_model else []):
         if m not in MODELS:
             raise ConfigError(f"unknown model {m!r} (known: {', '.join(sorted(MODELS))})")
@@ -587,25 +715,20 @@ def run_experiment(question: str | Sequence[str], data: str | Path, out: str | P
 
 
 def _run(st: Settings, data: Path, out: Path, quiet: bool, progress: bool, t0: float) -> dict[str, Any]:
-    from mutualctr.experiments import report
-    from mutualctr.experiments.progress import ExperimentProgress
-
     exp = Experiment(data, out, st, quiet=quiet)
     if st.rq4_model not in st.models and "rq4" in st.questions:
         raise ConfigError(f"--rq4-model {st.rq4_model} is not among --models")
+    plan = exp.plan()
     prog = None
     if not quiet and progress:
-        prog = ExperimentProgress(exp.plan())
+        prog = ExperimentProgress(plan.total)
         exp.progress = prog
     try:
-        for q in st.questions:
-            if prog:
-                prog.phase = q.upper()
-                prog.log(f"[bold]{q.upper()}[/bold]")
-            getattr(exp, q)()
+        plan = exp.run(plan)
     finally:
         if prog:
             prog.close()
+    exp.collect(plan)
     use_ref = st.reference if st.reference is not None else exp.dataset in ("criteo", "avazu")
     meta = {"dataset": exp.dataset, "store": str(Path(data).resolve()), "fingerprint": exp.fingerprint,
             "settings": st.to_json(), "choices": exp.choices, "bootstrap": exp.bootstrap,

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from scipy import stats as scipy_stats
 
-from mutualctr.metrics import relaimp
+from mutualctr.metrics import auc, relaimp
 
 __all__ = ["mean_std", "relaimp", "paired_ttest", "PairedTest", "weighted_auc", "bootstrap_auc_diff",
            "BootstrapCI"]
@@ -50,8 +51,6 @@ class PairedTest:
 
 def paired_ttest(a: Sequence[float], b: Sequence[float]) -> PairedTest:
     """scipy.stats.ttest_rel(b, a) (two-sided); nan t/p when fewer than 2 pairs or no spread."""
-    from scipy import stats
-
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
@@ -60,7 +59,7 @@ def paired_ttest(a: Sequence[float], b: Sequence[float]) -> PairedTest:
     diff = float(np.mean(b - a)) if n else float("nan")
     if n < 2 or np.all(b - a == (b - a)[0]):
         return PairedTest(n, diff, float("nan"), float("nan"))
-    r = stats.ttest_rel(b, a)
+    r = scipy_stats.ttest_rel(b, a)
     return PairedTest(n, diff, float(r.statistic), float(r.pvalue))
 
 
@@ -118,8 +117,6 @@ def bootstrap_auc_diff(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.nd
     Each resample is a vector of multiplicities (bincount of n draws); both AUCs are computed
     on it exactly. Resamples are processed in chunks of at most ``chunk_cells`` (B x n) cells.
     """
-    from mutualctr.metrics import auc
-
     y = np.asarray(labels).reshape(-1)
     a = np.asarray(scores_a, dtype=np.float64).reshape(-1)
     b = np.asarray(scores_b, dtype=np.float64).reshape(-1)
