@@ -13,7 +13,8 @@ from mutualctr import resources
 from mutualctr.cli import app
 from mutualctr.config import ConfigError
 from mutualctr.models import MODELS
-from mutualctr.resources import ConfigFallbackWarning, find_config
+from mutualctr.resources import ConfigFallbackWarning
+from mutualctr.training.shipped import find_config
 from mutualctr.training import jobs as api
 from mutualctr.training.config import RunConfig, load_run_config, run_config_from_dict
 

@@ -35,16 +35,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mutualctr import outdir
+from mutualctr import outdir, resources
 from mutualctr.atomic import atomic_dir
 from mutualctr.config import ConfigError, to_dict
 from mutualctr.data.encode import Encoder, bad_row_error
 from mutualctr.data.reader import TableReader, iter_blocks
-from mutualctr.data.schema import Schema, fitting_schemas, load_schema, schema_from_dict
+from mutualctr.data.schema import BUILTIN, Schema, load_schema, schema_from_dict
 from mutualctr.data.store import (FIRST, SPLITS, FeatureMap, FieldInfo, Store, read_feature_map,
                                   split_problem, vocab_fingerprint, write_vocab)
 from mutualctr.data.transform import ChunkTransformer, Transformed
-from mutualctr.errors import DataError, StoreError
+from mutualctr.errors import DataError, MutualCTRError, StoreError
 from mutualctr.progress import Bar
 
 FRACTIONS = (0.8, 0.1, 0.1)
@@ -486,6 +486,23 @@ def _check_inputs(inputs: Sequence[Path]) -> list[Path]:
         if not p.is_file():
             raise DataError(f"{p}: no such file")
     return inputs
+
+
+def fitting_schemas(path: str | Path, exclude: str = "") -> list[str]:
+    """The built-in datasets and shipped schemas (by name, ``exclude`` left out) whose layout
+    fits the first line(s) of the raw file ``path``: its columns and header read, and every
+    column the schema names present. For the hint of a file that does not fit its schema."""
+    out = []
+    for name in [*BUILTIN, *resources.schema_names()]:
+        if name == exclude:
+            continue
+        try:
+            schema = load_schema(name)
+            schema.resolve(TableReader(schema, Path(path)).columns).fields()
+        except (MutualCTRError, OSError):
+            continue
+        out.append(name)
+    return out
 
 
 def _schema_hint(schema: Schema, dataset: str | Path, path: Path) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from mutualctr import resources
 from mutualctr.config import ConfigError, from_dict, load_config, to_dict
 
 CRITEO_INT = [f"I{i}" for i in range(1, 14)]
@@ -162,7 +163,6 @@ def load_schema(dataset: str | Path) -> Schema:
     """``criteo``, ``avazu``, the path of a schema YAML, or the name of a schema shipped in
     ``mutualctr/configs/schemas`` (``criteo_csv``; ``mutualctr schemas`` lists them; a file of
     that name wins). Unknown keys raise ConfigError."""
-    from mutualctr import resources
 
     if isinstance(dataset, str) and dataset in BUILTIN:
         return BUILTIN[dataset]()
@@ -175,27 +175,6 @@ def load_schema(dataset: str | Path) -> Schema:
             f"shipped schema ({', '.join(resources.schema_names())}: mutualctr schemas lists them)"
         )
     return load_config(Schema, path)
-
-
-def fitting_schemas(path: str | Path, exclude: str = "") -> list[str]:
-    """The built-in datasets and shipped schemas (by name, ``exclude`` left out) whose layout
-    fits the first line(s) of the raw file ``path``: its columns and header read, and every
-    column the schema names present. For the hint of a file that does not fit its schema."""
-    from mutualctr import resources
-    from mutualctr.data.reader import TableReader
-    from mutualctr.errors import MutualCTRError
-
-    out = []
-    for name in [*BUILTIN, *resources.schema_names()]:
-        if name == exclude:
-            continue
-        try:
-            schema = load_schema(name)
-            schema.resolve(TableReader(schema, Path(path)).columns).fields()
-        except (MutualCTRError, OSError):
-            continue
-        out.append(name)
-    return out
 
 
 def schema_from_dict(d: dict[str, Any]) -> Schema:

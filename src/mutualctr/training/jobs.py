@@ -38,9 +38,9 @@ def open_store(path: str | Path):
 
 
 def default_config(model: str, dataset: str | None = None, config_dir: Path | None = None) -> RunConfig:
-    """The config of ``model`` for ``dataset``: :func:`mutualctr.resources.find_config` (the shipped
+    """The config of ``model`` for ``dataset``: :func:`mutualctr.training.shipped.find_config` (the shipped
     configs, ``config_dir`` first; a fallback to another dataset's config warns)."""
-    from mutualctr.resources import find_config
+    from mutualctr.training.shipped import find_config
 
     return find_config(model, dataset, config_dir).config
 
