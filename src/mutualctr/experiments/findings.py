@@ -188,8 +188,9 @@ def _kept(f: ModelFindings) -> list[str]:
     g, c = f.finetuned, f.control
     out = []
     if g.kept_all:
+        ctrl = f" (the control kept {c.kept}/{c.n})" if c is not None and not c.kept_all else ""
         out.append(f"Mutual finetuning kept every start ({g.kept}/{g.n}): no finetuning epoch beat the start on "
-                   "dev, so the finetuned models are the pretrained ones.")
+                   f"dev, so the finetuned models are the pretrained ones{ctrl}.")
     if c is not None and c.kept_all:
         out.append(f"The alpha-0 control kept every start ({c.kept}/{c.n}): its extra epoch never beat the start "
                    "on dev, so the control is the pretrained models, its Table 1 row equals 'independent', and "
