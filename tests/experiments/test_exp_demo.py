@@ -20,6 +20,14 @@ def test_demo_prints_table1_with_controls_and_is_cached(tmp_path, monkeypatch):
                    "**chosen**"):
         assert needle in text, needle
     assert "paper" not in text.split("Tables:")[0]  # synthetic data: no paper columns
+    # the closing paragraph: after the tables, names the data as synthetic, one paragraph per model
+    found = text.split("What this run found:\n\n")[1]
+    assert found.startswith("On synthetic data (2,500 rows), mutual finetuning beat its alpha-0 control")
+    assert "\n\nDeepFM (alpha " in found and "\n\nDCN (alpha " in found and "Test logloss" in found
+    assert "Caveat: n = 2 instances per model on synthetic data (2,500 rows)" in found
+    assert found.rstrip().splitlines()[-1].startswith("Demo finished in")
+    tables_md = Path(r["paths"]["tables"]).read_text()  # `experiment` users get it too
+    assert "## What this run found\n\nOn synthetic data (2,500 rows), mutual" in tables_md
     assert Path(r["paths"]["tables"]).is_file() and 0.5 < r["ceiling_auc"] < 1
     assert (tmp_path / "demo" / "configs" / "deepfm.yaml").read_text().count("batch_size: 500") == 1
 

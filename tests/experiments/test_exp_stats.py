@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from mutualctr.experiments.stats import bootstrap_auc_diff, mean_std, paired_ttest, relaimp, weighted_auc
+from mutualctr.experiments.stats import (bootstrap_auc_diff, mean_std, paired_interval, paired_ttest, relaimp,
+                                        weighted_auc)
 from mutualctr.metrics import auc
 
 
@@ -34,6 +35,17 @@ def test_paired_ttest_against_hand_computation():
 def test_paired_ttest_degenerate_cases_give_nan():
     assert np.isnan(paired_ttest([0.8], [0.9]).p)
     assert np.isnan(paired_ttest([0.8, 0.7], [0.81, 0.71]).p)  # constant difference: no spread
+
+
+def test_paired_interval_is_the_t_interval_of_the_mean_difference():
+    a, b = [0.70, 0.71, 0.705], [0.711, 0.7212, 0.7158]
+    d = np.subtract(b, a)
+    half = 4.302652729911275 * d.std(ddof=1) / np.sqrt(3)  # t_{0.975, 2}
+    assert paired_interval(a, b) == pytest.approx((d.mean() - half, d.mean() + half), abs=1e-12)
+    low, high = paired_interval(a, b, level=0.5)
+    assert d.mean() - half < low < d.mean() < high < d.mean() + half
+    assert paired_interval([0.8, 0.7], [0.8, 0.7]) == (0.0, 0.0)  # no spread: the difference itself
+    assert all(np.isnan(paired_interval([0.8], [0.9])))
 
 
 def test_weighted_auc_equals_auc_of_the_repeated_rows():

@@ -7,8 +7,8 @@
    architectures (embedding 16, MLP [400, 200, 100], Adam, exponential decay), the demo's
    short schedule (written to OUT/configs/, editable) and the default finetuning protocol
    (alpha chosen on dev, the start a candidate; docs/training.md);
-4. prints Table 1 with the controls and churn, the alpha curve, the significance tests, and
-   where everything is.
+4. prints Table 1 with the controls and churn, the alpha curve, the significance tests, where
+   everything is, and last what the run found, in words (:mod:`.findings`; also in tables.md).
 
 Every step is cached: a second `mutualctr demo` reuses the data, the store and the runs.
 How long it runs is measured in one place: docs/performance.md, "The demo". Without
@@ -79,10 +79,25 @@ def demo_threads(threads: Optional[int], echo=print) -> Optional[int]:
     return 1
 
 
+def _name_the_data(stats_path: Path, words: str) -> dict[str, Any]:
+    """stats.json with ``data`` = ``words``, and tables.md rendered again, so that its "What this
+    run found" names the data as synthetic (the store alone says Criteo format)."""
+    import json
+
+    from mutualctr.experiments import report
+
+    stats = json.loads(stats_path.read_text())
+    if stats.get("data") != words:
+        stats["data"] = words
+        atomic.write_text(stats_path, json.dumps(stats, indent=2, default=float))
+        report.rerender(stats_path.parent)
+    return stats
+
+
 def run_demo(out: str | Path = "demo_out", rows: Optional[int] = None, quiet: bool = False,
              seed: int = 0, echo=print, threads: Optional[int] = None) -> dict[str, Any]:
     from mutualctr.data import prepare, synth
-    from mutualctr.experiments import report
+    from mutualctr.experiments import findings, report
     from mutualctr.experiments.runner import run_experiment
 
     t0 = time.perf_counter()
@@ -114,9 +129,7 @@ def run_demo(out: str | Path = "demo_out", rows: Optional[int] = None, quiet: bo
     res = run_experiment(["rq1", "rq2"], prep.store.path, out / "experiment", list(MODELS), instances=INSTANCES,
                          config_dir=cfg_dir, quiet=quiet, reference=False, threads=demo_threads(threads, echo))
     parsed = report.read_results(Path(res["paths"]["results"]))
-    import json
-
-    stats = json.loads(Path(res["paths"]["stats"]).read_text())
+    stats = _name_the_data(Path(res["paths"]["stats"]), f"synthetic data ({rows:,} rows)")
     seconds = time.perf_counter() - t0
     text = ["", f"Synthetic data: {rows:,} rows. The generator's true click probabilities score AUC {ceiling:.4f} "
                 "on all its labels: the ceiling a model can reach, up to sampling noise.", "",
@@ -127,6 +140,8 @@ def run_demo(out: str | Path = "demo_out", rows: Optional[int] = None, quiet: bo
             report.grid_table(parsed, stats.get("choices", {})), "",
             report.significance(parsed, stats.get("bootstrap", [])), "",
             f"Tables: {res['paths']['tables']}", f"Results: {res['paths']['results']}",
-            "Plots: " + ", ".join(res["paths"]["plots"]), f"Demo finished in {seconds / 60:.1f} min."]
+            "Plots: " + ", ".join(res["paths"]["plots"]), "", f"{findings.SECTION}:", "",
+            findings.render(parsed, stats, stats["data"], report.LABELS, width=100), "",
+            f"Demo finished in {seconds / 60:.1f} min."]
     echo("\n".join(text))
     return {**res, "ceiling_auc": ceiling, "demo_seconds": seconds}

@@ -362,6 +362,11 @@ def render_tables(rows: Sequence[dict], meta: dict[str, Any]) -> str:
     sig = significance(rows, meta.get("bootstrap", []))
     if sig:
         out += ["", "## Significance", "", sig]
+    from mutualctr.experiments import findings  # it imports nothing from this module
+
+    found = findings.render(rows, meta, findings.data_words(meta), LABELS)
+    if found:
+        out += ["", f"## {findings.SECTION}", "", found]
     g = grid_table(rows, meta.get("choices", {}))
     if g:
         out += ["", "## Grid (chosen on dev)", "", g]

@@ -17,8 +17,8 @@ from scipy import stats as scipy_stats
 
 from mutualctr.metrics import auc, relaimp
 
-__all__ = ["mean_std", "relaimp", "paired_ttest", "PairedTest", "weighted_auc", "bootstrap_auc_diff",
-           "BootstrapCI"]
+__all__ = ["mean_std", "relaimp", "paired_ttest", "PairedTest", "paired_interval", "weighted_auc",
+           "bootstrap_auc_diff", "BootstrapCI"]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -61,6 +61,19 @@ def paired_ttest(a: Sequence[float], b: Sequence[float]) -> PairedTest:
         return PairedTest(n, diff, float("nan"), float("nan"))
     r = scipy_stats.ttest_rel(b, a)
     return PairedTest(n, diff, float(r.statistic), float(r.pvalue))
+
+
+def paired_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """The t-interval of the mean paired difference b - a (the interval that goes with
+    :func:`paired_ttest`): mean +- t_{(1+level)/2, n-1} x sd / sqrt(n). nan for fewer than 2
+    pairs; (d, d) when every pair differs by the same d."""
+    from scipy import stats
+
+    d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    if d.size < 2:
+        return float("nan"), float("nan")
+    half = float(stats.t.ppf((1 + level) / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
+    return float(d.mean() - half), float(d.mean() + half)
 
 
 def _tie_groups(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
