@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from mutualctr import atomic
-from mutualctr.experiments import plots
+from mutualctr.experiments import findings, plots
 from mutualctr.experiments.labels import LABELS
 from mutualctr.experiments.stats import mean_std, paired_ttest, relaimp
 
@@ -362,7 +362,6 @@ def render_tables(rows: Sequence[dict], meta: dict[str, Any]) -> str:
     sig = significance(rows, meta.get("bootstrap", []))
     if sig:
         out += ["", "## Significance", "", sig]
-    from mutualctr.experiments import findings  # it imports nothing from this module
 
     found = findings.render(rows, meta, findings.data_words(meta), LABELS)
     if found:
