@@ -363,18 +363,48 @@ def _refuse_inside(real: Path, shown, error: type[MutualCTRError]) -> None:
                     "what mutualctr writes there; pass a path outside it")
 
 
-def claim_file(path: str | Path, *, inputs=(), shown: str | Path | None = None,
-               error: type[MutualCTRError] = OutputError) -> Path:
-    """The real path of an output file (``predict --out``), checked by the one rule: it does
-    not exist (or is empty), or it is a predictions file mutualctr wrote; never one of
-    ``inputs`` (the files the command reads), never inside a directory mutualctr wrote (a
-    store, a run and its checkpoints, ...), never a device or FIFO. Write it with
-    :func:`mutualctr.atomic.atomic_path` (a temporary beside it, then a rename)."""
+SYNTH_GENERATOR = "mutualctr.data.synth"
+
+
+def synth_meta(path: str | Path) -> Path:
+    """The sidecar ``FILE.meta.json`` that ``mutualctr data synth`` writes beside FILE."""
+    path = Path(path)
+    return path.with_name(path.name + ".meta.json")
+
+
+def is_synth_file(path: str | Path) -> bool:
+    """Whether ``path`` was written by ``mutualctr data synth``: its sidecar says so."""
+    try:
+        d = json.loads(synth_meta(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and d.get("generator") == SYNTH_GENERATOR
+
+
+#: output file kinds: how an existing file is recognised as ours, and how messages name it
+FILE_KINDS = {
+    "predictions": (is_predictions_file, f"a predictions file mutualctr wrote (a CSV whose last column is "
+                                         f"'{PREDICTIONS_COLUMN}')"),
+    "synth": (is_synth_file, "a file mutualctr data synth wrote (with its .meta.json)"),
+}
+
+
+def claim_file(path: str | Path, kind: Literal["predictions", "synth"] = "predictions", *, inputs=(),
+               shown: str | Path | None = None, error: type[MutualCTRError] = OutputError) -> Path:
+    """The real path of an output file (``predict --out``, ``data synth --out``), checked by the
+    one rule: it does not exist (or is empty), or it is a ``kind`` file mutualctr wrote
+    (:data:`FILE_KINDS`); never one of ``inputs`` (the files the command reads), never inside a
+    directory mutualctr wrote (a store, a run and its checkpoints, ...), never a device or FIFO.
+    Write it with :func:`mutualctr.atomic.atomic_path` (a temporary beside it, then a rename)."""
     shown = path if shown is None else shown
     real = resolve_file(path, shown=shown, error=error)
+    ours, what = FILE_KINDS[kind]
+    if kind == "synth" and os.path.lexists(synth_meta(real)) and not is_synth_file(real):
+        raise error(f"{synth_meta(shown)}: exists and was not written by mutualctr data synth; pass another "
+                    "path (it is never replaced)")
     for i in inputs:
         if i is not None and os.path.lexists(i) and Path(i).resolve() == real:
-            raise error(f"{shown}: is the input {i}; pass another path for the predictions")
+            raise error(f"{shown}: is the input {i}; pass another path for the {kind} output")
     _refuse_inside(real, shown, error)
     if os.path.lexists(real):
         try:
@@ -383,9 +413,8 @@ def claim_file(path: str | Path, *, inputs=(), shown: str | Path | None = None,
             raise error(f"{shown}: cannot read it ({e.strerror})") from None
         if not stat.S_ISREG(st.st_mode):
             raise error(f"{shown}: exists and is not a regular file; pass another path")
-        if st.st_size and not is_predictions_file(real):
-            raise error(f"{shown}: exists and is not a predictions file mutualctr wrote (a CSV whose last "
-                        f"column is '{PREDICTIONS_COLUMN}'); pass another path (it is never replaced)")
+        if st.st_size and not ours(real):
+            raise error(f"{shown}: exists and is not {what}; pass another path (it is never replaced)")
     return real
 
 
