@@ -324,21 +324,31 @@ _PROBABILITY = re.compile(r"^(0\.[0-9]{6}|1\.000000)$")
 
 def is_predictions_file(path: str | Path, rows: int = 1000) -> bool:
     """Whether ``path`` reads as a predictions CSV mutualctr wrote: a header whose last column
-    is ``probability``, and rows (the first ``rows`` are read) of as many fields, the last a
-    probability written with 6 decimals. (A CSV cannot carry a marker without changing the
-    format: its shape is the mark; forging it only gets a predictions file replaced.)"""
+    is ``probability``, and rows (those in its first MiB, at most ``rows``) of as many fields,
+    the last a probability written with 6 decimals. (A CSV cannot carry a marker without
+    changing the format: its shape is the mark; forging it only gets a predictions file
+    replaced.)"""
     import csv
     import itertools
 
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            lines = csv.reader(f)
-            header = next(lines, None)
-            if not header or header[-1] != PREDICTIONS_COLUMN:
-                return False
-            return all(len(r) == len(header) and _PROBABILITY.match(r[-1])
-                       for r in itertools.islice(lines, rows))
-    except (OSError, UnicodeDecodeError, ValueError):  # csv.Error is a ValueError... or not
+        with open(path, "rb") as f:
+            head = f.read(1 << 20)
+            complete = len(head) < 1 << 20
+        if b"\0" in head:
+            return False
+        lines = head.decode("utf-8").split("\n")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not complete:
+        lines = lines[:-1]  # cut by the 1 MiB read
+    try:
+        reader = csv.reader(line for line in lines if line)
+        header = next(reader, None)
+        if not header or header[-1] != PREDICTIONS_COLUMN:
+            return False
+        return all(len(r) == len(header) and _PROBABILITY.match(r[-1]) for r in itertools.islice(reader, rows))
+    except csv.Error:
         return False
 
 
