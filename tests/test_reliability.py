@@ -17,6 +17,7 @@ asserts more (``result`` has ``code``, ``out``, ``err``).
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shlex
@@ -375,6 +376,79 @@ def _criteo_case(id, edit, code, message, flags="", check=None):
                 message, _criteo_file("n.txt", edit), check)
 MUTUAL = "mutual --data {store} --out g --quiet --models lr,lr"
 
+
+# -- issue 28: nothing we write destroys what is not ours ------------------------------------------
+def _run_copy(ctx, name="r"):
+    shutil.copytree(ctx.store.parent / "run", ctx.tmp / name)
+
+
+def _run_without_last(ctx):
+    _run_copy(ctx)
+    (ctx.tmp / "r" / "checkpoints" / "last.pt").unlink()
+
+
+def _run_damaged_last(ctx):
+    _run_copy(ctx)
+    os.truncate(ctx.tmp / "r" / "checkpoints" / "last.pt", 10000)  # a copy cut short
+
+
+def _export(ctx, name="e"):
+    from mutualctr.serving import export_run
+
+    export_run(ctx.store.parent / "run", ctx.tmp / name, format="torchscript")
+
+
+def _export_plus_user_files(ctx):
+    _export(ctx)
+    (ctx.tmp / "e" / "notes.txt").write_text("mine")
+    (ctx.tmp / "e" / "mydata").mkdir()
+    (ctx.tmp / "e" / "mydata" / "x.csv").write_text("1,2\n")
+
+
+def _forged_export(ctx, extra=True):
+    e = ctx.tmp / "e"
+    e.mkdir()
+    (e / "export.json").write_text('{"format":"mutualctr-export"}\n')
+    if extra:
+        (e / "README").write_text("my project\n")
+        (e / "src").mkdir()
+        (e / "src" / "main.py").write_text("print('mine')\n")
+
+
+def _export_edited(ctx):
+    _export(ctx)
+    with open(ctx.tmp / "e" / "encoder.json", "a") as f:
+        f.write(" ")
+
+
+def _check_exported_fm(ctx, r):
+    from mutualctr.serving import read_manifest
+
+    m = read_manifest(ctx.tmp / "e")
+    assert sorted(m["files"]) == ["encoder.json", "model.pt"], m["files"]
+    assert sorted(os.listdir(ctx.tmp / "e")) == ["encoder.json", "export.json", "model.pt"]
+    assert temporaries(ctx.tmp) == []
+
+
+def _predictions(ctx):
+    (ctx.tmp / "p.csv").write_text("probability\n0.500000\n0.250000\n")
+
+
+def _check_predictions(ctx, r):
+    lines = (ctx.tmp / "p.csv").read_text().splitlines()
+    assert lines[0] == "probability" and len(lines) == 301
+    assert temporaries(ctx.tmp) == []
+
+
+def _user_runs_folder(ctx):
+    (ctx.tmp / "mine").mkdir()
+    (ctx.tmp / "mine" / "notes.txt").write_text("mine")
+
+
+EXPERIMENT = "experiment rq1 --data {store} --out x --models lr --instances 2 --epochs 1 --quiet --threads 1"
+EXPORT = "export --run {run} --format torchscript --out"
+PREDICT = "predict --run {run} --input {raw} --out"
+
 CASES = [
     # 2. --overwrite replaces only what is ours
     Case("overwrite-foreign-dir", f"{PREP} precious --overwrite", 2,
@@ -491,6 +565,58 @@ CASES = [
          check=lambda ctx, r: os.chmod(ctx.tmp / "r", 0o755)),
     Case("train-one-class-labels", "train --data n --out r --quiet --model lr", 2,
          "every label of the train split", _one_class_store),
+    # issue 28: every output path follows one rule (mutualctr.outdir)
+    Case("predict-out-is-the-input", f"{PREDICT} {{raw}}", 2, "c.txt: is the input"),
+    Case("predict-out-is-a-checkpoint", f"{PREDICT} r/checkpoints/best.pt", 2,
+         "r/checkpoints/best.pt: is inside the mutualctr run", _run_copy),
+    Case("predict-out-in-a-store", f"{PREDICT} st/train.X.npy", 2, "st/train.X.npy: is inside the mutualctr store",
+         lambda ctx: ctx.prepare("st")),
+    Case("predict-out-in-a-run", f"{PREDICT} r/p.csv", 2, "r/p.csv: is inside the mutualctr run", _run_copy),
+    Case("predict-out-user-file", f"{PREDICT} notes.txt", 2,
+         "notes.txt: exists and is not a predictions file mutualctr wrote", _file("notes.txt", "my notes\n")),
+    Case("predict-out-user-csv", f"{PREDICT} mine.csv", 2, "mine.csv: exists and is not a predictions file",
+         _file("mine.csv", "id,probability\n1,high\n")),
+    Case("predict-out-device", f"{PREDICT} /dev/null", 2, "/dev/null: exists and is not a regular file"),
+    Case("synth-out-user-file", "data synth --rows 50 --quiet --out notes.txt", 2,
+         "notes.txt: exists and is not a file mutualctr data synth wrote", _file("notes.txt", "my notes\n")),
+    Case("synth-out-in-a-store", "data synth --rows 50 --quiet --out st/train.X.npy", 2,
+         "st/train.X.npy: is inside the mutualctr store", lambda ctx: ctx.prepare("st")),
+    Case("synth-out-is-a-synth-file", "data synth --rows 50 --quiet --out s.tsv", 0, "wrote 50 rows to s.tsv",
+         lambda ctx: run_cli(["data", "synth", "--rows", "20", "--quiet", "--out", "s.tsv"], ctx.tmp)),
+    Case("predict-out-own-predictions", f"{PREDICT} p.csv", 0, "wrote 300 probabilities to p.csv", _predictions,
+         _check_predictions),
+    Case("export-overwrite-user-additions", f"{EXPORT} e --overwrite", 2,
+         "e: is a mutualctr export but also holds 'mydata/', 'notes.txt', which mutualctr did not write",
+         _export_plus_user_files),
+    Case("export-overwrite-forged-marker", f"{EXPORT} e --overwrite", 2,
+         "e: exists and is not a mutualctr export (it holds 'README', 'src/')", _forged_export),
+    Case("export-overwrite-forged-marker-alone", f"{EXPORT} e --overwrite", 2,
+         "e: exists and is not a mutualctr export (its export.json lists no files written",
+         lambda ctx: _forged_export(ctx, extra=False)),
+    Case("export-overwrite-edited-file", f"{EXPORT} e --overwrite", 2,
+         "e: is a mutualctr export but 'encoder.json' is not what mutualctr wrote there", _export_edited),
+    Case("export-out-is-a-run", f"{EXPORT} r --overwrite", 2,
+         "r: exists and is not a mutualctr export (it holds 'checkpoints/', 'config.yaml', 'metrics.jsonl' and 2 more)",
+         _run_copy),
+    Case("export-out-in-a-run", f"{EXPORT} r/e", 2, "r/e: is inside the mutualctr run", _run_copy),
+    Case("export-own-no-overwrite", f"{EXPORT} e", 2, "e: holds an export already; pass --overwrite", _export),
+    Case("export-overwrite-own", f"{EXPORT} e --overwrite", 0, "exported lr", _export, _check_exported_fm),
+    Case("experiment-runs-user-folder", f"{EXPERIMENT} --runs mine", 2,
+         "mine: exists and is not a mutualctr run cache (it holds 'notes.txt'); pass another path",
+         _user_runs_folder),
+    Case("experiment-runs-a-store", f"{EXPERIMENT} --runs st", 2, "st: exists and is not a mutualctr run cache",
+         lambda ctx: ctx.prepare("st")),
+    Case("experiment-missing-store", "experiment rq1 --data nothere --out x --models lr --quiet", 2,
+         "nothere: no such store directory"),
+    Case("train-resume-finished-without-last", "train --data {store} --out r --resume --quiet", 2,
+         "cannot resume: its checkpoint", _run_without_last),
+    Case("train-resume-damaged-last", "train --data {store} --out r --resume --quiet", 2,
+         "last.pt: corrupt or truncated checkpoint", _run_damaged_last),
+    Case("train-diverges-leaves-nothing", "train --data {store} --out r --quiet --model deepfm --lr 1e8 --batch-size 16 --device cpu",
+         2,
+         "stopped; nothing kept (r was new and is removed)"),
+    Case("mutual-device-unknown", "mutual --data {store} --init {run} {run} --out g --quiet --alpha 1 --device tpu", 2,
+         "train.device: expected one of"),
 ]
 
 
@@ -684,3 +810,133 @@ def test_output_file_paths(tmp_path):
     (tmp_path / "link.csv").symlink_to(tmp_path / "f.txt")
     assert outdir.resolve_file(tmp_path / "link.csv") == (tmp_path / "f.txt").resolve()
     assert outdir.resolve_file(tmp_path / "new.csv") == (tmp_path / "new.csv").resolve()
+
+
+# -- issue 28: the one rule for output paths, at the library level -----------------------------
+def test_export_marker_is_a_manifest_of_the_files(tmp_path):
+    e = tmp_path / "e"
+    e.mkdir()
+    (e / "model.pt").write_bytes(b"weights")
+    (e / "encoder.json").write_text("{}")
+    marker = {"format": "mutualctr-export", "files": outdir.manifest_files(e, ["model.pt", "encoder.json"])}
+    (e / "export.json").write_text(json.dumps(marker))
+    assert outdir.check_replaceable(e, "export") == "ours"
+    (e / "model.pt").write_bytes(b"weightz")  # same size, other bytes
+    with pytest.raises(OutputError, match=r"'model\.pt' is not what mutualctr wrote"):
+        outdir.check_replaceable(e, "export")
+    (e / "model.pt").write_bytes(b"weights")
+    (e / "model.onnx").write_bytes(b"")  # an entry an export may hold, but not listed: not ours
+    with pytest.raises(OutputError, match=r"also holds 'model\.onnx'"):
+        outdir.check_replaceable(e, "export")
+    (e / "model.onnx").unlink()
+    (e / "encoder.json").unlink()
+    with pytest.raises(OutputError, match=r"'encoder\.json' is not what mutualctr wrote"):
+        outdir.remove(e, "export")
+    assert sorted(os.listdir(e)) == ["export.json", "model.pt"]
+
+
+def test_run_cache_rule(tmp_path):
+    runs = tmp_path / "runs"
+    assert outdir.claim_cache(runs, "runs") == runs.resolve() and not runs.exists()
+    outdir.mark_cache(runs, "runs")
+    assert outdir.check_replaceable(runs, "runs") == "ours"
+    legacy = tmp_path / "old"  # written before the cache had a marker: job directories only
+    (legacy / "train-0123").mkdir(parents=True)
+    outdir.write_marker(legacy / "train-0123", "run")
+    assert outdir.is_ours(legacy, "runs")
+    (legacy / "a").mkdir()  # a run of the user's, not a job of a cache
+    outdir.write_marker(legacy / "a", "run")
+    assert not outdir.is_ours(legacy, "runs")
+
+
+def test_claim_file(tmp_path):
+    (tmp_path / "in.txt").write_text("1\t2\n")
+    with pytest.raises(OutputError, match=r"is the input"):
+        outdir.claim_file(tmp_path / "in.txt", inputs=[tmp_path / "in.txt"])
+    (tmp_path / "link.csv").symlink_to("in.txt")  # the input through a link
+    with pytest.raises(OutputError, match=r"link\.csv: is the input"):
+        outdir.claim_file(tmp_path / "link.csv", inputs=[tmp_path / "in.txt"])
+    (tmp_path / "empty.csv").write_text("")
+    assert outdir.claim_file(tmp_path / "empty.csv") == (tmp_path / "empty.csv").resolve()
+    p = tmp_path / "p.csv"
+    p.write_text('id,"a,b",probability\n1,"x,y",0.123456\n2,z,1.000000\n')
+    assert outdir.claim_file(p) == p.resolve()
+    p.write_text("id,probability\n1,0.5\n")  # not 6 decimals: not ours
+    with pytest.raises(OutputError, match=r"not a predictions file"):
+        outdir.claim_file(p)
+    run = tmp_path / "run"
+    run.mkdir()
+    outdir.write_marker(run, "run")
+    with pytest.raises(OutputError, match=r"is inside the mutualctr run"):
+        outdir.claim_file(run / "sub" / "p.csv")
+
+
+def _cli_paused_at(target: str, argv: list[str], cwd: Path, ready: Path) -> subprocess.Popen:
+    """``mutualctr ARGV`` as a real process whose ``target`` (module:Class.method or
+    module:function) waits, once it has run, until a signal arrives; ``ready`` appears then."""
+    module, name = target.split(":")
+    code = f"""
+import sys, time, importlib
+m = importlib.import_module({module!r})
+owner, _, attr = {name!r}.rpartition(".")
+holder = getattr(m, owner) if owner else m
+real = getattr(holder, attr)
+def paused(*a, **k):
+    r = real(*a, **k)
+    open({str(ready)!r}, "w").close()
+    time.sleep(600)
+    return r
+setattr(holder, attr, paused)
+sys.argv = ["mutualctr", *{argv!r}]
+from mutualctr.cli import main
+main()
+"""
+    env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.Popen([sys.executable, "-c", code], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _interrupt(p: subprocess.Popen, ready: Path, sig) -> Result:
+    deadline = time.monotonic() + 240
+    while not ready.exists():
+        assert p.poll() is None, p.communicate()
+        assert time.monotonic() < deadline, "the command never reached the pause"
+        time.sleep(0.05)
+    p.send_signal(sig)
+    out, err = p.communicate(timeout=120)
+    return Result(p.returncode, out, err)
+
+
+def test_sigterm_during_prepare_leaves_nothing(shared, tmp_path):
+    import signal
+
+    shutil.copy(shared / "c.txt", tmp_path / "c.txt")
+    before = tree(tmp_path)
+    p = _cli_paused_at("mutualctr.data.prepare:write_vocab",
+                       ["prepare", "--dataset", "criteo", "--input", "c.txt", "--out", "st", "--quiet"],
+                       tmp_path, tmp_path.parent / f"{tmp_path.name}.ready")
+    r = _interrupt(p, tmp_path.parent / f"{tmp_path.name}.ready", signal.SIGTERM)
+    assert r.code == 143, r
+    assert r.err.strip() == ("error: interrupted by SIGTERM: nothing was written to st, no temporary left; "
+                             "run the command again"), r.err
+    assert tree(tmp_path) == before  # no store, no .st.*.tmp, no .st.lock
+
+
+def test_sigint_during_train_keeps_the_checkpoint_and_resumes(shared, tmp_path):
+    import signal
+
+    ready = tmp_path.parent / f"{tmp_path.name}.ready"
+    args = ["train", "--data", str(shared / "store"), "--out", "r", "--quiet", "--model", "lr", "--epochs", "2",
+            "--batch-size", "64", "--device", "cpu", "--threads", "1"]
+    p = _cli_paused_at("mutualctr.training.rundir:Checkpointer.save", args, tmp_path, ready)
+    r = _interrupt(p, ready, signal.SIGINT)
+    assert r.code == 130, r
+    assert r.err.strip() == ("error: interrupted by SIGINT: r keeps its last checkpoint; continue with the "
+                             "same command and --resume"), r.err
+    left = [str(Path(d, n).relative_to(tmp_path)) for d, _, files in os.walk(tmp_path) for n in files
+            if n.endswith((".tmp", ".lock", ".old", ".del"))]
+    assert left == [] and temporaries(tmp_path) == []
+    assert (tmp_path / "r" / "checkpoints" / "last.pt").is_file()
+    again = run_cli([*args, "--resume"], tmp_path)
+    assert again.code == 0, again
+    assert (tmp_path / "r" / "summary.json").is_file()

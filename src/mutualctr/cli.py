@@ -592,10 +592,17 @@ def export_cmd(
 
 
 def main() -> None:
+    from mutualctr import interrupt
     from mutualctr.errors import MutualCTRError
 
+    interrupt.install()  # SIGTERM unwinds like Ctrl-C: temporaries and locks removed on the way
     try:
         app()
+    except (KeyboardInterrupt, SystemExit) as e:  # SIGINT, SIGTERM (typer: exit 130): one line, exit 130 / 143
+        if (signal := interrupt.received(e)) is None:
+            raise
+        typer.secho(f"error: {interrupt.message(sys.argv[1:], signal)}", err=True, fg=typer.colors.RED)
+        sys.exit(interrupt.exit_code(signal))
     except MutualCTRError as e:
         typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
         sys.exit(2)

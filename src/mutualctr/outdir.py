@@ -1,11 +1,19 @@
-"""Output directories: what is ours to replace, one writer at a time, temporaries of dead owners.
+"""Output paths: what is ours to replace, one writer at a time, temporaries of dead owners.
 
-The rules every command that writes a directory (``prepare``, ``train``, ``mutual``,
-``experiment``) follows (docs/reliability.md):
+The one rule every output path follows (``--out`` of ``prepare``, ``train``, ``mutual``,
+``distill``, ``experiment`` and its ``--runs``, ``export``, ``predict``; docs/reliability.md):
+a command writes only into a path that does not exist or that it marked as its own, never over
+an input, a checkpoint, a store or a file of the user's.
 
 - **Ours only.** A directory is replaced or cleared only if it is absent, empty, or carries the
-  marker of its kind (:data:`KINDS`) *and* holds nothing but entries that kind writes. Anything
-  else is refused naming the path and an entry that is not ours, ``--overwrite`` or not.
+  marker of its kind (:data:`KINDS`) *and* holds nothing but entries that kind writes (for a
+  manifest kind, an export: exactly the files its marker lists, unchanged). Anything else is
+  refused naming the path and the entries that are not ours, ``--overwrite`` or not.
+- **Output files** (:func:`claim_file`, ``predict --out``): absent, empty or a predictions file
+  we wrote; never an input, never inside a directory we wrote, never a device.
+- **Failures.** A job that fails in a directory it created leaves none (:func:`discard_new`),
+  unless it holds a checkpoint; SIGINT/SIGTERM unwind through the same cleanup
+  (:mod:`mutualctr.interrupt`).
 - **Paths.** A symbolic link is followed (its target is written, the link stays); a dangling
   link, an existing file, and the current directory or one of its parents are refused.
 - **One writer.** :func:`locked` holds an exclusive ``flock`` on ``.NAME.lock`` beside the
@@ -28,16 +36,18 @@ Typical use (what ``prepare`` does)::
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import os
 import re
 import shutil
 import socket
+import stat
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Any, Iterator, Literal
 
 from mutualctr import atomic
 from mutualctr.errors import MutualCTRError, OutputError
@@ -55,12 +65,19 @@ class Kind:
     format: str
     entries: tuple[str, ...]  # fnmatch patterns of the top-level entries this kind writes
     legacy: tuple[str, ...] = ()  # files that together mark one written before markers existed
+    title: str = ""  # how messages name it (default: its name)
+    overwrite: bool = False  # whether a command offers --overwrite for it (messages say so)
+    #: the marker lists every file written (name -> bytes, sha256): the directory is ours only
+    #: when it holds exactly those files, unchanged (a kind written at once, e.g. an export)
+    manifest: bool = False
+    #: kinds of which every entry is one: a directory of them written before its marker existed
+    holds: tuple[str, ...] = ()
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
     # a store's feature map has always carried its format marker
     Kind("store", "feature_map.json", "mutualctr-store",
-         ("feature_map.json", "train.[Xy].npy", "dev.[Xy].npy", "test.[Xy].npy", "vocab")),
+         ("feature_map.json", "train.[Xy].npy", "dev.[Xy].npy", "test.[Xy].npy", "vocab"), overwrite=True),
     Kind("run", MARKER, "mutualctr-run",
          ("config.yaml", "store.json", "metrics.jsonl", "summary.json", "job.json", "checkpoints"),
          legacy=("config.yaml", "store.json")),
@@ -71,9 +88,15 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("experiment", MARKER, "mutualctr-experiment",
          ("runs", "results.csv", "stats.json", "tables.md", "plots", "*.png"),
          legacy=("stats.json", "results.csv")),
+    Kind("export", "export.json", "mutualctr-export",
+         ("export.json", "model.onnx", "model.pt", "encoder.json"), manifest=True, overwrite=True),
+    # an experiment's run cache (--runs DIR): one job directory per entry, named KIND-HASH
+    Kind("runs", MARKER, "mutualctr-runs",
+         ("train-*", "scratch-*", "finetune-*", "distill-*", "ensemble-*"), holds=("run", "group", "ensemble"),
+         title="run cache"),
 )}
 
-KindName = Literal["store", "run", "group", "ensemble", "experiment"]
+KindName = Literal["store", "run", "group", "ensemble", "experiment", "export", "runs"]
 
 _OWNER = r"(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-(?P<start>[0-9]+)"
 _TEMP = re.compile(r"^\.(?P<name>.+)\." + _OWNER + r"\.(?P<what>[a-z0-9_]+\.tmp|old|del)$")
@@ -142,51 +165,124 @@ def _json_format(path: Path) -> str | None:
     return d.get("format") if isinstance(d, dict) else None
 
 
+def file_digest(path: str | Path) -> str:
+    """The sha256 (hex) of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def manifest_files(directory: str | Path, names) -> dict[str, dict[str, Any]]:
+    """The ``files`` of a manifest kind's marker (:attr:`Kind.manifest`): each file written,
+    ``name -> {"bytes", "sha256"}``; what makes the directory recognisably ours."""
+    d = Path(directory)
+    return {n: {"bytes": (d / n).stat().st_size, "sha256": file_digest(d / n)} for n in sorted(names)}
+
+
+def _listed(path: Path, k: Kind) -> dict[str, Any] | None:
+    """The files a manifest kind's marker lists, None without a valid marker."""
+    try:
+        d = json.loads((path / k.marker).read_text())
+    except (OSError, ValueError):
+        return None
+    files = d.get("files") if isinstance(d, dict) and d.get("format") == k.format else None
+    if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+        return None
+    return files
+
+
+def _changed(path: Path, files: dict[str, Any]) -> str | None:
+    """The first listed file that is missing or not the bytes that were written."""
+    for name, want in files.items():
+        p = path / name
+        if "/" in name or name in (".", "..") or p.is_symlink() or not p.is_file():
+            return name
+        if p.stat().st_size != want.get("bytes") or file_digest(p) != want.get("sha256"):
+            return name
+    return None
+
+
+def _visible(path: Path) -> list[str]:
+    return sorted(e for e in os.listdir(path) if not _OURS_HIDDEN.match(e))
+
+
 def is_ours(path: str | Path, kind: KindName) -> bool:
     """Whether ``path`` is a directory carrying ``kind``'s marker (or, for directories written
-    before markers existed, all of its legacy files)."""
+    before markers existed, all of its legacy files). For a manifest kind the marker must list
+    the files present, each unchanged."""
     k, path = _kind(kind), Path(path)
     if not path.is_dir():
         return False
+    if k.manifest:
+        files = _listed(path, k)
+        return files is not None and _changed(path, files) is None
     if _json_format(path / k.marker) == k.format:
         return True
+    if k.holds:  # a cache of job directories written before it had a marker
+        entries = _visible(path)
+        return bool(entries) and all(any(fnmatch.fnmatchcase(e, pat) for pat in k.entries)
+                                     and any(is_ours(path / e, h) for h in k.holds) for e in entries)
     return bool(k.legacy) and all((path / f).is_file() for f in k.legacy)
 
 
 def foreign_entries(path: str | Path, kind: KindName) -> list[str]:
-    """Top-level entries of directory ``path`` that ``kind`` never writes (sorted)."""
-    k = _kind(kind)
-    allowed = (*k.entries, k.marker, MARKER)
+    """Top-level entries of directory ``path`` that ``kind`` never writes (sorted); for a
+    manifest kind with a valid marker, those its marker does not list."""
+    k, path = _kind(kind), Path(path)
+    listed = _listed(path, k) if k.manifest else None
+    allowed = (k.marker, MARKER, *(k.entries if listed is None else ()))
     return sorted(e.name for e in os.scandir(path)
                   if not any(fnmatch.fnmatchcase(e.name, pat) for pat in allowed)
-                  and not _OURS_HIDDEN.match(e.name))
+                  and e.name not in (listed or ()) and not _OURS_HIDDEN.match(e.name))
+
+
+def _a(title: str) -> str:
+    return f"{'an' if title[0] in 'aeiou' else 'a'} {title}"
+
+
+def _some(path: Path, names: list[str]) -> str:
+    """'a', 'b/', 'c' and 3 more: what would be lost (folders end in /)."""
+    shown = [repr(n + ("/" if (path / n).is_dir() and not (path / n).is_symlink() else ""))
+             for n in names[:3]]
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return ", ".join(shown) + more
 
 
 def check_replaceable(path: str | Path, kind: KindName, *, shown: str | Path | None = None,
                       error: type[MutualCTRError] = OutputError) -> Literal["absent", "empty", "ours"]:
     """What replacing or clearing directory ``path`` would destroy: ``absent``, ``empty`` (only
     our hidden temporaries/locks) or ``ours`` (a ``kind`` we wrote, nothing else inside).
-    Anything else raises ``error`` naming the path and an entry that is not ours."""
+    Anything else raises ``error`` naming the path and the entries that are not ours."""
     path = Path(path)
     shown = path if shown is None else shown
     if not path.exists() and not path.is_symlink():
         return "absent"
     if not path.is_dir():
         raise error(f"{shown}: is a file, not a directory; pass another path")
+    k = _kind(kind)
     try:
+        if not _visible(path):
+            return "empty"
         foreign = foreign_entries(path, kind)
-        empty = not any(not _OURS_HIDDEN.match(e) for e in os.listdir(path))
+        ours = is_ours(path, kind)
+        changed = _changed(path, _listed(path, k) or {}) if k.manifest else None
     except OSError as e:
         raise error(f"{shown}: cannot read it ({e.strerror})") from None
-    if empty:
-        return "empty"
-    more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
-    if not is_ours(path, kind):
-        what = f"it holds {foreign[0]!r}{more}" if foreign else "no marker"
-        raise error(f"{shown}: exists and is not a mutualctr {kind} ({what}); pass another path "
-                    f"(--overwrite replaces only a {kind} that mutualctr wrote)")
+    title = k.title or kind
+    if not ours and changed is not None and _listed(path, k) is not None:
+        raise error(f"{shown}: is a mutualctr {title} but {changed!r} is not what mutualctr wrote "
+                    "there (changed or missing); move it away or pass another path")
+    if not ours:
+        what = (f"it holds {_some(path, foreign)}" if foreign else
+                f"its {k.marker} lists no files written (not mutualctr's, or an older one's)"
+                if k.manifest and _json_format(path / k.marker) == k.format else
+                f"its {k.marker} was not written by mutualctr" if (path / k.marker).exists() else "no marker")
+        hint = f" (--overwrite replaces only {_a(title)} that mutualctr wrote)" if k.overwrite else ""
+        raise error(f"{shown}: exists and is not a mutualctr {title} ({what}); pass another path{hint}")
     if foreign:
-        raise error(f"{shown}: is a mutualctr {kind} but also holds {foreign[0]!r}{more}, which "
+        raise error(f"{shown}: is a mutualctr {title} but also holds {_some(path, foreign)}, which "
                     "mutualctr did not write; move it away or pass another path")
     return "ours"
 
@@ -218,6 +314,180 @@ def remove(path: str | Path, kind: KindName, *, shown: str | Path | None = None,
         raise error(f"{shown or path}: cannot remove it ({e.strerror})") from None
     shutil.rmtree(gone, ignore_errors=True)
     return True
+
+
+# -- output files (predict --out) ----------------------------------------------------------------
+#: the header's last column of a predictions file (``mutualctr predict``), and its values
+PREDICTIONS_COLUMN = "probability"
+_PROBABILITY = re.compile(r"^(0\.[0-9]{6}|1\.000000)$")
+
+
+def is_predictions_file(path: str | Path, rows: int = 1000) -> bool:
+    """Whether ``path`` reads as a predictions CSV mutualctr wrote: a header whose last column
+    is ``probability``, and rows (those in its first MiB, at most ``rows``) of as many fields,
+    the last a probability written with 6 decimals. (A CSV cannot carry a marker without
+    changing the format: its shape is the mark; forging it only gets a predictions file
+    replaced.)"""
+    import csv
+    import itertools
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 20)
+            complete = len(head) < 1 << 20
+        if b"\0" in head:
+            return False
+        lines = head.decode("utf-8").split("\n")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not complete:
+        lines = lines[:-1]  # cut by the 1 MiB read
+    try:
+        reader = csv.reader(line for line in lines if line)
+        header = next(reader, None)
+        if not header or header[-1] != PREDICTIONS_COLUMN:
+            return False
+        return all(len(r) == len(header) and _PROBABILITY.match(r[-1]) for r in itertools.islice(reader, rows))
+    except csv.Error:
+        return False
+
+
+def _title(kind: str) -> str:
+    return KINDS[kind].title or kind
+
+
+def enclosing_output(path: str | Path) -> tuple[Path, str] | None:
+    """The nearest directory above ``path`` that mutualctr wrote (a store, run, group,
+    experiment, export, run cache), with its kind; None when there is none."""
+    for up in Path(path).parents:
+        for name in KINDS:
+            if is_ours(up, name):  # type: ignore[arg-type]
+                return up, name
+    return None
+
+
+def _refuse_inside(real: Path, shown, error: type[MutualCTRError]) -> None:
+    inside = enclosing_output(real)
+    if inside is not None:
+        raise error(f"{shown}: is inside the mutualctr {_title(inside[1])} {inside[0]}, which holds only "
+                    "what mutualctr writes there; pass a path outside it")
+
+
+SYNTH_GENERATOR = "mutualctr.data.synth"
+
+
+def synth_meta(path: str | Path) -> Path:
+    """The sidecar ``FILE.meta.json`` that ``mutualctr data synth`` writes beside FILE."""
+    path = Path(path)
+    return path.with_name(path.name + ".meta.json")
+
+
+def is_synth_file(path: str | Path) -> bool:
+    """Whether ``path`` was written by ``mutualctr data synth``: its sidecar says so."""
+    try:
+        d = json.loads(synth_meta(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and d.get("generator") == SYNTH_GENERATOR
+
+
+#: output file kinds: how an existing file is recognised as ours, and how messages name it
+FILE_KINDS = {
+    "predictions": (is_predictions_file, f"a predictions file mutualctr wrote (a CSV whose last column is "
+                                         f"'{PREDICTIONS_COLUMN}')"),
+    "synth": (is_synth_file, "a file mutualctr data synth wrote (with its .meta.json)"),
+}
+
+
+def claim_file(path: str | Path, kind: Literal["predictions", "synth"] = "predictions", *, inputs=(),
+               shown: str | Path | None = None, error: type[MutualCTRError] = OutputError) -> Path:
+    """The real path of an output file (``predict --out``, ``data synth --out``), checked by the
+    one rule: it does not exist (or is empty), or it is a ``kind`` file mutualctr wrote
+    (:data:`FILE_KINDS`); never one of ``inputs`` (the files the command reads), never inside a
+    directory mutualctr wrote (a store, a run and its checkpoints, ...), never a device or FIFO.
+    Write it with :func:`mutualctr.atomic.atomic_path` (a temporary beside it, then a rename)."""
+    shown = path if shown is None else shown
+    real = resolve_file(path, shown=shown, error=error)
+    ours, what = FILE_KINDS[kind]
+    if kind == "synth" and os.path.lexists(synth_meta(real)) and not is_synth_file(real):
+        raise error(f"{synth_meta(shown)}: exists and was not written by mutualctr data synth; pass another "
+                    "path (it is never replaced)")
+    for i in inputs:
+        if i is not None and os.path.lexists(i) and Path(i).resolve() == real:
+            raise error(f"{shown}: is the input {i}; pass another path for the {kind} output")
+    _refuse_inside(real, shown, error)
+    if os.path.lexists(real):
+        try:
+            st = os.stat(real)
+        except OSError as e:
+            raise error(f"{shown}: cannot read it ({e.strerror})") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise error(f"{shown}: exists and is not a regular file; pass another path")
+        if st.st_size and not ours(real):
+            raise error(f"{shown}: exists and is not {what}; pass another path (it is never replaced)")
+    return real
+
+
+# -- a directory written at once (export --out) ----------------------------------------------------
+@contextmanager
+def claimed_dir(path: str | Path, kind: KindName, *, overwrite: bool, shown: str | Path | None = None,
+                error: type[MutualCTRError] = OutputError) -> Iterator[Path]:
+    """Hold output directory ``path`` for a command that writes it at once (through
+    :func:`mutualctr.atomic.atomic_dir`): links followed, never inside another mutualctr
+    directory; one writer; stale temporaries removed; refused unless it is absent, empty, or
+    (with ``overwrite``) a ``kind`` we wrote holding nothing else. Yields the real path."""
+    shown = path if shown is None else shown
+    real = resolve(path, shown=shown, error=error)
+    _refuse_inside(real, shown, error)
+    with locked(real, shown=shown, error=error):
+        clean_stale(real)
+        if check_replaceable(real, kind, shown=shown, error=error) == "ours" and not overwrite:
+            raise error(f"{shown}: holds {_a(_title(kind))} already; pass --overwrite to replace it")
+        yield real
+
+
+def claim_cache(path: str | Path, kind: KindName, *, shown: str | Path | None = None,
+                error: type[MutualCTRError] = OutputError) -> Path:
+    """A directory that several commands add entries to (an experiment's ``--runs`` cache):
+    refused unless absent, empty or a ``kind`` we wrote holding nothing else; created and
+    marked. Returns the real path. (No lock: experiments may share a cache; each job
+    directory inside is written by one of them.)"""
+    shown = path if shown is None else shown
+    real = resolve(path, shown=shown, error=error)
+    check_replaceable(real, kind, shown=shown, error=error)
+    return real
+
+
+def mark_cache(real: Path, kind: KindName) -> None:
+    """Create (if needed) and mark a directory :func:`claim_cache` allowed."""
+    real.mkdir(parents=True, exist_ok=True)
+    if _json_format(real / MARKER) != _kind(kind).format:
+        write_marker(real, kind)
+
+
+_NAMES_CHECKPOINT = re.compile(r"; the last good checkpoint is .*$", re.S)
+
+
+def discard_new(path: str | Path, kind: KindName, was: str, failure: BaseException,
+                shown: str | Path | None = None) -> None:
+    """After a failed job in a directory that was ``absent`` or ``empty`` when claimed and that
+    holds no checkpoint yet: remove what the job wrote (nothing of the user's: :func:`remove`
+    checks), so a failed command leaves no directory, and say so in ``failure``'s message. A
+    directory with a checkpoint (a run that diverged after good epochs) is kept: its
+    checkpoints still evaluate, and the message names them."""
+    if was not in ("absent", "empty") or not os.path.isdir(path):
+        return
+    if any(Path(path).rglob("*.pt")):  # a good checkpoint (the message names it): never lost
+        return
+    try:
+        remove(path, kind)
+    except MutualCTRError:
+        return  # something not ours appeared meanwhile: leave it all
+    if was == "empty":
+        os.mkdir(path)
+    if failure.args and isinstance(failure.args[0], str) and _NAMES_CHECKPOINT.search(failure.args[0]):
+        msg = _NAMES_CHECKPOINT.sub("", failure.args[0])
+        failure.args = (f"{msg}; nothing kept ({shown or path} was new and is removed)", *failure.args[1:])
 
 
 # -- one writer at a time -------------------------------------------------------------------------

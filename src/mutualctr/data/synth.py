@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from mutualctr import atomic
+from mutualctr import atomic, outdir
 from mutualctr.config import ConfigError
 from mutualctr.data._threads import background
 from mutualctr.metrics import auc, logloss
@@ -196,6 +196,7 @@ def generate(rows: int, out: Path, seed: int = 0, progress: bool = True) -> Synt
     if rows < 1:
         raise ConfigError(f"rows: must be >= 1, got {rows}")
     t0 = time.perf_counter()
+    outdir.claim_file(out, "synth")  # never over a file of the user's, a store's, a run's
     out = Path(out)
     model = _Model(seed)
     model.calibrate(seed)

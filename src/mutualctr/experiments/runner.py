@@ -705,12 +705,19 @@ def run_experiment(question: str | Sequence[str], data: str | Path, out: str | P
     for m in st.models + ([st.rq4_model] if st.rq4_model else []):
         if m not in MODELS:
             raise ConfigError(f"unknown model {m!r} (known: {', '.join(sorted(MODELS))})")
+    if "rq4" in st.questions and st.rq4_model and st.rq4_model not in st.models:
+        raise ConfigError(f"--rq4-model {st.rq4_model} is not among --models")
+    from mutualctr.training.jobs import open_store
+
+    open_store(data)  # a bad --data is refused before anything is written
     shown, out = out, outdir.resolve(out)
     with outdir.locked(out, shown=shown):
         outdir.clean_stale(out)
         outdir.check_replaceable(out, "experiment", shown=shown)
+        runs = outdir.claim_cache(st.runs_dir or out / "runs", "runs", shown=st.runs_dir or f"{shown}/runs")
         out.mkdir(parents=True, exist_ok=True)
         outdir.write_marker(out, "experiment")
+        outdir.mark_cache(runs, "runs")
         return _run(st, Path(data), out, quiet, progress, t0)
 
 

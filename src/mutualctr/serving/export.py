@@ -26,7 +26,6 @@ import importlib
 import json
 import logging
 import math
-import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from mutualctr import __version__
+from mutualctr import __version__, outdir
 from mutualctr.atomic import atomic_dir
 from mutualctr.config import ConfigError
 from mutualctr.errors import MutualCTRError
@@ -348,25 +347,6 @@ def read_manifest(out: str | Path) -> dict[str, Any] | None:
     return d if isinstance(d, dict) and d.get("format") == FORMAT else None
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    if not out.exists() and not out.is_symlink():
-        return
-    if not out.is_dir():
-        raise ExportError(f"{out}: exists and is not a directory; choose another --out")
-    if read_manifest(out) is not None:
-        if not overwrite:
-            raise ExportError(f"{out}: holds an export already; pass --overwrite to replace it")
-        return
-    if any(out.iterdir()):
-        raise ExportError(f"{out}: exists and is not a mutualctr export; choose another --out")
-
-
 def export_run(run: str | Path, out: str | Path, format: str = "onnx",
                store_path: str | Path | None = None, check: bool = False,
                tolerance: float = TOLERANCE, overwrite: bool = False) -> ExportResult:
@@ -385,22 +365,28 @@ def export_run(run: str | Path, out: str | Path, format: str = "onnx",
         raise ConfigError(f"format: expected {' or '.join(MODEL_FILES)}, got {format!r}")
     if not (tolerance > 0 and math.isfinite(tolerance)):
         raise ConfigError(f"tolerance: must be a positive number, got {tolerance}")
-    out = Path(out)
-    _check_out(out, overwrite)
-    if format == "onnx":
-        require_onnx(ONNX_PACKAGES if check else ("onnx", "onnxscript"))
-    model, cfg, ck = load_run(run)
-    ck_path = model_checkpoint_path(run)
-    if store_path is None:
-        store_path = ck.store_path
-        if not store_path:
-            raise ExportError(f"{ck_path}: names no store; pass --data STORE")
-    store = Store.open(store_path)
-    check_store(ck.fingerprint, store, ck_path)
+    shown = out
+    with outdir.claimed_dir(out, "export", overwrite=overwrite, error=ExportError) as real:
+        if format == "onnx":
+            require_onnx(ONNX_PACKAGES if check else ("onnx", "onnxscript"))
+        model, cfg, ck = load_run(run)
+        ck_path = model_checkpoint_path(run)
+        if store_path is None:
+            store_path = ck.store_path
+            if not store_path:
+                raise ExportError(f"{ck_path}: names no store; pass --data STORE")
+        store = Store.open(store_path)
+        check_store(ck.fingerprint, store, ck_path)
+        manifest = _manifest(run, format, cfg, ck, store)
+        result, files = _write(real, shown, run, format, model, store, manifest, check, tolerance)
     fm = store.feature_map
-    spec = encoder_spec(store)
-    module = serving_module(model)
-    manifest: dict[str, Any] = {
+    return ExportResult(out=Path(out), format=format, model=cfg.model_name, files=files,
+                        num_fields=fm.num_fields, num_features=fm.num_features, check=result)
+
+
+def _manifest(run, format: str, cfg, ck, store) -> dict[str, Any]:
+    fm = store.feature_map
+    return {
         "format": FORMAT,
         "version": VERSION,
         "model_format": format,
@@ -410,7 +396,7 @@ def export_run(run: str | Path, out: str | Path, format: str = "onnx",
         "input": {"name": INPUT, "dtype": "int64", "shape": ["batch", fm.num_fields]},
         "output": {"name": OUTPUT, "dtype": "float32", "shape": ["batch"],
                    "meaning": "click probability, sigmoid of the model's logit"},
-        "run": str(run.resolve()),
+        "run": str(Path(run).resolve()),
         "checkpoint": {"step": ck.step, "epoch": ck.epoch, "dev": ck.dev, "init_from": ck.init_from},
         "store": {"path": str(Path(store.path).resolve()), "fingerprint": store.fingerprint,
                   "dataset": fm.dataset},
@@ -418,25 +404,38 @@ def export_run(run: str | Path, out: str | Path, format: str = "onnx",
         "num_features": fm.num_features,
         "versions": {"mutualctr": __version__, "torch": torch.__version__},
     }
+
+
+def _write_model(tmp: Path, run, format: str, model: nn.Module, num_fields: int,
+                 manifest: dict[str, Any]) -> None:
+    module = serving_module(model)
+    try:
+        if format == "onnx":
+            import onnx
+
+            opset = write_onnx(module, tmp / MODEL_FILES[format], num_fields)
+            manifest["onnx_opset"] = opset
+            manifest["versions"]["onnx"] = onnx.__version__
+            manifest["exporter"] = "torch.onnx.export(dynamo=True)"
+        else:
+            write_torchscript(module, tmp / MODEL_FILES[format], num_fields)
+            manifest["exporter"] = "torch.jit.trace"
+    except (RuntimeError, TypeError, ValueError, AssertionError) as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ExportError(f"{run}: cannot export model {manifest['model']} as {format}: "
+                          f"{type(e).__name__}: {first}") from e
+
+
+def _write(real: Path, out, run, format: str, model: nn.Module, store, manifest: dict[str, Any],
+           check: bool, tolerance: float) -> tuple[CheckResult | None, list[str]]:
+    """Write the export into a temporary directory that then replaces ``real`` (the directory
+    :func:`mutualctr.outdir.claimed_dir` holds). ``export.json`` lists every file written with
+    its size and sha256 (``files``): what ``--overwrite`` checks before replacing it."""
+    spec = encoder_spec(store)
     result = None
     try:
-        with atomic_dir(out) as tmp:
-            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide it from a server's user
-            try:
-                if format == "onnx":
-                    import onnx
-
-                    opset = write_onnx(module, tmp / MODEL_FILES[format], fm.num_fields)
-                    manifest["onnx_opset"] = opset
-                    manifest["versions"]["onnx"] = onnx.__version__
-                    manifest["exporter"] = "torch.onnx.export(dynamo=True)"
-                else:
-                    write_torchscript(module, tmp / MODEL_FILES[format], fm.num_fields)
-                    manifest["exporter"] = "torch.jit.trace"
-            except (RuntimeError, TypeError, ValueError, AssertionError) as e:
-                first = (str(e).strip().splitlines() or [""])[0]
-                raise ExportError(f"{run}: cannot export model {cfg.model_name} as {format}: "
-                                  f"{type(e).__name__}: {first}") from e
+        with atomic_dir(real) as tmp:
+            _write_model(tmp, run, format, model, store.feature_map.num_fields, manifest)
             (tmp / ENCODER).write_text(json.dumps(spec, separators=(",", ":")) + "\n")
             if check:
                 result = check_export(tmp, manifest, model, store, tolerance=tolerance)
@@ -446,9 +445,9 @@ def export_run(run: str | Path, out: str | Path, format: str = "onnx",
                         f"> tolerance {tolerance:g} on {result.rows:,} {result.split} rows "
                         f"(AUC {result.exported_auc:.5f} vs {result.eager_auc:.5f}); nothing written")
                 manifest["check"] = asdict(result)
+            manifest["files"] = outdir.manifest_files(tmp, [p.name for p in tmp.iterdir()])
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=float) + "\n")
             files = sorted(p.name for p in tmp.iterdir())
     except OSError as e:
         raise ExportError(f"{out}: cannot write the export: {e}") from e
-    return ExportResult(out=out, format=format, model=cfg.model_name, files=files,
-                        num_fields=fm.num_fields, num_features=fm.num_features, check=result)
+    return result, files

@@ -19,7 +19,7 @@ import torch
 
 from mutualctr import atomic
 from mutualctr.config import ConfigError
-from mutualctr.errors import CheckpointError
+from mutualctr.errors import CheckpointError, MutualCTRError
 from mutualctr.metrics import churn, relaimp, sigmoid
 from mutualctr.training.config import (
     MutualConfig, RunConfig, load_run_config, run_config_from_dict, with_group_overrides, with_overrides,
@@ -93,10 +93,14 @@ def claimed(out: str | Path, kind: str, resume: bool, par=None) -> Iterator[Path
             outdir.clean_stale_in(real)
             if (real / "checkpoints").is_dir():
                 outdir.clean_stale_in(real / "checkpoints")
-        outdir.check_replaceable(real, kind, shown=out, error=CheckpointError)
+        was = outdir.check_replaceable(real, kind, shown=out, error=CheckpointError)
         if not resume and (RunDir(real).holds_run() or (real / "group.json").is_file()):
             raise CheckpointError(f"{out}: already holds a {kind}; pass --resume to continue it or choose another --out")
-        yield real
+        try:
+            yield real
+        except MutualCTRError as e:  # a failed new job leaves no directory (Ctrl-C keeps it to resume)
+            outdir.discard_new(real, kind, was, e, shown=out)
+            raise
 
 
 def _check_out(out: Path, resume: bool) -> None:
@@ -168,13 +172,14 @@ def predict(run: str | Path, input_path: str | Path, out: str | Path, keep: Sequ
     """Encode raw rows with the run's store vocabulary and write probabilities as CSV."""
     from mutualctr.data.encode import encode_file
 
+    from mutualctr import outdir
+
+    # never over an input, a checkpoint, a store's or run's file, or a file not ours (outdir)
+    out = outdir.claim_file(out, inputs=(input_path, run), error=CheckpointError)
     if store_path is None:
         store_path = ModelCheckpoint.load(model_checkpoint_path(run)).store_path
         if store_path is None:
             raise CheckpointError(f"{run}: the checkpoint does not name its store; give --data STORE")
-    from mutualctr import outdir
-
-    out = outdir.resolve_file(out, error=CheckpointError)
     store = open_store(store_path)
     model, _, _ = load_run(run, store)
     enc = encode_file(store, Path(input_path), keep=list(keep))

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mutualctr.errors import TrainingError
+from mutualctr.errors import CheckpointError, TrainingError
 from mutualctr.models import RowCache, l2_penalty, use_row_cache
 from mutualctr.progress import Bar
 from mutualctr.training.config import MutualConfig, TrainConfig, run_config_to_dict
@@ -239,6 +239,11 @@ class Trainer:
         """The loop state of the last checkpoint, loaded into the members; None (a fresh start)
         when the run was stopped before its first checkpoint."""
         if not self.checkpoints.exists():
+            done = [p for m in self.members for p in (m.files.path / "summary.json", m.files.best) if p.exists()]
+            if done:  # never start again over a run's results (issue 28)
+                raise CheckpointError(f"{self.out}: cannot resume: its checkpoint {self.checkpoints.last} is missing "
+                                      f"but the run has results ({done[0]}); nothing was changed (train into "
+                                      "another --out to start again)")
             if self.par.is_main:
                 print(f"nothing to resume in {self.out} (no checkpoint yet): starting from the beginning",
                       file=sys.stderr)
