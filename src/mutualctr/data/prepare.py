@@ -99,7 +99,7 @@ def file_identity(path: Path) -> dict[str, Any]:
 
 
 def fingerprint(schema: Schema, settings: dict[str, Any], inputs: list[dict[str, Any]]) -> str:
-    blob = json.dumps({"v": FINGERPRINT_VERSION, "schema": to_dict(schema), "settings": settings,
+    blob = json.dumps({"v": FINGERPRINT_VERSION, "schema": schema.as_dict(), "settings": settings,
                        "inputs": inputs}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
@@ -739,7 +739,7 @@ class StoreBuilder:
                   "positives": {name: int(self.positives[k]) for k, name in enumerate(SPLITS)},
                   "rejected": int(self.rejected), "rejected_lines": self.bad_lines[:5],
                   "rows_read": int(self.rows_read)}
-        schema_d = to_dict(self.schema)
+        schema_d = self.schema.as_dict()
         parent = None if plan.parent is None else {"path": str(plan.parent.path.resolve()),
                                                    "fingerprint": plan.parent.fingerprint}
         fm = FeatureMap(dataset=self.schema.name, fields=self.infos, fingerprint=plan.fingerprint,
