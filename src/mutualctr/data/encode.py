@@ -15,7 +15,7 @@ from mutualctr.data.reader import Chunk, TableReader
 from mutualctr.data.schema import Schema, schema_from_dict
 from mutualctr.data.store import FIRST, MISSING, OOV, Store
 from mutualctr.data.transform import ChunkTransformer, Transformed
-from mutualctr.errors import DataError
+from mutualctr.errors import DataError, StoreError
 
 
 class Encoder:
@@ -75,6 +75,10 @@ def encode_file(store: Store, path: Path, keep: Sequence[str] = (),
     if on_bad_rows not in ("error", "skip"):
         raise ConfigError(f"on_bad_rows: expected 'error' or 'skip', got {on_bad_rows!r}")
     schema: Schema = schema_from_dict(store.feature_map.schema)
+    other = [f.name for f in store.feature_map.fields if f.spec is not None]
+    if other:
+        raise StoreError(f"{store.path}: encoding raw rows of a store with hashed, multi-valued, "
+                         f"sequence or dense fields is not supported yet (field {other[0]!r})")
     path = Path(path)
     reader = TableReader(schema, path, on_bad_rows, optional=(schema.label,))
     for c in keep:
