@@ -185,6 +185,8 @@ class _NpyWriter:
 
     def write(self, row: int, values: np.ndarray) -> None:
         data = np.ascontiguousarray(values, dtype=self.dtype)
+        if not data.size:  # e.g. X of a store without one-id fields: (rows, 0)
+            return
         mv = memoryview(data).cast("B")
         at = self.base + row * self.row_bytes
         while len(mv):
