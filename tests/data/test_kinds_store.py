@@ -155,3 +155,49 @@ def test_single_valued_store_arrays_are_plain(tiny_store):
     a = Store.open(tiny_store).split_arrays("train")
     assert a.plain and a.bags == {} and a.values is None
     assert Store.open(tiny_store).feature_map.pad_index is None
+
+
+def _concat(store, part):
+    arrays = [store.split_arrays(s) for s in ("train", "dev", "test")]
+    if part == "bags":
+        return {k: np.concatenate([a.bags[k] for a in arrays]) for k in arrays[0].bags}
+    return np.concatenate([getattr(a, part) for a in arrays])
+
+
+def test_encode_file_equals_prepare(tmp_path):
+    """Raw rows encoded with a store's fields (predict's path) are the store's own rows: the
+    same hashes, list lengths, vocabularies and dense statistics (sequential split: file order)."""
+    from mutualctr.data.encode import encode_file
+
+    r = _prep(tmp_path)
+    enc = encode_file(r.store, tmp_path / "d.csv")
+    assert np.array_equal(enc.X, _concat(r.store, "X")) and np.array_equal(enc.labels, _concat(r.store, "y"))
+    bags = _concat(r.store, "bags")
+    assert set(enc.bags) == {"genres", "hist"} and all(np.array_equal(enc.bags[k], bags[k]) for k in bags)
+    assert np.array_equal(enc.values, _concat(r.store, "values"))
+    assert np.array_equal(enc.missing, _concat(r.store, "missing"))
+
+
+def test_vocab_from_reuses_every_kind(tmp_path):
+    parent = _prep(tmp_path).store
+    other = kc.rows(50, seed=9)
+    other[0][4] = "1|2|3|4|5"  # a long history in the child
+    schema, raw = kc.write(tmp_path, other, name="new.csv")
+    child = prepare(schema, [raw], tmp_path / "child", split="sequential", progress=False,
+                    vocab_from=tmp_path / "st").store
+    fc, fp = child.feature_map, parent.feature_map
+    assert [(f.offset, f.vocab_size, f.spec) for f in fc.fields] == [(f.offset, f.vocab_size, f.spec)
+                                                                      for f in fp.fields]
+    assert child.vocab_fingerprint == parent.vocab_fingerprint and child.fingerprint != parent.fingerprint
+    assert fc.counts["lists"]["hist"]["truncated"] >= 1
+    # the child's rows are what the parent's fields make of the new file (the parent's statistics)
+    from mutualctr.data.encode import encode_file
+
+    enc = encode_file(parent, raw)
+    assert np.array_equal(_concat(child, "X"), enc.X)
+    assert np.array_equal(_concat(child, "bags")["hist"], enc.bags["hist"])
+    assert np.array_equal(_concat(child, "values"), enc.values)
+    price = fp.field("price").spec
+    want = (float(other[1][5]) - price["mean"]) / price["std"] if other[1][5] else 0.0
+    assert _concat(child, "values")[1, 0] == pytest.approx(want, rel=1e-6)
+    assert child.vocab("hist").to_pylist() == parent.vocab("item").to_pylist()

@@ -19,7 +19,7 @@ field. A field kind is one :class:`_Field` subclass:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -27,9 +27,9 @@ import pyarrow.compute as pc
 import xxhash
 
 from mutualctr.config import to_dict
-from mutualctr.data.encode import Encoder
-from mutualctr.data.schema import SEQUENCE, DenseSpec, HashedSpec, MultiValuedSpec, SequenceSpec
-from mutualctr.data.store import FIRST, MISSING, PAD, FieldInfo, Store, write_vocab
+from mutualctr.data.schema import (DENSE, HASHED, LIST_KINDS, SEQUENCE, DenseSpec, HashedSpec,
+                                   MultiValuedSpec, Schema, SequenceSpec, schema_from_dict)
+from mutualctr.data.store import FIRST, MISSING, OOV, PAD, FieldInfo, Store, write_vocab
 from mutualctr.data.transform import truncate
 
 #: the seed of the hashed fields' xxh64 (part of the id formula: never change it)
@@ -90,6 +90,43 @@ class _Counts:
         return t.column("value").combine_chunks(), t.column("count").combine_chunks()
 
 
+class Encoder:
+    """Field tokens -> int32 (rows, F) global ids: vocabulary value i -> offset + 2 + i,
+    unseen or rare -> offset + OOV, missing -> offset + MISSING.
+
+    Works per chunk dictionary: each distinct token is looked up once (``index_in``), the
+    rows then take their id from that small table.
+    """
+
+    def __init__(self, vocabs: Sequence[pa.Array], offsets: Sequence[int]) -> None:
+        self.vocabs = list(vocabs)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+
+    def column(self, f: int, tok: pa.Array) -> np.ndarray:
+        """Global ids (int32) of one field's tokens."""
+        d = tok if pa.types.is_dictionary(tok.type) else pc.dictionary_encode(tok)
+        values = d.dictionary
+        vocab = self.vocabs[f]
+        if values.type != vocab.type:
+            values = values.cast(vocab.type)
+        lut = pc.index_in(values, value_set=vocab).fill_null(OOV - FIRST)
+        lut = lut.to_numpy(zero_copy_only=False).astype(np.int64) + FIRST
+        lut = (np.append(lut, MISSING) + self.offsets[f]).astype(np.int32)  # index -1: missing
+        return lut[d.indices.fill_null(-1).to_numpy(zero_copy_only=False)]
+
+    def __call__(self, tokens: Sequence[pa.Array]) -> np.ndarray:
+        n = len(tokens[0]) if tokens else 0
+        X = np.empty((n, len(self.vocabs)), dtype=np.int32)
+        for f, tok in enumerate(tokens):
+            X[:, f] = self.column(f, tok)
+        return X
+
+    @classmethod
+    def for_store(cls, store: Store) -> "Encoder":
+        fm = store.feature_map
+        return cls([store.vocab(i) for i in range(fm.num_fields)], [f.offset for f in fm.fields])
+
+
 def _dictionary(tok: pa.Array) -> pa.DictionaryArray:
     return tok if pa.types.is_dictionary(tok.type) else pc.dictionary_encode(tok)
 
@@ -125,6 +162,12 @@ class _Field:
         """Pass 2: a spilled column -> int32 global ids (rows,) (``bags``: (rows, max_length);
         ``dense``: float32 values and bool missing flags)."""
         return self.encoder.column(0, col)
+
+    def adopt(self, info: FieldInfo, vocab: pa.Array) -> None:
+        """Encode with a fitted field's ids instead of fitting (``info`` and ``vocab`` from a
+        store: ``--vocab-from`` and :func:`encode_tokens` on new rows)."""
+        self.encoder = Encoder([vocab], [info.offset])
+        self.info = info
 
 
 class _CountedField(_Field):
@@ -167,20 +210,39 @@ class _CountedField(_Field):
 
 class _ParentField(_Field):
     """A field of a ``--vocab-from`` child: field ``i`` of the parent store, its vocabulary
-    (values and train counts) and its offset as they are; nothing is counted."""
+    (values and train counts), offset and settings as they are (``inner``, the field of its
+    kind, adopts them); nothing is counted."""
 
-    def __init__(self, parent: Store, i: int) -> None:
+    def __init__(self, parent: Store, i: int, inner: _Field) -> None:
         super().__init__()
-        self.parent, self.i = parent, i
+        self.parent, self.i, self.inner = parent, i, inner
+        self.slot = inner.slot
+        self.info = parent.feature_map.fields[i]
+        inner.adopt(self.info, parent.vocab(i))
+
+    def __getattr__(self, name: str) -> Any:  # max_length, truncated, empty: the inner field's
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def read(self, tok: pa.Array, train: np.ndarray) -> tuple[pa.Array, Any]:
+        return self.inner.read(tok, np.zeros_like(train))  # no train rows: nothing counted
+
+    def add(self, counted: Any) -> None:
+        if self.slot == "bags":  # the lists cut and empty are counted for the child too
+            self.inner.add((None, *counted[1:]))
 
     def fit(self, path: Path, offset: int, fitted: dict[str, _Field]) -> tuple[FieldInfo, pa.Array]:
-        table = self.parent.vocab_table(self.i)
-        write_vocab(path, table.column("value").combine_chunks(), table.column("count").combine_chunks())
-        info = FieldInfo(**vars(self.parent.feature_map.fields[self.i]))
-        vocab = self.parent.vocab(self.i)
-        self.encoder = Encoder([vocab], [info.offset])
-        return info, vocab
+        info = self.info
+        if info.spec is None:
+            table = self.parent.vocab_table(self.i)
+            write_vocab(path, table.column("value").combine_chunks(), table.column("count").combine_chunks())
+        else:  # hashed, dense, list: the parent's file as it is (a shared sequence's is empty)
+            path.write_bytes((self.parent.path / "vocab" / path.name).read_bytes())
+        return FieldInfo(**vars(info)), self.parent.vocab(self.i)
 
+    def encode(self, col: pa.Array) -> Any:
+        return self.inner.encode(col)
 
 
 def _empty_vocab(path: Path) -> pa.Array:
@@ -220,6 +282,9 @@ class _HashedField(_Field):
 
     def encode(self, col: pa.Array) -> np.ndarray:
         return col.to_numpy(zero_copy_only=False).astype(np.int32) + np.int32(self.offset)
+
+    def adopt(self, info: FieldInfo, vocab: pa.Array) -> None:
+        self.offset, self.info = info.offset, info
 
 
 class _ListField(_CountedField):
@@ -338,3 +403,53 @@ class _DenseField(_Field):
         if self.transform == "standardize":
             v = (v - self.mean) / self.std
         return np.where(missing, 0.0, v).astype(np.float32), missing
+
+    def adopt(self, info: FieldInfo, vocab: pa.Array) -> None:
+        self.info = info
+        if self.transform == "standardize":
+            self.mean, self.std = info.spec["mean"], info.spec["std"]
+
+
+def make_field(schema: Schema, name: str, kind: str, col: str, min_count: int) -> _Field:
+    """The field of ``kind`` for column ``col`` of ``schema`` (one of ``schema.fields()``)."""
+    if kind == HASHED:
+        return _HashedField(name, kind, col, schema.spec(col))
+    if kind in LIST_KINDS:
+        return _ListField(name, kind, col, min_count, schema.spec(col))
+    if kind == DENSE:
+        return _DenseField(name, kind, col, schema.spec(col))
+    return _CountedField(name, kind, col, min_count)
+
+
+def fields_for_store(store: Store) -> list[_Field]:
+    """A store's fields, fitted as they are in it: to encode new rows exactly as prepare did."""
+    schema = schema_from_dict(store.feature_map.schema)
+    out = []
+    for i, info in enumerate(store.feature_map.fields):
+        field = make_field(schema, info.name, info.kind, info.column, info.min_count)
+        field.adopt(info, store.vocab(i))
+        out.append(field)
+    return out
+
+
+def encode_parts(fields: Sequence[_Field], cols: Sequence[pa.Array]) -> dict[str, np.ndarray]:
+    """Each field's column (as read, or spilled) encoded, in the arrays of a split:
+    ``X`` int32 (rows, one-id fields) and, for list and dense fields, ``bags.NNN`` (NNN: the
+    field's index) int32 (rows, max_length), ``values`` float32 and ``missing`` bool (rows, dense)."""
+    n = len(cols[0]) if cols else 0
+    X = np.empty((n, sum(f.slot == "ids" for f in fields)), dtype=np.int32)
+    parts: dict[str, np.ndarray] = {"X": X}
+    values, missing, j = [], [], 0
+    for i, (field, col) in enumerate(zip(fields, cols)):
+        out = field.encode(col)
+        if field.slot == "ids":
+            X[:, j] = out
+            j += 1
+        elif field.slot == "bags":
+            parts[f"bags.{i:03d}"] = out
+        else:
+            values.append(out[0])
+            missing.append(out[1])
+    if values:
+        parts.update(values=np.stack(values, axis=1), missing=np.stack(missing, axis=1))
+    return parts

@@ -33,17 +33,14 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from mutualctr import outdir
 from mutualctr.atomic import atomic_dir
 from mutualctr.config import ConfigError, to_dict
 from mutualctr.data.encode import bad_row_error
-from mutualctr.data.fields import (_Counts, _CountedField, _DenseField, _Field, _HashedField,
-                                   _ListField, _ParentField)
+from mutualctr.data.fields import _Counts, _Field, _ParentField, encode_parts, make_field  # noqa: F401 (_Counts: its old home)
 from mutualctr.data.reader import TableReader, iter_blocks
-from mutualctr.data.schema import (DENSE, HASHED, LIST_KINDS, SINGLE_KINDS, Schema, fitting_schemas,
-                                   load_schema, schema_from_dict)
+from mutualctr.data.schema import Schema, fitting_schemas, load_schema, schema_from_dict
 from mutualctr.data.store import (PAD, SPLITS, FeatureMap, FieldInfo, Store, read_feature_map,
                                   split_problem, vocab_fingerprint)
 from mutualctr.data.transform import ChunkTransformer, Transformed
@@ -486,21 +483,11 @@ class StoreBuilder:
             return [self._make_field(name, kind, col) for name, kind, col in spec]
         if [(f.name, f.kind, f.column) for f in parent.feature_map.fields] != spec:
             raise StoreError(f"{parent.path}: its fields do not follow its own schema; prepare it again")
-        other = [f.name for f in parent.feature_map.fields if f.kind not in SINGLE_KINDS or f.spec]
-        if other:
-            raise StoreError(f"{parent.path}: --vocab-from does not yet support stores with hashed, "
-                             f"multi-valued, sequence or dense fields (it has {other[0]!r})")
-        return [_ParentField(parent, i) for i in range(len(spec))]
+        return [_ParentField(parent, i, make_field(self.schema, name, kind, col, 1))
+                for i, (name, kind, col) in enumerate(spec)]
 
     def _make_field(self, name: str, kind: str, col: str) -> _Field:
-        min_count = self.schema.min_count_for(col, self.plan.min_count)
-        if kind == HASHED:
-            return _HashedField(name, kind, col, self.schema.spec(col))
-        if kind in LIST_KINDS:
-            return _ListField(name, kind, col, min_count, self.schema.spec(col))
-        if kind == DENSE:
-            return _DenseField(name, kind, col, self.schema.spec(col))
-        return _CountedField(name, kind, col, min_count)
+        return make_field(self.schema, name, kind, col, self.schema.min_count_for(col, self.plan.min_count))
 
     # -- 1. count -------------------------------------------------------------------------------
     def count(self) -> None:
@@ -624,24 +611,10 @@ class StoreBuilder:
         F = len(self.fields)
         with pa.memory_map(str(f)) as src:
             batch = pa.ipc.open_file(src).get_batch(0)
-            enc = np.empty((batch.num_rows, sum(fl.slot == "ids" for fl in self.fields)), dtype=np.int32)
-            parts: dict[str, np.ndarray] = {"X": enc}
-            values, missing, j = [], [], 0
-            for i, field in enumerate(self.fields):
-                out = field.encode(batch.column(i))
-                if field.slot == "ids":
-                    enc[:, j] = out
-                    j += 1
-                elif field.slot == "bags":
-                    parts[f"bags.{i:03d}"] = out
-                else:
-                    values.append(out[0])
-                    missing.append(out[1])
+            parts = encode_parts(self.fields, [batch.column(i) for i in range(F)])
             s = batch.column(F).to_numpy().copy()
             parts["y"] = batch.column(F + 1).to_numpy().copy()
             del batch
-        if values:
-            parts.update(values=np.stack(values, axis=1), missing=np.stack(missing, axis=1))
         f.unlink()
         return parts, s
 
