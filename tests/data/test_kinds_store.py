@@ -101,9 +101,9 @@ def test_hashed_ids_are_the_same_in_every_store(tmp_path):
     a = _prep(tmp_path, kc.rows(N, seed=3), out="a").store
     b = _prep(tmp_path, kc.rows(N, seed=4), out="b").store
     ua = {u: x for u, x in zip([r[1] for r in kc.rows(N, seed=3)], np.concatenate(
-        [a.split(s)[0][:, 0] for s in ("train", "dev", "test")]).tolist())}
+        [a.split_arrays(s).X[:, 0] for s in ("train", "dev", "test")]).tolist())}
     ub = {u: x for u, x in zip([r[1] for r in kc.rows(N, seed=4)], np.concatenate(
-        [b.split(s)[0][:, 0] for s in ("train", "dev", "test")]).tolist())}
+        [b.split_arrays(s).X[:, 0] for s in ("train", "dev", "test")]).tolist())}
     common = set(ua) & set(ub)
     assert len(common) > 5 and all(ua[u] == ub[u] for u in common)
     assert a.vocab("user").to_pylist() == []  # nothing counted
@@ -201,3 +201,34 @@ def test_vocab_from_reuses_every_kind(tmp_path):
     want = (float(other[1][5]) - price["mean"]) / price["std"] if other[1][5] else 0.0
     assert _concat(child, "values")[1, 0] == pytest.approx(want, rel=1e-6)
     assert child.vocab("hist").to_pylist() == parent.vocab("item").to_pylist()
+
+
+def test_split_refuses_list_and_dense_stores_but_not_hashed_ones(tmp_path):
+    store = _prep(tmp_path).store
+    with pytest.raises(StoreError, match=r"st: has multi-valued fields \('genres'\), which the models do "
+                                         r"not read yet \(issue 25\); Store\.split_arrays"):
+        store.split("train")
+    assert store.positives("train") == int(store.split_arrays("train").y.sum())
+    (tmp_path / "h.yaml").write_text("label: y\ncategorical: [item]\nhashed: {user: {buckets: 7}}\n"
+                                     "drop: [genres, hist, price, clicks, score]\n")
+    h = prepare(tmp_path / "h.yaml", [tmp_path / "d.csv"], tmp_path / "h", progress=False).store
+    X, y = h.split("train")  # hashed ids are one-id fields: today's (X, y), every field a column
+    assert h.feature_map.num_fields == 2 and X.shape == (len(y), 2)
+    assert h.feature_map.pad_index is None and h.feature_map.fields[0].offset == 0
+    assert X[:, 0].max() < 2 + 7 and X[:, 1].min() >= 9
+
+
+def test_train_on_a_list_store_is_one_line_exit_2(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    _prep(tmp_path)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.run([sys.executable, "-m", "mutualctr", "train", "--data", "st", "--model", "lr",
+                        "--out", "run", "--epochs", "1", "--threads", "1"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, p.stderr
+    last = p.stderr.strip().splitlines()[-1]  # after the warning that no config is shipped for it
+    assert last.startswith("error: ") and "which the models do not read yet" in last
+    assert "Traceback" not in p.stderr and not (tmp_path / "run").exists()

@@ -232,10 +232,22 @@ class Store:
         return int(self.feature_map.counts["rows"][name])
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """(X int32 (rows, F) global ids, y float32 (rows,)) as read-only memory maps."""
+        """(X int32 (rows, F) global ids, y float32 (rows,)) as read-only memory maps.
+
+        A store with multi-valued, sequence or dense fields raises StoreError: its ``X`` is not
+        every field (read it with :meth:`split_arrays`); the models read only ``(X, y)`` so far."""
+        fm = self.feature_map
+        if fm.bag_fields or fm.dense_fields:
+            other = fm.fields[(fm.bag_fields + fm.dense_fields)[0]]
+            raise StoreError(
+                f"{self.path}: has {other.kind} fields ({other.name!r}), which the models do not "
+                "read yet (issue 25); Store.split_arrays and BatchLoader.for_split read them")
+        return self._xy(name)
+
+    def _xy(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         rows = self.rows(name)
         if rows == 0:
-            return (np.zeros((0, self.feature_map.num_fields), np.int32),
+            return (np.zeros((0, len(self.feature_map.id_fields)), np.int32),
                     np.zeros((0,), np.float32))
         X = np.load(self.path / f"{name}.X.npy", mmap_mode="r")
         y = np.load(self.path / f"{name}.y.npy", mmap_mode="r")
@@ -244,7 +256,7 @@ class Store:
     def split_arrays(self, name: str) -> "SplitArrays":
         """Every array of split ``name`` as read-only memory maps: ``X``, ``y`` and, for a store
         with list or dense fields, the ``bags`` (by field name), ``values`` and ``missing``."""
-        X, y = self.split(name)
+        X, y = self._xy(name)
         fm = self.feature_map
         rows = self.rows(name)
 
@@ -265,7 +277,7 @@ class Store:
         """Rows labelled 1 in split ``name``."""
         pos = self.feature_map.counts.get("positives", {}).get(name)
         if pos is None:  # not recorded: count them
-            pos = int(np.count_nonzero(self.split(name)[1]))
+            pos = int(np.count_nonzero(self._xy(name)[1]))
         return int(pos)
 
     def split_problem(self, name: str) -> str | None:
