@@ -217,7 +217,7 @@ class ChunkTransformer:
             lengths = pc.list_value_length(raw).fill_null(0).to_numpy(zero_copy_only=False)
             items = _as_string(raw.flatten())
             empty = ~items.is_valid().to_numpy(zero_copy_only=False)
-            shown = pa.array([None if v is None else str(v) for v in raw.to_pylist()], pa.string())
+            shown = raw  # its rows' text is made only for an error message
         else:
             s = _checked(pc.dictionary_encode(_as_string(raw)), col, flag).dictionary_decode()
             s = pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s)
@@ -229,6 +229,8 @@ class ChunkTransformer:
         np.cumsum(lengths, out=offsets[1:])
         if empty.any():
             rows = np.repeat(np.arange(len(lengths)), lengths)[empty]
+            if shown is raw:
+                shown = pa.array([None if v is None else str(v) for v in raw.to_pylist()], pa.string())
             flag(np.isin(np.arange(len(lengths)), rows), col, shown, "has an empty item")
         valid = pa.array(lengths > 0)
         return pa.ListArray.from_arrays(pa.array(offsets), items.fill_null(""),
