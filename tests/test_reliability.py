@@ -128,16 +128,16 @@ def tree(root: Path) -> dict[str, tuple]:
 def _paused_child(raw: str, out: str, kw: dict, conn) -> None:  # runs in the forked child
     import time
 
-    from mutualctr.data import prepare as prep
+    from mutualctr.data import fields, prepare as prep
 
-    real = prep.write_vocab
+    real = fields.write_vocab
 
     def paused(path, values, counts):
         real(path, values, counts)
         conn.send("PAUSED")
         time.sleep(600)
 
-    prep.write_vocab = paused
+    fields.write_vocab = paused
     prep.prepare("criteo", [Path(raw)], Path(out), progress=False, **kw)
 
 
@@ -449,6 +449,33 @@ EXPERIMENT = "experiment rq1 --data {store} --out x --models lr --instances 2 --
 EXPORT = "export --run {run} --format torchscript --out"
 PREDICT = "predict --run {run} --input {raw} --out"
 
+_KINDS = "label: y\ncategorical: [item]\nmulti_valued: {g: {max_length: 2}}\ndense: {p: {}}\n"
+
+
+def _kinds_table(cell=None, schema=_KINDS):
+    """``k.yaml`` (item categorical, g multi-valued of max length 2, p dense) and 40 rows ``k.csv``;
+    ``cell`` = (row, column, text) replaces one cell (row 0 is line 2)."""
+    def setup(ctx):
+        rows = [[str(i % 2), str(i % 5), "a|b" if i % 3 else "c", str(i / 4)] for i in range(40)]
+        if cell is not None:
+            rows[cell[0]][cell[1]] = cell[2]
+        (ctx.tmp / "k.yaml").write_text(schema)
+        (ctx.tmp / "k.csv").write_text("y,item,g,p\n" + "".join(",".join(r) + "\n" for r in rows))
+    return setup
+
+
+def _kinds_parquet(ctx):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"y": [0, 1] * 10, "item": ["x"] * 20, "g": list(range(20)), "p": [1.0] * 20}),
+                   ctx.tmp / "k.parquet")
+    (ctx.tmp / "k.yaml").write_text("format: parquet\n" + _KINDS)
+
+
+KPREP = "prepare --dataset k.yaml --input k.csv --quiet --out n"
+
+
 CASES = [
     # 2. --overwrite replaces only what is ours
     Case("overwrite-foreign-dir", f"{PREP} precious --overwrite", 2,
@@ -617,6 +644,24 @@ CASES = [
          "stopped; nothing kept (r was new and is removed)"),
     Case("mutual-device-unknown", "mutual --data {store} --init {run} {run} --out g --quiet --alpha 1 --device tpu", 2,
          "train.device: expected one of"),
+    # 11. the multi-valued, sequence, dense and hashed kinds (issue 25)
+    Case("kinds-empty-item", KPREP, 2, "k.csv:3: column g: 'a||b' has an empty item",
+         _kinds_table((1, 2, "a||b"))),
+    Case("kinds-dense-not-a-number", KPREP, 2, "k.csv:4: column p: '1.5x' is not a number",
+         _kinds_table((2, 3, "1.5x"))),
+    Case("kinds-long-list-cut", KPREP, 0, "lists: g: 1 rows cut to max_length, 0 empty",
+         _kinds_table((0, 2, "a|b|c"))),
+    Case("kinds-separator-is-column-separator", KPREP, 2,
+         "multi_valued.g.separator: ',' is also the column separator",
+         _kinds_table(schema=_KINDS.replace("max_length: 2", "max_length: 2, separator: ','"))),
+    Case("kinds-vocab-from-not-categorical", KPREP, 2,
+         "sequence.s.vocab_from: 'p' is not a categorical field (it is under dense)",
+         _kinds_table(schema=_KINDS + "sequence: {s: {max_length: 3, vocab_from: p}}\n")),
+    Case("kinds-hashed-buckets-0", KPREP, 2, "hashed.item.buckets: must be >= 1, got 0",
+         _kinds_table(schema=_KINDS.replace("categorical: [item]", "hashed: {item: {buckets: 0}}"))),
+    Case("kinds-parquet-not-a-list", "prepare --dataset k.yaml --input k.parquet --quiet --out n", 2,
+         "k.parquet: column g: declared multi_valued but its parquet type is int64, neither a list nor text",
+         _kinds_parquet),
 ]
 
 
@@ -912,7 +957,7 @@ def test_sigterm_during_prepare_leaves_nothing(shared, tmp_path):
 
     shutil.copy(shared / "c.txt", tmp_path / "c.txt")
     before = tree(tmp_path)
-    p = _cli_paused_at("mutualctr.data.prepare:write_vocab",
+    p = _cli_paused_at("mutualctr.data.fields:write_vocab",
                        ["prepare", "--dataset", "criteo", "--input", "c.txt", "--out", "st", "--quiet"],
                        tmp_path, tmp_path.parent / f"{tmp_path.name}.ready")
     r = _interrupt(p, tmp_path.parent / f"{tmp_path.name}.ready", signal.SIGTERM)

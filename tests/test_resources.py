@@ -30,7 +30,7 @@ def _no_warning(fn, *args):
 def test_the_package_reads_the_checkouts_configs_directory():
     assert Path(str(resources.configs_root())) == CHECKOUT_CONFIGS
     assert resources.shipped_datasets() == ["avazu", "criteo"]
-    assert resources.schema_names() == ["avazu_noheader", "criteo_csv", "example_shop"]
+    assert resources.schema_names() == ["avazu_noheader", "criteo_csv", "example_shop", "ml100k"]
     assert resources.schema_path("example_shop") == CHECKOUT_CONFIGS / "schemas" / "example_shop.yaml"
     with pytest.raises(KeyError, match="no shipped schema 'nope'"):
         resources.schema_path("nope")

@@ -82,6 +82,9 @@ def _print_prepare_summary(result) -> None:
     console.print(vocab)
     console.print(f"{s.num_features:,} embedding rows in all (each field's OOV and missing "
                   "rows included)")
+    if s.lists:  # multi-valued and sequence fields: lists cut to max_length, empty lists
+        console.print("lists: " + "; ".join(f"{escape(name)}: {c['truncated']:,} rows cut to max_length, "
+                                            f"{c['empty']:,} empty" for name, c in s.lists.items()))
     rej = f"rows rejected: {s.rejected:,}"
     if s.rejected_lines:
         rej += "  (first: " + ", ".join(s.rejected_lines) + ")"

@@ -77,7 +77,10 @@ class Kind:
 KINDS: dict[str, Kind] = {k.name: k for k in (
     # a store's feature map has always carried its format marker
     Kind("store", "feature_map.json", "mutualctr-store",
-         ("feature_map.json", "train.[Xy].npy", "dev.[Xy].npy", "test.[Xy].npy", "vocab"), overwrite=True),
+         ("feature_map.json", "train.[Xy].npy", "dev.[Xy].npy", "test.[Xy].npy", "vocab",
+          # the list and dense fields' arrays (issue 25)
+          *(f"{split}.{part}.npy" for split in ("train", "dev", "test")
+            for part in ("bags.[0-9][0-9][0-9]", "values", "missing"))), overwrite=True),
     Kind("run", MARKER, "mutualctr-run",
          ("config.yaml", "store.json", "metrics.jsonl", "summary.json", "job.json", "checkpoints"),
          legacy=("config.yaml", "store.json")),

@@ -50,7 +50,7 @@ def test_errors_are_one_line_exit_2(tmp_path):
 
 
 def test_example_schemas_load():
-    assert schema_names() == ["avazu_noheader", "criteo_csv", "example_shop"]
+    assert schema_names() == ["avazu_noheader", "criteo_csv", "example_shop", "ml100k"]
     for name in schema_names():
         s = load_schema(schema_path(name))
         if s.columns:  # else the columns come from the file's header

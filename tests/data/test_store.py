@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 
+from mutualctr.data import fields as fields_mod
 from mutualctr.data import prepare as prepare_mod
 from mutualctr.data.prepare import prepare
 from mutualctr.data.store import Store
@@ -72,7 +73,7 @@ def test_out_exists_and_is_not_a_store(tmp_path, raw):
 
 def test_crash_mid_write_leaves_no_store(tmp_path, raw, monkeypatch):
     out = tmp_path / "store"
-    real = prepare_mod.write_vocab
+    real = fields_mod.write_vocab
     calls = []
 
     def crash(path, values, counts):
@@ -81,7 +82,7 @@ def test_crash_mid_write_leaves_no_store(tmp_path, raw, monkeypatch):
             raise KeyboardInterrupt("power cut")
         real(path, values, counts)
 
-    monkeypatch.setattr(prepare_mod, "write_vocab", crash)
+    monkeypatch.setattr(fields_mod, "write_vocab", crash)
     with pytest.raises(KeyboardInterrupt):
         prepare("criteo", [raw], out, progress=False)
     assert not out.exists()
@@ -164,7 +165,7 @@ def test_disk_full_is_a_store_error(tmp_path, raw, monkeypatch):
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(prepare_mod, "write_vocab", full)
+    monkeypatch.setattr(fields_mod, "write_vocab", full)
     with pytest.raises(StoreError, match=r"store: cannot write the store: .*No space left"):
         prepare("criteo", [raw], tmp_path / "store", progress=False)
     assert not (tmp_path / "store").exists()

@@ -7,52 +7,14 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from mutualctr.config import ConfigError
 from mutualctr.data.reader import Chunk, TableReader
 from mutualctr.data.schema import Schema, schema_from_dict
-from mutualctr.data.store import FIRST, MISSING, OOV, Store
+from mutualctr.data.fields import Encoder, encode_parts, fields_for_store  # noqa: F401 (Encoder: its old home)
+from mutualctr.data.store import Store
 from mutualctr.data.transform import ChunkTransformer, Transformed
 from mutualctr.errors import DataError
-
-
-class Encoder:
-    """Field tokens -> int32 (rows, F) global ids: vocabulary value i -> offset + 2 + i,
-    unseen or rare -> offset + OOV, missing -> offset + MISSING.
-
-    Works per chunk dictionary: each distinct token is looked up once (``index_in``), the
-    rows then take their id from that small table.
-    """
-
-    def __init__(self, vocabs: Sequence[pa.Array], offsets: Sequence[int]) -> None:
-        self.vocabs = list(vocabs)
-        self.offsets = np.asarray(offsets, dtype=np.int64)
-
-    def column(self, f: int, tok: pa.Array) -> np.ndarray:
-        """Global ids (int32) of one field's tokens."""
-        d = tok if pa.types.is_dictionary(tok.type) else pc.dictionary_encode(tok)
-        values = d.dictionary
-        vocab = self.vocabs[f]
-        if values.type != vocab.type:
-            values = values.cast(vocab.type)
-        lut = pc.index_in(values, value_set=vocab).fill_null(OOV - FIRST)
-        lut = lut.to_numpy(zero_copy_only=False).astype(np.int64) + FIRST
-        lut = (np.append(lut, MISSING) + self.offsets[f]).astype(np.int32)  # index -1: missing
-        return lut[d.indices.fill_null(-1).to_numpy(zero_copy_only=False)]
-
-    def __call__(self, tokens: Sequence[pa.Array]) -> np.ndarray:
-        n = len(tokens[0]) if tokens else 0
-        X = np.empty((n, len(self.vocabs)), dtype=np.int32)
-        for f, tok in enumerate(tokens):
-            X[:, f] = self.column(f, tok)
-        return X
-
-    @classmethod
-    def for_store(cls, store: Store) -> "Encoder":
-        fm = store.feature_map
-        return cls([store.vocab(i) for i in range(fm.num_fields)], [f.offset for f in fm.fields])
 
 
 def bad_row_error(chunk: Chunk, t: Transformed) -> DataError:
@@ -62,16 +24,22 @@ def bad_row_error(chunk: Chunk, t: Transformed) -> DataError:
 
 @dataclass
 class EncodedRows:
-    X: np.ndarray  # int32 (rows, F) global ids
+    X: np.ndarray  # int32 (rows, len(id_fields)) global ids of the one-id fields
     labels: np.ndarray | None  # float32 (rows,), None when the file has no label column
     kept: dict[str, np.ndarray] = field(default_factory=dict)  # raw values of `keep` columns
     rejected: int = 0
     rejected_lines: list[int] = field(default_factory=list)
+    #: list field name -> int32 (rows, max_length), padded with 0 (as in the store's bags files)
+    bags: dict[str, np.ndarray] = field(default_factory=dict)
+    values: np.ndarray | None = None  # float32 (rows, n_dense); None without dense fields
+    missing: np.ndarray | None = None  # bool (rows, n_dense); None without dense fields
 
 
 def encode_file(store: Store, path: Path, keep: Sequence[str] = (),
                 on_bad_rows: str = "error") -> EncodedRows:
-    """Encode a raw file of the store's schema (label column optional) with its vocabularies."""
+    """Encode a raw file of the store's schema (label column optional) with its fields exactly
+    as prepare did (:func:`mutualctr.data.fields.fields_for_store`: vocabularies, hashes, list
+    lengths, dense statistics)."""
     if on_bad_rows not in ("error", "skip"):
         raise ConfigError(f"on_bad_rows: expected 'error' or 'skip', got {on_bad_rows!r}")
     schema: Schema = schema_from_dict(store.feature_map.schema)
@@ -82,28 +50,44 @@ def encode_file(store: Store, path: Path, keep: Sequence[str] = (),
             raise DataError(f"{path}: no column {c!r} to keep (columns: {', '.join(reader.columns)})")
     has_label = schema.label in reader.columns
     transform = ChunkTransformer(schema, need_label=False)
-    encoder = Encoder.for_store(store)
-    xs, ys, kept = [], [], {c: [] for c in keep}
+    fields = fields_for_store(store)
+    parts: list[dict[str, np.ndarray]] = []
     rejected, bad_rows = 0, []
     for chunk in reader:
         t = transform(chunk.batch)
-        ok = None
+        ok = slice(None)
         if t.errors:
             if on_bad_rows == "error":
                 raise bad_row_error(chunk, t)
             ok = ~t.bad
             rejected += int(t.bad.sum())
             bad_rows += [chunk.line(int(i)) for i in np.flatnonzero(t.bad)[:5]]
-        X = encoder(t.tokens)
-        xs.append(X if ok is None else X[ok])
+        none = np.zeros(chunk.batch.num_rows, bool)
+        part = encode_parts(fields, [f.read(tok, none)[0] for f, tok in zip(fields, t.tokens)])
         if has_label:
-            ys.append(t.label if ok is None else t.label[ok])
+            part["y"] = t.label
         for c in keep:
-            v = chunk.batch.column(c).to_numpy(zero_copy_only=False)
-            kept[c].append(v if ok is None else v[ok])
-    F = store.feature_map.num_fields
-    X = np.concatenate(xs) if xs else np.zeros((0, F), np.int32)
-    y = (np.concatenate(ys) if ys else np.zeros(0, np.float32)) if has_label else None
+            part[f"keep.{c}"] = chunk.batch.column(c).to_numpy(zero_copy_only=False)
+        parts.append({k: v[ok] for k, v in part.items()})
     lines = sorted(bad_rows[:5] + reader.bad_width_lines(5))[:5]
-    return EncodedRows(X, y, {c: np.concatenate(v) if v else np.array([]) for c, v in kept.items()},
-                       rejected + reader.skipped, lines)
+    return _rows(store, parts, has_label, keep, rejected + reader.skipped, lines)
+
+
+def _rows(store: Store, parts: list[dict[str, np.ndarray]], has_label: bool, keep: Sequence[str],
+          rejected: int, lines: list[int]) -> EncodedRows:
+    """The chunks' arrays concatenated (empty arrays of the right shapes for an empty file)."""
+    fm = store.feature_map
+    empty = {"X": np.zeros((0, len(fm.id_fields)), np.int32), "y": np.zeros(0, np.float32),
+             **{f"keep.{c}": np.array([]) for c in keep}}
+    for name, (dtype, shape) in fm.arrays("").items():
+        empty[name[1:-4]] = np.zeros((0, *shape), dtype)  # ".bags.NNN.npy" -> "bags.NNN"
+
+    def cat(key: str) -> np.ndarray:
+        return np.concatenate([p[key] for p in parts]) if parts else empty[key]
+
+    names = [f.name for f in fm.fields]
+    dense = bool(fm.dense_fields)
+    return EncodedRows(cat("X"), cat("y") if has_label else None, {c: cat(f"keep.{c}") for c in keep},
+                       rejected, lines,
+                       bags={names[i]: cat(f"bags.{i:03d}") for i in fm.bag_fields},
+                       values=cat("values") if dense else None, missing=cat("missing") if dense else None)

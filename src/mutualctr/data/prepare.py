@@ -13,8 +13,8 @@ has a :class:`StoreBuilder` write one atomically, fit then transform, in four na
    writes each split's rows straight into its preallocated ``.npy``;
 4. ``write_feature_map``.
 
-What a step does for one field is its field class's (:class:`_CountedField`; a new field kind is
-a new :class:`_Field` subclass). Memory is flat in the number of rows: a few chunks plus the
+What a step does for one field is its field class's (:mod:`mutualctr.data.fields`: a field kind
+is a :class:`~mutualctr.data.fields._Field` subclass). Memory is flat in the number of rows: a few chunks plus the
 value counts (which grow with the distinct values).
 
 With ``vocab_from`` (``prepare --vocab-from STORE``) the new rows are encoded with an existing
@@ -33,16 +33,16 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from mutualctr import outdir, resources
 from mutualctr.atomic import atomic_dir
 from mutualctr.config import ConfigError, to_dict
-from mutualctr.data.encode import Encoder, bad_row_error
+from mutualctr.data.encode import bad_row_error
+from mutualctr.data.fields import _Counts, _Field, _ParentField, encode_parts, make_field  # noqa: F401 (_Counts: its old home)
 from mutualctr.data.reader import TableReader, iter_blocks
 from mutualctr.data.schema import BUILTIN, Schema, load_schema, schema_from_dict
-from mutualctr.data.store import (FIRST, SPLITS, FeatureMap, FieldInfo, Store, read_feature_map,
-                                  split_problem, vocab_fingerprint, write_vocab)
+from mutualctr.data.store import (PAD, SPLITS, FeatureMap, FieldInfo, Store, read_feature_map,
+                                  split_problem, vocab_fingerprint)
 from mutualctr.data.transform import ChunkTransformer, Transformed
 from mutualctr.errors import DataError, MutualCTRError, StoreError
 from mutualctr.progress import Bar
@@ -70,6 +70,9 @@ class PrepareSummary:
     warnings: list[str]  # splits of one class (no AUC on them); see Store.split_problem
     seconds: Optional[float] = None  # None when an existing store was reused
     rows_per_s: Optional[float] = None
+    #: list field -> {"truncated": rows cut to max_length, "empty": rows with an empty list};
+    #: None for a store without list fields
+    lists: Optional[dict[str, dict[str, int]]] = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None or k in ("vocab_fingerprint", "parent")}
@@ -99,7 +102,7 @@ def file_identity(path: Path) -> dict[str, Any]:
 
 
 def fingerprint(schema: Schema, settings: dict[str, Any], inputs: list[dict[str, Any]]) -> str:
-    blob = json.dumps({"v": FINGERPRINT_VERSION, "schema": to_dict(schema), "settings": settings,
+    blob = json.dumps({"v": FINGERPRINT_VERSION, "schema": schema.as_dict(), "settings": settings,
                        "inputs": inputs}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
@@ -162,61 +165,6 @@ def _count_rows(schema: Schema, path: Path) -> int:
     return count_lines(path) - reader.header_lines
 
 
-# -- value counts -----------------------------------------------------------------------------
-class _Counts:
-    """Running value counts of one field.
-
-    Each chunk's (value, count) pairs wait in ``pending`` until they are as many as the merged
-    table's rows (and at least ``MERGE_MIN``); then all are merged with one ``group_by``. A
-    merge costs O(merged + pending) <= O(2 * pending + MERGE_MIN), so counting is amortised
-    linear in the pairs added, and memory is bounded by the field's distinct values, not by the
-    rows: at most ~2x the distinct values (+ MERGE_MIN pairs) are held at any time. (Merging
-    only when the pending pairs exceed a large fixed floor let every field hold up to a million
-    pairs of chunk-local duplicates: ~10M pairs, ~190 MiB and much allocator fragmentation at
-    20M rows.) The merged counts are exact and the vocabulary is sorted by value, so the
-    merge schedule never changes a store.
-    """
-
-    MERGE_MIN = 1 << 16
-
-    def __init__(self, value_type: pa.DataType) -> None:
-        self.type = value_type
-        self.merged = pa.table({"value": pa.array([], value_type), "count": pa.array([], pa.int64())})
-        self.pending: list[pa.Table] = []
-        self.pending_len = 0
-        self.merges = 0  # (for tests)
-
-    def add_counts(self, values: pa.Array, counts: np.ndarray) -> None:
-        keep = counts > 0
-        if not keep.any():
-            return
-        if not keep.all():
-            values = values.filter(pa.array(keep))
-            counts = counts[keep]
-        self.pending.append(pa.table({"value": values.cast(self.type),
-                                      "count": pa.array(counts, pa.int64())}))
-        self.pending_len += len(values)
-        if self.pending_len >= max(self.MERGE_MIN, self.merged.num_rows):
-            self._merge()
-
-    def _merge(self) -> None:
-        if not self.pending:
-            return
-        t = pa.concat_tables([self.merged, *self.pending])
-        g = t.group_by("value").aggregate([("count", "sum")])
-        self.merged = pa.table({"value": g.column("value").combine_chunks(),
-                                "count": g.column("count_sum").combine_chunks()})
-        self.pending, self.pending_len = [], 0
-        self.merges += 1
-
-    def vocabulary(self, min_count: int) -> tuple[pa.Array, pa.Array]:
-        """Values with count >= min_count, sorted by value (deterministic ids)."""
-        self._merge()
-        t = self.merged.filter(pc.greater_equal(self.merged.column("count"), min_count))
-        t = t.sort_by("value")
-        return t.column("value").combine_chunks(), t.column("count").combine_chunks()
-
-
 class _NpyWriter:
     """A preallocated ``.npy`` file filled by row ranges with ``os.pwrite``."""
 
@@ -234,6 +182,8 @@ class _NpyWriter:
 
     def write(self, row: int, values: np.ndarray) -> None:
         data = np.ascontiguousarray(values, dtype=self.dtype)
+        if not data.size:  # e.g. X of a store without one-id fields: (rows, 0)
+            return
         mv = memoryview(data).cast("B")
         at = self.base + row * self.row_bytes
         while len(mv):
@@ -269,86 +219,6 @@ def _ordered_map(fn: Callable, items, workers: int = 2, window: int = 4):
                 close()
 
 
-# -- fields: what each step does for one store field ------------------------------------------
-def _dictionary(tok: pa.Array) -> pa.DictionaryArray:
-    return tok if pa.types.is_dictionary(tok.type) else pc.dictionary_encode(tok)
-
-
-class _Field:
-    """One store field through :class:`StoreBuilder`'s steps; a field kind is a subclass.
-
-    ``read`` runs on pass 1's worker threads and only returns (it stores nothing); ``add``,
-    ``fit`` and ``encode`` run in chunk order. Every field of today's kinds spills its tokens
-    dictionary-encoded and becomes one int32 column of the split matrices.
-    """
-
-    def __init__(self) -> None:
-        self.encoder: Encoder | None = None  # set by fit
-
-    def read(self, tok: pa.Array, train: np.ndarray) -> tuple[pa.Array, Any]:
-        """Pass 1, one chunk's tokens -> (the column to spill, what ``add`` takes)."""
-        return _dictionary(tok), None
-
-    def add(self, counted: Any) -> None:
-        """Pass 1: fold in what ``read`` counted in one chunk (nothing by default)."""
-
-    def fit(self, path: Path, offset: int) -> tuple[FieldInfo, pa.Array]:
-        """The field's ids, its embedding rows from ``offset``; writes its vocabulary to ``path``."""
-        raise NotImplementedError
-
-    def encode(self, col: pa.Array) -> np.ndarray:
-        """Pass 2: a spilled column -> int32 global ids."""
-        return self.encoder.column(0, col)
-
-
-class _CountedField(_Field):
-    """A field whose vocabulary is the values seen at least ``min_count`` times in the train
-    split, sorted by value (categorical, numeric-bucketed and the hour fields)."""
-
-    def __init__(self, name: str, kind: str, column: str, min_count: int) -> None:
-        super().__init__()
-        self.name, self.kind, self.column, self.min_count = name, kind, column, min_count
-        self.counts: _Counts | None = None
-
-    def read(self, tok: pa.Array, train: np.ndarray) -> tuple[pa.Array, Any]:
-        d = _dictionary(tok)
-        idx = d.indices.fill_null(-1).to_numpy(zero_copy_only=False)
-        sel = idx[train]
-        return d, (d.dictionary, np.bincount(sel[sel >= 0], minlength=len(d.dictionary)))
-
-    def add(self, counted: tuple[pa.Array, np.ndarray]) -> None:
-        values, counts = counted
-        if self.counts is None:  # the first chunk's value type is the field's
-            self.counts = _Counts(values.type)
-        self.counts.add_counts(values, counts)
-
-    def fit(self, path: Path, offset: int) -> tuple[FieldInfo, pa.Array]:
-        values, counts = self.counts.vocabulary(self.min_count)
-        self.counts = None  # not needed again
-        write_vocab(path, values, counts)
-        self.encoder = Encoder([values], [offset])
-        info = FieldInfo(self.name, self.kind, self.column, FIRST + len(values), offset, offset,
-                         offset + 1, self.min_count)
-        return info, values
-
-
-class _ParentField(_Field):
-    """A field of a ``--vocab-from`` child: field ``i`` of the parent store, its vocabulary
-    (values and train counts) and its offset as they are; nothing is counted."""
-
-    def __init__(self, parent: Store, i: int) -> None:
-        super().__init__()
-        self.parent, self.i = parent, i
-
-    def fit(self, path: Path, offset: int) -> tuple[FieldInfo, pa.Array]:
-        table = self.parent.vocab_table(self.i)
-        write_vocab(path, table.column("value").combine_chunks(), table.column("count").combine_chunks())
-        info = FieldInfo(**vars(self.parent.feature_map.fields[self.i]))
-        vocab = self.parent.vocab(self.i)
-        self.encoder = Encoder([vocab], [info.offset])
-        return info, vocab
-
-
 # -- prepare ----------------------------------------------------------------------------------
 def _summary(fm: FeatureMap, seconds: float | None = None) -> PrepareSummary:
     c = fm.counts
@@ -365,7 +235,7 @@ def _summary(fm: FeatureMap, seconds: float | None = None) -> PrepareSummary:
         rejected=rejected, rejected_lines=list(c.get("rejected_lines", [])),
         warnings=[p for s in SPLITS if "positives" in c
                   and (p := split_problem(s, rows[s], c["positives"][s])) is not None],
-        seconds=seconds, rows_per_s=rate)
+        seconds=seconds, rows_per_s=rate, lists=c.get("lists"))
 
 
 def prepare(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str = "random",
@@ -627,11 +497,14 @@ class StoreBuilder:
         spec = self.schema.fields()
         parent = self.plan.parent
         if parent is None:
-            return [_CountedField(name, kind, col, self.schema.min_count_for(col, self.plan.min_count))
-                    for name, kind, col in spec]
+            return [self._make_field(name, kind, col) for name, kind, col in spec]
         if [(f.name, f.kind, f.column) for f in parent.feature_map.fields] != spec:
             raise StoreError(f"{parent.path}: its fields do not follow its own schema; prepare it again")
-        return [_ParentField(parent, i) for i in range(len(spec))]
+        return [_ParentField(parent, i, make_field(self.schema, name, kind, col, 1))
+                for i, (name, kind, col) in enumerate(spec)]
+
+    def _make_field(self, name: str, kind: str, col: str) -> _Field:
+        return make_field(self.schema, name, kind, col, self.schema.min_count_for(col, self.plan.min_count))
 
     # -- 1. count -------------------------------------------------------------------------------
     def count(self) -> None:
@@ -697,57 +570,70 @@ class StoreBuilder:
 
     # -- 2. fit ---------------------------------------------------------------------------------
     def fit(self) -> None:
-        """Each field's ids, in field order from global id 0: ``infos`` and ``vocabs``, and
+        """Each field's ids, in field order from global id 0 (from 1 when list fields reserve
+        :data:`PAD`), fields that share another's ids after it: ``infos`` and ``vocabs``, and
         ``vocab/NNN.arrow``."""
         (self.tmp / "vocab").mkdir()
-        offset = 0
-        for i, field in enumerate(self.fields):
-            info, vocab = field.fit(self.tmp / "vocab" / f"{i:03d}.arrow", offset)
-            self.infos.append(info)
-            self.vocabs.append(vocab)
-            offset = info.offset + info.vocab_size
+        offset = PAD + 1 if any(f.slot == "bags" for f in self.fields) else 0
+        n = len(self.fields)
+        self.infos, self.vocabs = [None] * n, [None] * n
+        fitted: dict[str, _Field] = {}
+        for i in sorted(range(n), key=lambda i: self.fields[i].shares is not None):
+            field = self.fields[i]
+            info, vocab = field.fit(self.tmp / "vocab" / f"{i:03d}.arrow", offset, fitted)
+            self.infos[i], self.vocabs[i] = info, vocab
+            fitted[info.name] = field
+            offset = max(offset, info.offset + info.vocab_size)
         if offset >= 2**31:
             raise DataError(f"{offset} features do not fit int32 ids; raise --min-count")
 
     # -- 3. encode ------------------------------------------------------------------------------
+    def _parts(self) -> dict[str, tuple[Any, tuple[int, ...]]]:
+        """The arrays of each split, ``<split>.<part>.npy``: part -> (dtype, shape without rows)."""
+        ids = [f for f in self.fields if f.slot == "ids"]
+        parts: dict[str, tuple[Any, tuple[int, ...]]] = {"X": (np.int32, (len(ids),)), "y": (np.float32, ())}
+        for i, f in enumerate(self.fields):
+            if f.slot == "bags":
+                parts[f"bags.{i:03d}"] = (np.int32, (f.max_length,))
+        dense = sum(f.slot == "dense" for f in self.fields)
+        if dense:
+            parts.update(values=(np.float32, (dense,)), missing=(np.bool_, (dense,)))
+        return parts
+
     def encode(self) -> None:
         """Pass 2: each spilled chunk's fields encoded, its rows written to their split's files
         (plain positional writes, not a memory map: written pages then do not count as RSS)."""
-        F = len(self.fields)
-        X = {name: _NpyWriter(self.tmp / f"{name}.X.npy", np.int32, (int(self.rows[k]), F))
-             for k, name in enumerate(SPLITS)}
-        Y = {name: _NpyWriter(self.tmp / f"{name}.y.npy", np.float32, (int(self.rows[k]),))
-             for k, name in enumerate(SPLITS)}
+        writers = {(name, part): _NpyWriter(self.tmp / f"{name}.{part}.npy", dtype,
+                                            (int(self.rows[k]), *shape))
+                   for k, name in enumerate(SPLITS) for part, (dtype, shape) in self._parts().items()}
         at = np.zeros(3, np.int64)
         task = self.bar.add("pass 2/2 encode", self.rows_read)
-        for enc, s, label in _ordered_map(self._encode_chunk, range(self.chunks)):
+        for parts, s in _ordered_map(self._encode_chunk, range(self.chunks)):
             for k, name in enumerate(SPLITS):
                 sel = s == k
                 m = int(sel.sum())
                 if m:
-                    X[name].write(at[k], enc[sel])
-                    Y[name].write(at[k], label[sel])
+                    for part, values in parts.items():
+                        writers[name, part].write(at[k], values[sel])
                     at[k] += m
             self.bar.advance(task, len(s))
         self.spill.rmdir()
-        for name in SPLITS:
-            X[name].close()
-            Y[name].close()
+        for w in writers.values():
+            w.close()
 
-    def _encode_chunk(self, ci: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Spilled chunk ``ci`` (then deleted) -> (int32 (rows, F) ids, splits, labels)."""
+    def _encode_chunk(self, ci: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Spilled chunk ``ci`` (then deleted) -> ({part: its rows}, splits): ``X`` int32 (rows,
+        one-id fields), ``y`` labels, and the list fields' and dense fields' arrays."""
         f = self.spill / f"{ci:06d}.arrow"
         F = len(self.fields)
         with pa.memory_map(str(f)) as src:
             batch = pa.ipc.open_file(src).get_batch(0)
-            enc = np.empty((batch.num_rows, F), dtype=np.int32)
-            for j, field in enumerate(self.fields):
-                enc[:, j] = field.encode(batch.column(j))
+            parts = encode_parts(self.fields, [batch.column(i) for i in range(F)])
             s = batch.column(F).to_numpy().copy()
-            label = batch.column(F + 1).to_numpy().copy()
+            parts["y"] = batch.column(F + 1).to_numpy().copy()
             del batch
         f.unlink()
-        return enc, s, label
+        return parts, s
 
     # -- 4. feature map -------------------------------------------------------------------------
     def write_feature_map(self) -> FeatureMap:
@@ -756,7 +642,11 @@ class StoreBuilder:
                   "positives": {name: int(self.positives[k]) for k, name in enumerate(SPLITS)},
                   "rejected": int(self.rejected), "rejected_lines": self.bad_lines[:5],
                   "rows_read": int(self.rows_read)}
-        schema_d = to_dict(self.schema)
+        lists = {f.name: {"truncated": f.truncated, "empty": f.empty}
+                 for f in self.fields if f.slot == "bags"}
+        if lists:  # rows cut to max_length and empty lists, per list field
+            counts["lists"] = lists
+        schema_d = self.schema.as_dict()
         parent = None if plan.parent is None else {"path": str(plan.parent.path.resolve()),
                                                    "fingerprint": plan.parent.fingerprint}
         fm = FeatureMap(dataset=self.schema.name, fields=self.infos, fingerprint=plan.fingerprint,

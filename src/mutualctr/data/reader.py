@@ -134,10 +134,24 @@ class TableReader:
             raise DataError(f"{self.path}: not a readable parquet file: {e}") from None
         names = list(self._pq.schema_arrow.names)
         self._check_names(names, optional, str(self.path))
+        self._check_list_types()
         self.columns = names
         self.header_lines = 0
         if self._pq.metadata.num_rows == 0:
             raise DataError(f"{self.path}: empty file (no rows)")
+
+    def _check_list_types(self) -> None:
+        """A column declared multi-valued or a sequence must be a parquet list column, or text
+        to split at its separator; any other type (a number: one value or a list?) is refused."""
+        types = {f.name: f.type for f in self._pq.schema_arrow}
+        for role in ("multi_valued", "sequence"):
+            for col, spec in getattr(self.schema, role).items():
+                t = types.get(col)
+                if t is None or pa.types.is_list(t) or pa.types.is_large_list(t) or \
+                        pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t):
+                    continue
+                raise DataError(f"{self.path}: column {col}: declared {role} but its parquet type is "
+                                f"{t}, neither a list nor text to split at {spec.separator!r}")
 
     def _init_text(self, optional: tuple[str, ...]) -> None:
         first = _first_line(self.path)

@@ -3,7 +3,9 @@
 A schema says how to read a raw CTR table (format, separator, header, column names), which
 column is the label (and how to map its raw values to 0/1), and what each other column
 becomes: a categorical field, a numeric field bucketed as ``floor(ln(v)^2)``, an Avazu-style
-``YYMMDDHH`` time column (three fields: hour of day, weekday, weekend flag) or nothing.
+``YYMMDDHH`` time column (three fields: hour of day, weekday, weekend flag), a multi-valued
+field (a list of tokens, pooled), a sequence (a list of tokens, most recent last, optionally
+sharing another field's vocabulary), a dense value, a hashed id, or nothing.
 See docs/data.md for the YAML reference.
 """
 
@@ -30,6 +32,56 @@ NUMERIC = "numeric-bucketed"
 HOUR = "hour-of-day"
 WEEKDAY = "weekday"
 WEEKEND = "weekend"
+MULTI = "multi-valued"
+SEQUENCE = "sequence"
+DENSE = "dense"
+HASHED = "hashed"
+#: the kinds whose field is one id per row (a column of the split matrices ``X``)
+SINGLE_KINDS = (CATEGORICAL, NUMERIC, HOUR, WEEKDAY, WEEKEND, HASHED)
+#: the kinds whose field is a padded list of ids per row (a ``bags`` matrix)
+LIST_KINDS = (MULTI, SEQUENCE)
+
+#: schema keys of the list, dense and hashed kinds: left out of the schema's recorded form when
+#: empty, so that a schema without them records (and fingerprints) exactly as before they existed
+KIND_KEYS = ("multi_valued", "sequence", "dense", "hashed")
+_ROLES = ("categorical", "numeric", "hour", "drop", *KIND_KEYS)
+
+
+@dataclass
+class MultiValuedSpec:
+    """``multi_valued: {col: {...}}``: a list of tokens per cell, pooled into one field vector;
+    order ignored; the values are counted and min-count-filtered like categorical ones."""
+
+    max_length: int  # items kept per row (the first ones; the rest are dropped and counted)
+    separator: str = "|"  # between items in a text cell (parquet list columns need none)
+    pooling: Literal["mean", "sum"] = "mean"
+
+
+@dataclass
+class SequenceSpec:
+    """``sequence: {col: {...}}``: a list of tokens per cell, most recent last."""
+
+    max_length: int  # the most recent (last) items kept; older ones are dropped and counted
+    separator: str = "|"
+    #: a categorical field whose vocabulary (and embedding rows) the items share; None: the
+    #: sequence counts its own values like a multi-valued field
+    vocab_from: str | None = None
+
+
+@dataclass
+class DenseSpec:
+    """``dense: {col: {...}}``: a number used as a value (empty cell = missing)."""
+
+    #: ``log1p``: log(1 + v) (v must be > -1); ``standardize``: (v - mean) / std with the train
+    #: split's mean and (population) std of the present values
+    transform: Literal["none", "log1p", "standardize"] = "none"
+
+
+@dataclass
+class HashedSpec:
+    """``hashed: {col: {...}}``: id = xxh64(raw text, seed HASH_SEED) mod buckets; no vocabulary."""
+
+    buckets: int
 
 
 @dataclass
@@ -62,6 +114,11 @@ class Schema:
     #: values seen fewer times than this in the train split map to the field's OOV index
     min_count: int = 1
     min_count_per_column: dict[str, int] = field(default_factory=dict)
+    #: column -> how its cells are lists of tokens (pooled) / sequences / dense values / hashed ids
+    multi_valued: dict[str, MultiValuedSpec] = field(default_factory=dict)
+    sequence: dict[str, SequenceSpec] = field(default_factory=dict)
+    dense: dict[str, DenseSpec] = field(default_factory=dict)
+    hashed: dict[str, HashedSpec] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.label_map = {str(k): v for k, v in self.label_map.items()}
@@ -75,7 +132,7 @@ class Schema:
         if self.header is not True and self.format != "parquet" and not self.columns:
             raise ConfigError(f"columns: required when header is {str(self.header).lower()}")
         seen: dict[str, str] = {}
-        for role in ("categorical", "numeric", "hour", "drop"):
+        for role in _ROLES:
             for col in getattr(self, role):
                 if col == self.label:
                     raise ConfigError(f"{role}: {col!r} is the label column")
@@ -93,6 +150,37 @@ class Schema:
         for col in self.min_count_per_column:
             if self.columns and col not in self.columns:
                 raise ConfigError(f"min_count_per_column: {col!r} is not one of columns")
+        self._check_kinds(seen)
+
+    def _check_kinds(self, roles: dict[str, str]) -> None:
+        """The list kinds' lengths and separators, hashed buckets and ``vocab_from`` (as far as
+        the columns are known); errors name the key."""
+        for role in ("multi_valued", "sequence"):
+            for col, spec in getattr(self, role).items():
+                if spec.max_length < 1:
+                    raise ConfigError(f"{role}.{col}.max_length: must be >= 1, got {spec.max_length}")
+                if not spec.separator:
+                    raise ConfigError(f"{role}.{col}.separator: must not be empty")
+                if self.format != "parquet" and spec.separator == self.sep:
+                    raise ConfigError(
+                        f"{role}.{col}.separator: {spec.separator!r} is also the column separator; "
+                        "pick another one for the items")
+        for col, spec in self.hashed.items():
+            if spec.buckets < 1:
+                raise ConfigError(f"hashed.{col}.buckets: must be >= 1, got {spec.buckets}")
+        for col, spec in self.sequence.items():
+            if spec.vocab_from is not None:
+                self._check_vocab_from(f"sequence.{col}.vocab_from", spec.vocab_from, roles)
+
+    def _check_vocab_from(self, where: str, src: str, roles: dict[str, str]) -> None:
+        role = "the label" if src == self.label else roles.get(src)
+        if role is None and self.columns:
+            if src not in self.columns:
+                raise ConfigError(f"{where}: no column {src!r} (columns: {', '.join(self.columns)})")
+            role = "categorical" if self.others == "categorical" else f"others: {self.others}"
+        if role is not None and role != "categorical":
+            raise ConfigError(f"{where}: {src!r} is not a categorical field (it is under {role}); "
+                              "a sequence shares the vocabulary of a categorical field")
 
     @property
     def sep(self) -> str:
@@ -101,18 +189,35 @@ class Schema:
         return "\t" if self.format == "tsv" else ","
 
     def role(self, col: str) -> str:
-        """``label``, ``categorical``, ``numeric``, ``hour`` or ``drop`` for a file column."""
+        """``label``, ``categorical``, ``numeric``, ``hour``, ``drop`` or one of
+        :data:`KIND_KEYS` for a file column."""
         if col == self.label:
             return "label"
-        for role in ("categorical", "numeric", "hour", "drop"):
+        for role in _ROLES:
             if col in getattr(self, role):
                 return role
         if self.others == "error":
             raise ConfigError(
-                f"column {col!r} is not listed under categorical, numeric, hour or drop "
-                "(or set others: categorical|drop)"
+                f"column {col!r} is not listed under categorical, numeric, hour, drop, "
+                "multi_valued, sequence, dense or hashed (or set others: categorical|drop)"
             )
         return self.others
+
+    def spec(self, col: str) -> MultiValuedSpec | SequenceSpec | DenseSpec | HashedSpec | None:
+        """The spec of a multi-valued, sequence, dense or hashed column (None for the others)."""
+        for role in KIND_KEYS:
+            if col in getattr(self, role):
+                return getattr(self, role)[col]
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The plain form recorded in a store (and fingerprinted): :func:`to_dict` without the
+        list, dense and hashed keys when they are empty (so older schemas record as before)."""
+        d = to_dict(self)
+        for key in KIND_KEYS:
+            if not d[key]:
+                del d[key]
+        return d
 
     def resolve(self, columns: list[str]) -> "Schema":
         """This schema with ``columns`` filled in from a file's header (checked)."""
@@ -134,6 +239,8 @@ class Schema:
             elif role == "hour":
                 out += [(f"{col}.hour_of_day", HOUR, col), (f"{col}.weekday", WEEKDAY, col),
                         (f"{col}.weekend", WEEKEND, col)]
+            elif role in KIND_KEYS:
+                out.append((col, _KIND_OF_ROLE[role], col))
         if not out:
             raise ConfigError("the schema yields no feature fields")
         return out
@@ -142,6 +249,9 @@ class Schema:
         if col in self.min_count_per_column:
             return self.min_count_per_column[col]
         return override if override is not None else self.min_count
+
+
+_KIND_OF_ROLE = {"multi_valued": MULTI, "sequence": SEQUENCE, "dense": DENSE, "hashed": HASHED}
 
 
 def criteo_schema() -> Schema:

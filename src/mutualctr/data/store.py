@@ -9,9 +9,20 @@ Layout of a store directory (written atomically by :func:`mutualctr.data.prepare
     test.X.npy  test.y.npy
     vocab/000.arrow ...      per field: the kept raw values (row i -> local id i + 2) and counts
 
+and, in a store with multi-valued, sequence or dense fields (docs/data.md, "Store layout")::
+
+    train.bags.NNN.npy ...   int32 (rows, max_length) global ids of list field NNN (its index
+                             in ``fields``), left-aligned, padded with PAD = 0
+    train.values.npy         float32 (rows, n_dense) values of the dense fields (0 if missing)
+    train.missing.npy        bool (rows, n_dense): the value is missing
+
 Ids: field ``f`` owns the global rows ``offset .. offset + vocab_size - 1`` of one embedding
 table; local id 0 is the field's OOV index (rare or unseen values), 1 its missing index, and
-2.. its vocabulary in ``vocab/NNN.arrow`` order.
+2.. its vocabulary in ``vocab/NNN.arrow`` order (a hashed field: its buckets; a dense field has
+two rows: its value's vector and its missing vector; a sequence with ``vocab_from`` owns no rows,
+its ids are its source field's). ``X`` holds the one-id fields (:data:`SINGLE_KINDS`) in field
+order. A store with list fields reserves global id 0 as the pad (:data:`PAD`; its fields start
+at offset 1): no field's id is 0 there, so a model gives row 0 no gradient.
 
 Two fingerprints: ``fingerprint`` identifies the store (schema, settings, inputs: other rows,
 another fingerprint); ``vocab_fingerprint`` identifies only the id mapping (:func:`vocab_fingerprint`),
@@ -30,6 +41,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from mutualctr.data.schema import DENSE, LIST_KINDS, SINGLE_KINDS
 from mutualctr.errors import StoreError
 from mutualctr.outdir import KINDS
 
@@ -37,18 +49,30 @@ FORMAT = KINDS["store"].format  # feature_map.json's "format": the marker of a s
 VERSION = 1
 SPLITS = ("train", "dev", "test")
 OOV, MISSING, FIRST = 0, 1, 2  # local ids
+PAD = 0  # the global pad id of the list fields' matrices (reserved: no field's id in such a store)
 
 
 @dataclass
 class FieldInfo:
     name: str
-    kind: str  # categorical | numeric-bucketed | hour-of-day | weekday | weekend
+    #: categorical | numeric-bucketed | hour-of-day | weekday | weekend | hashed | multi-valued |
+    #: sequence | dense
+    kind: str
     column: str  # the raw column it comes from
     vocab_size: int  # embedding rows of this field, OOV and missing included
     offset: int  # global id of the field's local id 0
     oov_index: int  # global id of the field's OOV row (= offset)
     missing_index: int  # global id of the field's missing row (= offset + 1)
     min_count: int = 1
+    #: the settings of a hashed, list or dense field (buckets and hash; max_length, separator,
+    #: pooling or vocab_from; transform, mean, std); None (and absent from JSON) for the others
+    spec: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        if d["spec"] is None:
+            del d["spec"]
+        return d
 
 
 @dataclass
@@ -71,8 +95,39 @@ class FeatureMap:
 
     @property
     def num_features(self) -> int:
-        last = self.fields[-1]
-        return last.offset + last.vocab_size
+        """Embedding rows in all (the pad row of a store with list fields included)."""
+        return max(f.offset + f.vocab_size for f in self.fields)
+
+    @property
+    def id_fields(self) -> list[int]:
+        """Indices (in ``fields``) of the one-id fields: the columns of ``X``, in order."""
+        return [i for i, f in enumerate(self.fields) if f.kind in SINGLE_KINDS]
+
+    @property
+    def bag_fields(self) -> list[int]:
+        """Indices of the multi-valued and sequence fields (each its ``bags.NNN`` matrix)."""
+        return [i for i, f in enumerate(self.fields) if f.kind in LIST_KINDS]
+
+    @property
+    def dense_fields(self) -> list[int]:
+        """Indices of the dense fields: the columns of ``values`` and ``missing``, in order."""
+        return [i for i, f in enumerate(self.fields) if f.kind == DENSE]
+
+    @property
+    def pad_index(self) -> int | None:
+        """The global pad id of the list matrices (:data:`PAD`), None without list fields."""
+        return PAD if self.bag_fields else None
+
+    def arrays(self, split: str) -> dict[str, tuple[Any, tuple[int, ...]]]:
+        """The files of ``split`` besides ``X``/``y``: file name -> (dtype, shape without rows)."""
+        out: dict[str, tuple[Any, tuple[int, ...]]] = {}
+        for i in self.bag_fields:
+            out[f"{split}.bags.{i:03d}.npy"] = (np.int32, (self.fields[i].spec["max_length"],))
+        if self.dense_fields:
+            n = len(self.dense_fields)
+            out[f"{split}.values.npy"] = (np.float32, (n,))
+            out[f"{split}.missing.npy"] = (np.bool_, (n,))
+        return out
 
     def field(self, name: str) -> FieldInfo:
         for f in self.fields:
@@ -82,6 +137,7 @@ class FeatureMap:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
+        d["fields"] = [f.to_json() for f in self.fields]
         return {"format": FORMAT, "version": VERSION, "num_fields": self.num_fields,
                 "num_features": self.num_features, **d}
 
@@ -131,22 +187,27 @@ class Store:
     def open(cls, path: str | Path) -> "Store":
         path = Path(path)
         store = cls(path, read_feature_map(path))
+        fm = store.feature_map
         for name in SPLITS:
             rows = store.rows(name)
-            for part, shape in (("X", (rows, store.feature_map.num_fields)), ("y", (rows,))):
-                f = path / f"{name}.{part}.npy"
-                if not f.is_file():
-                    raise StoreError(f"{path}: incomplete store (missing {f.name})")
-                try:
-                    arr = np.load(f, mmap_mode="r") if rows else np.load(f)
-                except (OSError, ValueError) as e:
-                    raise StoreError(f"{f}: unreadable ({e})") from None
-                if arr.shape != shape:
-                    raise StoreError(f"{f}: shape {arr.shape}, expected {shape}")
-        for i in range(store.feature_map.num_fields):
+            files = {f"{name}.X.npy": (rows, len(fm.id_fields)), f"{name}.y.npy": (rows,)}
+            files.update({f: (rows, *shape) for f, (_, shape) in fm.arrays(name).items()})
+            for fname, shape in files.items():
+                store._check_array(path / fname, shape)
+        for i in range(fm.num_fields):
             if not (path / "vocab" / f"{i:03d}.arrow").is_file():
                 raise StoreError(f"{path}: incomplete store (missing vocab/{i:03d}.arrow)")
         return store
+
+    def _check_array(self, f: Path, shape: tuple[int, ...]) -> None:
+        if not f.is_file():
+            raise StoreError(f"{self.path}: incomplete store (missing {f.name})")
+        try:
+            arr = np.load(f, mmap_mode="r") if shape[0] else np.load(f)
+        except (OSError, ValueError) as e:
+            raise StoreError(f"{f}: unreadable ({e})") from None
+        if arr.shape != shape:
+            raise StoreError(f"{f}: shape {arr.shape}, expected {shape}")
 
     @property
     def fingerprint(self) -> str:
@@ -171,20 +232,52 @@ class Store:
         return int(self.feature_map.counts["rows"][name])
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """(X int32 (rows, F) global ids, y float32 (rows,)) as read-only memory maps."""
+        """(X int32 (rows, F) global ids, y float32 (rows,)) as read-only memory maps.
+
+        A store with multi-valued, sequence or dense fields raises StoreError: its ``X`` is not
+        every field (read it with :meth:`split_arrays`); the models read only ``(X, y)`` so far."""
+        fm = self.feature_map
+        if fm.bag_fields or fm.dense_fields:
+            other = fm.fields[(fm.bag_fields + fm.dense_fields)[0]]
+            raise StoreError(
+                f"{self.path}: has {other.kind} fields ({other.name!r}), which the models do not "
+                "read yet (issue 25); Store.split_arrays and BatchLoader.for_split read them")
+        return self._xy(name)
+
+    def _xy(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         rows = self.rows(name)
         if rows == 0:
-            return (np.zeros((0, self.feature_map.num_fields), np.int32),
+            return (np.zeros((0, len(self.feature_map.id_fields)), np.int32),
                     np.zeros((0,), np.float32))
         X = np.load(self.path / f"{name}.X.npy", mmap_mode="r")
         y = np.load(self.path / f"{name}.y.npy", mmap_mode="r")
         return X, y
 
+    def split_arrays(self, name: str) -> "SplitArrays":
+        """Every array of split ``name`` as read-only memory maps: ``X``, ``y`` and, for a store
+        with list or dense fields, the ``bags`` (by field name), ``values`` and ``missing``."""
+        X, y = self._xy(name)
+        fm = self.feature_map
+        rows = self.rows(name)
+
+        def load(fname: str, dtype, shape: tuple[int, ...]) -> np.ndarray:
+            if rows == 0:
+                return np.zeros((0, *shape), dtype)
+            return np.load(self.path / fname, mmap_mode="r")
+
+        bags = {fm.fields[i].name: load(f"{name}.bags.{i:03d}.npy", np.int32,
+                                        (fm.fields[i].spec["max_length"],)) for i in fm.bag_fields}
+        values = missing = None
+        if fm.dense_fields:
+            n = (len(fm.dense_fields),)
+            values, missing = load(f"{name}.values.npy", np.float32, n), load(f"{name}.missing.npy", np.bool_, n)
+        return SplitArrays(X, y, bags, values, missing)
+
     def positives(self, name: str) -> int:
         """Rows labelled 1 in split ``name``."""
         pos = self.feature_map.counts.get("positives", {}).get(name)
         if pos is None:  # not recorded: count them
-            pos = int(np.count_nonzero(self.split(name)[1]))
+            pos = int(np.count_nonzero(self._xy(name)[1]))
         return int(pos)
 
     def split_problem(self, name: str) -> str | None:
@@ -200,7 +293,13 @@ class Store:
                 raise StoreError(f"{self.path}: {problem}")
 
     def vocab_table(self, field: int | str) -> pa.Table:
-        i = field if isinstance(field, int) else [f.name for f in self.feature_map.fields].index(field)
+        """The ``value`` and ``count`` table of a field (a sequence with ``vocab_from``: its
+        source field's; a hashed or dense field: empty)."""
+        names = [f.name for f in self.feature_map.fields]
+        i = field if isinstance(field, int) else names.index(field)
+        spec = self.feature_map.fields[i].spec or {}
+        if spec.get("vocab_from"):
+            return self.vocab_table(names.index(spec["vocab_from"]))
         if i not in self._vocab:
             with pa.memory_map(str(self.path / "vocab" / f"{i:03d}.arrow")) as src:
                 self._vocab[i] = pa.ipc.open_file(src).read_all()
@@ -214,6 +313,22 @@ class Store:
         fm = self.feature_map
         return (f"Store({str(self.path)!r}, dataset={fm.dataset!r}, fields={fm.num_fields}, "
                 f"features={fm.num_features}, rows={fm.counts.get('rows')})")
+
+
+@dataclass(frozen=True)
+class SplitArrays:
+    """The arrays of one split (:meth:`Store.split_arrays`)."""
+
+    X: np.ndarray  # int32 (rows, len(id_fields)) global ids of the one-id fields
+    y: np.ndarray  # float32 (rows,) 0/1 labels
+    bags: dict[str, np.ndarray]  # list field name -> int32 (rows, max_length), padded with PAD
+    values: np.ndarray | None  # float32 (rows, n_dense); None without dense fields
+    missing: np.ndarray | None  # bool (rows, n_dense); None without dense fields
+
+    @property
+    def plain(self) -> bool:
+        """Only one-id fields: batches are today's ``(ids, labels)``."""
+        return not self.bags and self.values is None
 
 
 VOCAB_FINGERPRINT_VERSION = 1
@@ -244,11 +359,12 @@ def vocab_fingerprint(fields: list[FieldInfo], vocabs: list[pa.Array], schema: d
     """A hash of the id mapping: each field's name, kind (its transform), source column, size,
     offset, OOV and missing ids and kept values in id order, plus the schema's numeric_values
     (which cells a numeric field accepts and how it floors them). Equal for a store and the stores
-    encoded with its vocabularies; counts, rows and min counts do not enter it."""
+    encoded with its vocabularies; counts, rows and min counts do not enter it. The ``spec`` of
+    a hashed, list or dense field (buckets, max length, transform statistics) enters too."""
     h = hashlib.sha256()
     head = {"v": VOCAB_FINGERPRINT_VERSION, "numeric_values": schema.get("numeric_values", "integer"),
             "fields": [[f.name, f.kind, f.column, f.vocab_size, f.offset, f.oov_index, f.missing_index]
-                       for f in fields]}
+                       + ([f.spec] if f.spec is not None else []) for f in fields]}
     h.update(json.dumps(head, sort_keys=True).encode())
     for values in vocabs:
         _hash_values(h, values)

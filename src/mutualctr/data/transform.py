@@ -4,7 +4,12 @@ Each store field gets one dictionary-encoded token array per chunk (null = missi
 dictionary may repeat a token, e.g. raw "1" and "3" both bucket to 1):
 - categorical: the raw string;
 - numeric-bucketed: int64 ``floor(ln(v)^2)`` for v > 2, else ``v`` (Criteo_x4 setting);
-- hour-of-day / weekday / weekend: int64 from a ``YYMMDDHH`` value.
+- hour-of-day / weekday / weekend: int64 from a ``YYMMDDHH`` value;
+- hashed: the raw string (hashed by its field, :mod:`mutualctr.data.fields`);
+- multi-valued / sequence: a list of strings per row (a text cell split at the field's
+  separator, or a parquet list column's items as text); null = an empty list (an empty cell);
+  an empty item (``a||b``, a trailing separator, a null item) is a bad cell;
+- dense: float64 (null = missing), ``log1p`` applied (a value <= -1 is a bad cell).
 Labels become float32 0/1. Bad cells mark their row bad; the first bad cell of each column is
 kept (row, column, message) so that errors can name file, line and column.
 """
@@ -17,7 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mutualctr.data.schema import CATEGORICAL, HOUR, NUMERIC, WEEKDAY, WEEKEND, Schema
+from mutualctr.data.schema import (CATEGORICAL, DENSE, HASHED, HOUR, LIST_KINDS, NUMERIC, WEEKDAY,
+                                   WEEKEND, Schema)
 
 _INT_RE = r"^[+-]?[0-9]+$"
 _NUM_RE = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
@@ -122,8 +128,12 @@ class ChunkTransformer:
         tokens: list[pa.Array] = []
         for name, kind, col in self.fields:
             raw = batch.column(names.index(col))
-            if kind == CATEGORICAL:
+            if kind in (CATEGORICAL, HASHED):
                 tokens.append(_checked(pc.dictionary_encode(_as_string(raw)), col, flag))
+            elif kind in LIST_KINDS:
+                tokens.append(self._list(raw, col, flag))
+            elif kind == DENSE:
+                tokens.append(self._dense(raw, col, flag))
             elif kind == NUMERIC:
                 tokens.append(self._numeric(raw, col, flag))
             else:
@@ -200,6 +210,55 @@ class ChunkTransformer:
                 flag(np.append(mask, False)[idx], col, s, msg)  # index -1 (missing) -> ok
         return pa.DictionaryArray.from_arrays(d.indices, bucket(v))
 
+    def _list(self, raw: pa.Array, col: str, flag) -> pa.ListArray:
+        """A list column's cells -> a list of strings per row (null: an empty cell). Text is
+        split at the field's separator; a parquet list column's items are read as text."""
+        if pa.types.is_list(raw.type) or pa.types.is_large_list(raw.type):
+            lengths = pc.list_value_length(raw).fill_null(0).to_numpy(zero_copy_only=False)
+            items = _as_string(raw.flatten())
+            empty = ~items.is_valid().to_numpy(zero_copy_only=False)
+            shown = raw  # its rows' text is made only for an error message
+        else:
+            s = _checked(pc.dictionary_encode(_as_string(raw)), col, flag).dictionary_decode()
+            s = pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s)
+            split = pc.split_pattern(s, self.schema.spec(col).separator)
+            lengths = pc.list_value_length(split).fill_null(0).to_numpy(zero_copy_only=False)
+            items, shown = split.flatten(), s
+            empty = pc.equal(items, "").to_numpy(zero_copy_only=False)
+        offsets = np.zeros(len(lengths) + 1, np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        if empty.any():
+            rows = np.repeat(np.arange(len(lengths)), lengths)[empty]
+            if shown is raw:
+                shown = pa.array([None if v is None else str(v) for v in raw.to_pylist()], pa.string())
+            flag(np.isin(np.arange(len(lengths)), rows), col, shown, "has an empty item")
+        valid = pa.array(lengths > 0)
+        return pa.ListArray.from_arrays(pa.array(offsets), items.fill_null(""),
+                                         mask=pc.invert(valid))
+
+    def _dense(self, raw: pa.Array, col: str, flag) -> pa.Array:
+        """Dense cells -> float64 (null: missing), ``log1p`` applied. Bad: text that is not a
+        decimal number, non-finite values, and (``log1p``) values <= -1."""
+        if pa.types.is_integer(raw.type) or pa.types.is_floating(raw.type):
+            v = raw.cast(pa.float64())
+            f = v.fill_null(0).to_numpy(zero_copy_only=False)
+            flag(~np.isfinite(f), col, v, "is not a number")
+        else:
+            s = _checked(pc.dictionary_encode(_as_string(raw)), col, flag).dictionary_decode()
+            ok = pc.match_substring_regex(s, _NUM_RE).fill_null(True).to_numpy(zero_copy_only=False)
+            plain = pc.replace_substring_regex(s, r"^\+", "")
+            v = pc.cast(pc.if_else(pa.array(ok), plain, pa.scalar("0")), pa.float64())
+            f = v.fill_null(0).to_numpy(zero_copy_only=False)
+            flag(~ok, col, s, "is not a number")
+            flag(ok & ~np.isfinite(f), col, s, "is out of range (not a finite number)")
+        null = ~v.is_valid().to_numpy(zero_copy_only=False)
+        f = np.where(np.isfinite(f), f, 0.0)
+        if self.schema.spec(col).transform == "log1p":
+            low = ~null & (f <= -1)
+            flag(low, col, v, "is <= -1 (transform log1p needs values > -1)")
+            f = np.log1p(np.where(low, 0.0, f))
+        return pa.array(f, pa.float64(), mask=null)
+
     def _hour(self, raw: pa.Array, col: str, flag) -> list[pa.DictionaryArray]:
         s = _as_string(raw)
         enc = _checked(pc.dictionary_encode(s), col, flag)
@@ -230,3 +289,23 @@ def bucket(v: pa.Array) -> pa.Array:
     if big.any():
         out[big] = np.floor(np.log(x[big].astype(np.float64)) ** 2).astype(np.int64)
     return pa.array(out, type=pa.int64(), mask=~valid)
+
+
+def truncate(lists: pa.ListArray, max_length: int, keep_last: bool) -> tuple[pa.ListArray, np.ndarray]:
+    """Lists cut to ``max_length`` items (the first ones, or with ``keep_last`` the last ones)
+    and the (rows,) bool mask of the rows that were cut. Null (empty) lists stay null."""
+    lengths = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False)
+    cut = lengths > max_length
+    items = lists.flatten()
+    if not cut.any():
+        return lists, cut
+    kept = np.minimum(lengths, max_length)
+    starts = np.zeros(len(lengths), np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    if keep_last:
+        starts += lengths - kept
+    offsets = np.zeros(len(lengths) + 1, np.int32)
+    np.cumsum(kept, out=offsets[1:])
+    take = np.repeat(starts - offsets[:-1], kept) + np.arange(offsets[-1])
+    return pa.ListArray.from_arrays(pa.array(offsets), items.take(pa.array(take)),
+                                    mask=pc.invert(pa.array(lengths > 0))), cut
