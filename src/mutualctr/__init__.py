@@ -16,7 +16,7 @@ _RESULTS = ("Scores", "RunResult", "GroupResult", "EnsembleResult", "Predictions
 _CONFIGS = {"RunConfig": "mutualctr.training.config", "MutualConfig": "mutualctr.training.config",
             "TrainConfig": "mutualctr.training.config", "OptimConfig": "mutualctr.training.optim",
             "MutualCTRError": "mutualctr.errors", "PrepareResult": "mutualctr.data.prepare",
-            "PrepareSummary": "mutualctr.data.prepare"}
+            "PrepareSummary": "mutualctr.data.prepare", "RuntimeOptions": "mutualctr.runtime"}
 
 __all__ = ["__version__", *_API, *_RESULTS, *_CONFIGS]
 

@@ -165,6 +165,14 @@ def _set_threads(threads: Optional[int]) -> None:
     torch.set_num_threads(threads)
 
 
+def _runtime(**flags):
+    """The run-time options of a command (:class:`mutualctr.runtime.RuntimeOptions`), built
+    once from its flags (None = not given) and handed to the API whole."""
+    from mutualctr.runtime import RuntimeOptions
+
+    return RuntimeOptions.from_dict(flags)
+
+
 _DIST_TIMEOUT = typer.Option(None, "--dist-timeout", help="seconds a worker waits for the others in a "
                              "collective before failing (default 600)")
 
@@ -208,10 +216,11 @@ def train(
     from mutualctr.distributed import is_main_process
 
     _set_threads(threads)
+    opts = _runtime(device=device, precision=precision, compile=compile, resume=resume, quiet=quiet,
+                    dist_timeout=dist_timeout, tensorboard=tensorboard, threads=threads)
     _launch_workers(nproc)
     s = mc.train(data, out, model=model, config=config, seed=seed, epochs=epochs, lr=lr, batch_size=batch_size,
-                 device=device, precision=precision, compile=compile, resume=resume, quiet=quiet,
-                 dist_timeout=dist_timeout, tensorboard=tensorboard).to_dict()
+                 options=opts).to_dict()
     if not is_main_process():
         return
     if json_out:
@@ -360,13 +369,14 @@ def mutual(
     from mutualctr.distributed import is_main_process
 
     _set_threads(threads)
+    opts = _runtime(device=device, precision=precision, compile=compile, vectorize=vectorize, resume=resume,
+                    quiet=quiet, dist_timeout=dist_timeout, tensorboard=tensorboard, threads=threads)
     _launch_workers(nproc)
     g = mc.mutual(data, out, init=list(init) + list(more_init or []),
                   models=[m for m in models.split(",") if m.strip()] if models else (), seeds=_csv_ints(seeds),
                   config=config, alpha=alpha, loss=loss, lr=lr, epochs=epochs, evals_per_epoch=evals_per_epoch,
                   scope=scope, embedding_lr_scale=embedding_lr_scale, finetune_split=finetune_split, seed=seed,
-                  device=device, precision=precision, compile=compile, vectorize=vectorize, resume=resume,
-                  quiet=quiet, dist_timeout=dist_timeout, tensorboard=tensorboard).to_dict()
+                  options=opts).to_dict()
     if is_main_process():
         _print_group(g, json_out)
 
@@ -398,9 +408,10 @@ def distill(
     import mutualctr as mc
 
     _set_threads(threads)
+    opts = _runtime(device=device, resume=resume, quiet=quiet, threads=threads)
     g = mc.distill(data, out, teacher=teacher, student=student, config=config, beta=beta, loss=loss, lr=lr,
                    epochs=epochs, evals_per_epoch=evals_per_epoch, scope=scope, embedding_lr_scale=embedding_lr_scale,
-                   finetune_split=finetune_split, seed=seed, device=device, resume=resume, quiet=quiet).to_dict()
+                   finetune_split=finetune_split, seed=seed, options=opts).to_dict()
     _print_group(g, json_out)
 
 

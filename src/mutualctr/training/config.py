@@ -8,15 +8,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mutualctr.config import ConfigError, check_fields, check_range, from_dict, load_yaml, to_dict
+from mutualctr.runtime import PRECISIONS
 from mutualctr.training.optim import OptimConfig
-
-
-PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @dataclass
 class TrainConfig:
-    """Loop settings (YAML section ``train``)."""
+    """Loop settings (YAML section ``train``). ``device``, ``threads``, ``precision`` and
+    ``compile`` are run-time defaults that :class:`mutualctr.runtime.RuntimeOptions` (flags, API
+    arguments) replace; the run's config.yaml records the values it ran with."""
 
     batch_size: int = 4000
     epochs: int = 8
@@ -197,3 +197,13 @@ def with_precision(train: TrainConfig, precision: str | None) -> TrainConfig:
 
 def run_config_to_dict(cfg: RunConfig) -> dict[str, Any]:
     return to_dict(cfg)
+
+
+def with_runtime(cfg: RunConfig, options) -> RunConfig:
+    """``cfg`` with the ``train`` values that run-time options replace (device, precision,
+    compile: :meth:`mutualctr.runtime.RuntimeOptions.config_overrides`), so that its config.yaml
+    records what ran."""
+    given = {k: v for k, v in options.config_overrides().items() if v is not None}
+    if not given:
+        return cfg
+    return replace(cfg, train=replace(cfg.train, **given))

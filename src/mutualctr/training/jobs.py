@@ -21,8 +21,10 @@ from mutualctr import atomic
 from mutualctr.config import ConfigError
 from mutualctr.errors import CheckpointError
 from mutualctr.metrics import churn, relaimp, sigmoid
+from mutualctr.runtime import RuntimeOptions, options_of
 from mutualctr.training.config import (
     MutualConfig, RunConfig, load_run_config, run_config_from_dict, with_group_overrides, with_overrides,
+    with_runtime,
 )
 from mutualctr.training.device import resolve_device
 from mutualctr.training.inference import predict_logits, scores
@@ -106,28 +108,30 @@ def _check_out(out: Path, resume: bool) -> None:
         raise CheckpointError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
 
 
-def train(store_path: str | Path, out: str | Path, cfg: RunConfig, resume: bool = False,
-          quiet: bool = False, dist_timeout: float | None = None,
-          tensorboard: str | Path | None = None) -> dict[str, Any]:
-    """Independent training of one model (the trainer with N = 1).
+def train(store_path: str | Path, out: str | Path, cfg: RunConfig, options: RuntimeOptions | None = None,
+          **values: Any) -> dict[str, Any]:
+    """Independent training of one model (the trainer with N = 1). ``options``: how it runs
+    (:class:`~mutualctr.runtime.RuntimeOptions`; ``values`` replace single ones: ``quiet=True``);
+    its device, precision and compile replace the config's, which the run records.
 
     Under torchrun (``WORLD_SIZE > 1``) the workers train it data-parallel: each reads its
     shard of every global batch; rank 0 writes the run (see docs/distributed.md).
     """
     from mutualctr.distributed import session
 
-    with session(1, cfg.train.device, dist_timeout) as par:
+    opts = options_of(options, **values)
+    cfg = with_runtime(cfg, opts)
+    with session(1, cfg.train.device, opts.dist_timeout) as par:
         store = open_store(store_path)
         store.require_both_classes("train", "dev")  # before anything is written
         out = Path(out)
-        with claimed(out, "run", resume, par) as real:
+        with claimed(out, "run", opts.resume, par) as real:
             par.barrier("the start")  # every worker checked --out before anyone writes into it
             member = Member(config=cfg, model=build(cfg, store), run_dir=real)
-            trainer = Trainer(store, [member], real, cfg.train, quiet=quiet, parallel=par,
-                              tensorboard=Path(tensorboard) if tensorboard else None)
+            trainer = Trainer(store, [member], real, cfg.train, parallel=par, options=opts)
             if par.is_main:
                 RunDir(real).mark()
-            return trainer.fit(resume=resume)[0]
+            return trainer.fit(resume=opts.resume)[0]
 
 
 def resolve_run_config(store_path: str | Path, out: str | Path, *, model: str | None = None,
@@ -217,10 +221,8 @@ def _group_result(results: list[dict[str, Any]], settings: dict[str, Any],
 def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path] = (),
            models: Sequence[str] = (), seeds: Sequence[int] = (), configs: Sequence[RunConfig] = (),
            teachers: Sequence[str | Path] = (), group: MutualConfig | None = None,
-           seed: int | None = None, device: str | None = None, precision: str | None = None,
-           compile: bool | None = None, vectorize: bool = False, config_dir: Path | None = None,
-           resume: bool = False, quiet: bool = False, dist_timeout: float | None = None,
-           tensorboard: str | Path | None = None) -> dict[str, Any]:
+           seed: int | None = None, config_dir: Path | None = None, options: RuntimeOptions | None = None,
+           **values: Any) -> dict[str, Any]:
     """Train a group: finetune from runs (``init``) or from scratch (``models`` + ``seeds``, or
     ``configs``: one :class:`RunConfig` per member, used as given, each built with its own
     ``train.seed`` unless ``seeds`` are given).
@@ -232,9 +234,12 @@ def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path
     ``teachers`` turns the peer term into distillation from frozen models. Under torchrun the
     members are spread over the workers (one per worker, several per worker, or a data-parallel
     group of workers per member; see docs/distributed.md); every worker returns the whole group.
+    ``options``: how it runs (:class:`~mutualctr.runtime.RuntimeOptions`; ``values`` replace
+    single ones: ``quiet=True``).
     """
     from mutualctr.distributed import session
 
+    opts = options_of(options, **values)
     if bool(init) and (models or configs):
         raise ConfigError("give either --init RUN... (finetune) or --models (scratch), not both")
     if models and configs:
@@ -252,16 +257,16 @@ def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path
         seeds = list(seeds) or list(range(1, len(models) + 1))
     if group is None:
         group = resolve_group(init=init, configs=configs)
-    with session(n, device, dist_timeout) as par, claimed(out, "group", resume, par) as real:
+    with session(n, opts.device, opts.dist_timeout) as par, claimed(out, "group", opts.resume, par) as real:
         def one(alpha: float, where: Path) -> dict[str, Any]:
-            tb = None if tensorboard is None else Path(tensorboard) / (where.name if group.searches else "")
+            tb = opts.tensorboard
+            here = opts if tb is None or not group.searches else replace(opts, tensorboard=tb / where.name)
             return _mutual(par, store, where, init=init, configs=configs, seeds=seeds, teachers=teachers,
-                           group=replace(group, alpha=alpha), seed=seed, device=device, precision=precision,
-                           compile=compile, vectorize=vectorize, resume=resume, quiet=quiet, tensorboard=tb)
+                           group=replace(group, alpha=alpha), seed=seed, options=here)
 
         if not group.searches:
             return one(group.alpha, real)
-        result = _search_alpha(one, real, group, resume)
+        result = _search_alpha(one, real, group, opts.resume)
         if par.is_main:
             GroupDir(real).write_group(result)
         return result
@@ -298,13 +303,12 @@ def mutual_from_flags(store_path: str | Path, out: str | Path, *, init: Sequence
                       alpha: float | str | None = None, loss: str | None = None, lr: float | None = None,
                       epochs: int | None = None, evals_per_epoch: int | None = None, scope: str | None = None,
                       embedding_lr_scale: float | None = None, finetune_split: float | None = None,
-                      seed: int | None = None, device: str | None = None, precision: str | None = None,
-                      compile: bool | None = None, vectorize: bool = False, resume: bool = False,
-                      quiet: bool = False, dist_timeout: float | None = None,
-                      tensorboard: str | Path | None = None) -> dict[str, Any]:
+                      seed: int | None = None, options: RuntimeOptions | None = None,
+                      **values: Any) -> dict[str, Any]:
     """:func:`mutual` from single values (flags; None = not given) over the group settings:
     ``group`` if given, else :func:`resolve_group`'s. ``lr``, ``epochs`` and
-    ``evals_per_epoch`` are the finetuning's, or for a group from scratch the members' own."""
+    ``evals_per_epoch`` are the finetuning's, or for a group from scratch the members' own.
+    ``options`` / ``values``: how it runs, as for :func:`mutual`."""
     if models and init:
         raise ConfigError("give either --init RUN... (finetune) or --models (scratch), not both")
     configs, member_flags = [], {"lr": lr, "epochs": epochs, "evals_per_epoch": evals_per_epoch}
@@ -317,8 +321,7 @@ def mutual_from_flags(store_path: str | Path, out: str | Path, *, init: Sequence
     group = (with_group_overrides(group, **flags) if group is not None
              else resolve_group(init=init, configs=configs, config_file=config_file, **flags))
     return mutual(store_path, out, init=init, configs=configs, seeds=seeds, teachers=teachers, group=group,
-                  seed=seed, device=device, precision=precision, compile=compile, vectorize=vectorize,
-                  resume=resume, quiet=quiet, dist_timeout=dist_timeout, tensorboard=tensorboard)
+                  seed=seed, options=options_of(options, **values))
 
 
 ALPHA_TIE = 1e-5  # dev AUCs closer than this are a tie (the smaller alpha wins); docs/training.md
@@ -400,8 +403,8 @@ def finetune_train_config(base, group: MutualConfig):
     return replace(base, epochs=group.epochs, evals_per_epoch=group.evals_per_epoch, patience=0, row_range=rows)
 
 
-def _mutual(par, store, out: Path, *, init, configs, seeds, teachers, group: MutualConfig, seed, device,
-            precision, compile, vectorize, resume, quiet, tensorboard) -> dict[str, Any]:
+def _mutual(par, store, out: Path, *, init, configs, seeds, teachers, group: MutualConfig, seed,
+            options: RuntimeOptions) -> dict[str, Any]:
     members: list[Member] = []
     finetune = bool(init)
     if finetune:
@@ -410,8 +413,8 @@ def _mutual(par, store, out: Path, *, init, configs, seeds, teachers, group: Mut
             if i not in par.member_ids:  # another worker's member
                 continue
             model, cfg, _ = load_run(run, store)
-            cfg = replace(cfg, train=base, mutual=group,
-                          optim=replace(cfg.optim, lr=group.lr, embedding_lr_scale=group.embedding_lr_scale))
+            cfg = with_runtime(replace(cfg, train=base, mutual=group, optim=replace(
+                cfg.optim, lr=group.lr, embedding_lr_scale=group.embedding_lr_scale)), options)
             members.append(Member(config=cfg, model=model, run_dir=GroupDir(out).member(i, cfg.model_name).path,
                                   init_from=str(Path(run).resolve())))
         group_lr = group.lr
@@ -420,7 +423,7 @@ def _mutual(par, store, out: Path, *, init, configs, seeds, teachers, group: Mut
         seeds = list(seeds) or [c.train.seed for c in bases]
         if len(seeds) != len(bases):
             raise ConfigError(f"--seeds has {len(seeds)} values for {len(bases)} models")
-        cfgs = [replace(with_overrides(c, seed=s), mutual=group) for c, s in zip(bases, seeds)]
+        cfgs = [with_runtime(replace(with_overrides(c, seed=s), mutual=group), options) for c, s in zip(bases, seeds)]
         for i, (cfg, s) in enumerate(zip(cfgs, seeds)):
             if i in par.member_ids:
                 members.append(Member(config=cfg, model=build(cfg, store, seed=s),
@@ -430,17 +433,16 @@ def _mutual(par, store, out: Path, *, init, configs, seeds, teachers, group: Mut
     if group.scope == "dense":
         for m in members:
             m.freeze_tables()
-    train_cfg = with_overrides(RunConfig(train=base), seed=seed, device=device, precision=precision,
-                               compile=compile).train
+    train_cfg = with_runtime(with_overrides(RunConfig(train=base), seed=seed), options).train
     teacher_models = [load_run(t, store)[0] for t in teachers]
     par.barrier("the start")  # every worker checked --out before anyone writes into it
-    trainer = Trainer(store, members, out, train_cfg, group, teachers=teacher_models, quiet=quiet,
-                      parallel=par, vectorize=vectorize, start_is_candidate=finetune, tensorboard=tensorboard)
+    trainer = Trainer(store, members, out, train_cfg, group, teachers=teacher_models, parallel=par,
+                      start_is_candidate=finetune, options=options)
     if par.is_main:
         GroupDir(out).mark()
     start_logits = None
     if finetune:
-        fresh = not (resume and trainer.checkpoints.exists())
+        fresh = not (options.resume and trainer.checkpoints.exists())
         start_logits = []
         for m in members:
             labels, z = trainer.logits(m.model, "test")
@@ -458,7 +460,7 @@ def _mutual(par, store, out: Path, *, init, configs, seeds, teachers, group: Mut
             for m, gi in zip(members, par.member_ids):
                 m.start = starts[gi]
         start_logits = par.member_results(start_logits)
-    results = par.member_results(trainer.fit(resume=resume))
+    results = par.member_results(trainer.fit(resume=options.resume))
     after_logits = par.member_results([m.test_logits for m in members])
     settings = {"mode": "distill" if teachers else ("finetune" if finetune else "scratch"), "alpha": group.alpha,
                 "loss": group.loss, "lr": group_lr, "epochs": train_cfg.epochs,
