@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from mutualctr.results import (EnsembleResult, GroupResult, LoadedRun, Predictions, RunResult, Scores)
+from mutualctr.results import EnsembleResult, GroupResult, Predictions, RunResult, Scores
 from mutualctr.runtime import RuntimeOptions
 from mutualctr.training.config import MutualConfig, RunConfig
 
@@ -96,14 +96,14 @@ def train(data: PathLike, out: PathLike, *, model: str | None = None, config: Pa
                     dist_timeout=dist_timeout, tensorboard=tensorboard, threads=threads)
     cfg = jobs.resolve_run_config(data, out, model=model, config=config, seed=seed, epochs=epochs, lr=lr,
                                   batch_size=batch_size, resume=opts.resume)
-    return RunResult.from_dict(jobs.train(data, out, cfg, opts))
+    return jobs.train(data, out, cfg, opts)
 
 
 def evaluate(run: PathLike, data: PathLike, split: str = "test", *, device: str = "auto") -> Scores:
     """A run's best checkpoint scored on ``split`` of store ``data``."""
     from mutualctr.training import jobs
 
-    return Scores.from_dict(jobs.evaluate(run, data, split, device=device))
+    return jobs.evaluate(run, data, split, device=device)
 
 
 def predict(run: PathLike, input: PathLike, out: PathLike, *, keep: Sequence[str] = (), data: PathLike | None = None,
@@ -112,7 +112,7 @@ def predict(run: PathLike, input: PathLike, out: PathLike, *, keep: Sequence[str
     written as CSV with the ``keep`` columns beside them."""
     from mutualctr.training import jobs
 
-    return Predictions.from_dict(jobs.predict(run, input, out, keep=keep, store_path=data, device=device))
+    return jobs.predict(run, input, out, keep=keep, store_path=data, device=device)
 
 
 def mutual(data: PathLike, out: PathLike, *, init: Sequence[PathLike] = (), models: Sequence[str] = (),
@@ -138,13 +138,12 @@ def mutual(data: PathLike, out: PathLike, *, init: Sequence[PathLike] = (), mode
 
     opts = _options(options, device=device, precision=precision, compile=compile, vectorize=vectorize,
                     resume=resume, quiet=quiet, dist_timeout=dist_timeout, tensorboard=tensorboard, threads=threads)
-    g = jobs.mutual_from_flags(data, out, init=list(init), models=list(models), seeds=list(seeds),
+    return jobs.mutual_from_flags(data, out, init=list(init), models=list(models), seeds=list(seeds),
                                teachers=list(teachers), group=group, config_file=config,
                                config_dir=Path(config_dir) if config_dir else None, alpha=alpha, loss=loss, lr=lr,
                                epochs=epochs, evals_per_epoch=evals_per_epoch, scope=scope,
                                embedding_lr_scale=embedding_lr_scale, finetune_split=finetune_split, seed=seed,
                                options=opts)
-    return GroupResult.from_dict(g)
 
 
 def distill(data: PathLike, out: PathLike, *, teacher: PathLike, student: PathLike | str,
@@ -170,18 +169,19 @@ def ensemble(runs: Sequence[PathLike], data: PathLike, split: str = "test", *, d
     the runs disagree (churn)."""
     from mutualctr.training import jobs
 
-    return EnsembleResult.from_dict(jobs.ensemble(list(runs), data, split, device=device))
+    return jobs.ensemble(list(runs), data, split, device=device)
 
 
-def load_run(run: PathLike, data: PathLike | None = None) -> LoadedRun:
+def load_run(run: PathLike, data: PathLike | None = None):
     """A run's best model (a plain ``nn.Module``: ids (B, F) in, logits (B,) out), its config and
-    checkpoint; checked against store ``data`` when given."""
+    checkpoint; checked against store ``data`` when given. Returns
+    :class:`mutualctr.training.jobs.LoadedRun`."""
     from mutualctr.training import jobs
     from mutualctr.training.rundir import model_checkpoint_path
 
     store = jobs.open_store(data) if data is not None else None
     model, cfg, ck = jobs.load_run(run, store)
-    return LoadedRun(model=model.eval(), config=cfg, checkpoint=ck, path=model_checkpoint_path(run))
+    return jobs.LoadedRun(model=model.eval(), config=cfg, checkpoint=ck, path=model_checkpoint_path(run))
 
 
 def export(run: PathLike, out: PathLike, *, format: str = "onnx", data: PathLike | None = None,

@@ -17,7 +17,6 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +25,7 @@ from torch import nn
 from mutualctr.errors import TrainingError
 from mutualctr.models import RowCache, l2_penalty, use_row_cache
 from mutualctr.progress import Bar
+from mutualctr.results import Evaluation, RunResult
 from mutualctr.runtime import RuntimeOptions, options_of
 from mutualctr.training.config import MutualConfig, RunConfig, TrainConfig, run_config_to_dict, with_runtime
 from mutualctr.training.device import (autocast, compile_models, resolve_device, resolve_precision,
@@ -185,7 +185,7 @@ class Trainer:
         return scores(*self.logits(model, split))
 
     # ---- the loop -----------------------------------------------------------------------
-    def fit(self, resume: bool = False) -> list[dict[str, Any]]:
+    def fit(self, resume: bool = False) -> list[RunResult]:
         """Train until the epochs are done or patience runs out; returns each member's summary."""
         cfg = self.train_cfg
         seed_everything(cfg.seed)
@@ -302,13 +302,13 @@ class Trainer:
         for m, tl in zip(self.members, train_losses):
             dev = self.evaluate(m.model, "dev")
             m.schedule.observe(dev["auc"])
-            m.history.append({"step": state.step, "epoch": round(epoch, 4), "lr": m.schedule.lr, "train_loss": tl,
-                              "dev_auc": dev["auc"], "dev_logloss": dev["logloss"],
-                              "samples_per_s": None if sps is None else round(sps, 1)})
-            if m.best is None or dev["auc"] > m.best["dev_auc"]:
+            ev = Evaluation(step=state.step, epoch=round(epoch, 4), lr=m.schedule.lr, train_loss=tl,
+                            dev_auc=dev["auc"], dev_logloss=dev["logloss"],
+                            samples_per_s=None if sps is None else round(sps, 1))
+            m.history.append(ev.to_dict())
+            if ev.beats(m.best):
                 improved = True
-                m.keep_best({"step": state.step, "epoch": round(epoch, 4), "dev_auc": dev["auc"],
-                             "dev_logloss": dev["logloss"]})
+                m.keep_best(ev.best_point())
                 if par.is_writer:
                     self._best_checkpoint(m, state.step, epoch, dev).save(m.files.best)
             if par.is_writer:
@@ -336,9 +336,10 @@ class Trainer:
                                dev={"auc": dev["auc"], "logloss": dev["logloss"]}, init_from=m.init_from,
                                vocab_fingerprint=self.store.vocab_fingerprint)
 
-    def _finish(self, state: LoopState) -> list[dict[str, Any]]:
+    def _finish(self, state: LoopState) -> list[RunResult]:
         """Each member's best-on-dev weights scored on dev and test: the run's summary."""
         results = []
+        problem = self.store.split_problem("test")
         for m in self.members:
             current = {k: v.detach().clone() for k, v in m.model.state_dict().items()}
             m.model.load_state_dict(m.best_state)
@@ -346,20 +347,16 @@ class Trainer:
             labels, m.test_logits = self.logits(m.model, "test")
             test = scores(labels, m.test_logits)
             m.model.load_state_dict(current)
-            summary = {
-                "model": m.name, "run_dir": str(m.run_dir), "init_from": m.init_from, "seed": self.train_cfg.seed,
-                "best_step": m.best["step"], "best_epoch": m.best["epoch"],
-                "dev_auc": dev["auc"], "dev_logloss": dev["logloss"],
-                "test_auc": test["auc"], "test_logloss": test["logloss"],
-                "steps": state.step, "train_time_s": round(state.elapsed, 2),
-                "samples_per_s": (round(state.step * self.train_cfg.batch_size / state.elapsed, 1)
-                                  if state.elapsed > 0 else None),
-                "start": m.start, "fingerprint": self.store.fingerprint,
-            }
-            if self.start_is_candidate:
-                summary["kept_start"] = m.best["step"] == 0
-            if self.store.split_problem("test"):
-                summary["warnings"] = [self.store.split_problem("test")]
+            summary = RunResult(
+                model=m.name, run_dir=str(m.run_dir), init_from=m.init_from, seed=self.train_cfg.seed,
+                best_step=m.best["step"], best_epoch=m.best["epoch"],
+                dev_auc=dev["auc"], dev_logloss=dev["logloss"], test_auc=test["auc"], test_logloss=test["logloss"],
+                steps=state.step, train_time_s=round(state.elapsed, 2),
+                samples_per_s=(round(state.step * self.train_cfg.batch_size / state.elapsed, 1)
+                               if state.elapsed > 0 else None),
+                start=m.start, fingerprint=self.store.fingerprint,
+                kept_start=m.best["step"] == 0 if self.start_is_candidate else None,
+                warnings=[problem] if problem else None)
             if self.par.is_writer:
                 m.files.write_summary(summary)
             results.append(summary)
