@@ -49,12 +49,10 @@ class RuntimeOptions:
             raise ConfigError(f"train.device: expected one of {_choices(DEVICES)}, got {self.device!r}")
         if self.precision is not None and self.precision not in PRECISIONS:
             raise ConfigError(f"train.precision: expected one of {_choices(PRECISIONS)}, got {self.precision!r}")
-        for name in ("compile",):
-            if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name}: expected true/false, got {getattr(self, name)!r}")
-        for name in ("vectorize", "quiet", "resume"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name}: expected true/false, got {getattr(self, name)!r}")
+        for name in ("compile", "vectorize", "quiet", "resume"):
+            value = getattr(self, name)
+            if not isinstance(value, bool) and not (name == "compile" and value is None):
+                raise ConfigError(f"{name}: expected true/false, got {value!r}")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 0):
             raise ConfigError(f"threads must be an integer >= 0 (0: torch's default), got {self.threads!r}")

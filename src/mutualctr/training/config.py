@@ -199,11 +199,15 @@ def run_config_to_dict(cfg: RunConfig) -> dict[str, Any]:
     return to_dict(cfg)
 
 
-def with_runtime(cfg: RunConfig, options) -> RunConfig:
-    """``cfg`` with the ``train`` values that run-time options replace (device, precision,
-    compile: :meth:`mutualctr.runtime.RuntimeOptions.config_overrides`), so that its config.yaml
-    records what ran."""
+def train_with_runtime(train: TrainConfig, options) -> TrainConfig:
+    """``train`` with the values that run-time options replace (device, precision, compile:
+    :meth:`mutualctr.runtime.RuntimeOptions.config_overrides`; None = keep)."""
     given = {k: v for k, v in options.config_overrides().items() if v is not None}
-    if not given:
-        return cfg
-    return replace(cfg, train=replace(cfg.train, **given))
+    return replace(train, **given) if given else train
+
+
+def with_runtime(cfg: RunConfig, options) -> RunConfig:
+    """``cfg`` with its ``train`` values replaced by the run-time options
+    (:func:`train_with_runtime`), so that its config.yaml records what ran."""
+    train = train_with_runtime(cfg.train, options)
+    return cfg if train is cfg.train else replace(cfg, train=train)

@@ -28,7 +28,7 @@ from mutualctr.results import (Churn, EnsembleResult, GroupResult, GroupSettings
 from mutualctr.runtime import RuntimeOptions, options_of
 from mutualctr.training.config import (
     MutualConfig, RunConfig, load_run_config, run_config_from_dict, with_group_overrides, with_overrides,
-    with_runtime,
+    train_with_runtime, with_runtime,
 )
 from mutualctr.training.device import resolve_device
 from mutualctr.training.inference import predict_logits, scores
@@ -454,7 +454,7 @@ def _mutual(par, store, out: Path, *, init, configs, seeds, teachers, group: Mut
     if group.scope == "dense":
         for m in members:
             m.freeze_tables()
-    train_cfg = with_runtime(with_overrides(RunConfig(train=base), seed=seed), options).train
+    train_cfg = train_with_runtime(with_overrides(RunConfig(train=base), seed=seed).train, options)
     teacher_models = [load_run(t, store)[0] for t in teachers]
     par.barrier("the start")  # every worker checked --out before anyone writes into it
     trainer = Trainer(store, members, out, train_cfg, group, teachers=teacher_models, parallel=par,

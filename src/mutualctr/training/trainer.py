@@ -27,7 +27,7 @@ from mutualctr.models import RowCache, l2_penalty, use_row_cache
 from mutualctr.progress import Bar
 from mutualctr.results import Evaluation, RunResult
 from mutualctr.runtime import RuntimeOptions, options_of
-from mutualctr.training.config import MutualConfig, RunConfig, TrainConfig, run_config_to_dict, with_runtime
+from mutualctr.training.config import MutualConfig, TrainConfig, run_config_to_dict, train_with_runtime
 from mutualctr.training.device import (autocast, compile_models, resolve_device, resolve_precision,
                                        warn_if_cpu_contended)
 from mutualctr.training.inference import predict_logits, scores
@@ -61,7 +61,7 @@ class Trainer:
             raise ValueError(f"this process holds members {self.par.member_ids}, got {len(members)} members")
         self.options = opts = options_of(options, **values)
         self.store, self.members, self.out = store, members, Path(out)
-        self.train_cfg = train = with_runtime(RunConfig(train=train), opts).train
+        self.train_cfg = train = train_with_runtime(train, opts)
         self.mutual = mutual or MutualConfig(alpha=0.0)
         self.teachers = list(teachers)
         self.quiet = opts.quiet
