@@ -9,6 +9,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from mutualctr.cli import _print_group, app
+from mutualctr.results import GroupResult
 from mutualctr.experiments.progress import ExperimentProgress
 from mutualctr.progress import Bar, make_console
 
@@ -45,16 +46,24 @@ def test_make_console_is_wide_and_plain_without_a_terminal(capsys):
     assert term.width == 90
 
 
-def _group() -> dict:
-    member = {"model": "deepfm", "dev_auc": 0.711234, "test_auc": 0.712301, "test_logloss": 0.456789,
-              "start": {"dev_auc": 0.70111, "test_auc": 0.70222}, "relaimp_test": 1.2345, "kept_start": False}
-    return {"settings": {"mode": "finetune", "alpha": 10.0, "lr": 1e-4},
-            "alpha_search": [{"alpha": a, "dev_auc": 0.71, "test_auc": 0.712, "churn": 0.0123,
-                              "kept_start": 0} for a in (1.0, 10.0)],
-            "members": [member, member | {"model": "dcn"}],
-            "mean": {k: v for k, v in member.items() if k not in ("model", "start")},
-            "churn": {"split": "test", "before": {"mean_abs_diff": 0.02, "logit_corr": 0.9},
-                      "after": {"mean_abs_diff": 0.01, "logit_corr": 0.95}}}
+def _group() -> GroupResult:
+    start = {"dev_auc": 0.70111, "dev_logloss": 0.47, "test_auc": 0.70222, "test_logloss": 0.47}
+    member = {"model": "deepfm", "run_dir": "g/m0-deepfm", "init_from": "r1", "seed": 1, "best_step": 10,
+              "best_epoch": 1.0, "dev_auc": 0.711234, "dev_logloss": 0.45, "test_auc": 0.712301,
+              "test_logloss": 0.456789, "steps": 10, "train_time_s": 1.0, "samples_per_s": 100.0,
+              "start": start, "fingerprint": "f", "relaimp_test": 1.2345, "kept_start": False}
+    settings = {"mode": "finetune", "alpha": 10.0, "loss": "mse_prob", "lr": 1e-4, "epochs": 1,
+                "evals_per_epoch": 4, "seed": 0, "init": ["r1", "r2"], "teachers": [], "scope": "all",
+                "embedding_lr_scale": 1.0, "finetune_split": 0.0}
+    return GroupResult.from_dict({
+        "settings": settings,
+        "alpha_search": [{"alpha": a, "dir": f"alpha-{a:g}", "dev_auc": 0.71, "test_auc": 0.712, "churn": 0.0123,
+                          "kept_start": 0} for a in (1.0, 10.0)],
+        "members": [member, member | {"model": "dcn", "run_dir": "g/m1-dcn"}],
+        "mean": {"dev_auc": 0.711234, "dev_logloss": 0.45, "test_auc": 0.712301, "test_logloss": 0.456789,
+                 "relaimp_test": 1.2345},
+        "churn": {"split": "test", "before": {"mean_abs_diff": 0.02, "logit_corr": 0.9},
+                  "after": {"mean_abs_diff": 0.01, "logit_corr": 0.95}}})
 
 
 def test_group_tables_keep_every_cell_whole_in_a_file(capsys):

@@ -11,12 +11,13 @@ __version__ = "0.1.0"
 
 _API = ("synth", "prepare", "train", "evaluate", "predict", "mutual", "distill", "ensemble", "load_run",
         "export", "experiment", "default_config", "load_config")
-_RESULTS = ("Scores", "RunResult", "GroupResult", "EnsembleResult", "Predictions", "LoadedRun", "Churn",
-            "StartMetrics", "GroupSettings", "GroupMean", "GroupChurn", "AlphaPoint", "MemberScores")
+_RESULTS = ("Scores", "RunResult", "GroupResult", "EnsembleResult", "Predictions", "Churn",
+            "StartMetrics", "GroupSettings", "GroupMean", "GroupChurn", "AlphaPoint", "MemberScores", "Evaluation")
 _CONFIGS = {"RunConfig": "mutualctr.training.config", "MutualConfig": "mutualctr.training.config",
             "TrainConfig": "mutualctr.training.config", "OptimConfig": "mutualctr.training.optim",
             "MutualCTRError": "mutualctr.errors", "PrepareResult": "mutualctr.data.prepare",
-            "PrepareSummary": "mutualctr.data.prepare"}
+            "PrepareSummary": "mutualctr.data.prepare", "RuntimeOptions": "mutualctr.runtime",
+            "LoadedRun": "mutualctr.training.jobs"}
 
 __all__ = ["__version__", *_API, *_RESULTS, *_CONFIGS]
 

@@ -14,7 +14,10 @@
 Every function takes paths and typed settings and returns a dataclass of
 :mod:`mutualctr.results` (its ``to_dict()`` is the JSON of the run files and of ``--json``).
 Bad input raises a :class:`mutualctr.errors.MutualCTRError` with one clear line, as the CLI
-prints it. ``quiet=True`` (the default here) shows no progress bars. See docs/api.md.
+prints it. ``quiet=True`` (the default here) shows no progress bars. How a job runs (device,
+precision, threads, resume, ...) is one :class:`mutualctr.runtime.RuntimeOptions`: pass it as
+``options=``, or its values as keyword arguments (which replace the ``options``' values). See
+docs/api.md.
 """
 
 from __future__ import annotations
@@ -22,10 +25,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from mutualctr.results import (EnsembleResult, GroupResult, LoadedRun, Predictions, RunResult, Scores)
+from mutualctr.results import EnsembleResult, GroupResult, Predictions, RunResult, Scores
+from mutualctr.runtime import RuntimeOptions
 from mutualctr.training.config import MutualConfig, RunConfig
 
 PathLike = str | Path
+
+
+def _options(options: RuntimeOptions | None, **values) -> RuntimeOptions:
+    """The options of an API call: ``options`` (default: quiet) with the keyword arguments that
+    were given (None = not given) replacing single values."""
+    return (options if options is not None else RuntimeOptions(quiet=True)).with_values(**values)
 
 
 def synth(rows: int, out: PathLike, *, seed: int = 0, progress: bool = False):
@@ -70,27 +80,30 @@ def load_config(path: PathLike) -> RunConfig:
 def train(data: PathLike, out: PathLike, *, model: str | None = None, config: PathLike | RunConfig | None = None,
           seed: int | None = None, epochs: int | None = None, lr: float | None = None,
           batch_size: int | None = None, device: str | None = None, precision: str | None = None,
-          compile: bool | None = None, resume: bool = False, quiet: bool = True,
-          dist_timeout: float | None = None, tensorboard: PathLike | None = None) -> RunResult:
+          compile: bool | None = None, resume: bool | None = None, quiet: bool | None = None,
+          dist_timeout: float | None = None, tensorboard: PathLike | None = None, threads: int | None = None,
+          options: RuntimeOptions | None = None) -> RunResult:
     """Train one model on store ``data`` into run directory ``out``; the best-on-dev checkpoint
     and its test metrics. ``config``: a RunConfig or YAML (default: the shipped config of
     ``model`` for the store's dataset, or with ``resume`` the run's own); the other arguments
     replace single values. Under torchrun the workers train it data-parallel. ``tensorboard``:
-    also write the evaluations as TensorBoard scalars there (needs ``mutualctr[tensorboard]``)."""
+    also write the evaluations as TensorBoard scalars there (needs ``mutualctr[tensorboard]``).
+    ``threads``: torch CPU threads (1 when other jobs share the cores). ``device`` ...
+    ``threads`` are :class:`RuntimeOptions` values (default: ``options``', else quiet)."""
     from mutualctr.training import jobs
 
+    opts = _options(options, device=device, precision=precision, compile=compile, resume=resume, quiet=quiet,
+                    dist_timeout=dist_timeout, tensorboard=tensorboard, threads=threads)
     cfg = jobs.resolve_run_config(data, out, model=model, config=config, seed=seed, epochs=epochs, lr=lr,
-                                  batch_size=batch_size, device=device, precision=precision, compile=compile,
-                                  resume=resume)
-    return RunResult.from_dict(jobs.train(data, out, cfg, resume=resume, quiet=quiet, dist_timeout=dist_timeout,
-                                          tensorboard=tensorboard))
+                                  batch_size=batch_size, resume=opts.resume)
+    return jobs.train(data, out, cfg, opts)
 
 
 def evaluate(run: PathLike, data: PathLike, split: str = "test", *, device: str = "auto") -> Scores:
     """A run's best checkpoint scored on ``split`` of store ``data``."""
     from mutualctr.training import jobs
 
-    return Scores.from_dict(jobs.evaluate(run, data, split, device=device))
+    return jobs.evaluate(run, data, split, device=device)
 
 
 def predict(run: PathLike, input: PathLike, out: PathLike, *, keep: Sequence[str] = (), data: PathLike | None = None,
@@ -99,7 +112,7 @@ def predict(run: PathLike, input: PathLike, out: PathLike, *, keep: Sequence[str
     written as CSV with the ``keep`` columns beside them."""
     from mutualctr.training import jobs
 
-    return Predictions.from_dict(jobs.predict(run, input, out, keep=keep, store_path=data, device=device))
+    return jobs.predict(run, input, out, keep=keep, store_path=data, device=device)
 
 
 def mutual(data: PathLike, out: PathLike, *, init: Sequence[PathLike] = (), models: Sequence[str] = (),
@@ -108,9 +121,10 @@ def mutual(data: PathLike, out: PathLike, *, init: Sequence[PathLike] = (), mode
            lr: float | None = None, epochs: int | None = None, evals_per_epoch: int | None = None,
            scope: str | None = None, embedding_lr_scale: float | None = None, finetune_split: float | None = None,
            seed: int | None = None, device: str | None = None, precision: str | None = None,
-           compile: bool | None = None, vectorize: bool = False, config_dir: PathLike | None = None,
-           resume: bool = False, quiet: bool = True, dist_timeout: float | None = None,
-           tensorboard: PathLike | None = None) -> GroupResult:
+           compile: bool | None = None, vectorize: bool | None = None, config_dir: PathLike | None = None,
+           resume: bool | None = None, quiet: bool | None = None, dist_timeout: float | None = None,
+           tensorboard: PathLike | None = None, threads: int | None = None,
+           options: RuntimeOptions | None = None) -> GroupResult:
     """Deep mutual learning: finetune trained runs (``init``) together, or train ``models``
     (with ``seeds``) together from scratch, each member learning from the labels and its peers.
 
@@ -118,17 +132,18 @@ def mutual(data: PathLike, out: PathLike, *, init: Sequence[PathLike] = (), mode
     ``mutual:`` section of ``config``, else of the first member's config; the other arguments
     replace single values (``alpha=0`` is the continued-training control; ``alpha="auto"``, the
     default, chooses it on dev). ``lr``, ``epochs``, ``evals_per_epoch`` are the finetuning's,
-    or for a group from scratch the members' own. ``teachers``: frozen peers (distillation)."""
+    or for a group from scratch the members' own. ``teachers``: frozen peers (distillation).
+    ``device`` ... ``threads``: :class:`RuntimeOptions` values, as for :func:`train`."""
     from mutualctr.training import jobs
 
-    g = jobs.mutual_from_flags(data, out, init=list(init), models=list(models), seeds=list(seeds),
+    opts = _options(options, device=device, precision=precision, compile=compile, vectorize=vectorize,
+                    resume=resume, quiet=quiet, dist_timeout=dist_timeout, tensorboard=tensorboard, threads=threads)
+    return jobs.mutual_from_flags(data, out, init=list(init), models=list(models), seeds=list(seeds),
                                teachers=list(teachers), group=group, config_file=config,
                                config_dir=Path(config_dir) if config_dir else None, alpha=alpha, loss=loss, lr=lr,
                                epochs=epochs, evals_per_epoch=evals_per_epoch, scope=scope,
                                embedding_lr_scale=embedding_lr_scale, finetune_split=finetune_split, seed=seed,
-                               device=device, precision=precision, compile=compile, vectorize=vectorize,
-                               resume=resume, quiet=quiet, dist_timeout=dist_timeout, tensorboard=tensorboard)
-    return GroupResult.from_dict(g)
+                               options=opts)
 
 
 def distill(data: PathLike, out: PathLike, *, teacher: PathLike, student: PathLike | str,
@@ -136,15 +151,17 @@ def distill(data: PathLike, out: PathLike, *, teacher: PathLike, student: PathLi
             loss: str | None = None, lr: float | None = None, epochs: int | None = None,
             evals_per_epoch: int | None = None, scope: str | None = None, embedding_lr_scale: float | None = None,
             finetune_split: float | None = None, seed: int | None = None, device: str | None = None,
-            resume: bool = False, quiet: bool = True) -> GroupResult:
+            resume: bool | None = None, quiet: bool | None = None, threads: int | None = None,
+            options: RuntimeOptions | None = None) -> GroupResult:
     """Knowledge distillation: ``student`` (a run to finetune, or a model name to train) learns
     from the labels and the frozen ``teacher``'s predictions, weighted by ``beta`` (``auto``:
     chosen on dev); the settings are :func:`mutual`'s."""
+    opts = _options(options, device=device, resume=resume, quiet=quiet, threads=threads)
     finetune = Path(student).exists()
     return mutual(data, out, init=[student] if finetune else (), models=() if finetune else [str(student)],
                   teachers=[teacher], group=group, config=config, alpha=beta, loss=loss, lr=lr, epochs=epochs,
                   evals_per_epoch=evals_per_epoch, scope=scope, embedding_lr_scale=embedding_lr_scale,
-                  finetune_split=finetune_split, seed=seed, device=device, resume=resume, quiet=quiet)
+                  finetune_split=finetune_split, seed=seed, options=opts)
 
 
 def ensemble(runs: Sequence[PathLike], data: PathLike, split: str = "test", *, device: str = "auto") -> EnsembleResult:
@@ -152,18 +169,19 @@ def ensemble(runs: Sequence[PathLike], data: PathLike, split: str = "test", *, d
     the runs disagree (churn)."""
     from mutualctr.training import jobs
 
-    return EnsembleResult.from_dict(jobs.ensemble(list(runs), data, split, device=device))
+    return jobs.ensemble(list(runs), data, split, device=device)
 
 
-def load_run(run: PathLike, data: PathLike | None = None) -> LoadedRun:
+def load_run(run: PathLike, data: PathLike | None = None):
     """A run's best model (a plain ``nn.Module``: ids (B, F) in, logits (B,) out), its config and
-    checkpoint; checked against store ``data`` when given."""
+    checkpoint; checked against store ``data`` when given. Returns
+    :class:`mutualctr.training.jobs.LoadedRun`."""
     from mutualctr.training import jobs
     from mutualctr.training.rundir import model_checkpoint_path
 
     store = jobs.open_store(data) if data is not None else None
     model, cfg, ck = jobs.load_run(run, store)
-    return LoadedRun(model=model.eval(), config=cfg, checkpoint=ck, path=model_checkpoint_path(run))
+    return jobs.LoadedRun(model=model.eval(), config=cfg, checkpoint=ck, path=model_checkpoint_path(run))
 
 
 def export(run: PathLike, out: PathLike, *, format: str = "onnx", data: PathLike | None = None,

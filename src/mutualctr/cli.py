@@ -180,6 +180,14 @@ def _set_threads(threads: Optional[int]) -> None:
     torch.set_num_threads(threads)
 
 
+def _runtime(**flags):
+    """The run-time options of a command (:class:`mutualctr.runtime.RuntimeOptions`), built
+    once from its flags (None = not given) and handed to the API whole."""
+    from mutualctr.runtime import RuntimeOptions
+
+    return RuntimeOptions.from_dict(flags)
+
+
 _DIST_TIMEOUT = typer.Option(None, "--dist-timeout", help="seconds a worker waits for the others in a "
                              "collective before failing (default 600)")
 
@@ -223,20 +231,21 @@ def train(
     from mutualctr.distributed import is_main_process
 
     _set_threads(threads)
+    opts = _runtime(device=device, precision=precision, compile=compile, resume=resume, quiet=quiet,
+                    dist_timeout=dist_timeout, tensorboard=tensorboard, threads=threads)
     _launch_workers(nproc)
     s = mc.train(data, out, model=model, config=config, seed=seed, epochs=epochs, lr=lr, batch_size=batch_size,
-                 device=device, precision=precision, compile=compile, resume=resume, quiet=quiet,
-                 dist_timeout=dist_timeout, tensorboard=tensorboard).to_dict()
+                 options=opts)
     if not is_main_process():
         return
     if json_out:
-        _print_json(s)
+        _print_json(s.to_dict())
         return
-    for w in s.get("warnings", []):
+    for w in s.warnings or []:
         typer.secho(f"warning: {w}", err=True, fg=typer.colors.YELLOW)
-    typer.echo(f"{s['model']}: best dev AUC {s['dev_auc']:.5f} (step {s['best_step']}), "
-               f"test AUC {s['test_auc']:.5f}, test logloss {s['test_logloss']:.5f}, "
-               f"{s['samples_per_s'] or 0:,.0f} samples/s -> {out}")
+    typer.echo(f"{s.model}: best dev AUC {s.dev_auc:.5f} (step {s.best_step}), "
+               f"test AUC {s.test_auc:.5f}, test logloss {s.test_logloss:.5f}, "
+               f"{s.samples_per_s or 0:,.0f} samples/s -> {out}")
 
 
 def _check_run(run: Path) -> None:
@@ -276,11 +285,11 @@ def evaluate(
         data = _run_store(run)
     import mutualctr as mc
 
-    r = mc.evaluate(run, data, split, device=device).to_dict()
+    r = mc.evaluate(run, data, split, device=device)
     if json_out:
-        _print_json(r)
+        _print_json(r.to_dict())
     else:
-        typer.echo(f"{split}: AUC {r['auc']:.5f}  logloss {r['logloss']:.5f}  rows {r['rows']:,}")
+        typer.echo(f"{split}: AUC {r.auc:.5f}  logloss {r.logloss:.5f}  rows {r.rows:,}")
 
 
 @app.command()
@@ -305,51 +314,58 @@ def predict(
 
 
 def _print_group(g, json_out: bool) -> None:
+    """A group's result (:class:`mutualctr.results.GroupResult`): JSON, or the alpha curve, the
+    members' table and the churn."""
     if json_out:
-        _print_json(g)
+        _print_json(g.to_dict())
         return
     from rich.table import Table
 
     from mutualctr.progress import make_console
 
     console = make_console()  # a file or a pipe: full-width tables, no colours
-    st = g["settings"]
-    search = g.get("alpha_search")
-    if search:
+    st = g.settings
+    if g.alpha_search:
         t = Table(title="alpha chosen on dev (mean of the members)")
         for c in ("alpha", "dev AUC", "test AUC", "churn", "kept start", ""):
             t.add_column(c, justify="right")
-        for pt in search:
-            t.add_row(f"{pt['alpha']:g}", f"{pt['dev_auc']:.5f}", f"{pt['test_auc']:.5f}",
-                      "" if pt.get("churn") is None else f"{pt['churn']:.5f}", str(pt.get("kept_start", "")),
-                      "chosen" if pt["alpha"] == st["alpha"] else "")
+        for pt in g.alpha_search:
+            t.add_row(f"{pt.alpha:g}", f"{pt.dev_auc:.5f}", f"{pt.test_auc:.5f}",
+                      "" if pt.churn is None else f"{pt.churn:.5f}", str(pt.kept_start),
+                      "chosen" if pt.alpha == st.alpha else "")
         console.print(t)
-    t = Table(title=f"group ({st['mode']}, alpha={st['alpha']:g}, lr={st['lr']:g})")
-    ft = any(m.get("start") for m in g["members"])
+    console.print(_group_table(g))
+    c = g.churn
+    before = c.before
+    was = f"{before.mean_abs_diff:.5f} before, " if before else ""
+    console.print(f"churn on {c.split} (mean |p_i - p_j| over member pairs): {was}"
+                  f"{c.after.mean_abs_diff:.5f} after; logit correlation "
+                  + (f"{before.logit_corr:.4f} -> " if before else "") + f"{c.after.logit_corr:.4f}")
+
+
+def _group_table(g):
+    from rich.table import Table
+
+    st, nan = g.settings, float("nan")
+    t = Table(title=f"group ({st.mode}, alpha={st.alpha:g}, lr={st.lr:g})")
+    ft = any(m.start for m in g.members)
     cols = ["member", "model"] + (["start dev AUC", "start test AUC"] if ft else []) + \
         ["best dev AUC", "test AUC", "test logloss"] + (["RelaImp %", "kept start"] if ft else [])
     for c in cols:
         t.add_column(c, justify="right")
-    rows = [(str(i), m) for i, m in enumerate(g["members"])] + [("mean", g["mean"] | {"model": ""})]
-    for label, m in rows:
-        start = m.get("start") or {}
-        vals = [label, m.get("model", "")]
+    mean = g.mean
+    rows = [(str(i), m.model, m.start.dev_auc if m.start else nan, m.start.test_auc if m.start else nan, m)
+            for i, m in enumerate(g.members)]
+    rows.append(("mean", "", nan if mean.start_dev_auc is None else mean.start_dev_auc,
+                 nan if mean.start_test_auc is None else mean.start_test_auc, mean))
+    for label, model, start_dev, start_test, m in rows:
+        vals = [label, model] + ([f"{start_dev:.5f}", f"{start_test:.5f}"] if ft else [])
+        vals += [f"{m.dev_auc:.5f}", f"{m.test_auc:.5f}", f"{m.test_logloss:.5f}"]
         if ft:
-            vals += [f"{start.get('dev_auc', m.get('start_dev_auc', float('nan'))):.5f}",
-                     f"{start.get('test_auc', m.get('start_test_auc', float('nan'))):.5f}"]
-        vals += [f"{m['dev_auc']:.5f}", f"{m['test_auc']:.5f}", f"{m['test_logloss']:.5f}"]
-        if ft:
-            vals += [f"{m.get('relaimp_test', float('nan')):+.3f}",
-                     {True: "yes", False: "no"}.get(m.get("kept_start"), "")]
+            vals += [f"{nan if m.relaimp_test is None else m.relaimp_test:+.3f}",
+                     {True: "yes", False: "no"}.get(getattr(m, "kept_start", None), "")]
         t.add_row(*vals)
-    console.print(t)
-    c = g.get("churn") or {}
-    if c.get("after"):
-        before = c.get("before")
-        was = f"{before['mean_abs_diff']:.5f} before, " if before else ""
-        console.print(f"churn on {c.get('split', 'test')} (mean |p_i - p_j| over member pairs): {was}"
-                      f"{c['after']['mean_abs_diff']:.5f} after; logit correlation "
-                      + (f"{before['logit_corr']:.4f} -> " if before else "") + f"{c['after']['logit_corr']:.4f}")
+    return t
 
 
 def _csv_ints(s: Optional[str]) -> List[int]:
@@ -403,13 +419,14 @@ def mutual(
     from mutualctr.distributed import is_main_process
 
     _set_threads(threads)
+    opts = _runtime(device=device, precision=precision, compile=compile, vectorize=vectorize, resume=resume,
+                    quiet=quiet, dist_timeout=dist_timeout, tensorboard=tensorboard, threads=threads)
     _launch_workers(nproc)
     g = mc.mutual(data, out, init=list(init) + list(more_init or []),
                   models=[m for m in models.split(",") if m.strip()] if models else (), seeds=_csv_ints(seeds),
                   config=config, alpha=alpha, loss=loss, lr=lr, epochs=epochs, evals_per_epoch=evals_per_epoch,
                   scope=scope, embedding_lr_scale=embedding_lr_scale, finetune_split=finetune_split, seed=seed,
-                  device=device, precision=precision, compile=compile, vectorize=vectorize, resume=resume,
-                  quiet=quiet, dist_timeout=dist_timeout, tensorboard=tensorboard).to_dict()
+                  options=opts)
     if is_main_process():
         _print_group(g, json_out)
 
@@ -441,9 +458,10 @@ def distill(
     import mutualctr as mc
 
     _set_threads(threads)
+    opts = _runtime(device=device, resume=resume, quiet=quiet, threads=threads)
     g = mc.distill(data, out, teacher=teacher, student=student, config=config, beta=beta, loss=loss, lr=lr,
                    epochs=epochs, evals_per_epoch=evals_per_epoch, scope=scope, embedding_lr_scale=embedding_lr_scale,
-                   finetune_split=finetune_split, seed=seed, device=device, resume=resume, quiet=quiet).to_dict()
+                   finetune_split=finetune_split, seed=seed, options=opts)
     _print_group(g, json_out)
 
 
@@ -462,16 +480,16 @@ def ensemble(
         _check_run(run)
     import mutualctr as mc
 
-    r = mc.ensemble(runs, data, split, device=device).to_dict()
+    r = mc.ensemble(runs, data, split, device=device)
     if json_out:
-        _print_json(r)
+        _print_json(r.to_dict())
         return
-    for m in r["members"]:
-        typer.echo(f"{m['model']:>8} {m['run']}: AUC {m['auc']:.5f} logloss {m['logloss']:.5f}")
-    typer.echo(f"ensemble of {len(r['members'])}: {split} AUC {r['auc']:.5f} logloss {r['logloss']:.5f}")
-    if len(r["members"]) > 1:
-        typer.echo(f"churn between the members: mean |p_i - p_j| {r['churn']['mean_abs_diff']:.5f}, "
-                   f"logit correlation {r['churn']['logit_corr']:.4f}")
+    for m in r.members:
+        typer.echo(f"{m.model:>8} {m.run}: AUC {m.auc:.5f} logloss {m.logloss:.5f}")
+    typer.echo(f"ensemble of {len(r.members)}: {split} AUC {r.auc:.5f} logloss {r.logloss:.5f}")
+    if len(r.members) > 1:
+        typer.echo(f"churn between the members: mean |p_i - p_j| {r.churn.mean_abs_diff:.5f}, "
+                   f"logit correlation {r.churn.logit_corr:.4f}")
 
 # ---- experiments (issue 6) -----------------------------------------------------------
 

@@ -1,21 +1,22 @@
 """What the Python API returns: typed results with the run files' JSON as their ``to_dict``.
 
 Each result reads back from, and writes as, exactly the JSON the run files and the command
-line's ``--json`` hold (``summary.json``, ``group.json``, ``ensemble --json``): ``X.from_dict(d)
-.to_dict() == d`` for what mutualctr writes (tested), so the files stay the one format.
+line's ``--json`` hold (``summary.json``, ``group.json``, ``start.json``, ``metrics.jsonl``,
+``ensemble --json``, ``evaluate --json``): ``X.from_dict(d).to_dict() == d`` for what mutualctr
+writes (tested), so the files stay the one format. The producers (the trainer, the jobs) build
+these types and :mod:`mutualctr.training.rundir` writes their ``to_dict()``: no other code spells
+a result file's keys. This module sits below ``training`` and imports nothing of it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
 
-from torch import nn
+import numpy as np
 
-from mutualctr.training.config import RunConfig
-from mutualctr.training.rundir import ModelCheckpoint
+from mutualctr.metrics import relaimp
 
 
 def _plain(obj: Any) -> Any:
@@ -67,12 +68,57 @@ class Scores:
 
 @dataclass(frozen=True)
 class StartMetrics:
-    """A finetuned member before its first step."""
+    """A finetuned member before its first step (an entry of ``start.json``)."""
 
     dev_auc: float
     dev_logloss: float
     test_auc: float
     test_logloss: float
+
+    @classmethod
+    def of(cls, dev: dict[str, float], test: dict[str, float]) -> "StartMetrics":
+        """From the dev and test scores (``{"auc", "logloss", ...}``) of the start."""
+        return cls(dev_auc=dev["auc"], dev_logloss=dev["logloss"], test_auc=test["auc"],
+                   test_logloss=test["logloss"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "StartMetrics":
+        return _take(cls, d)
+
+
+_BEST_KEYS = ("step", "epoch", "dev_auc", "dev_logloss")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One dev evaluation of a member: a line of ``metrics.jsonl`` (step 0 of a finetuning is
+    its start: no training loss nor speed yet)."""
+
+    step: int
+    epoch: float
+    lr: float
+    train_loss: float | None
+    dev_auc: float
+    dev_logloss: float
+    samples_per_s: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Evaluation":
+        return _take(cls, d)
+
+    def best_point(self) -> dict[str, Any]:
+        """What a member keeps of its best evaluation (its checkpoint's ``best``)."""
+        return {k: v for k, v in self.to_dict().items() if k in _BEST_KEYS}
+
+    def beats(self, best: dict[str, Any] | None) -> bool:
+        """A better dev AUC than ``best`` (a :meth:`best_point`), or the first evaluation."""
+        return best is None or self.dev_auc > best["dev_auc"]
 
 
 @dataclass(frozen=True)
@@ -107,6 +153,13 @@ class RunResult:
     def from_dict(cls, d: dict[str, Any]) -> "RunResult":
         return _take(cls, d, start=lambda s: StartMetrics(**s))
 
+    def against_start(self) -> "RunResult":
+        """With its RelaImp (in %) against its start, on test and dev (finetuned members)."""
+        if self.start is None:
+            return self
+        return replace(self, relaimp_test=relaimp(self.test_auc, self.start.test_auc),
+                       relaimp_dev=relaimp(self.dev_auc, self.start.dev_auc))
+
 
 @dataclass(frozen=True)
 class Churn:
@@ -115,6 +168,10 @@ class Churn:
 
     mean_abs_diff: float
     logit_corr: float
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Churn":
+        return _take(cls, d)
 
 
 @dataclass(frozen=True)
@@ -164,6 +221,20 @@ class GroupMean:
     start_test_auc: float | None = _opt()
     start_dev_auc: float | None = _opt()
 
+    @classmethod
+    def of(cls, members: Sequence["RunResult"]) -> "GroupMean":
+        """The members' means (RelaImp and the start where every member has them)."""
+        def mean(values) -> float:
+            return float(np.mean(list(values)))
+
+        starts = [m.start for m in members]
+        return cls(dev_auc=mean(m.dev_auc for m in members), dev_logloss=mean(m.dev_logloss for m in members),
+                   test_auc=mean(m.test_auc for m in members), test_logloss=mean(m.test_logloss for m in members),
+                   relaimp_test=(mean(m.relaimp_test for m in members)
+                                 if all(m.relaimp_test is not None for m in members) else None),
+                   start_test_auc=mean(s.test_auc for s in starts) if all(starts) else None,
+                   start_dev_auc=mean(s.dev_auc for s in starts) if all(starts) else None)
+
 
 @dataclass(frozen=True)
 class GroupResult:
@@ -178,6 +249,22 @@ class GroupResult:
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
+
+    @classmethod
+    def of(cls, settings: GroupSettings, members: Sequence[RunResult], before: Churn | None,
+           after: Churn) -> "GroupResult":
+        """A group's record from its members' results (RelaImp against their starts added) and
+        its churn on test before (finetuning) and after."""
+        members = [m.against_start() for m in members]
+        return cls(settings=settings, members=members, mean=GroupMean.of(members),
+                   churn=GroupChurn(split="test", before=before, after=after))
+
+    def alpha_point(self, where: str) -> AlphaPoint:
+        """This group as one point of an alpha search (its directory ``where``)."""
+        return AlphaPoint(alpha=self.settings.alpha, dir=where, dev_auc=self.mean.dev_auc,
+                          test_auc=self.mean.test_auc,
+                          churn=None if self.churn is None else self.churn.after.mean_abs_diff,
+                          kept_start=sum(bool(m.kept_start) for m in self.members))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GroupResult":
@@ -233,12 +320,3 @@ class Predictions:
     def from_dict(cls, d: dict[str, Any]) -> "Predictions":
         return _take(cls, d)
 
-
-@dataclass(frozen=True)
-class LoadedRun:
-    """A run's best model (on the CPU, in eval mode), its config and its checkpoint."""
-
-    model: nn.Module
-    config: RunConfig
-    checkpoint: ModelCheckpoint
-    path: Path

@@ -24,11 +24,11 @@ def main(spec_path: str) -> None:
     for job in spec["jobs"]:
         if job["op"] == "train":
             out[job["name"]] = api.train(job["store"], job["out"], run_config_from_dict(job["config"]), quiet=True,
-                                          resume=job.get("resume", False))
+                                          resume=job.get("resume", False)).to_dict()
         else:
             kw = dict(job["kwargs"])
             kw["config_dir"] = Path(kw["config_dir"]) if kw.get("config_dir") else None
-            out[job["name"]] = api.mutual_from_flags(job["store"], job["out"], quiet=True, **kw)
+            out[job["name"]] = api.mutual_from_flags(job["store"], job["out"], quiet=True, **kw).to_dict()
     # process groups still registered after the jobs: the default one only (each job's session
     # releases its subgroups); None where torch's registry is not where we look
     world = getattr(dist.distributed_c10d, "_world", None)

@@ -175,7 +175,7 @@ def test_shards_of_each_global_batch_are_the_single_process_batch(tiny_store):
 # ---- equality with one process ----------------------------------------------------------------
 
 def test_data_parallel_sparse_rows_equals_single_process(two_workers, tiny_store, tmp_path, one_thread):
-    single = api.train(tiny_store, tmp_path / "s", run_config_from_dict(_cfg()), quiet=True)
+    single = api.train(tiny_store, tmp_path / "s", run_config_from_dict(_cfg()), quiet=True).to_dict()
     r0, r1 = (r["dp_rowwise"] for r in two_workers["results"])
     timing = ("train_time_s", "samples_per_s")
     assert {k: v for k, v in r0.items() if k not in timing} == {k: v for k, v in r1.items() if k not in timing}
@@ -185,28 +185,28 @@ def test_data_parallel_sparse_rows_equals_single_process(two_workers, tiny_store
 def test_a_one_row_last_batch_leaves_a_worker_an_empty_shard(two_workers, tiny_store, tmp_path, one_thread):
     """4,800 train rows in batches of 4,799: the last global batch has 1 row, one worker none."""
     single = api.train(tiny_store, tmp_path / "s", run_config_from_dict(_cfg(batch_size=4799, epochs=3, evals_per_epoch=1, lr=3e-2)),
-                       quiet=True)
+                       quiet=True).to_dict()
     multi = two_workers["results"][0]["dp_empty_shard"]
     _assert_runs_match(tmp_path / "s", two_workers["tmp"] / "dp_empty_shard", single, multi, weights_atol=1e-4)
 
 
 def test_one_process_run_resumes_data_parallel(two_workers, tiny_store, tmp_path, one_thread):
     """A checkpoint of one process resumes on 2 workers and ends like the uninterrupted run."""
-    single = api.train(tiny_store, tmp_path / "s", run_config_from_dict(_cfg(epochs=3)), quiet=True)
+    single = api.train(tiny_store, tmp_path / "s", run_config_from_dict(_cfg(epochs=3)), quiet=True).to_dict()
     resumed = two_workers["results"][0]["dp_resume"]
     _assert_runs_match(tmp_path / "s", two_workers["tmp"] / "dp_resume", single, resumed, weights_atol=1e-4)
 
 
 def test_data_parallel_dense_embedding_equals_single_process(two_workers, tiny_store, tmp_path, one_thread):
     single = api.train(tiny_store, tmp_path / "s", run_config_from_dict(_cfg("dcn", embedding_optimizer="dense")),
-                       quiet=True)
+                       quiet=True).to_dict()
     r0 = two_workers["results"][0]["dp_dense"]
     _assert_runs_match(tmp_path / "s", two_workers["tmp"] / "dp_dense", single, r0, weights_atol=1e-4)
 
 
 def test_mutual_one_member_per_worker_equals_single_process_group(two_workers, tiny_store, tmp_path, one_thread):
     single = api.mutual_from_flags(tiny_store, tmp_path / "g", models=["deepfm", "dcn"], seeds=[1, 2], epochs=2,
-                        evals_per_epoch=2, config_dir=two_workers["cdir"], alpha=1.0, quiet=True)
+                        evals_per_epoch=2, config_dir=two_workers["cdir"], alpha=1.0, quiet=True).to_dict()
     g0, g1 = (r["mutual"] for r in two_workers["results"])
     assert [m["model"] for m in g0["members"]] == ["deepfm", "dcn"]
     assert [m["test_auc"] for m in g0["members"]] == [m["test_auc"] for m in g1["members"]]
@@ -216,13 +216,13 @@ def test_mutual_one_member_per_worker_equals_single_process_group(two_workers, t
         name = f"m{i}-{s['model']}"
         _assert_runs_match(tmp_path / "g" / name, multi / name, s, m, weights_atol=1e-5)
     # a mutual run really exchanged predictions: alpha changes the result
-    alone = api.train(tiny_store, tmp_path / "alone", run_config_from_dict(_cfg("deepfm", seed=1)), quiet=True)
+    alone = api.train(tiny_store, tmp_path / "alone", run_config_from_dict(_cfg("deepfm", seed=1)), quiet=True).to_dict()
     assert abs(alone["test_logloss"] - g0["members"][0]["test_logloss"]) > 1e-6
 
 
 def test_mutual_finetuning_on_two_workers_equals_one_process(two_workers, tiny_store, tmp_path, one_thread):
     single = api.mutual_from_flags(tiny_store, tmp_path / "g", init=two_workers["pre"], evals_per_epoch=2, alpha=1.0,
-                                   quiet=True)
+                                   quiet=True).to_dict()
     multi = two_workers["results"][1]["finetune"]
     assert [m["start"] for m in single["members"]] == [m["start"] for m in multi["members"]]
     for i, (s, m) in enumerate(zip(single["members"], multi["members"])):
@@ -234,7 +234,7 @@ def test_mutual_finetuning_on_two_workers_equals_one_process(two_workers, tiny_s
 
 def test_several_members_per_worker_equal_single_process_group(two_workers, tiny_store, tmp_path, one_thread):
     single = api.mutual_from_flags(tiny_store, tmp_path / "g", models=["deepfm", "dcn", "dcn", "deepfm"], seeds=[1, 2, 3, 4],
-                        epochs=1, evals_per_epoch=1, config_dir=two_workers["cdir"], alpha=0.5, quiet=True)
+                        epochs=1, evals_per_epoch=1, config_dir=two_workers["cdir"], alpha=0.5, quiet=True).to_dict()
     multi = two_workers["results"][0]["two_per_worker"]
     for s, m in zip(single["members"], multi["members"]):
         for k in ("dev_auc", "test_auc", "test_logloss"):
@@ -254,7 +254,7 @@ def test_combined_grid_two_members_each_data_parallel_over_two_workers(tiny_stor
     # the session released the (data) subgroups it created; only the default group is left
     assert [r["_groups_left"] for r in results] in ([1] * 4, [None] * 4)
     multi = results[0]["g"]
-    single = api.mutual_from_flags(tiny_store, tmp_path / "s", quiet=True, **{**kw, "config_dir": cdir})
+    single = api.mutual_from_flags(tiny_store, tmp_path / "s", quiet=True, **{**kw, "config_dir": cdir}).to_dict()
     for i, (s, m) in enumerate(zip(single["members"], multi["members"])):
         name = f"m{i}-{s['model']}"
         _assert_runs_match(tmp_path / "s" / name, tmp_path / "g" / name, s, m, weights_atol=1e-4)
@@ -310,7 +310,7 @@ def test_dead_worker_stops_the_other_and_the_group_resumes_at_one_step(tiny_stor
         assert code == 0, e[-3000:]
     resumed = json.loads((tmp_path / "r.0").read_text())["g"]
     single = api.mutual_from_flags(tiny_store, tmp_path / "s", models=["deepfm", "dcn"], seeds=[1, 2], epochs=4,
-                        evals_per_epoch=2, config_dir=cdir, alpha=1.0, quiet=True)
+                        evals_per_epoch=2, config_dir=cdir, alpha=1.0, quiet=True).to_dict()
     for i, (s, m) in enumerate(zip(single["members"], resumed["members"])):
         name = f"m{i}-{s['model']}"
         assert [h["step"] for h in _history(out / name)] == [h["step"] for h in _history(tmp_path / "s" / name)]

@@ -94,10 +94,10 @@ def two_nodes(tiny_store, tmp_path_factory):
         # the single-process references run here while the agents start and meet
         threads = torch.get_num_threads()
         single = {
-            "dp": api.train(tiny_store, tmp / "single_dp", run_config_from_dict(_cfg()), quiet=True),
+            "dp": api.train(tiny_store, tmp / "single_dp", run_config_from_dict(_cfg()), quiet=True).to_dict(),
             "mutual": api.mutual_from_flags(tiny_store, tmp / "single_mutual", models=["deepfm", "dcn"],
                                             seeds=[1, 2], epochs=2, evals_per_epoch=2, config_dir=cdir,
-                                            alpha=1.0, quiet=True),
+                                            alpha=1.0, quiet=True).to_dict(),
         }
         torch.set_num_threads(threads)
         # until both end; one that fails ends the launch (the other would wait out its timeouts)

@@ -33,7 +33,7 @@ def test_predict_writes_probabilities_next_to_kept_columns(run, tiny_store, tmp_
     with open(tmp_path / "preds.csv") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["label", "C1", "probability"]
-    assert len(rows) == 301 and res["rows"] == 300
+    assert len(rows) == 301 and res.rows == 300
     raw_lines = raw.read_text().splitlines()
     assert [r[0] for r in rows[1:]] == [l.split("\t")[0] for l in raw_lines]
     assert [r[1] for r in rows[1:]] == [l.split("\t")[14] for l in raw_lines]
@@ -49,7 +49,7 @@ def test_predict_writes_probabilities_next_to_kept_columns(run, tiny_store, tmp_
     enc = encode_file(store, raw)
     want = 1 / (1 + np.exp(-predict_logits(model, enc.X, 128, torch.device("cpu")).astype(np.float64)))
     np.testing.assert_allclose(p, want, atol=1e-6)
-    assert 0 <= res["auc"] <= 1
+    assert 0 <= res.auc <= 1
 
 
 def test_predict_rejects_rows_with_wrong_columns(run, tmp_path):
@@ -69,7 +69,7 @@ def test_cli_evaluate_json_and_errors(run, tiny_store, tmp_path):
     assert r.returncode == 0, r.stderr
     obj = json.loads(r.stdout)
     assert set(obj) == {"auc", "logloss", "rows"}
-    assert obj["auc"] == pytest.approx(api.evaluate(run, tiny_store)["auc"])
+    assert obj["auc"] == pytest.approx(api.evaluate(run, tiny_store).auc)
     r = _cli("evaluate", "--run", tmp_path / "nope", "--data", tiny_store)
     assert r.returncode == 2 and "no such run" in r.stderr
     r = _cli("train", "--data", tmp_path / "nostore", "--model", "deepfm", "--out", tmp_path / "x")
@@ -91,7 +91,7 @@ def test_cli_mutual_json(run, tiny_store, tmp_path):
     assert g["settings"]["alpha"] == 1.0 and g["settings"]["alpha_auto"] is True
     r = _cli("ensemble", "--runs", run, run, "--data", tiny_store, "--json")
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["auc"] == pytest.approx(api.evaluate(run, tiny_store)["auc"])
+    assert json.loads(r.stdout)["auc"] == pytest.approx(api.evaluate(run, tiny_store).auc)
 
 
 def test_cli_evaluate_defaults_to_the_runs_store(run, tiny_store):

@@ -51,12 +51,12 @@ def test_compiled_model_gives_eager_logits_and_gradients(name):
 @needs_cxx
 def test_compiled_run_matches_eager_and_saves_a_plain_checkpoint(tiny_store, tmp_path):
     cfg = tiny_config(epochs=1)
-    ref = api.train(tiny_store, tmp_path / "eager", cfg, quiet=True)
+    ref = api.train(tiny_store, tmp_path / "eager", cfg, quiet=True).to_dict()
     from torch._dynamo.utils import counters
 
     cfg.train = replace(cfg.train, compile=True)
     counters.clear()
-    s = api.train(tiny_store, tmp_path / "compiled", cfg, quiet=True)
+    s = api.train(tiny_store, tmp_path / "compiled", cfg, quiet=True).to_dict()
     assert counters["stats"]["unique_graphs"] >= 1  # the trainer compiled the model
     assert s["test_auc"] == pytest.approx(ref["test_auc"], abs=1e-4)
     a = ModelCheckpoint.load(tmp_path / "eager" / "checkpoints" / "best.pt").state_dict
@@ -66,7 +66,7 @@ def test_compiled_run_matches_eager_and_saves_a_plain_checkpoint(tiny_store, tmp
         torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-4, msg=k)
     saved = run_config_from_dict(yaml.safe_load((tmp_path / "compiled" / "config.yaml").read_text()))
     assert saved.train.compile is True
-    assert api.evaluate(tmp_path / "compiled", tiny_store)["auc"] == pytest.approx(s["test_auc"], abs=1e-6)
+    assert api.evaluate(tmp_path / "compiled", tiny_store).to_dict()["auc"] == pytest.approx(s["test_auc"], abs=1e-6)
 
 
 def test_compile_flag_and_its_refusals(tiny_store, tmp_path, monkeypatch):
@@ -74,12 +74,12 @@ def test_compile_flag_and_its_refusals(tiny_store, tmp_path, monkeypatch):
     assert with_overrides(tiny_config(), compile=None).train.compile is False
     cfgs = [tiny_config(seed=s, epochs=1) for s in (1, 2)]
     with pytest.raises(TrainingError, match="compile"):
-        api.mutual(tiny_store, tmp_path / "g", configs=cfgs, group=group(), compile=True, vectorize=True, quiet=True)
+        api.mutual(tiny_store, tmp_path / "g", configs=cfgs, group=group(), compile=True, vectorize=True, quiet=True).to_dict()
     assert not any((tmp_path / "g").glob("*/checkpoints"))  # refused before training wrote anything
     monkeypatch.setenv("CXX", "no-such-compiler-xyz")
     with pytest.raises(TrainingError, match="no-such-compiler-xyz"):
         api.train(tiny_store, tmp_path / "r", replace(tiny_config(epochs=1), train=replace(
-            tiny_config().train, compile=True)), quiet=True)
+            tiny_config().train, compile=True)), quiet=True).to_dict()
     assert not (tmp_path / "r" / "checkpoints").exists()
 
 
@@ -87,10 +87,10 @@ def test_compile_flag_and_its_refusals(tiny_store, tmp_path, monkeypatch):
 def test_compiled_run_resumes_to_the_uninterrupted_result(tiny_store, tmp_path):
     cfg = tiny_config(epochs=2, evals_per_epoch=2)
     cfg.train = replace(cfg.train, compile=True)
-    full = api.train(tiny_store, tmp_path / "full", cfg, quiet=True)
+    full = api.train(tiny_store, tmp_path / "full", cfg, quiet=True).to_dict()
     with interrupted_at_step(25):  # in epoch 2, after the checkpoint at its start
-        api.train(tiny_store, tmp_path / "cut", cfg, quiet=True)
-    resumed = api.train(tiny_store, tmp_path / "cut", cfg, resume=True, quiet=True)
+        api.train(tiny_store, tmp_path / "cut", cfg, quiet=True).to_dict()
+    resumed = api.train(tiny_store, tmp_path / "cut", cfg, resume=True, quiet=True).to_dict()
     for k in ("dev_auc", "test_auc", "best_step", "steps"):
         assert resumed[k] == full[k], k
     a = ModelCheckpoint.load(tmp_path / "full" / "checkpoints" / "best.pt").state_dict

@@ -26,7 +26,7 @@ def pretrained(tiny_store, tmp_path_factory):
     root = tmp_path_factory.mktemp("pre")
     runs = []
     for i, model in enumerate(["deepfm", "dcn"]):
-        jobs.train(tiny_store, root / f"r{i}", tiny_config(model, seed=20 + i, epochs=2), quiet=True)
+        jobs.train(tiny_store, root / f"r{i}", tiny_config(model, seed=20 + i, epochs=2), quiet=True).to_dict()
         runs.append(root / f"r{i}")
     return runs
 
@@ -70,7 +70,7 @@ def test_alpha_search_stops_on_a_plateau_and_takes_its_smallest_alpha():
 
 def test_auto_alpha_group_reports_the_curve_and_its_choice(tiny_store, tmp_path, pretrained):
     g = jobs.mutual(tiny_store, tmp_path / "g", init=pretrained, group=MutualConfig(alpha_grid=[0.5, 50.0]),
-                    quiet=True)
+                    quiet=True).to_dict()
     curve = g["alpha_search"]
     assert {0.5, 50.0} <= {p["alpha"] for p in curve} and [p["alpha"] for p in curve] == sorted(p["alpha"] for p in curve)
     best = max(curve, key=lambda p: p["dev_auc"])
@@ -81,7 +81,7 @@ def test_auto_alpha_group_reports_the_curve_and_its_choice(tiny_store, tmp_path,
     assert json.loads((tmp_path / "g" / "group.json").read_text())["alpha_search"] == curve
     # a second call resumes the finished search without training again
     again = jobs.mutual(tiny_store, tmp_path / "g", init=pretrained, group=MutualConfig(alpha_grid=[0.5, 50.0]),
-                        resume=True, quiet=True)
+                        resume=True, quiet=True).to_dict()
     assert again["alpha_search"] == curve
 
 
@@ -89,7 +89,7 @@ def test_auto_alpha_group_reports_the_curve_and_its_choice(tiny_store, tmp_path,
 
 def test_a_finetuning_that_only_hurts_keeps_its_start(tiny_store, tmp_path, pretrained):
     g = jobs.mutual(tiny_store, tmp_path / "g", init=pretrained, group=group(alpha=0.0, lr=3.0, evals_per_epoch=2),
-                    quiet=True)
+                    quiet=True).to_dict()
     for m, run in zip(g["members"], pretrained):
         assert m["kept_start"] is True and m["best_step"] == 0
         assert m["dev_auc"] == m["start"]["dev_auc"] and m["test_auc"] == m["start"]["test_auc"]
@@ -104,7 +104,7 @@ def test_a_finetuning_that_only_hurts_keeps_its_start(tiny_store, tmp_path, pret
 # ---- scopes and rates ------------------------------------------------------------------------------
 
 def test_dense_scope_leaves_every_embedding_row_bit_identical(tiny_store, tmp_path, pretrained):
-    jobs.mutual(tiny_store, tmp_path / "g", init=pretrained, group=group(scope="dense", lr=1e-2), quiet=True)
+    jobs.mutual(tiny_store, tmp_path / "g", init=pretrained, group=group(scope="dense", lr=1e-2), quiet=True).to_dict()
     last = GroupCheckpoint.load(tmp_path / "g" / "checkpoints" / "last.pt")
     for state, run in zip(last.members, pretrained):
         parent = ModelCheckpoint.load(run / "checkpoints" / "best.pt").state_dict
@@ -166,7 +166,7 @@ def test_churn_equals_a_hand_computation():
 
 
 def test_group_churn_before_and_after_are_those_of_the_members_test_predictions(tiny_store, tmp_path, pretrained):
-    g = jobs.mutual(tiny_store, tmp_path / "g", init=pretrained, group=group(), quiet=True)
+    g = jobs.mutual(tiny_store, tmp_path / "g", init=pretrained, group=group(), quiet=True).to_dict()
     store = Store.open(tiny_store)
     X, _ = store.split("test")
 
@@ -176,7 +176,7 @@ def test_group_churn_before_and_after_are_those_of_the_members_test_predictions(
 
     assert g["churn"]["before"] == pytest.approx(churn([logits(r) for r in pretrained]))
     assert g["churn"]["after"] == pytest.approx(churn([logits(m["run_dir"]) for m in g["members"]]))
-    ens = jobs.ensemble(pretrained, tiny_store)
+    ens = jobs.ensemble(pretrained, tiny_store).to_dict()
     assert ens["churn"] == pytest.approx(g["churn"]["before"])
     assert np.all(sigmoid(logits(pretrained[0])) > 0)
 
@@ -203,5 +203,5 @@ def test_group_config_is_strict_and_flags_override_single_values(tmp_path):
 
 def test_a_group_of_one_is_refused(tiny_store, tmp_path, pretrained):
     with pytest.raises(ConfigError, match="at least two members"):
-        jobs.mutual(tiny_store, tmp_path / "g", init=pretrained[:1], group=group(), quiet=True)
+        jobs.mutual(tiny_store, tmp_path / "g", init=pretrained[:1], group=group(), quiet=True).to_dict()
     assert not (tmp_path / "g").exists()

@@ -49,8 +49,8 @@ def test_vectorised_logits_and_gradients_equal_the_loop(name):
 
 def test_vectorised_group_trains_like_the_loop(tiny_store, tmp_path):
     cfgs = [tiny_config("deepfm", seed=s, epochs=1, evals_per_epoch=2) for s in (1, 2, 3)]
-    loop = api.mutual(tiny_store, tmp_path / "loop", configs=cfgs, group=group(), quiet=True)
-    vec = api.mutual(tiny_store, tmp_path / "vec", configs=cfgs, group=group(), vectorize=True, quiet=True)
+    loop = api.mutual(tiny_store, tmp_path / "loop", configs=cfgs, group=group(), quiet=True).to_dict()
+    vec = api.mutual(tiny_store, tmp_path / "vec", configs=cfgs, group=group(), vectorize=True, quiet=True).to_dict()
     for a, b in zip(loop["members"], vec["members"]):
         assert a["best_step"] == b["best_step"]
         assert b["test_auc"] == pytest.approx(a["test_auc"], abs=2e-4)

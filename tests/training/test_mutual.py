@@ -25,7 +25,7 @@ def pretrained(tiny_store, tmp_path_factory):
     root = tmp_path_factory.mktemp("pre")
     runs = []
     for i, model in enumerate(["deepfm", "deepfm", "dcn"]):
-        api.train(tiny_store, root / f"r{i}", tiny_config(model, seed=10 + i, epochs=2), quiet=True)
+        api.train(tiny_store, root / f"r{i}", tiny_config(model, seed=10 + i, epochs=2), quiet=True).to_dict()
         runs.append(root / f"r{i}")
     return runs
 
@@ -79,35 +79,35 @@ def test_stop_gradient_a_members_loss_gives_peers_no_gradient(tiny_store, tmp_pa
 def test_alpha_zero_equals_independent_continuations_bit_for_bit(tiny_store, tmp_path, pretrained):
     """At alpha 0 a member continues as if alone: a student whose teacher weighs 0 is that."""
     g = api.mutual(tiny_store, tmp_path / "g", init=pretrained[:2], group=group(alpha=0.0, evals_per_epoch=2), seed=7,
-                   quiet=True)
+                   quiet=True).to_dict()
     for i, run in enumerate(pretrained[:2]):
         solo = api.distill(tiny_store, tmp_path / f"solo{i}", pretrained[2], str(run),
-                           group=group(alpha=0.0, evals_per_epoch=2), seed=7, quiet=True)
+                           group=group(alpha=0.0, evals_per_epoch=2), seed=7, quiet=True).to_dict()
         assert solo["members"][0]["test_auc"] == g["members"][i]["test_auc"]
         a, b = _weights(tmp_path / f"solo{i}" / "m0-deepfm"), _weights(tmp_path / "g" / f"m{i}-deepfm")
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_identical_members_on_identical_batches_stay_identical(tiny_store, tmp_path, pretrained):
-    g = api.mutual(tiny_store, tmp_path / "g", init=[pretrained[0], pretrained[0]], group=group(), quiet=True)
+    g = api.mutual(tiny_store, tmp_path / "g", init=[pretrained[0], pretrained[0]], group=group(), quiet=True).to_dict()
     a, b = _weights(tmp_path / "g" / "m0-deepfm"), _weights(tmp_path / "g" / "m1-deepfm")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert g["members"][0]["test_auc"] == g["members"][1]["test_auc"]
 
 
 def test_finetune_reports_start_best_and_relaimp_and_members_are_plain_runs(tiny_store, tmp_path, pretrained):
-    g = api.mutual(tiny_store, tmp_path / "g", init=pretrained, group=group(), quiet=True)
+    g = api.mutual(tiny_store, tmp_path / "g", init=pretrained, group=group(), quiet=True).to_dict()
     saved = json.loads((tmp_path / "g" / "group.json").read_text())
     assert saved["mean"]["test_auc"] == pytest.approx(np.mean([m["test_auc"] for m in g["members"]]))
     for m, run in zip(g["members"], pretrained):
-        start = api.evaluate(run, tiny_store, "test")
+        start = api.evaluate(run, tiny_store, "test").to_dict()
         assert m["start"]["test_auc"] == pytest.approx(start["auc"], abs=1e-12)
         assert m["relaimp_test"] == pytest.approx(((m["test_auc"] - 0.5) / (start["auc"] - 0.5) - 1) * 100)
         # a finetuned member is an ordinary run: evaluate and a later --init take it
-        assert api.evaluate(m["run_dir"], tiny_store, "test")["auc"] == pytest.approx(m["test_auc"], abs=1e-12)
+        assert api.evaluate(m["run_dir"], tiny_store, "test").to_dict()["auc"] == pytest.approx(m["test_auc"], abs=1e-12)
     assert [m["model"] for m in g["members"]] == ["deepfm", "deepfm", "dcn"]
     again = api.mutual(tiny_store, tmp_path / "g2", init=[g["members"][0]["run_dir"], pretrained[2]], quiet=True,
-                       group=group(evals_per_epoch=1))
+                       group=group(evals_per_epoch=1)).to_dict()
     assert len(again["members"]) == 2
 
 
@@ -125,7 +125,7 @@ def _config_dir(tmp_path, *models, epochs=2):
 
 def test_scratch_group(tiny_store, tmp_path):
     g = api.mutual(tiny_store, tmp_path / "g", models=["deepfm", "dcn"], seeds=[1, 2], group=group(), quiet=True,
-                   config_dir=_config_dir(tmp_path, "deepfm", "dcn", epochs=1))
+                   config_dir=_config_dir(tmp_path, "deepfm", "dcn", epochs=1)).to_dict()
     assert [m["model"] for m in g["members"]] == ["deepfm", "dcn"]
     assert all(m["test_auc"] > 0.55 for m in g["members"])
     assert "start" not in g["mean"]
@@ -136,29 +136,29 @@ def test_scratch_group_from_configs_equals_the_same_configs_from_a_config_dir(ti
     from mutualctr.config import ConfigError
 
     via_dir = api.mutual(tiny_store, tmp_path / "a", models=["deepfm", "dcn"], seeds=[1, 2], group=group(),
-                         quiet=True, config_dir=_config_dir(tmp_path, "deepfm", "dcn", epochs=1))
+                         quiet=True, config_dir=_config_dir(tmp_path, "deepfm", "dcn", epochs=1)).to_dict()
     cfgs = [tiny_config("deepfm", seed=1, epochs=1), tiny_config("dcn", seed=2, epochs=1)]
     seeds_before = [c.train.seed for c in cfgs]
-    given = api.mutual(tiny_store, tmp_path / "b", configs=cfgs, seeds=[1, 2], group=group(), quiet=True)
+    given = api.mutual(tiny_store, tmp_path / "b", configs=cfgs, seeds=[1, 2], group=group(), quiet=True).to_dict()
     assert [m["test_auc"] for m in given["members"]] == [m["test_auc"] for m in via_dir["members"]]
     assert [c.train.seed for c in cfgs] == seeds_before  # the caller's configs are not modified
     with pytest.raises(ConfigError, match="not both"):
-        api.mutual(tiny_store, tmp_path / "c", configs=cfgs, models=["deepfm"], quiet=True)
+        api.mutual(tiny_store, tmp_path / "c", configs=cfgs, models=["deepfm"], quiet=True).to_dict()
 
 
 def test_distill_with_beta_zero_equals_plain_training(tiny_store, tmp_path, pretrained):
-    plain = api.train(tiny_store, tmp_path / "plain", tiny_config("deepfm", seed=1, epochs=2), quiet=True)
+    plain = api.train(tiny_store, tmp_path / "plain", tiny_config("deepfm", seed=1, epochs=2), quiet=True).to_dict()
     _config_dir(tmp_path, "deepfm")
     d = api.distill(tiny_store, tmp_path / "d", pretrained[2], "deepfm", group=group(alpha=0.0),
-                    config_dir=tmp_path / "cfgs", quiet=True)
+                    config_dir=tmp_path / "cfgs", quiet=True).to_dict()
     assert d["members"][0]["test_auc"] == plain["test_auc"]
     d1 = api.distill(tiny_store, tmp_path / "d1", pretrained[2], "deepfm", group=group(alpha=1.0),
-                     config_dir=tmp_path / "cfgs", quiet=True)
+                     config_dir=tmp_path / "cfgs", quiet=True).to_dict()
     assert d1["members"][0]["test_auc"] != plain["test_auc"]
 
 
 def test_ensemble_auc_is_auc_of_averaged_probabilities(tiny_store, pretrained):
-    res = api.ensemble(pretrained, tiny_store, "test")
+    res = api.ensemble(pretrained, tiny_store, "test").to_dict()
     store = Store.open(tiny_store)
     X, y = store.split("test")
     probs = []
@@ -171,10 +171,10 @@ def test_ensemble_auc_is_auc_of_averaged_probabilities(tiny_store, pretrained):
 
 
 def test_group_resume_equals_uninterrupted(tiny_store, tmp_path, pretrained):
-    full = api.mutual(tiny_store, tmp_path / "full", init=pretrained[:2], group=group(), quiet=True)
+    full = api.mutual(tiny_store, tmp_path / "full", init=pretrained[:2], group=group(), quiet=True).to_dict()
     with interrupted_at_step(12):
-        api.mutual(tiny_store, tmp_path / "cut", init=pretrained[:2], group=group(), quiet=True)
-    res = api.mutual(tiny_store, tmp_path / "cut", init=pretrained[:2], group=group(), resume=True, quiet=True)
+        api.mutual(tiny_store, tmp_path / "cut", init=pretrained[:2], group=group(), quiet=True).to_dict()
+    res = api.mutual(tiny_store, tmp_path / "cut", init=pretrained[:2], group=group(), resume=True, quiet=True).to_dict()
     for a, b in zip(full["members"], res["members"]):
         assert a["test_auc"] == b["test_auc"] and a["start"] == b["start"]
     assert res["churn"] == full["churn"]
@@ -184,8 +184,8 @@ def test_mutual_needs_init_or_models(tiny_store, tmp_path):
     from mutualctr.config import ConfigError
 
     with pytest.raises(ConfigError):
-        api.mutual(tiny_store, tmp_path / "g", quiet=True)
+        api.mutual(tiny_store, tmp_path / "g", quiet=True).to_dict()
     with pytest.raises(CheckpointError):
-        api.mutual(tiny_store, tmp_path / "g", init=[tmp_path / "missing", tmp_path / "missing"], quiet=True)
+        api.mutual(tiny_store, tmp_path / "g", init=[tmp_path / "missing", tmp_path / "missing"], quiet=True).to_dict()
     with pytest.raises(ConfigError, match="at least two members"):
-        api.mutual(tiny_store, tmp_path / "g", init=[tmp_path / "missing"], quiet=True)
+        api.mutual(tiny_store, tmp_path / "g", init=[tmp_path / "missing"], quiet=True).to_dict()

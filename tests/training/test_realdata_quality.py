@@ -28,5 +28,5 @@ def criteo_store(tmp_path_factory):
 def test_shipped_config_reaches_the_floor(criteo_store, tmp_path, model, epochs):
     cfg = api.default_config(model, "criteo")
     cfg = replace(cfg, train=replace(cfg.train, epochs=epochs, device="cpu"))
-    s = api.train(criteo_store, tmp_path / model, cfg, quiet=True)
+    s = api.train(criteo_store, tmp_path / model, cfg, quiet=True).to_dict()
     assert s["test_auc"] >= 0.745, s

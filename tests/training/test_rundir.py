@@ -33,7 +33,7 @@ class _Payload:
 def two_runs(tiny_store, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     for i in (1, 2):
-        api.train(tiny_store, root / f"r{i}", tiny_config(seed=i, epochs=1), quiet=True)
+        api.train(tiny_store, root / f"r{i}", tiny_config(seed=i, epochs=1), quiet=True).to_dict()
     return root
 
 

@@ -31,7 +31,7 @@ def _assert_same_weights(a: dict, b: dict):
 
 def test_train_writes_a_complete_run(tiny_store, tmp_path):
     out = tmp_path / "run"
-    s = api.train(tiny_store, out, tiny_config(epochs=3), quiet=True)
+    s = api.train(tiny_store, out, tiny_config(epochs=3), quiet=True).to_dict()
     for f in ["config.yaml", "metrics.jsonl", "summary.json", "checkpoints/best.pt", "checkpoints/last.pt"]:
         assert (out / f).is_file(), f
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -43,14 +43,14 @@ def test_train_writes_a_complete_run(tiny_store, tmp_path):
     assert summary["test_auc"] == s["test_auc"]
     assert summary["dev_auc"] == max(l["dev_auc"] for l in lines)
     assert s["test_auc"] > 0.6  # synthetic data carries a clear signal
-    ev = api.evaluate(out, tiny_store, "test")
+    ev = api.evaluate(out, tiny_store, "test").to_dict()
     assert ev["auc"] == pytest.approx(s["test_auc"], abs=1e-12)
 
 
 def test_same_seed_same_metrics_and_weights(tiny_store, tmp_path):
-    a = api.train(tiny_store, tmp_path / "a", tiny_config(seed=5), quiet=True)
-    b = api.train(tiny_store, tmp_path / "b", tiny_config(seed=5), quiet=True)
-    c = api.train(tiny_store, tmp_path / "c", tiny_config(seed=6), quiet=True)
+    a = api.train(tiny_store, tmp_path / "a", tiny_config(seed=5), quiet=True).to_dict()
+    b = api.train(tiny_store, tmp_path / "b", tiny_config(seed=5), quiet=True).to_dict()
+    c = api.train(tiny_store, tmp_path / "c", tiny_config(seed=6), quiet=True).to_dict()
     assert a["test_auc"] == b["test_auc"] and a["dev_logloss"] == b["dev_logloss"]
     _assert_same_weights(_state(tmp_path / "a"), _state(tmp_path / "b"))
     assert a["test_auc"] != c["test_auc"]
@@ -58,12 +58,12 @@ def test_same_seed_same_metrics_and_weights(tiny_store, tmp_path):
 
 @pytest.mark.parametrize("model", ["lr", "fm", "deepfm", "dcn", "dcnv2", "pnn", "fibinet"])
 def test_every_model_trains(model, tiny_store, tmp_path):
-    s = api.train(tiny_store, tmp_path / model, tiny_config(model, epochs=3, lr=1e-2), quiet=True)
+    s = api.train(tiny_store, tmp_path / model, tiny_config(model, epochs=3, lr=1e-2), quiet=True).to_dict()
     assert 0.55 < s["test_auc"] <= 1.0
 
 
 def test_dense_embedding_optimizer_trains_too(tiny_store, tmp_path):
-    s = api.train(tiny_store, tmp_path / "dense", tiny_config(embedding_optimizer="dense", epochs=1), quiet=True)
+    s = api.train(tiny_store, tmp_path / "dense", tiny_config(embedding_optimizer="dense", epochs=1), quiet=True).to_dict()
     assert s["test_auc"] > 0.6
 
 
@@ -71,9 +71,9 @@ def test_bf16_precision_trains_close_to_fp32_and_keeps_fp32_state(tiny_store, tm
     from dataclasses import replace
 
     cfg = tiny_config(epochs=2)
-    ref = api.train(tiny_store, tmp_path / "fp32", cfg, quiet=True)
+    ref = api.train(tiny_store, tmp_path / "fp32", cfg, quiet=True).to_dict()
     cfg.train = replace(cfg.train, precision="bf16")
-    s = api.train(tiny_store, tmp_path / "bf16", cfg, quiet=True)
+    s = api.train(tiny_store, tmp_path / "bf16", cfg, quiet=True).to_dict()
     assert s["test_auc"] != ref["test_auc"]  # it really ran in bf16
     assert abs(s["test_auc"] - ref["test_auc"]) < 0.01
     assert all(t.dtype == torch.float32 for t in _state(tmp_path / "bf16").values() if t.is_floating_point())
@@ -96,13 +96,13 @@ def test_precision_and_eval_batch_are_checked():
 
 def test_resume_after_interruption_equals_uninterrupted(tiny_store, tmp_path):
     cfg = tiny_config(epochs=3, evals_per_epoch=2)
-    full = api.train(tiny_store, tmp_path / "full", cfg, quiet=True)
+    full = api.train(tiny_store, tmp_path / "full", cfg, quiet=True).to_dict()
 
     with interrupted_at_step(40):  # mid-epoch 2, after a checkpoint
-        api.train(tiny_store, tmp_path / "cut", cfg, quiet=True)
+        api.train(tiny_store, tmp_path / "cut", cfg, quiet=True).to_dict()
     with pytest.raises(CheckpointError, match="--resume"):
-        api.train(tiny_store, tmp_path / "cut", cfg, quiet=True)
-    resumed = api.train(tiny_store, tmp_path / "cut", cfg, resume=True, quiet=True)
+        api.train(tiny_store, tmp_path / "cut", cfg, quiet=True).to_dict()
+    resumed = api.train(tiny_store, tmp_path / "cut", cfg, resume=True, quiet=True).to_dict()
     for k in ("dev_auc", "dev_logloss", "test_auc", "test_logloss", "best_step", "steps"):
         assert resumed[k] == full[k], k
     _assert_same_weights(_state(tmp_path / "full"), _state(tmp_path / "cut"))
@@ -140,25 +140,25 @@ def test_resume_after_kill_9_equals_uninterrupted(tiny_store, tmp_path):
 
 
 def test_checkpoint_against_another_store_fails_clearly(tiny_store, other_store, tmp_path):
-    api.train(tiny_store, tmp_path / "r", tiny_config(epochs=1), quiet=True)
+    api.train(tiny_store, tmp_path / "r", tiny_config(epochs=1), quiet=True).to_dict()
     with pytest.raises(CheckpointError, match="fingerprint"):
-        api.evaluate(tmp_path / "r", other_store)
+        api.evaluate(tmp_path / "r", other_store).to_dict()
     with pytest.raises(CheckpointError, match="fingerprint"):
-        api.mutual(other_store, tmp_path / "g", init=[tmp_path / "r"] * 2, group=group(), quiet=True)
+        api.mutual(other_store, tmp_path / "g", init=[tmp_path / "r"] * 2, group=group(), quiet=True).to_dict()
 
 
 def test_corrupt_truncated_and_missing_checkpoints(tiny_store, tmp_path):
-    api.train(tiny_store, tmp_path / "r", tiny_config(epochs=1), quiet=True)
+    api.train(tiny_store, tmp_path / "r", tiny_config(epochs=1), quiet=True).to_dict()
     best = tmp_path / "r" / "checkpoints" / "best.pt"
     data = best.read_bytes()
     best.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
-        api.evaluate(tmp_path / "r", tiny_store)
+        api.evaluate(tmp_path / "r", tiny_store).to_dict()
     best.write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
-        api.evaluate(tmp_path / "r", tiny_store)
+        api.evaluate(tmp_path / "r", tiny_store).to_dict()
     with pytest.raises(CheckpointError, match="no such run"):
-        api.evaluate(tmp_path / "nope", tiny_store)
+        api.evaluate(tmp_path / "nope", tiny_store).to_dict()
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_store, tmp_path, monkeypatch):
@@ -175,11 +175,11 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_store, tm
 
     monkeypatch.setattr(Trainer, "group_losses", poisoned)
     with pytest.raises(TrainingError, match=r"non-finite loss at step 25 .*last good checkpoint .*step 19"):
-        api.train(tiny_store, tmp_path / "r", cfg, quiet=True)
+        api.train(tiny_store, tmp_path / "r", cfg, quiet=True).to_dict()
     ck = GroupCheckpoint.load(tmp_path / "r" / "checkpoints" / "last.pt")
     assert ck.loop.step == 19
     assert all(torch.isfinite(v).all() for v in ck.members[0].model.values() if v.is_floating_point())
-    assert api.evaluate(tmp_path / "r", tiny_store)["auc"] > 0.5
+    assert api.evaluate(tmp_path / "r", tiny_store).to_dict()["auc"] > 0.5
 
 
 def test_unknown_config_keys_are_rejected():
@@ -195,7 +195,7 @@ def test_missing_store_is_a_clear_error(tmp_path):
     from mutualctr.errors import StoreError
 
     with pytest.raises(StoreError):
-        api.train(tmp_path / "nostore", tmp_path / "r", tiny_config(), quiet=True)
+        api.train(tmp_path / "nostore", tmp_path / "r", tiny_config(), quiet=True).to_dict()
 
 
 def test_shipped_configs_load():
@@ -247,12 +247,12 @@ def test_mid_epoch_checkpoints_resume_to_the_uninterrupted_result(tiny_store, tm
 
     cfg = tiny_config(epochs=2, evals_per_epoch=1)
     cfg.train = replace(cfg.train, checkpoint_every=1e-9)  # the step interval rounds up to 1
-    full = api.train(tiny_store, tmp_path / "full", cfg, quiet=True)
+    full = api.train(tiny_store, tmp_path / "full", cfg, quiet=True).to_dict()
     with interrupted_at_step(27):  # epoch 2, 8 steps after its last evaluation
-        api.train(tiny_store, tmp_path / "cut", cfg, quiet=True)
+        api.train(tiny_store, tmp_path / "cut", cfg, quiet=True).to_dict()
     ck = GroupCheckpoint.load(tmp_path / "cut" / "checkpoints" / "last.pt")
     assert ck.loop.step == 26 and ck.loop.batch_in_epoch == 7 and ck.loop.window["steps"] == 7
-    resumed = api.train(tiny_store, tmp_path / "cut", cfg, resume=True, quiet=True)
+    resumed = api.train(tiny_store, tmp_path / "cut", cfg, resume=True, quiet=True).to_dict()
     for k in ("dev_auc", "dev_logloss", "test_auc", "test_logloss", "best_step", "steps"):
         assert resumed[k] == full[k], k
     _assert_same_weights(_state(tmp_path / "full"), _state(tmp_path / "cut"))
@@ -263,8 +263,8 @@ def test_mid_epoch_checkpoints_resume_to_the_uninterrupted_result(tiny_store, tm
 
 def test_resume_with_nothing_to_resume_starts_fresh_and_says_so(tiny_store, tmp_path, capfd):
     cfg = tiny_config(epochs=1)
-    fresh = api.train(tiny_store, tmp_path / "a", cfg, quiet=True)
-    resumed = api.train(tiny_store, tmp_path / "b", cfg, resume=True, quiet=True)
+    fresh = api.train(tiny_store, tmp_path / "a", cfg, quiet=True).to_dict()
+    resumed = api.train(tiny_store, tmp_path / "b", cfg, resume=True, quiet=True).to_dict()
     assert "nothing to resume" in capfd.readouterr().err
     assert resumed["test_auc"] == fresh["test_auc"]
 
@@ -272,7 +272,7 @@ def test_resume_with_nothing_to_resume_starts_fresh_and_says_so(tiny_store, tmp_
 def test_a_runaway_loss_stops_the_run_naming_the_step_and_the_last_checkpoint(tiny_store, tmp_path):
     cfg = tiny_config(epochs=5, lr=50.0)
     with pytest.raises(TrainingError, match=r"(ran away|non-finite loss) at step \d+.*last good checkpoint"):
-        api.train(tiny_store, tmp_path / "r", cfg, quiet=True)
+        api.train(tiny_store, tmp_path / "r", cfg, quiet=True).to_dict()
     from dataclasses import replace
 
     calm = tiny_config(epochs=1)
@@ -299,7 +299,7 @@ def test_tensorboard_scalars_are_the_metrics_jsonl_records(tiny_store, tmp_path)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     api.train(tiny_store, tmp_path / "r", tiny_config(epochs=2, evals_per_epoch=2), quiet=True,
-              tensorboard=tmp_path / "tb")
+              tensorboard=tmp_path / "tb").to_dict()
     records = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     acc = EventAccumulator(str(tmp_path / "tb"))
     acc.Reload()

@@ -36,7 +36,7 @@ def family(tiny_store, tmp_path_factory):
     runs = []
     for i in (1, 2):
         runs.append(root / f"r{i}")
-        api.train(tiny_store, runs[-1], tiny_config(seed=i, epochs=1), quiet=True)
+        api.train(tiny_store, runs[-1], tiny_config(seed=i, epochs=1), quiet=True).to_dict()
     return root, Store.open(tiny_store), child, own, runs
 
 
@@ -90,7 +90,7 @@ def test_mutual_finetunes_runs_from_the_parent_on_the_child(family, tmp_path):
         assert ck.fingerprint == child.fingerprint and ck.vocab_fingerprint == child.vocab_fingerprint
         assert ck.init_from in {str(run.resolve()) for run in runs}
         # and the reverse: a run finetuned on the child evaluates on the parent
-        assert api.evaluate(d, parent.path)["auc"] == pytest.approx(_auc_by_hand(d, parent, "test"), abs=1e-6)
+        assert api.evaluate(d, parent.path).to_dict()["auc"] == pytest.approx(_auc_by_hand(d, parent, "test"), abs=1e-6)
 
 
 def test_another_vocabulary_is_refused(family, tmp_path, other_store):
@@ -98,9 +98,9 @@ def test_another_vocabulary_is_refused(family, tmp_path, other_store):
     assert own.vocab_fingerprint != ModelCheckpoint.load(runs[0] / "checkpoints" / "best.pt").vocab_fingerprint
     for store in (own, Store.open(other_store)):
         with pytest.raises(CheckpointError, match=r"trained on a store with fingerprint .*another feature map"):
-            api.evaluate(runs[0], store.path)
+            api.evaluate(runs[0], store.path).to_dict()
         with pytest.raises(CheckpointError, match="another feature map"):
-            api.mutual(store.path, tmp_path / "g", init=runs, group=group(), quiet=True)
+            api.mutual(store.path, tmp_path / "g", init=runs, group=group(), quiet=True).to_dict()
     assert not (tmp_path / "g" / "group.json").exists()
     r = _cli("evaluate", "--run", runs[0], "--data", own.path)
     assert r.returncode == 2 and "another feature map" in r.stderr and r.stderr.strip().count("\n") == 0
@@ -114,7 +114,7 @@ def test_resume_stays_bound_to_the_store_itself(family, tmp_path):
     shutil.copytree(runs[0], run)
     before = (run / "checkpoints" / "last.pt").read_bytes()
     with pytest.raises(CheckpointError, match="another feature map"):
-        api.train(child.path, run, tiny_config(seed=1, epochs=1), resume=True, quiet=True)
+        api.train(child.path, run, tiny_config(seed=1, epochs=1), resume=True, quiet=True).to_dict()
     assert (run / "checkpoints" / "last.pt").read_bytes() == before
 
 
@@ -125,6 +125,6 @@ def test_a_checkpoint_without_a_vocab_fingerprint_loads_and_stays_strict(family,
     old = tmp_path / "old.pt"
     torch.save(payload, old)
     assert ModelCheckpoint.load(old).vocab_fingerprint is None
-    assert api.evaluate(old, parent.path)["auc"] == pytest.approx(api.evaluate(runs[0], parent.path)["auc"])
+    assert api.evaluate(old, parent.path).to_dict()["auc"] == pytest.approx(api.evaluate(runs[0], parent.path).to_dict()["auc"])
     with pytest.raises(CheckpointError, match="another feature map"):
-        api.evaluate(old, child.path)
+        api.evaluate(old, child.path).to_dict()

@@ -159,6 +159,12 @@ def _key_config(cfg) -> dict[str, Any]:
     return d
 
 
+def _as_dict(result) -> dict[str, Any]:
+    """A job's typed result (:mod:`mutualctr.results`) as its file's JSON (a test's stand-in
+    for the jobs may return the JSON itself)."""
+    return result if isinstance(result, dict) else result.to_dict()
+
+
 def _hash(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -322,8 +328,8 @@ class Experiment:
         payload = {"runs": [j.key for j in runs], "settings": {}}
 
         def fn(d: Path, resume: bool):
-            test = self.api.ensemble([j.dir for j in runs], self.data, "test")
-            dev = self.api.ensemble([j.dir for j in runs], self.data, "dev")
+            test = _as_dict(self.api.ensemble([j.dir for j in runs], self.data, "test"))
+            dev = _as_dict(self.api.ensemble([j.dir for j in runs], self.data, "dev"))
             res = {"dev_auc": dev["auc"], "dev_logloss": dev["logloss"], "test_auc": test["auc"],
                    "test_logloss": test["logloss"], "members": test["members"], "churn": test.get("churn")}
             atomic.write_json(d / "ensemble.json", res)
@@ -468,7 +474,7 @@ class Experiment:
                                            "store": str(self.data), **job.payload})
         if self.progress:
             self.progress.start(job.label, job.cost, watch=[d], resumed=resume)
-        result = job.run(d, resume)
+        result = _as_dict(job.run(d, resume))
         self._results[job.key] = result
         if self.progress:
             self.progress.finish(f"done {job.label}: {_brief(result)}")

@@ -8,15 +8,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mutualctr.config import ConfigError, check_fields, check_range, from_dict, load_yaml, to_dict
+from mutualctr.runtime import PRECISIONS
 from mutualctr.training.optim import OptimConfig
-
-
-PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @dataclass
 class TrainConfig:
-    """Loop settings (YAML section ``train``)."""
+    """Loop settings (YAML section ``train``). ``device``, ``threads``, ``precision`` and
+    ``compile`` are run-time defaults that :class:`mutualctr.runtime.RuntimeOptions` (flags, API
+    arguments) replace; the run's config.yaml records the values it ran with."""
 
     batch_size: int = 4000
     epochs: int = 8
@@ -197,3 +197,17 @@ def with_precision(train: TrainConfig, precision: str | None) -> TrainConfig:
 
 def run_config_to_dict(cfg: RunConfig) -> dict[str, Any]:
     return to_dict(cfg)
+
+
+def train_with_runtime(train: TrainConfig, options) -> TrainConfig:
+    """``train`` with the values that run-time options replace (device, precision, compile:
+    :meth:`mutualctr.runtime.RuntimeOptions.config_overrides`; None = keep)."""
+    given = {k: v for k, v in options.config_overrides().items() if v is not None}
+    return replace(train, **given) if given else train
+
+
+def with_runtime(cfg: RunConfig, options) -> RunConfig:
+    """``cfg`` with its ``train`` values replaced by the run-time options
+    (:func:`train_with_runtime`), so that its config.yaml records what ran."""
+    train = train_with_runtime(cfg.train, options)
+    return cfg if train is cfg.train else replace(cfg, train=train)

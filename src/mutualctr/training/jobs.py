@@ -1,16 +1,18 @@
 """High-level operations behind the CLI: train, evaluate, predict, mutual, distill, ensemble.
 
-Every function takes paths and typed settings, returns plain dicts, and prints nothing
-(progress bars aside); the CLI formats the output.
+Every function takes paths and typed settings, returns the typed records of
+:mod:`mutualctr.results` (``RunResult``, ``GroupResult``, ``EnsembleResult``, ``Scores``,
+``Predictions``), and prints nothing (progress bars aside); the CLI formats the output. How a
+job runs is one :class:`~mutualctr.runtime.RuntimeOptions` (``options=``, or its values as
+keyword arguments), passed whole to the trainer.
 """
 
 from __future__ import annotations
 
 import copy
 import csv
-import json
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -20,9 +22,13 @@ import torch
 from mutualctr import atomic
 from mutualctr.config import ConfigError
 from mutualctr.errors import CheckpointError, MutualCTRError
-from mutualctr.metrics import churn, relaimp, sigmoid
+from mutualctr.metrics import churn, relaimp, sigmoid  # noqa: F401 (jobs.relaimp: read by callers)
+from mutualctr.results import (Churn, EnsembleResult, GroupResult, GroupSettings, MemberScores, Predictions,
+                               RunResult, Scores, StartMetrics)
+from mutualctr.runtime import RuntimeOptions, options_of
 from mutualctr.training.config import (
     MutualConfig, RunConfig, load_run_config, run_config_from_dict, with_group_overrides, with_overrides,
+    train_with_runtime, with_runtime,
 )
 from mutualctr.training.device import resolve_device
 from mutualctr.training.inference import predict_logits, scores
@@ -54,6 +60,17 @@ def build(cfg: RunConfig, store, seed: int | None = None):
     fm = store.feature_map
     return build_model(cfg.model_name, fm.num_features, fm.num_fields, cfg.model_params(),
                        sparse_grad=sparse_grad_for(cfg.optim))
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A run's best model (on the CPU, in eval mode), its config and its checkpoint
+    (``mc.load_run``)."""
+
+    model: torch.nn.Module
+    config: RunConfig
+    checkpoint: ModelCheckpoint
+    path: Path
 
 
 def load_run(run: str | Path, store=None) -> tuple[torch.nn.Module, RunConfig, ModelCheckpoint]:
@@ -94,7 +111,7 @@ def claimed(out: str | Path, kind: str, resume: bool, par=None) -> Iterator[Path
             if (real / "checkpoints").is_dir():
                 outdir.clean_stale_in(real / "checkpoints")
         was = outdir.check_replaceable(real, kind, shown=out, error=CheckpointError)
-        if not resume and (RunDir(real).holds_run() or (real / "group.json").is_file()):
+        if not resume and (RunDir(real).holds_run() or GroupDir(real).group_file.is_file()):
             raise CheckpointError(f"{out}: already holds a {kind}; pass --resume to continue it or choose another --out")
         try:
             yield real
@@ -110,28 +127,30 @@ def _check_out(out: Path, resume: bool) -> None:
         raise CheckpointError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
 
 
-def train(store_path: str | Path, out: str | Path, cfg: RunConfig, resume: bool = False,
-          quiet: bool = False, dist_timeout: float | None = None,
-          tensorboard: str | Path | None = None) -> dict[str, Any]:
-    """Independent training of one model (the trainer with N = 1).
+def train(store_path: str | Path, out: str | Path, cfg: RunConfig, options: RuntimeOptions | None = None,
+          **values: Any) -> RunResult:
+    """Independent training of one model (the trainer with N = 1). ``options``: how it runs
+    (:class:`~mutualctr.runtime.RuntimeOptions`; ``values`` replace single ones: ``quiet=True``);
+    its device, precision and compile replace the config's, which the run records.
 
     Under torchrun (``WORLD_SIZE > 1``) the workers train it data-parallel: each reads its
     shard of every global batch; rank 0 writes the run (see docs/distributed.md).
     """
     from mutualctr.distributed import session
 
-    with session(1, cfg.train.device, dist_timeout) as par:
+    opts = options_of(options, **values)
+    cfg = with_runtime(cfg, opts)
+    with session(1, cfg.train.device, opts.dist_timeout) as par:
         store = open_store(store_path)
         store.require_both_classes("train", "dev")  # before anything is written
         out = Path(out)
-        with claimed(out, "run", resume, par) as real:
+        with claimed(out, "run", opts.resume, par) as real:
             par.barrier("the start")  # every worker checked --out before anyone writes into it
             member = Member(config=cfg, model=build(cfg, store), run_dir=real)
-            trainer = Trainer(store, [member], real, cfg.train, quiet=quiet, parallel=par,
-                              tensorboard=Path(tensorboard) if tensorboard else None)
+            trainer = Trainer(store, [member], real, cfg.train, parallel=par, options=opts)
             if par.is_main:
                 RunDir(real).mark()
-            return trainer.fit(resume=resume)[0]
+            return trainer.fit(resume=opts.resume)[0]
 
 
 def resolve_run_config(store_path: str | Path, out: str | Path, *, model: str | None = None,
@@ -158,17 +177,17 @@ def resolve_run_config(store_path: str | Path, out: str | Path, *, model: str | 
 
 
 def evaluate(run: str | Path, store_path: str | Path, split: str = "test", device: str = "auto",
-             batch_size: int = 0) -> dict[str, Any]:
+             batch_size: int = 0) -> Scores:
     store = open_store(store_path)
     model, _, _ = load_run(run, store)
     dev = resolve_device(device)
     model.to(dev)
     X, y = store.split(split)
-    return scores(np.asarray(y), predict_logits(model, X, batch_size, dev))
+    return Scores(**scores(np.asarray(y), predict_logits(model, X, batch_size, dev)))
 
 
 def predict(run: str | Path, input_path: str | Path, out: str | Path, keep: Sequence[str] = (),
-            store_path: str | Path | None = None, device: str = "auto", batch_size: int = 0) -> dict[str, Any]:
+            store_path: str | Path | None = None, device: str = "auto", batch_size: int = 0) -> Predictions:
     """Encode raw rows with the run's store vocabulary and write probabilities as CSV."""
     from mutualctr.data.encode import encode_file
 
@@ -195,37 +214,20 @@ def predict(run: str | Path, input_path: str | Path, out: str | Path, keep: Sequ
             kept = [enc.kept[c] for c in cols]
             for i in range(len(probs)):
                 w.writerow([k[i] for k in kept] + [f"{probs[i]:.6f}"])
-    res = {"rows": int(len(probs)), "out": str(out)}
+    res = Predictions(rows=int(len(probs)), out=str(out))
     if enc.labels is not None and len(np.unique(enc.labels)) == 2:
-        res.update({k: v for k, v in scores(enc.labels, logits).items() if k != "rows"})
+        s = scores(enc.labels, logits)
+        res = replace(res, auc=s["auc"], logloss=s["logloss"])
     return res
 
 
 # ---- groups -----------------------------------------------------------------------------
 
-def _group_result(results: list[dict[str, Any]], settings: dict[str, Any],
-                  churn_before: dict | None, churn_after: dict) -> dict[str, Any]:
-    for r in results:
-        s = r.get("start")
-        if s:
-            r["relaimp_test"] = relaimp(r["test_auc"], s["test_auc"])
-            r["relaimp_dev"] = relaimp(r["dev_auc"], s["dev_auc"])
-    keys = ["dev_auc", "dev_logloss", "test_auc", "test_logloss", "relaimp_test"]
-    mean = {k: float(np.mean([r[k] for r in results])) for k in keys if all(k in r for r in results)}
-    if all(r.get("start") for r in results):
-        mean["start_test_auc"] = float(np.mean([r["start"]["test_auc"] for r in results]))
-        mean["start_dev_auc"] = float(np.mean([r["start"]["dev_auc"] for r in results]))
-    return {"settings": settings, "members": results, "mean": mean,
-            "churn": {"split": "test", "before": churn_before, "after": churn_after}}
-
-
 def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path] = (),
            models: Sequence[str] = (), seeds: Sequence[int] = (), configs: Sequence[RunConfig] = (),
            teachers: Sequence[str | Path] = (), group: MutualConfig | None = None,
-           seed: int | None = None, device: str | None = None, precision: str | None = None,
-           compile: bool | None = None, vectorize: bool = False, config_dir: Path | None = None,
-           resume: bool = False, quiet: bool = False, dist_timeout: float | None = None,
-           tensorboard: str | Path | None = None) -> dict[str, Any]:
+           seed: int | None = None, config_dir: Path | None = None, options: RuntimeOptions | None = None,
+           **values: Any) -> GroupResult:
     """Train a group: finetune from runs (``init``) or from scratch (``models`` + ``seeds``, or
     ``configs``: one :class:`RunConfig` per member, used as given, each built with its own
     ``train.seed`` unless ``seeds`` are given).
@@ -237,9 +239,12 @@ def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path
     ``teachers`` turns the peer term into distillation from frozen models. Under torchrun the
     members are spread over the workers (one per worker, several per worker, or a data-parallel
     group of workers per member; see docs/distributed.md); every worker returns the whole group.
+    ``options``: how it runs (:class:`~mutualctr.runtime.RuntimeOptions`; ``values`` replace
+    single ones: ``quiet=True``).
     """
     from mutualctr.distributed import session
 
+    opts = options_of(options, **values)
     if bool(init) and (models or configs):
         raise ConfigError("give either --init RUN... (finetune) or --models (scratch), not both")
     if models and configs:
@@ -257,16 +262,16 @@ def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path
         seeds = list(seeds) or list(range(1, len(models) + 1))
     if group is None:
         group = resolve_group(init=init, configs=configs)
-    with session(n, device, dist_timeout) as par, claimed(out, "group", resume, par) as real:
-        def one(alpha: float, where: Path) -> dict[str, Any]:
-            tb = None if tensorboard is None else Path(tensorboard) / (where.name if group.searches else "")
+    with session(n, opts.device, opts.dist_timeout) as par, claimed(out, "group", opts.resume, par) as real:
+        def one(alpha: float, where: Path) -> GroupResult:
+            tb = opts.tensorboard
+            here = opts if tb is None or not group.searches else replace(opts, tensorboard=tb / where.name)
             return _mutual(par, store, where, init=init, configs=configs, seeds=seeds, teachers=teachers,
-                           group=replace(group, alpha=alpha), seed=seed, device=device, precision=precision,
-                           compile=compile, vectorize=vectorize, resume=resume, quiet=quiet, tensorboard=tb)
+                           group=replace(group, alpha=alpha), seed=seed, options=here)
 
         if not group.searches:
             return one(group.alpha, real)
-        result = _search_alpha(one, real, group, resume)
+        result = _search_alpha(one, real, group, opts.resume)
         if par.is_main:
             GroupDir(real).write_group(result)
         return result
@@ -303,13 +308,12 @@ def mutual_from_flags(store_path: str | Path, out: str | Path, *, init: Sequence
                       alpha: float | str | None = None, loss: str | None = None, lr: float | None = None,
                       epochs: int | None = None, evals_per_epoch: int | None = None, scope: str | None = None,
                       embedding_lr_scale: float | None = None, finetune_split: float | None = None,
-                      seed: int | None = None, device: str | None = None, precision: str | None = None,
-                      compile: bool | None = None, vectorize: bool = False, resume: bool = False,
-                      quiet: bool = False, dist_timeout: float | None = None,
-                      tensorboard: str | Path | None = None) -> dict[str, Any]:
+                      seed: int | None = None, options: RuntimeOptions | None = None,
+                      **values: Any) -> GroupResult:
     """:func:`mutual` from single values (flags; None = not given) over the group settings:
     ``group`` if given, else :func:`resolve_group`'s. ``lr``, ``epochs`` and
-    ``evals_per_epoch`` are the finetuning's, or for a group from scratch the members' own."""
+    ``evals_per_epoch`` are the finetuning's, or for a group from scratch the members' own.
+    ``options`` / ``values``: how it runs, as for :func:`mutual`."""
     if models and init:
         raise ConfigError("give either --init RUN... (finetune) or --models (scratch), not both")
     configs, member_flags = [], {"lr": lr, "epochs": epochs, "evals_per_epoch": evals_per_epoch}
@@ -322,8 +326,7 @@ def mutual_from_flags(store_path: str | Path, out: str | Path, *, init: Sequence
     group = (with_group_overrides(group, **flags) if group is not None
              else resolve_group(init=init, configs=configs, config_file=config_file, **flags))
     return mutual(store_path, out, init=init, configs=configs, seeds=seeds, teachers=teachers, group=group,
-                  seed=seed, device=device, precision=precision, compile=compile, vectorize=vectorize,
-                  resume=resume, quiet=quiet, dist_timeout=dist_timeout, tensorboard=tensorboard)
+                  seed=seed, options=options_of(options, **values))
 
 
 ALPHA_TIE = 1e-5  # dev AUCs closer than this are a tie (the smaller alpha wins); docs/training.md
@@ -359,35 +362,29 @@ def choose_alpha(dev: dict, tie: float = ALPHA_TIE):
     return min([a for a, d in dev.items() if d >= best - tie] or dev)  # or dev: all nan
 
 
-def _search_alpha(one, out: Path, group: MutualConfig, resume: bool) -> dict[str, Any]:
+def _search_alpha(one, out: Path, group: MutualConfig, resume: bool) -> GroupResult:
     """``mutual.alpha: auto``: one group per alpha tried (:func:`search_alphas`), each in
     ``OUT/alpha-A``; finished ones are read back, so an interrupted search resumes."""
-    tried: dict[float, dict[str, Any]] = {}
+    tried: dict[float, GroupResult] = {}
 
     def dev_of(alpha: float) -> float:
-        where = out / f"alpha-{alpha:g}"
-        done = where / "group.json"
-        if done.is_file():
-            tried[alpha] = json.loads(done.read_text())
+        where = GroupDir(out / f"alpha-{alpha:g}")
+        if where.group_file.is_file():
+            tried[alpha] = where.read_group()
         else:
             from mutualctr import outdir
 
-            _check_out(where, resume)
-            if where.is_dir() and not resume:  # started before any checkpoint: ours, start over
-                outdir.remove(where, "group", error=CheckpointError)
+            _check_out(where.path, resume)
+            if where.path.is_dir() and not resume:  # started before any checkpoint: ours, start over
+                outdir.remove(where.path, "group", error=CheckpointError)
             GroupDir(out).mark()  # the search's own directory, holding the candidates
-            tried[alpha] = one(alpha, where)
-        return tried[alpha]["mean"]["dev_auc"]
+            tried[alpha] = one(alpha, where.path)
+        return tried[alpha].mean.dev_auc
 
     best = search_alphas(dev_of, group.alpha_grid)
-    result = copy.deepcopy(tried[best])
-    result["settings"]["alpha_auto"] = True
-    result["alpha_search"] = [
-        {"alpha": a, "dir": str(out / f"alpha-{a:g}"), "dev_auc": g["mean"]["dev_auc"],
-         "test_auc": g["mean"]["test_auc"], "churn": ((g.get("churn") or {}).get("after") or {}).get("mean_abs_diff"),
-         "kept_start": sum(bool(m.get("kept_start")) for m in g["members"])}
-        for a, g in sorted(tried.items())]
-    return result
+    chosen = tried[best]
+    return replace(chosen, settings=replace(chosen.settings, alpha_auto=True),
+                   alpha_search=[g.alpha_point(str(out / f"alpha-{a:g}")) for a, g in sorted(tried.items())])
 
 
 def _run_config_of(run: str | Path) -> RunConfig:
@@ -405,82 +402,88 @@ def finetune_train_config(base, group: MutualConfig):
     return replace(base, epochs=group.epochs, evals_per_epoch=group.evals_per_epoch, patience=0, row_range=rows)
 
 
-def _mutual(par, store, out: Path, *, init, configs, seeds, teachers, group: MutualConfig, seed, device,
-            precision, compile, vectorize, resume, quiet, tensorboard) -> dict[str, Any]:
+def _members(par, store, out: Path, *, init, configs, seeds, group: MutualConfig,
+             options: RuntimeOptions) -> tuple[list[Member], Any, float]:
+    """This process's members of a group (finetuned from ``init`` or built from ``configs``),
+    the group's loop settings before the flags, and its learning rate."""
     members: list[Member] = []
-    finetune = bool(init)
-    if finetune:
+    if init:
         base = finetune_train_config(_run_config_of(init[0]).train, group)
         for i, run in enumerate(init):
             if i not in par.member_ids:  # another worker's member
                 continue
             model, cfg, _ = load_run(run, store)
-            cfg = replace(cfg, train=base, mutual=group,
-                          optim=replace(cfg.optim, lr=group.lr, embedding_lr_scale=group.embedding_lr_scale))
+            cfg = with_runtime(replace(cfg, train=base, mutual=group, optim=replace(
+                cfg.optim, lr=group.lr, embedding_lr_scale=group.embedding_lr_scale)), options)
             members.append(Member(config=cfg, model=model, run_dir=GroupDir(out).member(i, cfg.model_name).path,
                                   init_from=str(Path(run).resolve())))
-        group_lr = group.lr
+        return members, base, group.lr
+    bases = [copy.deepcopy(c).validate() for c in configs]
+    seeds = list(seeds) or [c.train.seed for c in bases]
+    if len(seeds) != len(bases):
+        raise ConfigError(f"--seeds has {len(seeds)} values for {len(bases)} models")
+    cfgs = [with_runtime(replace(with_overrides(c, seed=s), mutual=group), options) for c, s in zip(bases, seeds)]
+    for i, (cfg, s) in enumerate(zip(cfgs, seeds)):
+        if i in par.member_ids:
+            members.append(Member(config=cfg, model=build(cfg, store, seed=s),
+                                  run_dir=GroupDir(out).member(i, cfg.model_name).path))
+    return members, cfgs[0].train, cfgs[0].optim.lr
+
+
+def _starts(par, trainer: Trainer, members: list[Member], out: Path, resume: bool) -> list[np.ndarray]:
+    """A finetuning's start: each member's test logits before the first step (every member's,
+    for the churn before) and its dev/test metrics (``start.json``, read back on resume)."""
+    fresh = not (resume and trainer.checkpoints.exists())
+    start_logits = []
+    for m in members:
+        labels, z = trainer.logits(m.model, "test")
+        start_logits.append(z)
+        if fresh:
+            m.start = StartMetrics.of(trainer.evaluate(m.model, "dev"), scores(labels, z))
+    if fresh:
+        starts = par.member_results([m.start for m in members])
+        if par.is_main:
+            GroupDir(out).write_start(starts)
     else:
-        bases = [copy.deepcopy(c).validate() for c in configs]
-        seeds = list(seeds) or [c.train.seed for c in bases]
-        if len(seeds) != len(bases):
-            raise ConfigError(f"--seeds has {len(seeds)} values for {len(bases)} models")
-        cfgs = [replace(with_overrides(c, seed=s), mutual=group) for c, s in zip(bases, seeds)]
-        for i, (cfg, s) in enumerate(zip(cfgs, seeds)):
-            if i in par.member_ids:
-                members.append(Member(config=cfg, model=build(cfg, store, seed=s),
-                                      run_dir=GroupDir(out).member(i, cfg.model_name).path))
-        base = cfgs[0].train
-        group_lr = cfgs[0].optim.lr
+        starts = GroupDir(out).read_start()
+        for m, gi in zip(members, par.member_ids):
+            m.start = starts[gi]
+    return par.member_results(start_logits)
+
+
+def _mutual(par, store, out: Path, *, init, configs, seeds, teachers, group: MutualConfig, seed,
+            options: RuntimeOptions) -> GroupResult:
+    finetune = bool(init)
+    members, base, group_lr = _members(par, store, out, init=init, configs=configs, seeds=seeds, group=group,
+                                       options=options)
     if group.scope == "dense":
         for m in members:
             m.freeze_tables()
-    train_cfg = with_overrides(RunConfig(train=base), seed=seed, device=device, precision=precision,
-                               compile=compile).train
+    train_cfg = train_with_runtime(with_overrides(RunConfig(train=base), seed=seed).train, options)
     teacher_models = [load_run(t, store)[0] for t in teachers]
     par.barrier("the start")  # every worker checked --out before anyone writes into it
-    trainer = Trainer(store, members, out, train_cfg, group, teachers=teacher_models, quiet=quiet,
-                      parallel=par, vectorize=vectorize, start_is_candidate=finetune, tensorboard=tensorboard)
+    trainer = Trainer(store, members, out, train_cfg, group, teachers=teacher_models, parallel=par,
+                      start_is_candidate=finetune, options=options)
     if par.is_main:
         GroupDir(out).mark()
-    start_logits = None
-    if finetune:
-        fresh = not (resume and trainer.checkpoints.exists())
-        start_logits = []
-        for m in members:
-            labels, z = trainer.logits(m.model, "test")
-            start_logits.append(z)
-            if fresh:
-                d, t = trainer.evaluate(m.model, "dev"), scores(labels, z)
-                m.start = {"dev_auc": d["auc"], "dev_logloss": d["logloss"], "test_auc": t["auc"],
-                           "test_logloss": t["logloss"]}
-        if fresh:
-            starts = par.member_results([m.start for m in members])
-            if par.is_main:
-                GroupDir(out).write_start(starts)
-        else:
-            starts = GroupDir(out).read_start()
-            for m, gi in zip(members, par.member_ids):
-                m.start = starts[gi]
-        start_logits = par.member_results(start_logits)
-    results = par.member_results(trainer.fit(resume=resume))
+    start_logits = _starts(par, trainer, members, out, options.resume) if finetune else None
+    results = par.member_results(trainer.fit(resume=options.resume))
     after_logits = par.member_results([m.test_logits for m in members])
-    settings = {"mode": "distill" if teachers else ("finetune" if finetune else "scratch"), "alpha": group.alpha,
-                "loss": group.loss, "lr": group_lr, "epochs": train_cfg.epochs,
-                "evals_per_epoch": train_cfg.evals_per_epoch, "seed": train_cfg.seed,
-                "init": [str(p) for p in init], "teachers": [str(t) for t in teachers],
-                "scope": group.scope, "embedding_lr_scale": group.embedding_lr_scale,
-                "finetune_split": group.finetune_split}
-    if par.distributed:
-        settings["workers"] = par.world
-    result = _group_result(results, settings, churn(start_logits) if start_logits else None, churn(after_logits))
+    settings = GroupSettings(
+        mode="distill" if teachers else ("finetune" if finetune else "scratch"), alpha=group.alpha,
+        loss=group.loss, lr=group_lr, epochs=train_cfg.epochs, evals_per_epoch=train_cfg.evals_per_epoch,
+        seed=train_cfg.seed, init=[str(p) for p in init], teachers=[str(t) for t in teachers],
+        scope=group.scope, embedding_lr_scale=group.embedding_lr_scale, finetune_split=group.finetune_split,
+        workers=par.world if par.distributed else None)
+    before = Churn.from_dict(churn(start_logits)) if start_logits else None
+    result = GroupResult.of(settings, results, before, Churn.from_dict(churn(after_logits)))
     if par.is_main:
         GroupDir(out).write_group(result)
     return result
 
 
 def distill(store_path: str | Path, out: str | Path, teacher: str | Path, student: str,
-            **kw) -> dict[str, Any]:
+            **kw) -> GroupResult:
     """Student (a run to finetune, or a model name to train from scratch) learns from a frozen
     teacher; the peer weight is ``group.alpha`` (beta), ``auto`` by default."""
     if Path(student).exists():
@@ -489,7 +492,7 @@ def distill(store_path: str | Path, out: str | Path, teacher: str | Path, studen
 
 
 def ensemble(runs: Sequence[str | Path], store_path: str | Path, split: str = "test", device: str = "auto",
-             batch_size: int = 0) -> dict[str, Any]:
+             batch_size: int = 0) -> EnsembleResult:
     """AUC/logloss of the average of the members' probabilities, of each member, and how much
     the members disagree (``churn``: see :func:`mutualctr.metrics.churn`)."""
     store = open_store(store_path)
@@ -503,11 +506,7 @@ def ensemble(runs: Sequence[str | Path], store_path: str | Path, split: str = "t
         logits = predict_logits(model, X, batch_size, dev)
         every.append(logits)
         probs.append(sigmoid(logits))
-        members.append({"run": str(run), "model": cfg.model_name, **scores(y, logits)})
+        members.append(MemberScores(run=str(run), model=cfg.model_name, **scores(y, logits)))
     avg = np.mean(probs, axis=0)
     logit_avg = np.log(np.clip(avg, 1e-12, 1)) - np.log(np.clip(1 - avg, 1e-12, 1))
-    res = scores(y, logit_avg)
-    res["members"] = members
-    res["split"] = split
-    res["churn"] = churn(every)
-    return res
+    return EnsembleResult(**scores(y, logit_avg), members=members, split=split, churn=Churn.from_dict(churn(every)))

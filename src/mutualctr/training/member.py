@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from mutualctr.errors import CheckpointError
+from mutualctr.results import StartMetrics
 from mutualctr.training.config import RunConfig, run_config_to_dict
 from mutualctr.training.optim import Schedule, build_optimizers
 from mutualctr.training.rundir import MemberState, RunDir
@@ -29,7 +30,7 @@ class Member:
     model: nn.Module
     run_dir: Path
     init_from: str | None = None  # the run it started from (finetuning)
-    start: dict[str, Any] | None = None  # dev/test metrics before training (finetuning)
+    start: StartMetrics | None = None  # dev/test metrics before training (finetuning)
     optimizers: list = field(default_factory=list)
     schedule: Schedule | None = None
     best: dict[str, Any] | None = None  # step, epoch and dev metrics of the best evaluation

@@ -18,6 +18,9 @@ Group directory (``mutualctr mutual|distill --out GROUP``)::
     checkpoints/members/m{i}.step{n}.pt   one file per member when the members live in several
                            processes (last.pt then names them)
 
+The JSON files are the ``to_dict()`` of :mod:`mutualctr.results`' types (``RunResult``,
+``GroupResult``, ``StartMetrics``, ``Evaluation``), written and read here only.
+
 ``.pt`` files are written with ``torch.save`` through a temporary file and a rename, and read
 with ``torch.load(weights_only=True)``: they hold tensors, numbers, strings, lists and dicts,
 never anything a pickle would have to call, so loading a file from someone else runs no code.
@@ -37,6 +40,7 @@ import torch
 
 from mutualctr import atomic
 from mutualctr.errors import CheckpointError
+from mutualctr.results import GroupResult, RunResult, StartMetrics
 from mutualctr.training.state import LoopState, rng_state
 
 # 1: the first release (group files held numpy's RNG state as a pickled array);
@@ -214,11 +218,16 @@ class RunDir:
                                                       "fingerprint": store.fingerprint})
 
     def write_metrics(self, history: list[dict[str, Any]]) -> None:
+        """``metrics.jsonl``: the member's history, one :class:`~mutualctr.results.Evaluation`
+        (its ``to_dict()``, as the checkpoints keep it) a line."""
         self.path.mkdir(parents=True, exist_ok=True)
         atomic.write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
 
-    def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic.write_json(self.path / "summary.json", summary)
+    def write_summary(self, summary: RunResult) -> None:
+        atomic.write_json(self.path / "summary.json", summary.to_dict())
+
+    def read_summary(self) -> RunResult:
+        return _read_result(self.path / "summary.json", RunResult)
 
     @property
     def config_path(self) -> Path:
@@ -252,17 +261,44 @@ class GroupDir:
     def member(self, index: int, model: str) -> RunDir:
         return RunDir(self.path / f"m{index}-{model}")
 
-    def write_start(self, starts: list[dict[str, Any]]) -> None:
-        atomic.write_json(self.path / "start.json", starts)
+    def write_start(self, starts: list[StartMetrics]) -> None:
+        atomic.write_json(self.path / "start.json", [s.to_dict() for s in starts])
 
-    def read_start(self) -> list[dict[str, Any]]:
+    def read_start(self) -> list[StartMetrics]:
         path = self.path / "start.json"
         if not path.is_file():
             raise CheckpointError(f"{path}: missing; the group cannot be resumed without its members' start")
-        return json.loads(path.read_text())
+        return [_result(path, StartMetrics, s) for s in _read_json(path)]
 
-    def write_group(self, group: dict[str, Any]) -> None:
-        atomic.write_json(self.path / "group.json", group)
+    @property
+    def group_file(self) -> Path:
+        return self.path / "group.json"
+
+    def write_group(self, group: GroupResult) -> None:
+        atomic.write_json(self.group_file, group.to_dict())
+
+    def read_group(self) -> GroupResult:
+        return _read_result(self.group_file, GroupResult)
+
+
+def _read_json(path: Path) -> Any:
+    """A result file's JSON, or a CheckpointError naming it (truncated, not JSON, or of an older
+    layout that lacks a key)."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from e
+
+
+def _result(path: Path, cls, d: Any):
+    try:
+        return cls.from_dict(d)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: not a {cls.__name__} record this version reads ({e})") from e
+
+
+def _read_result(path: Path, cls):
+    return _result(path, cls, _read_json(path))
 
 
 class Checkpointer:

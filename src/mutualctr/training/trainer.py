@@ -17,7 +17,6 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +25,9 @@ from torch import nn
 from mutualctr.errors import CheckpointError, TrainingError
 from mutualctr.models import RowCache, l2_penalty, use_row_cache
 from mutualctr.progress import Bar
-from mutualctr.training.config import MutualConfig, TrainConfig, run_config_to_dict
+from mutualctr.results import Evaluation, RunResult
+from mutualctr.runtime import RuntimeOptions, options_of
+from mutualctr.training.config import MutualConfig, TrainConfig, run_config_to_dict, train_with_runtime
 from mutualctr.training.device import (autocast, compile_models, resolve_device, resolve_precision,
                                        warn_if_cpu_contended)
 from mutualctr.training.inference import predict_logits, scores
@@ -40,16 +41,17 @@ __all__ = ["Member", "Trainer"]
 
 class Trainer:
     def __init__(self, store, members: list[Member], out: Path, train: TrainConfig,
-                 mutual: MutualConfig | None = None, teachers: list[nn.Module] = (),
-                 quiet: bool = False, parallel=None, vectorize: bool = False, start_is_candidate: bool = False,
-                 tensorboard: Path | None = None):
+                 mutual: MutualConfig | None = None, teachers: list[nn.Module] = (), parallel=None,
+                 start_is_candidate: bool = False, options: RuntimeOptions | None = None, **values):
         """``parallel``: this process's place among torchrun workers (see
         :mod:`mutualctr.distributed`); ``members`` are then only the members this process holds.
-        The default is one process holding every member. ``vectorize``: run this process's
-        members (one architecture) as one vmapped forward (:mod:`mutualctr.training.group`).
-        ``start_is_candidate`` (finetuning): each member is evaluated on dev before the first
-        step and that point competes for best-on-dev, so no member ends below its start.
-        ``tensorboard``: also write each evaluation as TensorBoard scalars into this directory."""
+        The default is one process holding every member. ``start_is_candidate`` (finetuning):
+        each member is evaluated on dev before the first step and that point competes for
+        best-on-dev, so no member ends below its start. ``options`` (``values`` replace single
+        ones): how it runs (:class:`~mutualctr.runtime.RuntimeOptions`): the device, precision
+        and compile replace ``train``'s; ``vectorize`` runs this process's members (one
+        architecture) as one vmapped forward (:mod:`mutualctr.training.group`); ``tensorboard``
+        also writes each evaluation as TensorBoard scalars into that directory."""
         from mutualctr.distributed.context import Local
 
         if not members:
@@ -57,16 +59,18 @@ class Trainer:
         self.par = parallel if parallel is not None else Local(len(members))
         if len(self.par.member_ids) != len(members):
             raise ValueError(f"this process holds members {self.par.member_ids}, got {len(members)} members")
+        self.options = opts = options_of(options, **values)
         self.store, self.members, self.out = store, members, Path(out)
-        self.train_cfg = train
+        self.train_cfg = train = train_with_runtime(train, opts)
         self.mutual = mutual or MutualConfig(alpha=0.0)
         self.teachers = list(teachers)
-        self.quiet = quiet
+        self.quiet = opts.quiet
         self.start_is_candidate = start_is_candidate
         self.device = resolve_device(train.device)
         self.precision = resolve_precision(train.precision, self.device)  # fp32 or bf16
-        if train.threads > 0:
-            torch.set_num_threads(train.threads)
+        threads = train.threads if opts.threads is None else opts.threads
+        if threads > 0:
+            torch.set_num_threads(threads)
         store.require_both_classes("train", "dev")  # no gradient signal, or no model selection, otherwise
         self.loader, self.batches = self._batch_source()
         self.steps_per_epoch = len(self.loader)
@@ -78,9 +82,9 @@ class Trainer:
         for t in self.teachers:
             t.to(self.device).eval().requires_grad_(False)
         if train.compile:
-            compile_models([m.model for m in self.members], self.device, vectorize)
+            compile_models([m.model for m in self.members], self.device, opts.vectorize)
         self.vectorised = None
-        if vectorize:  # after the moves to the device: it holds the models' constant buffers
+        if opts.vectorize:  # after the moves to the device: it holds the models' constant buffers
             from mutualctr.training.group import VectorisedGroup
 
             self.vectorised = VectorisedGroup([m.model for m in self.members])
@@ -88,10 +92,10 @@ class Trainer:
         self.eval_points = self._eval_points()
         self._ckpt_t0, self._ckpt_interval = None, None  # see _checkpoint_due
         self.tensorboard = None
-        if tensorboard is not None and self.par.is_writer:
+        if opts.tensorboard is not None and self.par.is_writer:
             from mutualctr.training.tblog import TensorBoardLog
 
-            self.tensorboard = TensorBoardLog(tensorboard)
+            self.tensorboard = TensorBoardLog(opts.tensorboard)
         self._weight = 1.0  # this worker's share of the global batch (data parallelism)
 
     def _batch_source(self):
@@ -181,7 +185,7 @@ class Trainer:
         return scores(*self.logits(model, split))
 
     # ---- the loop -----------------------------------------------------------------------
-    def fit(self, resume: bool = False) -> list[dict[str, Any]]:
+    def fit(self, resume: bool = False) -> list[RunResult]:
         """Train until the epochs are done or patience runs out; returns each member's summary."""
         cfg = self.train_cfg
         seed_everything(cfg.seed)
@@ -303,13 +307,13 @@ class Trainer:
         for m, tl in zip(self.members, train_losses):
             dev = self.evaluate(m.model, "dev")
             m.schedule.observe(dev["auc"])
-            m.history.append({"step": state.step, "epoch": round(epoch, 4), "lr": m.schedule.lr, "train_loss": tl,
-                              "dev_auc": dev["auc"], "dev_logloss": dev["logloss"],
-                              "samples_per_s": None if sps is None else round(sps, 1)})
-            if m.best is None or dev["auc"] > m.best["dev_auc"]:
+            ev = Evaluation(step=state.step, epoch=round(epoch, 4), lr=m.schedule.lr, train_loss=tl,
+                            dev_auc=dev["auc"], dev_logloss=dev["logloss"],
+                            samples_per_s=None if sps is None else round(sps, 1))
+            m.history.append(ev.to_dict())
+            if ev.beats(m.best):
                 improved = True
-                m.keep_best({"step": state.step, "epoch": round(epoch, 4), "dev_auc": dev["auc"],
-                             "dev_logloss": dev["logloss"]})
+                m.keep_best(ev.best_point())
                 if par.is_writer:
                     self._best_checkpoint(m, state.step, epoch, dev).save(m.files.best)
             if par.is_writer:
@@ -337,9 +341,10 @@ class Trainer:
                                dev={"auc": dev["auc"], "logloss": dev["logloss"]}, init_from=m.init_from,
                                vocab_fingerprint=self.store.vocab_fingerprint)
 
-    def _finish(self, state: LoopState) -> list[dict[str, Any]]:
+    def _finish(self, state: LoopState) -> list[RunResult]:
         """Each member's best-on-dev weights scored on dev and test: the run's summary."""
         results = []
+        problem = self.store.split_problem("test")
         for m in self.members:
             current = {k: v.detach().clone() for k, v in m.model.state_dict().items()}
             m.model.load_state_dict(m.best_state)
@@ -347,20 +352,16 @@ class Trainer:
             labels, m.test_logits = self.logits(m.model, "test")
             test = scores(labels, m.test_logits)
             m.model.load_state_dict(current)
-            summary = {
-                "model": m.name, "run_dir": str(m.run_dir), "init_from": m.init_from, "seed": self.train_cfg.seed,
-                "best_step": m.best["step"], "best_epoch": m.best["epoch"],
-                "dev_auc": dev["auc"], "dev_logloss": dev["logloss"],
-                "test_auc": test["auc"], "test_logloss": test["logloss"],
-                "steps": state.step, "train_time_s": round(state.elapsed, 2),
-                "samples_per_s": (round(state.step * self.train_cfg.batch_size / state.elapsed, 1)
-                                  if state.elapsed > 0 else None),
-                "start": m.start, "fingerprint": self.store.fingerprint,
-            }
-            if self.start_is_candidate:
-                summary["kept_start"] = m.best["step"] == 0
-            if self.store.split_problem("test"):
-                summary["warnings"] = [self.store.split_problem("test")]
+            summary = RunResult(
+                model=m.name, run_dir=str(m.run_dir), init_from=m.init_from, seed=self.train_cfg.seed,
+                best_step=m.best["step"], best_epoch=m.best["epoch"],
+                dev_auc=dev["auc"], dev_logloss=dev["logloss"], test_auc=test["auc"], test_logloss=test["logloss"],
+                steps=state.step, train_time_s=round(state.elapsed, 2),
+                samples_per_s=(round(state.step * self.train_cfg.batch_size / state.elapsed, 1)
+                               if state.elapsed > 0 else None),
+                start=m.start, fingerprint=self.store.fingerprint,
+                kept_start=m.best["step"] == 0 if self.start_is_candidate else None,
+                warnings=[problem] if problem else None)
             if self.par.is_writer:
                 m.files.write_summary(summary)
             results.append(summary)
