@@ -35,8 +35,10 @@ Typical use (what ``prepare`` does)::
 
 from __future__ import annotations
 
+import csv
 import fnmatch
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -331,9 +333,6 @@ def is_predictions_file(path: str | Path, rows: int = 1000) -> bool:
     the last a probability written with 6 decimals. (A CSV cannot carry a marker without
     changing the format: its shape is the mark; forging it only gets a predictions file
     replaced.)"""
-    import csv
-    import itertools
-
     try:
         with open(path, "rb") as f:
             head = f.read(1 << 20)

@@ -18,6 +18,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import progress as rp
+from rich.console import Console
+from rich.progress import ProgressColumn
+from rich.text import Text
+
 # The width of a console that writes to a file or a pipe: wide enough that no table is cut
 # and no line is wrapped.
 PLAIN_WIDTH = 10_000
@@ -28,8 +33,6 @@ def make_console(console=None, **kw: Any):
     one (a file, a pipe) plain: no colours, no width limit, so tables keep every cell whole."""
     if console is not None:
         return console
-    from rich.console import Console
-
     c = Console(**kw)
     if c.is_terminal or "width" in kw:
         return c
@@ -45,8 +48,6 @@ class Bar:
         self._args: tuple = ()
         if quiet:
             return
-        from rich import progress as rp
-
         self._console = make_console(console)
         if not self._console.is_terminal:  # a file or a pipe: log lines only, no bar
             return
@@ -102,9 +103,6 @@ class Bar:
 
 
 def _rows_per_second():
-    from rich.progress import ProgressColumn
-    from rich.text import Text
-
     class RowsPerSecond(ProgressColumn):
         def render(self, task):  # type: ignore[override]
             speed = task.finished_speed or task.speed

@@ -15,10 +15,10 @@ This module imports nothing heavy and nothing of mutualctr above :mod:`mutualctr
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Literal
 
 PACKAGE = "mutualctr"
 CONFIGS = "configs"
@@ -71,8 +71,6 @@ def schema_path(name: str) -> Path:
 def schema_description(name: str) -> str:
     """The first sentence of a shipped schema's opening comment (what layout it reads), for
     ``mutualctr schemas``."""
-    import re
-
     words = []
     for line in schema_path(name).read_text().splitlines():
         if not line.startswith("#"):

@@ -18,11 +18,21 @@ the demo runs with one torch thread instead of only advising it, and says so.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+import yaml
+
 from mutualctr import atomic
+from mutualctr.data import prepare, synth
+from mutualctr.experiments import findings, report, runner
+from mutualctr.training import device
+from mutualctr.training import jobs as api
+from mutualctr.training.config import run_config_to_dict
 
 # Sized for a few minutes on 2 idle CPU cores; the measured time is in docs/performance.md
 # ("The demo"), and only there. alpha auto costs one finetuning per alpha tried, so the demo's
@@ -37,11 +47,6 @@ DEMO_ALPHA_GRID = [10.0, 1000.0]
 
 def demo_configs(out: Path) -> Path:
     """OUT/configs/<model>.yaml: the Criteo configs with the demo's short schedule."""
-    import yaml
-
-    from mutualctr.training import jobs as api
-    from mutualctr.training.config import run_config_to_dict
-
     d = Path(out) / "configs"
     for m in MODELS:
         cfg = run_config_to_dict(api.default_config(m, "criteo"))
@@ -62,17 +67,11 @@ def demo_threads(threads: Optional[int], echo=print) -> Optional[int]:
     off with ``MUTUALCTR_CPU_CHECK=0``): then 1, said in one line. Slower threads than cores
     stall each other (docs/performance.md, "Threads on a shared CPU"); the demo acts on that
     rather than only warn, as the results of a demo matter less than its finishing in time."""
-    import os
-
     if threads or os.environ.get("MUTUALCTR_CPU_CHECK", "1") == "0":
         return threads
-    import torch
-
-    from mutualctr.training.device import contention_advice, others_cpu_load
-
     default, cores = torch.get_num_threads(), len(os.sched_getaffinity(0))
-    others = others_cpu_load()
-    if others is None or contention_advice(default, cores, others) is None:
+    others = device.others_cpu_load()
+    if others is None or device.contention_advice(default, cores, others) is None:
         return threads
     echo(f"other processes keep {others:.1f} of this machine's {cores} cores busy: the demo runs with 1 "
          f"torch thread instead of {default} (faster on shared cores; --threads N chooses)")
@@ -82,10 +81,6 @@ def demo_threads(threads: Optional[int], echo=print) -> Optional[int]:
 def _name_the_data(stats_path: Path, words: str) -> dict[str, Any]:
     """stats.json with ``data`` = ``words``, and tables.md rendered again, so that its "What this
     run found" names the data as synthetic (the store alone says Criteo format)."""
-    import json
-
-    from mutualctr.experiments import report
-
     stats = json.loads(stats_path.read_text())
     if stats.get("data") != words:
         stats["data"] = words
@@ -96,10 +91,6 @@ def _name_the_data(stats_path: Path, words: str) -> dict[str, Any]:
 
 def run_demo(out: str | Path = "demo_out", rows: Optional[int] = None, quiet: bool = False,
              seed: int = 0, echo=print, threads: Optional[int] = None) -> dict[str, Any]:
-    from mutualctr.data import prepare, synth
-    from mutualctr.experiments import findings, report
-    from mutualctr.experiments.runner import run_experiment
-
     t0 = time.perf_counter()
     out = Path(out)
     rows = DEFAULT_ROWS if rows is None else rows
@@ -108,8 +99,6 @@ def run_demo(out: str | Path = "demo_out", rows: Optional[int] = None, quiet: bo
     raw = out / "data" / f"synthetic_{rows}_seed{seed}.tsv"
     meta = raw.with_name(raw.name + ".meta.json")
     if raw.is_file() and meta.is_file():
-        import json
-
         ceiling = json.loads(meta.read_text())["ceiling_auc"]
         if not quiet:
             echo(f"[1/3] {rows:,} synthetic Criteo-format rows: cached in {raw}")
@@ -126,8 +115,9 @@ def run_demo(out: str | Path = "demo_out", rows: Optional[int] = None, quiet: bo
     if not quiet:
         echo(f"[3/3] RQ1 + RQ2 with controls: {', '.join(MODELS)} x {INSTANCES} instances "
              f"(configs in {cfg_dir}); runs cached in {out / 'experiment' / 'runs'}")
-    res = run_experiment(["rq1", "rq2"], prep.store.path, out / "experiment", list(MODELS), instances=INSTANCES,
-                         config_dir=cfg_dir, quiet=quiet, reference=False, threads=demo_threads(threads, echo))
+    res = runner.run_experiment(["rq1", "rq2"], prep.store.path, out / "experiment", list(MODELS),
+                                instances=INSTANCES, config_dir=cfg_dir, quiet=quiet, reference=False,
+                                threads=demo_threads(threads, echo))
     parsed = report.read_results(Path(res["paths"]["results"]))
     stats = _name_the_data(Path(res["paths"]["stats"]), f"synthetic data ({rows:,} rows)")
     seconds = time.perf_counter() - t0

@@ -18,6 +18,8 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
+from scipy import stats
+
 from mutualctr.experiments.stats import mean_std, paired_interval, paired_ttest
 
 ALPHA = 0.05  # the significance level the words use
@@ -236,8 +238,6 @@ def paragraphs(found: Sequence[ModelFindings], data: str) -> list[str]:
 
 
 def _tcrit(df: int) -> float:
-    from scipy import stats
-
     return float(stats.t.ppf(0.975, df))
 
 

@@ -16,7 +16,10 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from mutualctr.progress import Bar
+from rich.progress import BarColumn, TextColumn
+from rich.text import Text
+
+from mutualctr.progress import Bar, make_console
 
 
 def _fmt_s(s: float) -> str:
@@ -45,17 +48,11 @@ class ExperimentProgress:
         self.live = None
         if quiet:
             return
-        from rich.progress import BarColumn, TextColumn
-
-        from mutualctr.progress import make_console
-
         self.console = make_console(console)
         watch = self
 
         class _RunColumn(TextColumn):
             def render(self, task):  # noqa: D401 - rich hook
-                from rich.text import Text
-
                 return Text(watch._run_status(), style="dim")
 
         self.live = Bar("[bold]{task.description}", BarColumn(bar_width=24), "{task.percentage:>3.0f}%",

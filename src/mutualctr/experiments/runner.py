@@ -51,8 +51,7 @@ import torch
 from mutualctr import atomic, outdir
 from mutualctr.config import ConfigError, to_dict
 from mutualctr.experiments import report
-from mutualctr.experiments.plan import (
-    JOB_DIRS, MARKERS, Job, JobSpec, Plan, Rq1Jobs, Rq2Jobs, Rq3Jobs, Rq4Jobs)
+from mutualctr.experiments.plan import JOB_DIRS, MARKERS, Job, JobSpec, Plan, Rq1Jobs, Rq2Jobs, Rq3Jobs, Rq4Jobs
 from mutualctr.experiments.progress import ExperimentProgress
 from mutualctr.experiments.stats import bootstrap_auc_diff
 from mutualctr.models import MODELS
@@ -713,9 +712,7 @@ def run_experiment(question: str | Sequence[str], data: str | Path, out: str | P
             raise ConfigError(f"unknown model {m!r} (known: {', '.join(sorted(MODELS))})")
     if "rq4" in st.questions and st.rq4_model and st.rq4_model not in st.models:
         raise ConfigError(f"--rq4-model {st.rq4_model} is not among --models")
-    from mutualctr.training.jobs import open_store
-
-    open_store(data)  # a bad --data is refused before anything is written
+    jobs_api.open_store(data)  # a bad --data is refused before anything is written
     shown, out = out, outdir.resolve(out)
     with outdir.locked(out, shown=shown):
         outdir.clean_stale(out)

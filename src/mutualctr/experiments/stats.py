@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from scipy import stats
 from scipy import stats as scipy_stats
 
 from mutualctr.metrics import auc, relaimp
@@ -67,8 +68,6 @@ def paired_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95)
     """The t-interval of the mean paired difference b - a (the interval that goes with
     :func:`paired_ttest`): mean +- t_{(1+level)/2, n-1} x sd / sqrt(n). nan for fewer than 2
     pairs; (d, d) when every pair differs by the same d."""
-    from scipy import stats
-
     d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
     if d.size < 2:
         return float("nan"), float("nan")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mutualctr.config import ConfigError, check_fields, check_range, from_dict, load_yaml, to_dict
+from mutualctr.models import MODELS, model_config_from_dict
 from mutualctr.runtime import PRECISIONS
 from mutualctr.training.optim import OptimConfig
 
@@ -123,8 +124,6 @@ class RunConfig:
         return {k: v for k, v in self.model.items() if k != "name"}
 
     def validate(self) -> "RunConfig":
-        from mutualctr.models import model_config_from_dict
-
         if "name" not in self.model:
             raise ConfigError("missing required key model.name")
         model_config_from_dict(self.model["name"], self.model_params())
@@ -153,7 +152,6 @@ def with_overrides(cfg: RunConfig, *, model: str | None = None, seed: int | None
     cfg = copy.deepcopy(cfg)
     if model is not None and model != cfg.model.get("name"):
         # A different architecture keeps only the shared keys it understands.
-        from mutualctr.models import MODELS
         if model not in MODELS:
             raise ConfigError(f"unknown model {model!r} (known: {', '.join(sorted(MODELS))})")
         allowed = set(MODELS[model][1].__dataclass_fields__)

@@ -26,6 +26,7 @@ import copy
 
 import torch
 from torch import nn
+from torch.func import functional_call, vmap
 
 from mutualctr.errors import TrainingError
 from mutualctr.models import FeatureEmbedding
@@ -73,8 +74,6 @@ class VectorisedGroup:
                 raise TrainingError("--vectorize needs members whose buffers are equal constants")
 
     def __call__(self, ids: torch.Tensor) -> list[torch.Tensor]:
-        from torch.func import functional_call, vmap
-
         per_member = [dict(m.named_parameters()) for m in self.models]
         params = {n: torch.stack([p[n] for p in per_member]) for n in self.names}
         looked = {t: torch.stack([m.get_submodule(t)(ids) for m in self.models]) for t in self.tables}

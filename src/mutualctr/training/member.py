@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from mutualctr.errors import CheckpointError
+from mutualctr.models import embedding_tables
 from mutualctr.results import StartMetrics
 from mutualctr.training.config import RunConfig, run_config_to_dict
 from mutualctr.training.optim import Schedule, build_optimizers
@@ -53,8 +54,6 @@ class Member:
         self.schedule = Schedule(self.config.optim, self.optimizers, steps_per_epoch)
 
     def table_parameters(self) -> list[nn.Parameter]:
-        from mutualctr.models import embedding_tables
-
         return [t.weight for t in embedding_tables(self.model)]
 
     def freeze_tables(self) -> None:

@@ -16,7 +16,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from mutualctr.config import check_fields, check_range
+from mutualctr.config import ConfigError, check_fields, check_range
+from mutualctr.models import embedding_tables
 
 
 class RowAdam(torch.optim.Optimizer):
@@ -206,9 +207,6 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
     row-wise Adam reads either layout (a dense gradient touches every row), torch's Adam only
     the dense one.
     """
-    from mutualctr.config import ConfigError
-    from mutualctr.models import embedding_tables
-
     tables = embedding_tables(model)
     sparse = cfg.embedding_optimizer == "rowwise"
     if not sparse and any(t.sparse_grad for t in tables):
