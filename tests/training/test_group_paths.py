@@ -130,3 +130,11 @@ def test_resume_and_a_second_group_keep_their_own_links(searched, tiny_store, tm
     assert outdir.check_replaceable(tmp_path / "g2", "group") == "ours"
     assert outdir.remove(tmp_path / "g2", "group") and not (tmp_path / "g2").exists()
     assert (root / "g" / "m0-deepfm" / "checkpoints" / "best.pt").is_file()  # others' untouched
+
+
+def test_distill_ends_with_the_students_path(searched, tiny_store, tmp_path):
+    root, runs, _ = searched
+    res = _cli("distill", "--data", tiny_store, "--teacher", runs[0].run_dir, "--student", runs[1].run_dir,
+               "--out", tmp_path / "d", "--beta", "1", "--epochs", "1", "--threads", "1")
+    assert res.output.splitlines()[-1] == f"m0 deepfm -> {tmp_path / 'd' / 'm0-deepfm'}"
+    assert any(" m0 deepfm s4: dev AUC " in ln for ln in res.output.splitlines())
