@@ -32,7 +32,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, _de
     from mutualctr.training.device import CPUContentionWarning
 
     if issubclass(category, (ConfigFallbackWarning, CPUContentionWarning)):  # one line, like the errors
-        typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
+        typer.secho(f"warning: {getattr(message, 'cli', message)}", err=True, fg=typer.colors.YELLOW)
     else:
         _default(message, category, filename, lineno, file, line)
 
@@ -251,7 +251,9 @@ def train(
 def _check_run(run: Path) -> None:
     """A missing run fails here, as one line, before torch is imported (seconds)."""
     if run.suffix != ".pt" and not run.exists():
-        _fail(f"{run}: no such run directory")
+        from mutualctr import outdir
+
+        _fail(outdir.missing_run(run))
     if run.suffix == ".pt" and not run.is_file():
         _fail(f"{run}: no such checkpoint file")
 
@@ -313,9 +315,9 @@ def predict(
 # ---- mutual learning (issue 5) -------------------------------------------------------
 
 
-def _print_group(g, json_out: bool) -> None:
+def _print_group(g, json_out: bool, out: Optional[Path] = None) -> None:
     """A group's result (:class:`mutualctr.results.GroupResult`): JSON, or the alpha curve, the
-    members' table and the churn."""
+    members' table, the churn and where each member is (under ``out``, the --out given)."""
     if json_out:
         _print_json(g.to_dict())
         return
@@ -341,6 +343,22 @@ def _print_group(g, json_out: bool) -> None:
     console.print(f"churn on {c.split} (mean |p_i - p_j| over member pairs): {was}"
                   f"{c.after.mean_abs_diff:.5f} after; logit correlation "
                   + (f"{before.logit_corr:.4f} -> " if before else "") + f"{c.after.logit_corr:.4f}")
+    for line in _member_paths(g, out):
+        typer.echo(line)
+
+
+def _member_paths(g, out: Optional[Path]) -> List[str]:
+    """One line a member: ``m0 deepfm -> GROUP/m0-deepfm``, and for a searched group the chosen
+    alpha's directory the link leads to."""
+    import os
+
+    lines = []
+    for i, m in enumerate(g.members):
+        name = Path(m.run_dir).name
+        path = out / name if out is not None and os.path.lexists(out / name) else Path(m.run_dir)
+        to = f" (a link to {os.readlink(path)})" if path.is_symlink() else ""
+        lines.append(f"m{i} {m.model} -> {path}{to}")
+    return lines
 
 
 def _group_table(g):
@@ -428,7 +446,7 @@ def mutual(
                   scope=scope, embedding_lr_scale=embedding_lr_scale, finetune_split=finetune_split, seed=seed,
                   options=opts)
     if is_main_process():
-        _print_group(g, json_out)
+        _print_group(g, json_out, out)
 
 
 @app.command()
@@ -462,7 +480,7 @@ def distill(
     g = mc.distill(data, out, teacher=teacher, student=student, config=config, beta=beta, loss=loss, lr=lr,
                    epochs=epochs, evals_per_epoch=evals_per_epoch, scope=scope, embedding_lr_scale=embedding_lr_scale,
                    finetune_split=finetune_split, seed=seed, options=opts)
-    _print_group(g, json_out)
+    _print_group(g, json_out, out)
 
 
 @app.command()

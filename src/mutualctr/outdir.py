@@ -16,6 +16,10 @@ an input, a checkpoint, a store or a file of the user's.
   (:mod:`mutualctr.interrupt`).
 - **Paths.** A symbolic link is followed (its target is written, the link stays); a dangling
   link, an existing file, and the current directory or one of its parents are refused.
+- **A searched group's members.** With ``alpha: auto`` the members live in the chosen alpha's
+  directory; :func:`link_members` makes ``GROUP/m{i}-{model}`` relative symbolic links to them
+  (entries a group writes; removed with it, replaced on resume). A missing run inside a group
+  is reported with where its members are (:func:`missing_run`).
 - **One writer.** :func:`locked` holds an exclusive ``flock`` on ``.NAME.lock`` beside the
   directory (beside, not inside: a store is replaced by a rename); a second writer fails at once
   naming the path and the pid holding it. The lock dies with its process, ``kill -9`` included.
@@ -654,3 +658,64 @@ def clean_stale_in(directory: str | Path) -> list[Path]:
     """:func:`clean_stale` for every temporary directly inside ``directory`` (e.g. a run
     directory's files and its checkpoints/ folder)."""
     return _clean(Path(directory), None)
+
+
+# -- a group's members ----------------------------------------------------------------------------
+_MEMBER = re.compile(r"^m[0-9]+-.+$")
+
+
+def link_members(group: str | Path, chosen: str | Path) -> list[Path]:
+    """``GROUP/m{i}-{model}`` as relative symbolic links to the members in ``chosen`` (the
+    chosen alpha's directory inside ``group``), each replaced in one rename; an entry of that
+    name that is not a link (a member trained there) is left alone. Returns the links made
+    (none where the file system has no symbolic links)."""
+    group, chosen = Path(group), Path(chosen)
+    made = []
+    for member in sorted(p for p in chosen.iterdir() if _MEMBER.match(p.name) and p.is_dir()):
+        link = group / member.name
+        if os.path.lexists(link) and not link.is_symlink():
+            continue
+        tmp = group / f".{member.name}.{atomic.owner_tag()}.link.tmp"
+        try:
+            if os.path.lexists(tmp):
+                tmp.unlink()
+            os.symlink(os.path.relpath(member, group), tmp)
+            os.replace(tmp, link)
+        except OSError:
+            return made
+        made.append(link)
+    return made
+
+
+def group_members(group: str | Path) -> list[Path]:
+    """Where the members of group directory ``group`` are, as paths under ``group``: its
+    ``m{i}-{model}`` entries, else (a search without links) those of the chosen alpha named by
+    its group.json, else those of every alpha tried."""
+    group = Path(group)
+    try:
+        own = sorted(group / e for e in os.listdir(group) if _MEMBER.match(e) and (group / e).is_dir())
+        if own:
+            return own
+        try:
+            d = json.loads((group / "group.json").read_text())
+            alphas = [f"alpha-{d['settings']['alpha']:g}"]
+        except (OSError, ValueError, KeyError, TypeError):
+            alphas = sorted(e for e in os.listdir(group) if e.startswith("alpha-"))
+        return [group / a / e for a in alphas if (group / a).is_dir()
+                for e in sorted(os.listdir(group / a)) if _MEMBER.match(e)]
+    except OSError:
+        return []
+
+
+def missing_run(run: str | Path) -> str:
+    """The message for a run directory that does not exist; inside a group, it names the
+    group's members."""
+    run = Path(run)
+    msg = f"{run}: no such run directory"
+    group = run.parent
+    if not is_ours(group, "group"):
+        return msg
+    members = group_members(group)
+    if not members:
+        return f"{msg}; {group} is a mutualctr group with no members yet"
+    return f"{msg}; {group} is a mutualctr group, its members are {', '.join(map(str, members))}"

@@ -55,7 +55,7 @@ def test_the_warning_is_issued_once_per_process_and_thread_count(monkeypatch):
         D.warn_if_cpu_contended(2)
         D.warn_if_cpu_contended(2)
     assert [w.category for w in seen] == [D.CPUContentionWarning]
-    assert "--threads 1" in str(seen[0].message)
+    assert "pass threads=1 " in str(seen[0].message) and "pass --threads 1 " in seen[0].message.cli
     monkeypatch.setattr(D, "_CONTENTION_CHECKED", set())
     monkeypatch.setenv("MUTUALCTR_CPU_CHECK", "0")
     with warnings.catch_warnings(record=True) as seen:
@@ -107,5 +107,42 @@ def test_train_threads_flag_sets_torch_threads_and_silences_the_warning(tiny_sto
                                        "--out", str(tmp_path / "r2"), "--quiet"])
         assert res.exit_code == 0, res.output
         assert "warning: torch runs 2 CPU threads" in res.output and "pass --threads 1" in res.output
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_api_takes_threads_and_its_warning_points_at_the_callers_line(tiny_store, tmp_path, monkeypatch):
+    """Issue 30 item 6: from Python the warning names ``threads=1`` (the API's parameter, not the
+    flag) and points at the line of the caller's script, not at mutualctr's code."""
+    import inspect
+
+    import mutualctr as mc
+    from tests.conftest import tiny_config
+
+    monkeypatch.setenv("MUTUALCTR_CPU_CHECK", "1")
+    monkeypatch.setattr(D, "others_cpu_load", lambda: 1.5)
+    monkeypatch.setattr(D.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    cfg = tiny_config("lr", epochs=1)
+    before = torch.get_num_threads()
+    try:
+        for name, call in [
+            ("train", lambda: mc.train(tiny_store, tmp_path / "r", config=cfg, threads=2)),
+            ("mutual", lambda: mc.mutual(tiny_store, tmp_path / "g", init=[tmp_path / "r"] * 2, alpha=1.0,
+                                         threads=2)),
+            ("distill", lambda: mc.distill(tiny_store, tmp_path / "d", teacher=tmp_path / "r",
+                                           student=tmp_path / "r", beta=1.0, threads=2)),
+        ]:
+            monkeypatch.setattr(D, "_CONTENTION_CHECKED", set())
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                call()
+            assert torch.get_num_threads() == 2, name  # threads= reached the trainer
+            w = [x for x in seen if x.category is D.CPUContentionWarning]
+            assert len(w) == 1, (name, seen)
+            assert w[0].filename == __file__, (name, w[0].filename)
+            assert w[0].lineno in range(*(lambda src, at: (at, at + len(src)))(*inspect.getsourcelines(call)))
+            assert "pass threads=1 (train.threads: 1)" in str(w[0].message) and "--threads" not in str(w[0].message)
+            mc.train(tiny_store, tmp_path / f"quiet-{name}", config=cfg, threads=1)  # 1 thread: no check at all
+            assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

@@ -89,7 +89,13 @@ def compile_models(models, device: torch.device, vectorize: bool) -> None:
 
 
 class CPUContentionWarning(UserWarning):
-    """torch runs more CPU threads than other processes leave cores free."""
+    """torch runs more CPU threads than other processes leave cores free. Its text advises the
+    Python API's ``threads=N``; ``cli`` is the same advice for the command line (``--threads N``),
+    which the CLI prints instead."""
+
+    def __init__(self, message: str, cli: str | None = None):
+        super().__init__(message)
+        self.cli = message if cli is None else cli
 
 
 def _busy_cpu_seconds() -> float | None:
@@ -117,19 +123,20 @@ def others_cpu_load(window: float = 0.25) -> float | None:
     return max(0.0, (after - before - own) / (time.monotonic() - t0))
 
 
-def contention_advice(threads: int, cores: int, others: float) -> str | None:
+def contention_advice(threads: int, cores: int, others: float, *, cli: bool = True) -> str | None:
     """The warning for ``threads`` torch threads on ``cores`` cores of which other processes
     keep ``others`` busy, or None when they fit. torch's OpenMP threads meet at a barrier after
     every parallel op, so one thread descheduled by another process stalls them all (figures:
-    docs/performance.md, "Threads on a shared CPU"). One thread never waits on another."""
+    docs/performance.md, "Threads on a shared CPU"). One thread never waits on another. It names
+    the flag (``--threads N``), or with ``cli=False`` the API's parameter (``threads=N``)."""
     free = cores - others
     if threads <= 1 or threads <= free + 0.5:
         return None
     fit = max(1, int(free + 0.5))
     return (f"torch runs {threads} CPU threads, but other processes keep {others:.1f} of this machine's "
             f"{cores} cores busy: the threads wait on each other and training runs slower than with fewer "
-            f"threads; pass --threads {fit} (train.threads: {fit}) while the cores are shared "
-            "(docs/performance.md, \"Threads on a shared CPU\")")
+            f"threads; pass {f'--threads {fit}' if cli else f'threads={fit}'} (train.threads: {fit}) while "
+            "the cores are shared (docs/performance.md, \"Threads on a shared CPU\")")
 
 
 _CONTENTION_CHECKED: set[int] = set()
@@ -145,8 +152,22 @@ def warn_if_cpu_contended(threads: int) -> None:
     others = others_cpu_load()
     if others is None:
         return
-    advice = contention_advice(threads, len(os.sched_getaffinity(0)), others)
+    cores = len(os.sched_getaffinity(0))
+    advice = contention_advice(threads, cores, others, cli=False)
     if advice:
         import warnings
 
-        warnings.warn(advice, CPUContentionWarning, stacklevel=3)
+        warnings.warn(CPUContentionWarning(advice, contention_advice(threads, cores, others)),
+                      stacklevel=_caller_level())
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` (for a warning issued by our caller) of the first frame outside
+    mutualctr: the line of the user's script that called ``mc.train`` / ``mc.mutual``."""
+    import sys
+
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level

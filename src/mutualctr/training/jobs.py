@@ -235,7 +235,8 @@ def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path
     ``group`` holds the group's settings (:class:`MutualConfig`; default: the first member's
     config's ``mutual`` section). ``alpha = 0`` is the no-mutual control (each member trained
     as if alone); ``alpha = "auto"`` finetunes one group per alpha tried, in ``OUT/alpha-A``, and
-    returns the one with the best mean dev AUC, with the whole curve under ``alpha_search``.
+    returns the one with the best mean dev AUC, with the whole curve under ``alpha_search``; its
+    members are then ``OUT/m{i}-{model}``, links to the chosen alpha's, which the result names.
     ``teachers`` turns the peer term into distillation from frozen models. Under torchrun the
     members are spread over the workers (one per worker, several per worker, or a data-parallel
     group of workers per member; see docs/distributed.md); every worker returns the whole group.
@@ -263,18 +264,31 @@ def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path
     if group is None:
         group = resolve_group(init=init, configs=configs)
     with session(n, opts.device, opts.dist_timeout) as par, claimed(out, "group", opts.resume, par) as real:
-        def one(alpha: float, where: Path) -> GroupResult:
+        def one(alpha: float, where: Path, which: str | None = None) -> GroupResult:
             tb = opts.tensorboard
             here = opts if tb is None or not group.searches else replace(opts, tensorboard=tb / where.name)
+            title = None if which is None else f"alpha {alpha:g} ({which}): {Path(out) / where.name}"
             return _mutual(par, store, where, init=init, configs=configs, seeds=seeds, teachers=teachers,
-                           group=replace(group, alpha=alpha), seed=seed, options=here)
+                           group=replace(group, alpha=alpha), seed=seed, options=here, title=title)
 
         if not group.searches:
             return one(group.alpha, real)
-        result = _search_alpha(one, real, group, opts.resume)
+        result = _link_members(par, real, _search_alpha(one, real, group, opts.resume))
         if par.is_main:
             GroupDir(real).write_group(result)
         return result
+
+
+def _link_members(par, out: Path, result: GroupResult) -> GroupResult:
+    """A searched group's members reachable as ``OUT/m{i}-{model}``: links to the chosen
+    alpha's members (:func:`mutualctr.outdir.link_members`), which the result names."""
+    from mutualctr import outdir
+
+    if par.is_main:
+        outdir.link_members(out, out / f"alpha-{result.settings.alpha:g}")
+    at = [out / Path(m.run_dir).name for m in result.members]
+    return replace(result, members=[replace(m, run_dir=str(p)) if p.is_symlink() else m
+                                    for m, p in zip(result.members, at)])
 
 
 def resolve_group(*, init: Sequence[str | Path] = (), configs: Sequence[RunConfig] = (),
@@ -378,7 +392,10 @@ def _search_alpha(one, out: Path, group: MutualConfig, resume: bool) -> GroupRes
             if where.path.is_dir() and not resume:  # started before any checkpoint: ours, start over
                 outdir.remove(where.path, "group", error=CheckpointError)
             GroupDir(out).mark()  # the search's own directory, holding the candidates
-            tried[alpha] = one(alpha, where.path)
+            grid = sorted(set(group.alpha_grid))
+            which = (f"{grid.index(alpha) + 1} of {len(grid)} in the grid" if alpha in grid else
+                     f"{len(tried) + 1}: past the grid's end, which won")
+            tried[alpha] = one(alpha, where.path, which)
         return tried[alpha].mean.dev_auc
 
     best = search_alphas(dev_of, group.alpha_grid)
@@ -413,10 +430,11 @@ def _members(par, store, out: Path, *, init, configs, seeds, group: MutualConfig
             if i not in par.member_ids:  # another worker's member
                 continue
             model, cfg, _ = load_run(run, store)
+            own_seed = cfg.train.seed
             cfg = with_runtime(replace(cfg, train=base, mutual=group, optim=replace(
                 cfg.optim, lr=group.lr, embedding_lr_scale=group.embedding_lr_scale)), options)
             members.append(Member(config=cfg, model=model, run_dir=GroupDir(out).member(i, cfg.model_name).path,
-                                  init_from=str(Path(run).resolve())))
+                                  init_from=str(Path(run).resolve()), seed=own_seed))
         return members, base, group.lr
     bases = [copy.deepcopy(c).validate() for c in configs]
     seeds = list(seeds) or [c.train.seed for c in bases]
@@ -452,7 +470,7 @@ def _starts(par, trainer: Trainer, members: list[Member], out: Path, resume: boo
 
 
 def _mutual(par, store, out: Path, *, init, configs, seeds, teachers, group: MutualConfig, seed,
-            options: RuntimeOptions) -> GroupResult:
+            options: RuntimeOptions, title: str | None = None) -> GroupResult:
     finetune = bool(init)
     members, base, group_lr = _members(par, store, out, init=init, configs=configs, seeds=seeds, group=group,
                                        options=options)
@@ -463,7 +481,7 @@ def _mutual(par, store, out: Path, *, init, configs, seeds, teachers, group: Mut
     teacher_models = [load_run(t, store)[0] for t in teachers]
     par.barrier("the start")  # every worker checked --out before anyone writes into it
     trainer = Trainer(store, members, out, train_cfg, group, teachers=teacher_models, parallel=par,
-                      start_is_candidate=finetune, options=options)
+                      start_is_candidate=finetune, options=options, title=title)
     if par.is_main:
         GroupDir(out).mark()
     start_logits = _starts(par, trainer, members, out, options.resume) if finetune else None

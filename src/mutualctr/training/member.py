@@ -38,6 +38,7 @@ class Member:
     best_state: dict[str, torch.Tensor] | None = None  # its weights, on the CPU
     history: list[dict[str, Any]] = field(default_factory=list)  # one record per evaluation
     test_logits: np.ndarray | None = None  # of the best weights, filled when training ends
+    seed: int | None = None  # the seed it was built with, where not its config's (a finetuned member: its run's)
 
     @property
     def name(self) -> str:

@@ -11,7 +11,8 @@ Run directory (``mutualctr train --out RUN``; each member of a group is one too)
 
 Group directory (``mutualctr mutual|distill --out GROUP``)::
 
-    m{i}-{model}/          one run directory per member (without last.pt)
+    m{i}-{model}/          one run directory per member (without last.pt); with alpha auto a
+                           relative link to the chosen alpha's (alpha-A/m{i}-{model}/)
     start.json             each member's dev/test metrics before finetuning
     group.json             settings, per-member results (and RelaImp against the start), the mean
     checkpoints/last.pt    a GroupCheckpoint of every member
@@ -243,7 +244,9 @@ def model_checkpoint_path(run: str | Path) -> Path:
     if run.suffix == ".pt":
         return run
     if not run.exists():
-        raise CheckpointError(f"{run}: no such run directory")
+        from mutualctr import outdir
+
+        raise CheckpointError(outdir.missing_run(run))
     if not run.is_dir():
         raise CheckpointError(f"{run}: is a file, not a run directory (or a .pt checkpoint)")
     return RunDir(run).best

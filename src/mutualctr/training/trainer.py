@@ -42,7 +42,8 @@ __all__ = ["Member", "Trainer"]
 class Trainer:
     def __init__(self, store, members: list[Member], out: Path, train: TrainConfig,
                  mutual: MutualConfig | None = None, teachers: list[nn.Module] = (), parallel=None,
-                 start_is_candidate: bool = False, options: RuntimeOptions | None = None, **values):
+                 start_is_candidate: bool = False, options: RuntimeOptions | None = None,
+                 title: str | None = None, **values):
         """``parallel``: this process's place among torchrun workers (see
         :mod:`mutualctr.distributed`); ``members`` are then only the members this process holds.
         The default is one process holding every member. ``start_is_candidate`` (finetuning):
@@ -51,7 +52,8 @@ class Trainer:
         ones): how it runs (:class:`~mutualctr.runtime.RuntimeOptions`): the device, precision
         and compile replace ``train``'s; ``vectorize`` runs this process's members (one
         architecture) as one vmapped forward (:mod:`mutualctr.training.group`); ``tensorboard``
-        also writes each evaluation as TensorBoard scalars into that directory."""
+        also writes each evaluation as TensorBoard scalars into that directory. ``title``: a
+        line printed above the progress when training starts (the alpha of a search)."""
         from mutualctr.distributed.context import Local
 
         if not members:
@@ -63,6 +65,7 @@ class Trainer:
         self.store, self.members, self.out = store, members, Path(out)
         self.train_cfg = train = train_with_runtime(train, opts)
         self.mutual = mutual or MutualConfig(alpha=0.0)
+        self.is_group, self.title = mutual is not None, title
         self.teachers = list(teachers)
         self.quiet = opts.quiet
         self.start_is_candidate = start_is_candidate
@@ -196,6 +199,8 @@ class Trainer:
             warn_if_cpu_contended(torch.get_num_threads())
         progress = _TrainProgress(cfg.epochs * self.steps_per_epoch, state.step if state else 0,
                                   self.quiet or not self.par.is_main)
+        if self.title:
+            progress.log(self.title)
         try:
             if state is None:
                 state = LoopState()
@@ -304,7 +309,7 @@ class Trainer:
         par = self.par
         epoch = state.epoch + state.batch_in_epoch / self.steps_per_epoch
         improved, lines = False, []
-        for m, tl in zip(self.members, train_losses):
+        for i, (m, tl) in enumerate(zip(self.members, train_losses)):
             dev = self.evaluate(m.model, "dev")
             m.schedule.observe(dev["auc"])
             ev = Evaluation(step=state.step, epoch=round(epoch, 4), lr=m.schedule.lr, train_loss=tl,
@@ -321,7 +326,7 @@ class Trainer:
             if self.tensorboard is not None:
                 self.tensorboard.evaluation(m.run_dir.name, m.history[-1])
             trained = "the start" if tl is None else f"train loss {tl:.5f}, {sps:,.0f} samples/s"
-            lines.append(f"step {state.step} epoch {epoch:.2f} {m.name}: dev AUC {dev['auc']:.5f} "
+            lines.append(f"step {state.step} epoch {epoch:.2f} {self._label(m, par.member_ids[i])}: dev AUC {dev['auc']:.5f} "
                          f"logloss {dev['logloss']:.5f} ({trained})")
         if par.sharded_members:
             # the group's decisions (patience) need every member; rank 0 logs every member
@@ -332,6 +337,12 @@ class Trainer:
         for line in lines:
             progress.log(line)
         return improved
+
+    def _label(self, m: Member, index: int) -> str:
+        """How progress lines name a member: its model, and in a group its index and seed."""
+        if not self.is_group:
+            return m.name
+        return f"m{index} {m.name} s{m.config.train.seed if m.seed is None else m.seed}"
 
     def _best_checkpoint(self, m: Member, step: int, epoch: float, dev: dict[str, float]) -> ModelCheckpoint:
         fm = self.store.feature_map
@@ -463,7 +474,12 @@ class _TrainProgress:
             self.pending = 0
 
     def log(self, msg: str) -> None:
-        self.bar.log(msg)
+        """Print ``msg`` as it is (rich markup escaped: a path or a label may hold brackets)."""
+        if self.bar.quiet:
+            return
+        from rich.markup import escape
+
+        self.bar.log(escape(msg))
 
     def close(self) -> None:
         self.bar.update(self.task, advance=self.pending)
