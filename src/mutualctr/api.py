@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from mutualctr.results import EnsembleResult, GroupResult, Predictions, RunResult, Scores
+from mutualctr.results import EnsembleResult, GroupResult, Predictions, RunResult, Scores, VersionChurn
 from mutualctr.runtime import RuntimeOptions
 from mutualctr.training.config import MutualConfig, RunConfig
 
@@ -104,6 +104,16 @@ def evaluate(run: PathLike, data: PathLike, split: str = "test", *, device: str 
     from mutualctr.training import jobs
 
     return jobs.evaluate(run, data, split, device=device)
+
+
+def churn(run: PathLike, against: PathLike, data: PathLike, split: str = "test", *,
+          device: str = "auto") -> VersionChurn:
+    """Version churn of run ``run`` against an earlier run ``against`` on ``split`` of ``data``:
+    mean |p_new - p_old|, the share of rows whose rank moved by more than a decile, the logit
+    correlation, and both runs' scores."""
+    from mutualctr.training import jobs
+
+    return jobs.version_churn(run, against, data, split, device=device)
 
 
 def predict(run: PathLike, input: PathLike, out: PathLike, *, keep: Sequence[str] = (), data: PathLike | None = None,

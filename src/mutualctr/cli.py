@@ -277,7 +277,7 @@ def evaluate(
     data: Optional[Path] = typer.Option(None, "--data", help="store (default: the one the run was trained on)"),
     split: str = typer.Option("test", "--split", help="train | dev | test"),
     device: str = typer.Option("auto", "--device"),
-    json_out: bool = typer.Option(False, "--json", help='print {"auc", "logloss", "rows"}'),
+    json_out: bool = typer.Option(False, "--json", help='print {"auc", "logloss", "rows", "calibration"[, "gauc"]}'),
 ):
     """Score a run's best checkpoint on a split of the store."""
     _check_run(run)
@@ -290,6 +290,32 @@ def evaluate(
         _print_json(r.to_dict())
     else:
         typer.echo(f"{split}: AUC {r.auc:.5f}  logloss {r.logloss:.5f}  rows {r.rows:,}")
+        c = r.calibration
+        typer.echo(f"{split}: predicted/observed click rate {c.predicted_rate:.5f}/{c.observed_rate:.5f} "
+                   f"(ratio {c.ratio:.4f})  ECE {c.ece:.5f}"
+                   + (f"  gAUC by {r.gauc.field} {r.gauc.gauc:.5f}" if r.gauc else ""))
+
+
+@app.command()
+def churn(
+    run: Path = typer.Option(..., "--run", help="the new version (e.g. today's update)"),
+    against: Path = typer.Option(..., "--against", help="the earlier version (e.g. yesterday's run)"),
+    data: Optional[Path] = typer.Option(None, "--data", help="store (default: the one --run was trained on)"),
+    split: str = typer.Option("test", "--split", help="train | dev | test"),
+    device: str = typer.Option("auto", "--device"),
+    json_out: bool = typer.Option(False, "--json", help="print the result as one JSON object"),
+):
+    """Version churn: how much --run's predictions moved from --against's on the same rows."""
+    _check_run(run)
+    _check_run(against)
+    import mutualctr as mc
+
+    r = mc.churn(run, against, data if data is not None else _run_store(run), split, device=device)
+    if json_out:
+        _print_json(r.to_dict())
+    else:
+        typer.echo(f"{split} ({r.rows:,} rows): mean |p_new - p_old| {r.mean_abs_diff:.5f}  rank moved > a decile "
+                   f"{100 * r.rank_moved:.2f}%  logit corr {r.logit_corr:.4f}  AUC {r.old.auc:.5f} -> {r.new.auc:.5f}")
 
 
 @app.command()

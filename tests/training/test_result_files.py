@@ -8,6 +8,7 @@ import ast
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -50,6 +51,9 @@ def test_run_and_group_files_round_trip_through_their_types(written):
                 _same(StartMetrics, entry)
         summaries += sorted(gd.glob("m*-*/summary.json"))
     assert _json(root / "g" / "group.json") == g.to_dict()
+    cal = [m.calibration for m in g.members]  # on test, each member's, and their mean (issue 27)
+    assert all(c is not None and c.bins for c in cal) and g.mean.calibration.bins is None
+    assert g.mean.calibration.ece == pytest.approx(np.mean([c.ece for c in cal]))
     for path in summaries:
         _same(RunResult, _json(path))
         for line in path.with_name("metrics.jsonl").read_text().splitlines():

@@ -118,6 +118,19 @@ class FeatureMap:
         """The global pad id of the list matrices (:data:`PAD`), None without list fields."""
         return PAD if self.bag_fields else None
 
+    @property
+    def group_by(self) -> str | None:
+        """The schema's ``group_by`` field (rows grouped for the grouped AUC), None when unset."""
+        return self.schema.get("group_by")
+
+    @property
+    def group_column(self) -> int | None:
+        """The column of ``X`` that holds the ``group_by`` field's ids, None when unset."""
+        if self.group_by is None:
+            return None
+        names = [self.fields[i].name for i in self.id_fields]
+        return names.index(self.group_by)
+
     def arrays(self, split: str) -> dict[str, tuple[Any, tuple[int, ...]]]:
         """The files of ``split`` besides ``X``/``y``: file name -> (dtype, shape without rows)."""
         out: dict[str, tuple[Any, tuple[int, ...]]] = {}

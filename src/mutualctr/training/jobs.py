@@ -24,7 +24,7 @@ from mutualctr.config import ConfigError
 from mutualctr.errors import CheckpointError, MutualCTRError
 from mutualctr.metrics import churn, relaimp, sigmoid  # noqa: F401 (jobs.relaimp: read by callers)
 from mutualctr.results import (Churn, EnsembleResult, GroupResult, GroupSettings, MemberScores, Predictions,
-                               RunResult, Scores, StartMetrics)
+                               RunResult, Scores, StartMetrics, VersionChurn)
 from mutualctr.runtime import RuntimeOptions, options_of
 from mutualctr.training.config import (
     MutualConfig, RunConfig, load_run_config, run_config_from_dict, with_group_overrides, with_overrides,
@@ -183,7 +183,23 @@ def evaluate(run: str | Path, store_path: str | Path, split: str = "test", devic
     dev = resolve_device(device)
     model.to(dev)
     X, y = store.split(split)
-    return Scores(**scores(np.asarray(y), predict_logits(model, X, batch_size, dev)))
+    col = store.feature_map.group_column
+    return Scores.of(np.asarray(y), predict_logits(model, X, batch_size, dev),
+                     groups=None if col is None else np.asarray(X[:, col]), group_by=store.feature_map.group_by)
+
+
+def version_churn(run: str | Path, against: str | Path, store_path: str | Path, split: str = "test",
+                  device: str = "auto", batch_size: int = 0) -> VersionChurn:
+    """How much run ``run`` (a new version) changed its predictions from run ``against`` (an
+    earlier one) on ``split`` of one store (:func:`mutualctr.metrics.version_churn`)."""
+    store = open_store(store_path)
+    X, y = store.split(split)
+    dev = resolve_device(device)
+    logits = []
+    for r in (run, against):
+        model, _, _ = load_run(r, store)
+        logits.append(predict_logits(model.to(dev), X, batch_size, dev))
+    return VersionChurn.of(str(run), str(against), split, np.asarray(y), *logits)
 
 
 def predict(run: str | Path, input_path: str | Path, out: str | Path, keep: Sequence[str] = (),
@@ -476,7 +492,8 @@ def _mutual(par, store, out: Path, *, init, configs, seeds, teachers, group: Mut
         scope=group.scope, embedding_lr_scale=group.embedding_lr_scale, finetune_split=group.finetune_split,
         workers=par.world if par.distributed else None)
     before = Churn.from_dict(churn(start_logits)) if start_logits else None
-    result = GroupResult.of(settings, results, before, Churn.from_dict(churn(after_logits)))
+    result = GroupResult.of(settings, results, before, Churn.from_dict(churn(after_logits)),
+                            test=(np.asarray(store.split("test")[1]), after_logits))
     if par.is_main:
         GroupDir(out).write_group(result)
     return result
