@@ -82,21 +82,23 @@ def train(data: PathLike, out: PathLike, *, model: str | None = None, config: Pa
           batch_size: int | None = None, device: str | None = None, precision: str | None = None,
           compile: bool | None = None, resume: bool | None = None, quiet: bool | None = None,
           dist_timeout: float | None = None, tensorboard: PathLike | None = None, threads: int | None = None,
-          options: RuntimeOptions | None = None) -> RunResult:
+          options: RuntimeOptions | None = None, init: PathLike | None = None) -> RunResult:
     """Train one model on store ``data`` into run directory ``out``; the best-on-dev checkpoint
     and its test metrics. ``config``: a RunConfig or YAML (default: the shipped config of
     ``model`` for the store's dataset, or with ``resume`` the run's own); the other arguments
     replace single values. Under torchrun the workers train it data-parallel. ``tensorboard``:
     also write the evaluations as TensorBoard scalars there (needs ``mutualctr[tensorboard]``).
     ``threads``: torch CPU threads (1 when other jobs share the cores). ``device`` ...
-    ``threads`` are :class:`RuntimeOptions` values (default: ``options``', else quiet)."""
+    ``threads`` are :class:`RuntimeOptions` values (default: ``options``', else quiet).
+    ``init``: a warm start from that run (its config unless ``config``; ``lr``, ``epochs``... replace
+    single values), recorded as the run's ``init_from``."""
     from mutualctr.training import jobs
 
     opts = _options(options, device=device, precision=precision, compile=compile, resume=resume, quiet=quiet,
                     dist_timeout=dist_timeout, tensorboard=tensorboard, threads=threads)
     cfg = jobs.resolve_run_config(data, out, model=model, config=config, seed=seed, epochs=epochs, lr=lr,
-                                  batch_size=batch_size, resume=opts.resume)
-    return jobs.train(data, out, cfg, opts)
+                                  batch_size=batch_size, resume=opts.resume, init=init)
+    return jobs.train(data, out, cfg, opts, init=init)
 
 
 def evaluate(run: PathLike, data: PathLike, split: str = "test", *, device: str = "auto") -> Scores:

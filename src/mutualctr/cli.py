@@ -225,6 +225,8 @@ def train(
     dist_timeout: Optional[float] = _DIST_TIMEOUT,
     tensorboard: Optional[Path] = _TENSORBOARD,
     threads: Optional[int] = _THREADS,
+    init: Optional[Path] = typer.Option(None, "--init", help="warm start: continue this run on --data (its "
+                                        "config; --lr/--epochs replace values); --resume needs it again"),
 ):
     """Train one model; keeps the best-on-dev checkpoint and reports its test metrics."""
     import mutualctr as mc
@@ -233,9 +235,11 @@ def train(
     _set_threads(threads)
     opts = _runtime(device=device, precision=precision, compile=compile, resume=resume, quiet=quiet,
                     dist_timeout=dist_timeout, tensorboard=tensorboard, threads=threads)
+    if init is not None:
+        _check_run(init)
     _launch_workers(nproc)
     s = mc.train(data, out, model=model, config=config, seed=seed, epochs=epochs, lr=lr, batch_size=batch_size,
-                 options=opts)
+                 options=opts, init=init)
     if not is_main_process():
         return
     if json_out:

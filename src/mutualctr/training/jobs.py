@@ -128,10 +128,14 @@ def _check_out(out: Path, resume: bool) -> None:
 
 
 def train(store_path: str | Path, out: str | Path, cfg: RunConfig, options: RuntimeOptions | None = None,
-          **values: Any) -> RunResult:
+          init: str | Path | None = None, **values: Any) -> RunResult:
     """Independent training of one model (the trainer with N = 1). ``options``: how it runs
     (:class:`~mutualctr.runtime.RuntimeOptions`; ``values`` replace single ones: ``quiet=True``);
     its device, precision and compile replace the config's, which the run records.
+
+    ``init`` (warm start): the model starts from that run's best weights (checked against the
+    store like ``mutual --init``), its start is evaluated and kept if no evaluation beats it, and
+    the run records ``init_from``; resuming needs the same ``init``.
 
     Under torchrun (``WORLD_SIZE > 1``) the workers train it data-parallel: each reads its
     shard of every global batch; rank 0 writes the run (see docs/distributed.md).
@@ -146,8 +150,11 @@ def train(store_path: str | Path, out: str | Path, cfg: RunConfig, options: Runt
         out = Path(out)
         with claimed(out, "run", opts.resume, par) as real:
             par.barrier("the start")  # every worker checked --out before anyone writes into it
-            member = Member(config=cfg, model=build(cfg, store), run_dir=real)
-            trainer = Trainer(store, [member], real, cfg.train, parallel=par, options=opts)
+            model = build(cfg, store) if init is None else load_run(init, store)[0]
+            member = Member(config=cfg, model=model, run_dir=real,
+                            init_from=None if init is None else str(Path(init).resolve()))
+            trainer = Trainer(store, [member], real, cfg.train, parallel=par, options=opts,
+                              start_is_candidate=init is not None)
             if par.is_main:
                 RunDir(real).mark()
             return trainer.fit(resume=opts.resume)[0]
@@ -155,7 +162,7 @@ def train(store_path: str | Path, out: str | Path, cfg: RunConfig, options: Runt
 
 def resolve_run_config(store_path: str | Path, out: str | Path, *, model: str | None = None,
                        config: str | Path | RunConfig | None = None, resume: bool = False,
-                       **overrides: Any) -> RunConfig:
+                       init: str | Path | None = None, **overrides: Any) -> RunConfig:
     """The config a ``train`` runs with: ``config`` (a RunConfig or YAML), else with ``resume``
     the run's own config.yaml, else the shipped config of ``model`` for the store's dataset;
     single values replaced by ``overrides`` (with_overrides' keywords; None = keep)."""
@@ -166,6 +173,10 @@ def resolve_run_config(store_path: str | Path, out: str | Path, *, model: str | 
         cfg = load_run_config(config)
     elif resume and model is None and (out / "config.yaml").is_file():
         return load_run_config(out / "config.yaml")
+    elif init is not None:  # a warm start: the config of the run it continues
+        if model is not None:
+            raise ConfigError(f"--model: a warm start (--init {init}) continues that run's model; leave --model out")
+        cfg = _run_config_of(init)
     elif model is None:
         if resume:
             raise CheckpointError(f"{out}: no run to resume here (no config.yaml); to start one, give "
