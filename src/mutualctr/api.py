@@ -49,17 +49,19 @@ def synth(rows: int, out: PathLike, *, seed: int = 0, progress: bool = False):
 
 def prepare(dataset: PathLike, inputs: Sequence[PathLike] | PathLike, out: PathLike, *, split: str = "random",
             seed: int = 0, min_count: int | None = None, on_bad_rows: str = "error", overwrite: bool = False,
-            vocab_from: PathLike | None = None, progress: bool = False):
+            vocab_from: PathLike | None = None, progress: bool = False, grow: bool = False):
     """Raw files (``dataset``: ``criteo``, ``avazu`` or a schema YAML) into a memory-mapped store
     at ``out`` (reused when inputs and settings are unchanged). ``vocab_from``: encode with an
-    existing store's vocabularies (runs of that store then score and finetune on this one).
+    existing store's vocabularies (runs of that store then score and finetune on this one);
+    with ``grow`` they grow with the new rows' values (docs/data.md, "Growing vocabularies").
     Returns :class:`mutualctr.data.prepare.PrepareResult` (``.store``, ``.reused``, ``.summary``: a typed
     :class:`mutualctr.data.prepare.PrepareSummary`, ``.to_dict()`` for JSON)."""
     from mutualctr.data.prepare import prepare as _prepare
 
     files = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
     return _prepare(str(dataset), files, Path(out), split=split, seed=seed, min_count=min_count,
-                    on_bad_rows=on_bad_rows, overwrite=overwrite, progress=progress, vocab_from=vocab_from)
+                    on_bad_rows=on_bad_rows, overwrite=overwrite, progress=progress, vocab_from=vocab_from,
+                    grow=grow)
 
 
 def default_config(model: str, dataset: str | None = None, config_dir: PathLike | None = None) -> RunConfig:

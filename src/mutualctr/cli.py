@@ -109,6 +109,8 @@ def prepare_cmd(
     vocab_from: Optional[Path] = typer.Option(
         None, "--vocab-from", help="encode with this store's vocabularies and field layout (unseen values -> "
         "OOV), so its runs evaluate and finetune on the new store; see docs/data.md"),
+    grow: bool = typer.Option(False, "--grow", help="with --vocab-from: the parent's values keep their ids, new "
+                              "values reaching the min count get new ones; the parent's runs load with grown tables"),
 ) -> None:
     """Prepare raw CTR files into a memory-mapped training store (reused when unchanged)."""
     import mutualctr as mc
@@ -118,7 +120,8 @@ def prepare_cmd(
     if on_bad_rows not in ("error", "skip"):
         _fail(f"--on-bad-rows: expected error or skip, got {on_bad_rows!r}")
     result = mc.prepare(dataset, list(input), out, split=split, seed=seed, min_count=min_count,
-                        on_bad_rows=on_bad_rows, overwrite=overwrite, vocab_from=vocab_from, progress=not quiet)
+                        on_bad_rows=on_bad_rows, overwrite=overwrite, vocab_from=vocab_from, progress=not quiet,
+                        grow=grow)
     _print_prepare_summary(result)
 
 

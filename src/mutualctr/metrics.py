@@ -128,7 +128,7 @@ def calibration(labels: np.ndarray, probs: np.ndarray, bins: int = CALIBRATION_B
     for k in np.flatnonzero(rows):
         mean_p, obs = sum_p[k] / rows[k], sum_y[k] / rows[k]
         ece += rows[k] / n * abs(mean_p - obs)
-        curve.append({"lower": k / bins, "upper": (k + 1) / bins, "rows": int(rows[k]),
+        curve.append({"lower": float(k / bins), "upper": float((k + 1) / bins), "rows": int(rows[k]),
                       "mean_predicted": float(mean_p), "observed": float(obs)})
     pred = float(p.mean()) if n else float("nan")
     obs = float(y.mean()) if n else float("nan")

@@ -79,8 +79,7 @@ def load_run(run: str | Path, store=None) -> tuple[torch.nn.Module, RunConfig, M
 
     path = model_checkpoint_path(run)
     ck = ModelCheckpoint.load(path)
-    if store is not None:
-        check_store(ck.fingerprint, store, path, ck.vocab_fingerprint)
+    ancestor = None if store is None else check_store(ck.fingerprint, store, path, ck.vocab_fingerprint)
     cfg = run_config_from_dict(ck.config, str(path))
     model = build_model(cfg.model_name, ck.num_features, ck.num_fields, cfg.model_params(),
                         sparse_grad=sparse_grad_for(cfg.optim))
@@ -88,6 +87,10 @@ def load_run(run: str | Path, store=None) -> tuple[torch.nn.Module, RunConfig, M
         model.load_state_dict(ck.state_dict)
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit model {cfg.model_name}: {e}") from e
+    if ancestor is not None:  # a run of a store this one grew from: its tables grow
+        from mutualctr.training.grow import grown_model
+
+        model = grown_model(model, build(cfg, store), ancestor, store.feature_map.layout())
     return model, cfg, ck
 
 
