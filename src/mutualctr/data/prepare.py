@@ -663,6 +663,8 @@ class StoreBuilder:
                                                    "fingerprint": plan.parent.fingerprint}
         if plan.grow:
             parent.update(grown=True, ancestors=plan.parent.feature_map.lineage(plan.parent.vocab_fingerprint))
+        elif parent is not None and (plan.parent.feature_map.parent or {}).get("ancestors"):
+            parent["ancestors"] = plan.parent.feature_map.parent["ancestors"]  # same ids: the same ancestors
         fm = FeatureMap(dataset=self.schema.name, fields=self.infos, fingerprint=plan.fingerprint,
                         schema=schema_d, settings=plan.settings, counts=counts,
                         inputs=plan.identities,

@@ -180,6 +180,29 @@ def reliability_curves(rows: Sequence[dict]) -> dict[str, dict[str, list]]:
     return out
 
 
+def plot_online(rows: Sequence[dict], path: Path) -> Path | None:
+    """The online experiment: the members' mean AUC, ECE and version churn on the next period,
+    per period, one line per arm."""
+    periods = sorted({r["period"] for r in rows})
+    if not periods:
+        return None
+    plt = _plt()
+    panels = (("auc", "AUC on the next period"), ("ece", "ECE"), ("version_churn", "version churn"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels):
+        for arm in dict.fromkeys(r["arm"] for r in rows):
+            pts = [(k, mean_std([r[key] for r in rows if r["arm"] == arm and r["period"] == k
+                                 and r[key] is not None])[0]) for k in periods]
+            pts = [(k, v) for k, v in pts if v == v]
+            if pts:
+                ax.plot([k for k, _ in pts], [v for _, v in pts], "o-", ms=3, label=arm)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("period")
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+    return _save(plt, fig, axes, "mean over members", path)
+
+
 def write_plots(rows: Sequence[dict], out: Path) -> list[Path]:
     out = Path(out)
     made = [plot_settings(rows, out / "auc_by_setting.png"), plot_alpha(rows, out / "auc_vs_alpha.png"),
