@@ -10,7 +10,7 @@ configs (``mc.RunConfig``, ``mc.MutualConfig``). They are imported on first use,
 __version__ = "0.1.0"
 
 _API = ("synth", "prepare", "train", "evaluate", "predict", "mutual", "distill", "ensemble", "load_run",
-        "export", "churn", "experiment", "default_config", "load_config")
+        "export", "churn", "online_experiment", "experiment", "default_config", "load_config")
 _RESULTS = ("Scores", "RunResult", "GroupResult", "EnsembleResult", "Predictions", "Churn",
             "StartMetrics", "GroupSettings", "GroupMean", "GroupChurn", "AlphaPoint", "MemberScores", "Evaluation",
             "VersionChurn", "Calibration", "GroupedAUC", "ReliabilityBin")

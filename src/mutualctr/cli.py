@@ -558,11 +558,25 @@ def experiment(
     paper: Optional[bool] = typer.Option(None, "--paper/--no-paper", help="show the paper's numbers (default: on Criteo/Avazu stores)"),
     threads: Optional[int] = _THREADS,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="online: the schema of the raw --data file"),
+    periods: int = typer.Option(7, "--periods", help="online: consecutive periods the raw rows are cut into"),
+    update_epochs: int = typer.Option(1, "--update-epochs", help="online: epochs of each period's update"),
 ):
-    """Run RQ1-RQ4 of the paper with controls; writes results.csv, tables.md, stats.json and plots."""
+    """Run RQ1-RQ4 of the paper with controls; writes results.csv, tables.md, stats.json and plots.
+    ``online``: the daily update over the periods of a time-ordered raw --data file (docs/training.md)."""
     import mutualctr as mc
 
     _set_threads(threads)
+    if question.strip() == "online":
+        if dataset is None:
+            _fail("experiment online: give --dataset (the schema of the raw --data file)")
+        a = 1.0 if alpha.strip().lower() == "auto" else _csv_floats(alpha, "--alpha")[0]
+        lr = (_csv_floats(finetune_lr, "--finetune-lr") or [1e-4])[0]
+        r = mc.online_experiment(data, out, dataset=dataset, periods=periods, models=[m for m in models.split(",")
+                                 if m.strip()], alpha=a, lr=lr, epochs=update_epochs, pretrain_epochs=epochs,
+                                 config_dir=config_dir, threads=threads)
+        typer.echo(f"{len(r['rows'])} result rows -> {r['tables']} (online.csv, {', '.join(r['plots'])})")
+        return
     r = mc.experiment(question, data, out, models=[m for m in models.split(",") if m.strip()], instances=instances,
                       seeds=_csv_ints(seeds) or None, config_dir=config_dir, epochs=epochs,
                       alphas=None if alpha.strip().lower() == "auto" else _csv_floats(alpha, "--alpha"),
