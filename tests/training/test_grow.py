@@ -84,6 +84,11 @@ def test_warm_start_and_evaluate_on_the_grown_store(days):
     assert first.model is not None
     churn = api.churn(root / "w2", run, s2.path)
     assert churn.rows == s2.rows("test") and churn.mean_abs_diff > 0
+    raw = root / "d2.txt"  # predict: the parent's run on the grown store's raw rows
+    p = api.predict(run, raw, root / "p.csv", data=s2.path)
+    assert p.rows == 2500 and p.auc is not None
+    e = api.export(root / "w2", root / "export", format="torchscript", check=True)  # the update, exported
+    assert e.num_features == s2.feature_map.num_features
 
 
 def test_grow_bad_input(days, tmp_path):
