@@ -186,3 +186,7 @@ def test_compare_shows_the_mean_ece_of_the_finetuned_members_and_the_control(res
     assert r["ece_finetuned"] == pytest.approx(0.02) and r["ece_control"] == pytest.approx(0.05)
     table = report.compare_table([("a", tmp_path)])
     assert "ECE finetuned" in table and "| 0.0200 | 0.0500 |" in table
+    md = report.table1(rows, "criteo", None)  # table 1 gains the members' mean ECE where recorded
+    assert _table_rows(md, "setting")[0][-1] == "test ECE"
+    assert _table_rows(md, "mutual with pretraining")[0][-1] == "0.0200"
+    assert _table_rows(md, "independent")[0][-1] == ""

@@ -169,6 +169,8 @@ def table1(rows: Sequence[dict], dataset: Optional[str], ref: Optional[Sequence[
         base = mean_std(_aucs(per["independent"]))[0]
         header = ["setting"] + [f"#{i}" for i in insts] + ["mean ± std", "RelaImp", "test logloss", "churn",
                                                           "kept start"]
+        has_ece = any(r.get("test_ece", "") != "" for s in per for r in per[s].values())
+        header += ["test ECE"] if has_ece else []  # group members' calibration (issue 27)
         show_ref = ref is not None and dataset in ("criteo", "avazu")
         if show_ref:
             header += [f"paper ({dataset}) mean", "paper RelaImp"]
@@ -199,6 +201,7 @@ def table1(rows: Sequence[dict], dataset: Optional[str], ref: Optional[Sequence[
                 label += f" (teacher #{t})" if t != "" else ""
             row = [label] + cells + [_mean_std(vals), "" if s == "independent" else _pct(relaimp(mean_std(vals)[0], base)),
                                      ll, churn, kept]
+            row += [_num(_mean_of(per[s].values(), "test_ece") if s in per else "", 4)] if has_ece else []
             if show_ref:
                 pv = paper_values(ref, "table1", dataset, model, s) if s in TABLE1 else []
                 pm = mean_std(pv)[0]
