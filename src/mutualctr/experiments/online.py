@@ -62,23 +62,30 @@ def _open(path: Path):
 
 def cut_periods(raw: Path, header: bool, periods: int, out: Path) -> list[Path]:
     """``raw``'s rows cut into ``periods`` files of consecutive rows under ``out`` (the header
-    line, if any, copied into each); the last period takes the remainder. Reused when present."""
+    line, if any, copied into each); the last period takes the remainder. Two streaming passes
+    (count, then write); reused when present."""
     files = [out / f"period-{k}.txt" for k in range(periods)]
     if all(f.is_file() for f in files):
         return files
-    with _open(raw) as f:
-        lines = f.readlines()
-    head, rows = (lines[:1], lines[1:]) if header else ([], lines)
-    per = len(rows) // periods
     if periods < 3:
         raise ConfigError(f"--periods: {periods}; the online experiment needs at least 3 (pretrain, update, evaluate)")
+    with _open(raw) as f:
+        head = f.readline() if header else ""
+        rows = sum(1 for _ in f)
+    per = rows // periods
     if per < MIN_PERIOD_ROWS:
-        raise ConfigError(f"--periods {periods}: {raw} has {len(rows):,} rows, {per:,} per period; a period needs "
-                          f"at least {MIN_PERIOD_ROWS} (at most {max(len(rows) // MIN_PERIOD_ROWS, 0)} periods here)")
+        raise ConfigError(f"--periods {periods}: {raw} has {rows:,} rows, {per:,} per period; a period needs "
+                          f"at least {MIN_PERIOD_ROWS} (at most {rows // MIN_PERIOD_ROWS} periods here)")
     out.mkdir(parents=True, exist_ok=True)
-    for k, path in enumerate(files):
-        chunk = rows[k * per:(k + 1) * per if k < periods - 1 else len(rows)]
-        atomic.write_text(path, "".join(head + chunk))
+    with _open(raw) as f:
+        if header:
+            f.readline()
+        for k, path in enumerate(files):
+            n = per if k < periods - 1 else rows - per * (periods - 1)
+            with atomic.atomic_path(path) as tmp, open(tmp, "w") as w:
+                w.write(head)
+                for _ in range(n):
+                    w.write(f.readline())
     return files
 
 
