@@ -101,3 +101,25 @@ def test_grow_bad_input(days, tmp_path):
     with pytest.raises(CheckpointError, match="not grown from it"):
         other = prepare("criteo", [root / "d3.txt"], tmp_path / "o", min_count=2, progress=False).store
         api.load_run(run, other.path)
+
+
+def test_grow_with_a_hashed_field_keeps_its_buckets(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "s.yaml").write_text("label: y\ncategorical: [item, site]\nhashed: {user: {buckets: 50}}\n")
+    for d, lo in ((1, 0), (2, 30)):  # day 2 brings items 30..59, 30 of them new
+        lines = ["y,user,item,site"] + [f"{int(rng.random() < 0.3)},u{rng.integers(0, 500)},i{rng.integers(lo, lo + 30)},"
+                                        f"s{rng.integers(0, 5)}" for _ in range(1500)]
+        (tmp_path / f"d{d}.csv").write_text("\n".join(lines) + "\n")
+    s1 = prepare(str(tmp_path / "s.yaml"), [tmp_path / "d1.csv"], tmp_path / "s1", progress=False).store
+    s2 = prepare(str(tmp_path / "s.yaml"), [tmp_path / "d2.csv"], tmp_path / "s2", vocab_from=tmp_path / "s1",
+                 grow=True, progress=False).store
+    f1, f2 = s1.feature_map, s2.feature_map
+    assert [f.name for f in f2.fields] == ["user", "item", "site"]
+    assert f2.field("user").vocab_size == f1.field("user").vocab_size == 52  # hashed: nothing grows
+    assert f2.field("item").vocab_size == 2 + 60 and f2.field("site").offset > f1.field("site").offset
+    run = api.train(s1.path, tmp_path / "r", config=tiny_config(epochs=1), seed=1, quiet=True)
+    Xc, Xp = _old_rows(s1, s2)
+    np.testing.assert_array_equal(predict_logits(api.load_run(run.run_dir, s2.path).model, Xc, 0, "cpu"),
+                                  predict_logits(api.load_run(run.run_dir, s1.path).model, Xp, 0, "cpu"))
