@@ -74,7 +74,9 @@ class LoadedRun:
 
 
 def load_run(run: str | Path, store=None) -> tuple[torch.nn.Module, RunConfig, ModelCheckpoint]:
-    """The best model of a run directory (or a best.pt file), checked against ``store``."""
+    """The best model of a run directory (or a best.pt file), checked against ``store``; a run
+    of a store that ``store`` grew from (``prepare --grow``) comes with its tables grown to
+    ``store``'s layout (:mod:`mutualctr.training.grow`; the checkpoint returned is the run's own)."""
     from mutualctr.models import build_model
 
     path = model_checkpoint_path(run)
