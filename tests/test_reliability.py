@@ -662,6 +662,20 @@ CASES = [
     Case("kinds-parquet-not-a-list", "prepare --dataset k.yaml --input k.parquet --quiet --out n", 2,
          "k.parquet: column g: declared multi_valued but its parquet type is int64, neither a list nor text",
          _kinds_parquet),
+    # 12. the daily update (issue 27)
+    Case("grow-parent-of-another-schema", f"{PREP} g --vocab-from {{store}} --grow".replace("criteo", "avazu"), 2,
+         "was prepared with dataset 'criteo'"),
+    Case("grow-without-vocab-from", f"{PREP} g --grow", 2, "--grow: needs --vocab-from PARENT"),
+    Case("evaluate-store-not-an-ancestor", "evaluate --run {run} --data o", 2,
+         "(another feature map, not grown from it)", lambda ctx: ctx.prepare("o", min_count=1)),
+    Case("train-init-store-not-an-ancestor", "train --data o --init {run} --out w --quiet --threads 1", 2,
+         "(another feature map, not grown from it)", lambda ctx: ctx.prepare("o", min_count=1)),
+    Case("online-more-periods-than-rows", "experiment online --data {raw} --dataset criteo --periods 3 --out x", 2,
+         "--periods 3: ", None),
+    Case("group-by-not-a-field", f"{PREP} n".replace("criteo", "g.yaml"), 2, "group_by: 'user' is not a field",
+         lambda ctx: (ctx.tmp / "g.yaml").write_text(
+             "format: tsv\nheader: false\nquoting: false\ncolumns: [label, a]\ncategorical: [a]\n"
+             "group_by: user\n")),
 ]
 
 

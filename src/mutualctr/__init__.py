@@ -1,7 +1,7 @@
 """mutualctr: CTR prediction with deep mutual learning.
 
 ``import mutualctr as mc``: the Python API (:mod:`mutualctr.api`: ``mc.prepare``, ``mc.train``,
-``mc.mutual``, ``mc.distill``, ``mc.ensemble``, ``mc.evaluate``, ``mc.predict``, ``mc.load_run``,
+``mc.mutual``, ``mc.distill``, ``mc.ensemble``, ``mc.evaluate``, ``mc.churn``, ``mc.predict``, ``mc.load_run``,
 ``mc.export``, ``mc.synth``, ``mc.experiment``), its result types (:mod:`mutualctr.results`) and
 configs (``mc.RunConfig``, ``mc.MutualConfig``). They are imported on first use, so that
 ``import mutualctr`` and ``mutualctr --help`` stay fast.
@@ -10,9 +10,10 @@ configs (``mc.RunConfig``, ``mc.MutualConfig``). They are imported on first use,
 __version__ = "0.1.0"
 
 _API = ("synth", "prepare", "train", "evaluate", "predict", "mutual", "distill", "ensemble", "load_run",
-        "export", "experiment", "default_config", "load_config")
+        "export", "churn", "online_experiment", "experiment", "default_config", "load_config")
 _RESULTS = ("Scores", "RunResult", "GroupResult", "EnsembleResult", "Predictions", "Churn",
-            "StartMetrics", "GroupSettings", "GroupMean", "GroupChurn", "AlphaPoint", "MemberScores", "Evaluation")
+            "StartMetrics", "GroupSettings", "GroupMean", "GroupChurn", "AlphaPoint", "MemberScores", "Evaluation",
+            "VersionChurn", "Calibration", "GroupedAUC", "ReliabilityBin")
 _CONFIGS = {"RunConfig": "mutualctr.training.config", "MutualConfig": "mutualctr.training.config",
             "TrainConfig": "mutualctr.training.config", "OptimConfig": "mutualctr.training.optim",
             "MutualCTRError": "mutualctr.errors", "PrepareResult": "mutualctr.data.prepare",

@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from mutualctr.results import EnsembleResult, GroupResult, Predictions, RunResult, Scores
+from mutualctr.results import EnsembleResult, GroupResult, Predictions, RunResult, Scores, VersionChurn
 from mutualctr.runtime import RuntimeOptions
 from mutualctr.training.config import MutualConfig, RunConfig
 
@@ -49,17 +49,19 @@ def synth(rows: int, out: PathLike, *, seed: int = 0, progress: bool = False):
 
 def prepare(dataset: PathLike, inputs: Sequence[PathLike] | PathLike, out: PathLike, *, split: str = "random",
             seed: int = 0, min_count: int | None = None, on_bad_rows: str = "error", overwrite: bool = False,
-            vocab_from: PathLike | None = None, progress: bool = False):
+            vocab_from: PathLike | None = None, progress: bool = False, grow: bool = False):
     """Raw files (``dataset``: ``criteo``, ``avazu`` or a schema YAML) into a memory-mapped store
     at ``out`` (reused when inputs and settings are unchanged). ``vocab_from``: encode with an
-    existing store's vocabularies (runs of that store then score and finetune on this one).
+    existing store's vocabularies (runs of that store then score and finetune on this one);
+    with ``grow`` they grow with the new rows' values (docs/data.md, "Growing vocabularies").
     Returns :class:`mutualctr.data.prepare.PrepareResult` (``.store``, ``.reused``, ``.summary``: a typed
     :class:`mutualctr.data.prepare.PrepareSummary`, ``.to_dict()`` for JSON)."""
     from mutualctr.data.prepare import prepare as _prepare
 
     files = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
     return _prepare(str(dataset), files, Path(out), split=split, seed=seed, min_count=min_count,
-                    on_bad_rows=on_bad_rows, overwrite=overwrite, progress=progress, vocab_from=vocab_from)
+                    on_bad_rows=on_bad_rows, overwrite=overwrite, progress=progress, vocab_from=vocab_from,
+                    grow=grow)
 
 
 def default_config(model: str, dataset: str | None = None, config_dir: PathLike | None = None) -> RunConfig:
@@ -82,21 +84,23 @@ def train(data: PathLike, out: PathLike, *, model: str | None = None, config: Pa
           batch_size: int | None = None, device: str | None = None, precision: str | None = None,
           compile: bool | None = None, resume: bool | None = None, quiet: bool | None = None,
           dist_timeout: float | None = None, tensorboard: PathLike | None = None, threads: int | None = None,
-          options: RuntimeOptions | None = None) -> RunResult:
+          options: RuntimeOptions | None = None, init: PathLike | None = None) -> RunResult:
     """Train one model on store ``data`` into run directory ``out``; the best-on-dev checkpoint
     and its test metrics. ``config``: a RunConfig or YAML (default: the shipped config of
     ``model`` for the store's dataset, or with ``resume`` the run's own); the other arguments
     replace single values. Under torchrun the workers train it data-parallel. ``tensorboard``:
     also write the evaluations as TensorBoard scalars there (needs ``mutualctr[tensorboard]``).
     ``threads``: torch CPU threads (1 when other jobs share the cores). ``device`` ...
-    ``threads`` are :class:`RuntimeOptions` values (default: ``options``', else quiet)."""
+    ``threads`` are :class:`RuntimeOptions` values (default: ``options``', else quiet).
+    ``init``: a warm start from that run (its config unless ``config``; ``lr``, ``epochs``... replace
+    single values), recorded as the run's ``init_from``."""
     from mutualctr.training import jobs
 
     opts = _options(options, device=device, precision=precision, compile=compile, resume=resume, quiet=quiet,
                     dist_timeout=dist_timeout, tensorboard=tensorboard, threads=threads)
     cfg = jobs.resolve_run_config(data, out, model=model, config=config, seed=seed, epochs=epochs, lr=lr,
-                                  batch_size=batch_size, resume=opts.resume)
-    return jobs.train(data, out, cfg, opts)
+                                  batch_size=batch_size, resume=opts.resume, init=init)
+    return jobs.train(data, out, cfg, opts, init=init)
 
 
 def evaluate(run: PathLike, data: PathLike, split: str = "test", *, device: str = "auto") -> Scores:
@@ -104,6 +108,16 @@ def evaluate(run: PathLike, data: PathLike, split: str = "test", *, device: str 
     from mutualctr.training import jobs
 
     return jobs.evaluate(run, data, split, device=device)
+
+
+def churn(run: PathLike, against: PathLike, data: PathLike, split: str = "test", *,
+          device: str = "auto") -> VersionChurn:
+    """Version churn of run ``run`` against an earlier run ``against`` on ``split`` of ``data``:
+    mean |p_new - p_old|, the share of rows whose rank moved by more than a decile, the logit
+    correlation, and both runs' scores."""
+    from mutualctr.training import jobs
+
+    return jobs.version_churn(run, against, data, split, device=device)
 
 
 def predict(run: PathLike, input: PathLike, out: PathLike, *, keep: Sequence[str] = (), data: PathLike | None = None,
@@ -193,6 +207,22 @@ def export(run: PathLike, out: PathLike, *, format: str = "onnx", data: PathLike
 
     return export_run(run, out, format=format, store_path=data, check=check, tolerance=tolerance,
                       overwrite=overwrite)
+
+
+def online_experiment(data: PathLike, out: PathLike, *, dataset: str, periods: int = 7,
+                      models: Sequence[str] = ("deepfm", "dcn"), alpha: float = 1.0, lr: float = 1e-4,
+                      epochs: int = 1, pretrain_epochs: int | None = None, config_dir: PathLike | None = None,
+                      threads: int | None = None) -> dict:
+    """The daily update over ``periods`` consecutive periods of the time-ordered raw file ``data``
+    (schema ``dataset``): pretrain, then per period the incremental update, the mutual finetune
+    and the alpha-0 control, each scored on the next period (:mod:`mutualctr.experiments.online`).
+    Resumable. Returns {"rows", "new_ids", "tables", "plots"}."""
+    from mutualctr.experiments.online import OnlineSettings, run_online
+
+    st = OnlineSettings(dataset=str(dataset), periods=periods, models=list(models), alpha=alpha, lr=lr,
+                        epochs=epochs, pretrain_epochs=pretrain_epochs, threads=threads,
+                        config_dir=None if config_dir is None else str(config_dir))
+    return run_online(Path(data), Path(out), st)
 
 
 def experiment(questions: str | Sequence[str], data: PathLike, out: PathLike, *,

@@ -109,6 +109,8 @@ def prepare_cmd(
     vocab_from: Optional[Path] = typer.Option(
         None, "--vocab-from", help="encode with this store's vocabularies and field layout (unseen values -> "
         "OOV), so its runs evaluate and finetune on the new store; see docs/data.md"),
+    grow: bool = typer.Option(False, "--grow", help="with --vocab-from: the parent's values keep their ids, new "
+                              "values reaching the min count get new ones; the parent's runs load with grown tables"),
 ) -> None:
     """Prepare raw CTR files into a memory-mapped training store (reused when unchanged)."""
     import mutualctr as mc
@@ -118,7 +120,8 @@ def prepare_cmd(
     if on_bad_rows not in ("error", "skip"):
         _fail(f"--on-bad-rows: expected error or skip, got {on_bad_rows!r}")
     result = mc.prepare(dataset, list(input), out, split=split, seed=seed, min_count=min_count,
-                        on_bad_rows=on_bad_rows, overwrite=overwrite, vocab_from=vocab_from, progress=not quiet)
+                        on_bad_rows=on_bad_rows, overwrite=overwrite, vocab_from=vocab_from, progress=not quiet,
+                        grow=grow)
     _print_prepare_summary(result)
 
 
@@ -225,6 +228,8 @@ def train(
     dist_timeout: Optional[float] = _DIST_TIMEOUT,
     tensorboard: Optional[Path] = _TENSORBOARD,
     threads: Optional[int] = _THREADS,
+    init: Optional[Path] = typer.Option(None, "--init", help="warm start: continue this run on --data (its "
+                                        "config; --lr/--epochs replace values); --resume needs it again"),
 ):
     """Train one model; keeps the best-on-dev checkpoint and reports its test metrics."""
     import mutualctr as mc
@@ -233,9 +238,11 @@ def train(
     _set_threads(threads)
     opts = _runtime(device=device, precision=precision, compile=compile, resume=resume, quiet=quiet,
                     dist_timeout=dist_timeout, tensorboard=tensorboard, threads=threads)
+    if init is not None:
+        _check_run(init)
     _launch_workers(nproc)
     s = mc.train(data, out, model=model, config=config, seed=seed, epochs=epochs, lr=lr, batch_size=batch_size,
-                 options=opts)
+                 options=opts, init=init)
     if not is_main_process():
         return
     if json_out:
@@ -279,7 +286,7 @@ def evaluate(
     data: Optional[Path] = typer.Option(None, "--data", help="store (default: the one the run was trained on)"),
     split: str = typer.Option("test", "--split", help="train | dev | test"),
     device: str = typer.Option("auto", "--device"),
-    json_out: bool = typer.Option(False, "--json", help='print {"auc", "logloss", "rows"}'),
+    json_out: bool = typer.Option(False, "--json", help='print {"auc", "logloss", "rows", "calibration"[, "gauc"]}'),
 ):
     """Score a run's best checkpoint on a split of the store."""
     _check_run(run)
@@ -292,6 +299,32 @@ def evaluate(
         _print_json(r.to_dict())
     else:
         typer.echo(f"{split}: AUC {r.auc:.5f}  logloss {r.logloss:.5f}  rows {r.rows:,}")
+        c = r.calibration
+        typer.echo(f"{split}: predicted/observed click rate {c.predicted_rate:.5f}/{c.observed_rate:.5f} "
+                   f"(ratio {c.ratio:.4f})  ECE {c.ece:.5f}"
+                   + (f"  gAUC by {r.gauc.field} {r.gauc.gauc:.5f}" if r.gauc else ""))
+
+
+@app.command()
+def churn(
+    run: Path = typer.Option(..., "--run", help="the new version (e.g. today's update)"),
+    against: Path = typer.Option(..., "--against", help="the earlier version (e.g. yesterday's run)"),
+    data: Optional[Path] = typer.Option(None, "--data", help="store (default: the one --run was trained on)"),
+    split: str = typer.Option("test", "--split", help="train | dev | test"),
+    device: str = typer.Option("auto", "--device"),
+    json_out: bool = typer.Option(False, "--json", help="print the result as one JSON object"),
+):
+    """Version churn: how much --run's predictions moved from --against's on the same rows."""
+    _check_run(run)
+    _check_run(against)
+    import mutualctr as mc
+
+    r = mc.churn(run, against, data if data is not None else _run_store(run), split, device=device)
+    if json_out:
+        _print_json(r.to_dict())
+    else:
+        typer.echo(f"{split} ({r.rows:,} rows): mean |p_new - p_old| {r.mean_abs_diff:.5f}  rank moved > a decile "
+                   f"{100 * r.rank_moved:.2f}%  logit corr {r.logit_corr:.4f}  AUC {r.old.auc:.5f} -> {r.new.auc:.5f}")
 
 
 @app.command()
@@ -543,11 +576,25 @@ def experiment(
     paper: Optional[bool] = typer.Option(None, "--paper/--no-paper", help="show the paper's numbers (default: on Criteo/Avazu stores)"),
     threads: Optional[int] = _THREADS,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="online: the schema of the raw --data file"),
+    periods: int = typer.Option(7, "--periods", help="online: consecutive periods the raw rows are cut into"),
+    update_epochs: int = typer.Option(1, "--update-epochs", help="online: epochs of each period's update"),
 ):
-    """Run RQ1-RQ4 of the paper with controls; writes results.csv, tables.md, stats.json and plots."""
+    """Run RQ1-RQ4 of the paper with controls; writes results.csv, tables.md, stats.json and plots.
+    ``online``: the daily update over the periods of a time-ordered raw --data file (docs/training.md)."""
     import mutualctr as mc
 
     _set_threads(threads)
+    if question.strip() == "online":
+        if dataset is None:
+            _fail("experiment online: give --dataset (the schema of the raw --data file)")
+        a = 1.0 if alpha.strip().lower() == "auto" else _csv_floats(alpha, "--alpha")[0]
+        lr = (_csv_floats(finetune_lr, "--finetune-lr") or [1e-4])[0]
+        r = mc.online_experiment(data, out, dataset=dataset, periods=periods, models=[m for m in models.split(",")
+                                 if m.strip()], alpha=a, lr=lr, epochs=update_epochs, pretrain_epochs=epochs,
+                                 config_dir=config_dir, threads=threads)
+        typer.echo(f"{len(r['rows'])} result rows -> {r['tables']} (online.csv, {', '.join(r['plots'])})")
+        return
     r = mc.experiment(question, data, out, models=[m for m in models.split(",") if m.strip()], instances=instances,
                       seeds=_csv_ints(seeds) or None, config_dir=config_dir, epochs=epochs,
                       alphas=None if alpha.strip().lower() == "auto" else _csv_floats(alpha, "--alpha"),

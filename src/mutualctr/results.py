@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mutualctr.metrics import relaimp
+from mutualctr.metrics import auc, calibration, gauc, logloss, relaimp, sigmoid, version_churn
 
 
 def _plain(obj: Any) -> Any:
@@ -51,19 +51,114 @@ def _take(cls, d: dict[str, Any], **nested):
 
 
 @dataclass(frozen=True)
+class ReliabilityBin:
+    """One non-empty probability bin of a reliability curve (:func:`mutualctr.metrics.calibration`)."""
+
+    lower: float
+    upper: float
+    rows: int
+    mean_predicted: float
+    observed: float
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Predicted against observed click rate: the rates, their ratio, the expected calibration
+    error over 10 equal-width probability bins and the reliability curve
+    (:func:`mutualctr.metrics.calibration`)."""
+
+    predicted_rate: float
+    observed_rate: float
+    ratio: float
+    ece: float
+    bins: list[ReliabilityBin] | None = _opt()  # the curve: left out of group means
+
+    @classmethod
+    def of(cls, labels: np.ndarray, logits: np.ndarray) -> "Calibration":
+        return cls.from_dict(calibration(labels, sigmoid(logits)))
+
+    @classmethod
+    def mean(cls, cals: Sequence["Calibration"]) -> "Calibration":
+        """The members' mean rates, ratio and ECE (no curve)."""
+        return cls(*(float(np.mean([getattr(c, k) for c in cals]))
+                     for k in ("predicted_rate", "observed_rate", "ratio", "ece")))
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Calibration":
+        return _take(cls, d, bins=lambda bs: [ReliabilityBin(**b) for b in bs])
+
+
+@dataclass(frozen=True)
+class GroupedAUC:
+    """AUC per value of the schema's ``group_by`` field, weighted by rows, single-class groups
+    skipped (:func:`mutualctr.metrics.gauc`)."""
+
+    field: str
+    gauc: float
+    groups: int
+    groups_scored: int
+
+
+@dataclass(frozen=True)
 class Scores:
-    """AUC (ties 1/2), logloss and row count of a model on a split."""
+    """AUC (ties 1/2), logloss and row count of a model on a split; with :meth:`of`, its
+    calibration and (when the store names a ``group_by`` field) its grouped AUC."""
 
     auc: float
     logloss: float
     rows: int
+    calibration: Calibration | None = _opt()
+    gauc: GroupedAUC | None = _opt()
+
+    @classmethod
+    def of(cls, labels: np.ndarray, logits: np.ndarray, groups: np.ndarray | None = None,
+           group_by: str | None = None) -> "Scores":
+        """Every figure of ``logits`` against 0/1 ``labels`` (``groups``: each row's value of the
+        ``group_by`` field, for the grouped AUC)."""
+        y = np.asarray(labels)
+        g = None if groups is None else GroupedAUC(field=group_by, **gauc(y, logits, groups))
+        return cls(auc=auc(y, logits), logloss=logloss(y, sigmoid(logits)), rows=int(len(y)),
+                   calibration=Calibration.of(y, logits), gauc=g)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Scores":
-        return _take(cls, d)
+        return _take(cls, d, calibration=Calibration.from_dict, gauc=lambda g: GroupedAUC(**g))
+
+
+@dataclass(frozen=True)
+class VersionChurn:
+    """``churn``: how much a run's predictions changed from another run's (an earlier version) on
+    the same rows (:func:`mutualctr.metrics.version_churn`), with both runs' scores."""
+
+    run: str
+    against: str
+    split: str
+    rows: int
+    mean_abs_diff: float
+    rank_moved: float
+    logit_corr: float
+    new: Scores
+    old: Scores
+
+    @classmethod
+    def of(cls, run: str, against: str, split: str, labels: np.ndarray, new_logits: np.ndarray,
+           old_logits: np.ndarray) -> "VersionChurn":
+        return cls(run=run, against=against, split=split, rows=int(len(labels)),
+                   **version_churn(new_logits, old_logits),
+                   new=Scores.of(labels, new_logits), old=Scores.of(labels, old_logits))
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "VersionChurn":
+        return _take(cls, d, new=Scores.from_dict, old=Scores.from_dict)
 
 
 @dataclass(frozen=True)
@@ -145,13 +240,14 @@ class RunResult:
     warnings: list[str] | None = _opt()
     relaimp_test: float | None = _opt()  # groups: RelaImp against the member's start, in %
     relaimp_dev: float | None = _opt()
+    calibration: Calibration | None = _opt()  # groups: on test, at the best point (no curve)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunResult":
-        return _take(cls, d, start=lambda s: StartMetrics(**s))
+        return _take(cls, d, start=lambda s: StartMetrics(**s), calibration=Calibration.from_dict)
 
     def against_start(self) -> "RunResult":
         """With its RelaImp (in %) against its start, on test and dev (finetuned members)."""
@@ -220,6 +316,7 @@ class GroupMean:
     relaimp_test: float | None = _opt()
     start_test_auc: float | None = _opt()
     start_dev_auc: float | None = _opt()
+    calibration: Calibration | None = _opt()
 
     @classmethod
     def of(cls, members: Sequence["RunResult"]) -> "GroupMean":
@@ -233,7 +330,9 @@ class GroupMean:
                    relaimp_test=(mean(m.relaimp_test for m in members)
                                  if all(m.relaimp_test is not None for m in members) else None),
                    start_test_auc=mean(s.test_auc for s in starts) if all(starts) else None,
-                   start_dev_auc=mean(s.dev_auc for s in starts) if all(starts) else None)
+                   start_dev_auc=mean(s.dev_auc for s in starts) if all(starts) else None,
+                   calibration=(Calibration.mean([m.calibration for m in members])
+                                if all(m.calibration is not None for m in members) else None))
 
 
 @dataclass(frozen=True)
@@ -252,10 +351,14 @@ class GroupResult:
 
     @classmethod
     def of(cls, settings: GroupSettings, members: Sequence[RunResult], before: Churn | None,
-           after: Churn) -> "GroupResult":
-        """A group's record from its members' results (RelaImp against their starts added) and
-        its churn on test before (finetuning) and after."""
+           after: Churn, test: tuple[np.ndarray, Sequence[np.ndarray]] | None = None) -> "GroupResult":
+        """A group's record from its members' results (RelaImp against their starts added), its
+        churn on test before (finetuning) and after and, given ``test`` (the test labels and each
+        member's test logits), each member's calibration on test."""
         members = [m.against_start() for m in members]
+        if test is not None:
+            labels, logits = test
+            members = [replace(m, calibration=Calibration.of(labels, z)) for m, z in zip(members, logits)]
         return cls(settings=settings, members=members, mean=GroupMean.of(members),
                    churn=GroupChurn(split="test", before=before, after=after))
 
@@ -271,7 +374,10 @@ class GroupResult:
         def churn(c):
             return GroupChurn(c["split"], None if c["before"] is None else Churn(**c["before"]), Churn(**c["after"]))
 
-        return _take(cls, d, settings=lambda s: _take(GroupSettings, s), mean=lambda m: _take(GroupMean, m),
+        def mean(m):
+            return _take(GroupMean, m, calibration=Calibration.from_dict)
+
+        return _take(cls, d, settings=lambda s: _take(GroupSettings, s), mean=mean,
                      members=lambda ms: [RunResult.from_dict(m) for m in ms], churn=churn,
                      alpha_search=lambda pts: [AlphaPoint(**p) for p in pts])
 

@@ -170,3 +170,23 @@ def test_compare_summarises_each_experiment_per_model(results_csv, tmp_path):
     assert a[1:] == b[1:] and a[:5] == ["a", "DeepFM", "1", "0.80000", "0.80800"]
     res = CliRunner().invoke(app, ["compare", str(tmp_path / "missing")])
     assert res.exit_code == 2 and "no results.csv" in res.output
+
+
+def test_compare_shows_the_mean_ece_of_the_finetuned_members_and_the_control(results_csv, tmp_path):
+    rows = report.read_results(tmp_path / "results.csv")
+    for r in rows:  # as an experiment writes them since issue 27: each group member's ECE on test
+        if r["setting"] == "mutual_pretrained":
+            r["test_ece"] = 0.01 * r["instance"]
+        elif r["setting"] == "alpha0_control":
+            r["test_ece"] = 0.05
+    report.write_results(tmp_path / "results.csv", rows)
+    assert report.read_results(tmp_path / "results.csv")[2]["test_ece"] == 0.01
+    (tmp_path / "stats.json").write_text(json.dumps({"choices": {"deepfm": {"alpha": 1.0, "lr": 1e-4}}}))
+    (r,) = report.compare_rows(tmp_path, "default")
+    assert r["ece_finetuned"] == pytest.approx(0.02) and r["ece_control"] == pytest.approx(0.05)
+    table = report.compare_table([("a", tmp_path)])
+    assert "ECE finetuned" in table and "| 0.0200 | 0.0500 |" in table
+    md = report.table1(rows, "criteo", None)  # table 1 gains the members' mean ECE where recorded
+    assert _table_rows(md, "setting")[0][-1] == "test ECE"
+    assert _table_rows(md, "mutual with pretraining")[0][-1] == "0.0200"
+    assert _table_rows(md, "independent")[0][-1] == ""

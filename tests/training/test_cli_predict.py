@@ -68,7 +68,7 @@ def test_cli_evaluate_json_and_errors(run, tiny_store, tmp_path):
     r = _cli("evaluate", "--run", run, "--data", tiny_store, "--json")
     assert r.returncode == 0, r.stderr
     obj = json.loads(r.stdout)
-    assert set(obj) == {"auc", "logloss", "rows"}
+    assert set(obj) == {"auc", "logloss", "rows", "calibration"}  # no group_by in the store: no gauc
     assert obj["auc"] == pytest.approx(api.evaluate(run, tiny_store).auc)
     r = _cli("evaluate", "--run", tmp_path / "nope", "--data", tiny_store)
     assert r.returncode == 2 and "no such run" in r.stderr

@@ -8,6 +8,7 @@ import ast
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -50,11 +51,29 @@ def test_run_and_group_files_round_trip_through_their_types(written):
                 _same(StartMetrics, entry)
         summaries += sorted(gd.glob("m*-*/summary.json"))
     assert _json(root / "g" / "group.json") == g.to_dict()
+    cal = [m.calibration for m in g.members]  # on test, each member's, and their mean (issue 27)
+    assert all(c is not None and c.bins for c in cal) and g.mean.calibration.bins is None
+    assert g.mean.calibration.ece == pytest.approx(np.mean([c.ece for c in cal]))
     for path in summaries:
         _same(RunResult, _json(path))
         for line in path.with_name("metrics.jsonl").read_text().splitlines():
             _same(Evaluation, json.loads(line))
     assert len(summaries) >= 2 + 2 * (len(groups) - 1)
+
+
+def test_reliability_plot_of_the_groups_members(written, tmp_path):
+    from mutualctr.experiments.plots import plot_reliability, reliability_curves
+
+    root, runs, g = written
+    rows = [{"question": "rq2", "model": "deepfm", "setting": s, "selected": 1, "run": g.members[i].run_dir}
+            for i, s in ((0, "mutual_pretrained"), (1, "alpha0_control"))]
+    rows.append({"question": "rq2", "model": "deepfm", "setting": "independent", "run": runs[0].run_dir})
+    curves = reliability_curves(rows)
+    assert list(curves["deepfm"]) == ["mutual_pretrained", "alpha0_control"]
+    assert curves["deepfm"]["alpha0_control"] == g.members[1].calibration.bins
+    path = plot_reliability(curves, tmp_path / "reliability.png")
+    assert path.stat().st_size > 1000
+    assert plot_reliability(reliability_curves(rows[2:]), tmp_path / "none.png") is None
 
 
 def test_ensemble_and_evaluate_json_round_trip(written, tiny_store):

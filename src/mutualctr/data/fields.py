@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from mutualctr.config import to_dict
+from mutualctr.config import ConfigError, to_dict
 from mutualctr.data.schema import (DENSE, HASHED, LIST_KINDS, SEQUENCE, DenseSpec, HashedSpec,
                                    MultiValuedSpec, Schema, SequenceSpec, schema_from_dict)
 from mutualctr.data.store import FIRST, MISSING, OOV, PAD, FieldInfo, Store, write_vocab
@@ -243,6 +243,68 @@ class _ParentField(_Field):
 
     def encode(self, col: pa.Array) -> Any:
         return self.inner.encode(col)
+
+
+class _RelocatedField(_ParentField):
+    """A hashed or dense field of a ``--grow`` child: the parent's settings as they are, its
+    rows moved to the child's ``offset`` (fields before it may have grown)."""
+
+    def fit(self, path: Path, offset: int, fitted: dict[str, _Field]) -> tuple[FieldInfo, pa.Array]:
+        info, vocab = super().fit(path, offset, fitted)
+        info = FieldInfo(**{**vars(info), "offset": offset, "oov_index": offset, "missing_index": offset + 1})
+        self.inner.adopt(info, vocab)
+        return info, vocab
+
+
+class _GrownField(_CountedField):
+    """A counted field (categorical, numeric-bucketed, hour) of a ``--grow`` child: the parent's
+    values keep their local ids (``FIRST + i``, in the parent's order); the values of the new
+    train rows seen at least ``min_count`` times that the parent lacks get the next local ids,
+    sorted by value. The vocabulary file holds the parent's counts for its values and the new
+    rows' counts for the new ones. The field's rows start at the child's ``offset``."""
+
+    def __init__(self, parent: Store, i: int, min_count: int) -> None:
+        info = parent.feature_map.fields[i]
+        super().__init__(info.name, info.kind, info.column, min_count)
+        self.old = parent.vocab_table(i)
+
+    def fit(self, path: Path, offset: int, fitted: dict[str, _Field]) -> tuple[FieldInfo, pa.Array]:
+        old_values = self.old.column("value").combine_chunks()
+        if self.counts is None:
+            self.counts = _Counts(old_values.type if len(old_values) else pa.string())
+        new_values, new_counts = self.counts.vocabulary(self.min_count)
+        self.counts = None
+        if new_values.type != old_values.type and len(old_values):
+            new_values = new_values.cast(old_values.type)
+        fresh = pc.invert(pc.is_in(new_values, value_set=old_values)) if len(old_values) else None
+        if fresh is not None:
+            new_values, new_counts = new_values.filter(fresh), new_counts.filter(fresh)
+        values = pa.concat_arrays([old_values.cast(new_values.type), new_values])
+        counts = pa.concat_arrays([self.old.column("count").combine_chunks().cast(pa.int64()),
+                                   new_counts.cast(pa.int64())])
+        write_vocab(path, values, counts)
+        self.encoder = Encoder([values], [offset])
+        self.info = FieldInfo(self.name, self.kind, self.column, FIRST + len(values), offset, offset,
+                              offset + 1, self.min_count)
+        self.grown = len(new_values)
+        return self.info, values
+
+
+def grow_fields(parent: Store, schema: Schema, min_count: int | None) -> list[_Field]:
+    """The fields of a ``--grow`` child of ``parent``: counted fields grow
+    (:class:`_GrownField`), hashed and dense ones keep the parent's settings at their new offset;
+    list fields are refused (their ids are shared and pooled: not grown yet)."""
+    out: list[_Field] = []
+    for i, info in enumerate(parent.feature_map.fields):
+        if info.kind in LIST_KINDS:
+            raise ConfigError(f"--grow: {parent.path} has the {info.kind} field {info.name!r}; growing the "
+                              "vocabulary of list fields is not supported (prepare with --vocab-from alone)")
+        if info.spec is None:
+            mc = info.min_count if min_count is None else schema.min_count_for(info.column, min_count)
+            out.append(_GrownField(parent, i, mc))  # by default the parent's min count
+        else:
+            out.append(_RelocatedField(parent, i, make_field(schema, info.name, info.kind, info.column, 1)))
+    return out
 
 
 def _empty_vocab(path: Path) -> pa.Array:

@@ -38,7 +38,7 @@ from mutualctr import outdir, resources
 from mutualctr.atomic import atomic_dir
 from mutualctr.config import ConfigError, to_dict
 from mutualctr.data.encode import bad_row_error
-from mutualctr.data.fields import _Counts, _Field, _ParentField, encode_parts, make_field  # noqa: F401 (_Counts: its old home)
+from mutualctr.data.fields import _Counts, _Field, _ParentField, encode_parts, grow_fields, make_field  # noqa: F401 (_Counts: its old home)
 from mutualctr.data.reader import TableReader, iter_blocks
 from mutualctr.data.schema import BUILTIN, Schema, load_schema, schema_from_dict
 from mutualctr.data.store import (PAD, SPLITS, FeatureMap, FieldInfo, Store, read_feature_map,
@@ -241,13 +241,18 @@ def _summary(fm: FeatureMap, seconds: float | None = None) -> PrepareSummary:
 def prepare(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str = "random",
             seed: int = 0, min_count: int | None = None, on_bad_rows: str = "error",
             overwrite: bool = False, progress: bool = True,
-            vocab_from: str | Path | None = None) -> PrepareResult:
+            vocab_from: str | Path | None = None, grow: bool = False) -> PrepareResult:
     """Prepare raw ``inputs`` of ``dataset`` (criteo, avazu or a schema YAML) into store ``out``.
 
     ``vocab_from``: encode the inputs with that store's fields, vocabularies and offsets (seen
     values keep their ids, unseen ones get their field's OOV id); ``dataset`` must be the schema
     it was prepared with, and ``min_count`` is refused (nothing is recounted). The new rows get
     their own ``split``; the child records ``parent`` and shares the parent's ``vocab_fingerprint``.
+    ``grow`` (with ``vocab_from``): the vocabularies grow instead (:func:`grow_fields`: the
+    parent's values keep their local ids, new values of the train rows reaching the min count get
+    the next ones; fields are laid out again from offset 0, so offsets move but local ids do not),
+    and ``parent`` records the layouts of the parent and its grown ancestors
+    (:func:`mutualctr.data.store.FeatureMap.ancestor_layout`).
 
     The same inputs and settings reuse an existing store (``reused=True``); another store at
     ``out`` raises StoreError unless ``overwrite``; ``overwrite`` replaces only a store
@@ -258,7 +263,7 @@ def prepare(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str =
     listed in ``summary.warnings``.
     """
     t0 = time.perf_counter()
-    plan = _plan(dataset, inputs, out, split, seed, min_count, on_bad_rows, vocab_from)
+    plan = _plan(dataset, inputs, out, split, seed, min_count, on_bad_rows, vocab_from, grow)
     out, shown = plan.out, plan.shown
     store = _reusable(out, plan.fingerprint, shown)
     if store is not None:  # nothing to write; tidy up after killed writers if we can
@@ -308,10 +313,11 @@ class _Plan:
     identities: list[dict[str, Any]]
     fingerprint: str
     parent: Optional[Store] = None
+    grow: bool = False  # --grow: the parent's vocabularies grow with the new rows' values
 
 
 def _plan(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str, seed: int,
-          min_count: int | None, on_bad_rows: str, vocab_from: str | Path | None) -> _Plan:
+          min_count: int | None, on_bad_rows: str, vocab_from: str | Path | None, grow: bool = False) -> _Plan:
     """``prepare``'s arguments checked (ConfigError, DataError, StoreError; nothing written)."""
     if split not in ("random", "sequential"):
         raise ConfigError(f"split: expected 'random' or 'sequential', got {split!r}")
@@ -321,8 +327,10 @@ def _plan(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str, se
         raise ConfigError(f"min_count: must be >= 1, got {min_count}")
     schema = load_schema(dataset)
     parent = None
+    if grow and vocab_from is None:
+        raise ConfigError("--grow: needs --vocab-from PARENT (the store whose vocabularies grow)")
     if vocab_from is not None:
-        if min_count is not None:
+        if min_count is not None and not grow:
             raise ConfigError(f"min_count: cannot be combined with vocab_from ({vocab_from}): the "
                               "parent's vocabularies are used as they are, nothing is recounted")
         parent = Store.open(vocab_from)
@@ -341,9 +349,11 @@ def _plan(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str, se
             raise StoreError(f"{shown}: is (or holds) the vocab_from store {parent.path}; pass another --out")
         settings["vocab_from"] = {"fingerprint": parent.fingerprint,
                                   "vocab_fingerprint": parent.vocab_fingerprint}
+        if grow:
+            settings["vocab_from"]["grow"] = True
     identities = [file_identity(p) for p in inputs]
     return _Plan(schema, inputs, out, shown, split, seed, min_count, on_bad_rows, settings,
-                 identities, fingerprint(schema, settings, identities), parent)
+                 identities, fingerprint(schema, settings, identities), parent, grow)
 
 
 def _check_inputs(inputs: Sequence[Path]) -> list[Path]:
@@ -500,6 +510,8 @@ class StoreBuilder:
             return [self._make_field(name, kind, col) for name, kind, col in spec]
         if [(f.name, f.kind, f.column) for f in parent.feature_map.fields] != spec:
             raise StoreError(f"{parent.path}: its fields do not follow its own schema; prepare it again")
+        if self.plan.grow:
+            return grow_fields(parent, self.schema, self.plan.min_count)
         return [_ParentField(parent, i, make_field(self.schema, name, kind, col, 1))
                 for i, (name, kind, col) in enumerate(spec)]
 
@@ -514,7 +526,7 @@ class StoreBuilder:
             self.bar.add("counting rows", None)
             self.total = sum(_count_rows(self.schema, p) for p in self.plan.inputs)
         self.spill.mkdir()
-        task = self.bar.add("pass 1/2 read+count" if self.plan.parent is None else "pass 1/2 read",
+        task = self.bar.add("pass 1/2 read+count" if self.plan.parent is None or self.plan.grow else "pass 1/2 read",
                             self.total)
         for chunk, t, s, counted in _ordered_map(self._read_chunk, self._chunks()):
             self._tally(chunk, t, s)
@@ -649,6 +661,10 @@ class StoreBuilder:
         schema_d = self.schema.as_dict()
         parent = None if plan.parent is None else {"path": str(plan.parent.path.resolve()),
                                                    "fingerprint": plan.parent.fingerprint}
+        if plan.grow:
+            parent.update(grown=True, ancestors=plan.parent.feature_map.lineage(plan.parent.vocab_fingerprint))
+        elif parent is not None and (plan.parent.feature_map.parent or {}).get("ancestors"):
+            parent["ancestors"] = plan.parent.feature_map.parent["ancestors"]  # same ids: the same ancestors
         fm = FeatureMap(dataset=self.schema.name, fields=self.infos, fingerprint=plan.fingerprint,
                         schema=schema_d, settings=plan.settings, counts=counts,
                         inputs=plan.identities,

@@ -119,6 +119,9 @@ class Schema:
     sequence: dict[str, SequenceSpec] = field(default_factory=dict)
     dense: dict[str, DenseSpec] = field(default_factory=dict)
     hashed: dict[str, HashedSpec] = field(default_factory=dict)
+    #: a one-id field (categorical, numeric or hashed column) whose values group the rows for the
+    #: grouped AUC (``gauc`` of ``evaluate``), e.g. ``user_id``; left out of the recorded form when unset
+    group_by: str | None = None
 
     def __post_init__(self) -> None:
         self.label_map = {str(k): v for k, v in self.label_map.items()}
@@ -151,6 +154,24 @@ class Schema:
             if self.columns and col not in self.columns:
                 raise ConfigError(f"min_count_per_column: {col!r} is not one of columns")
         self._check_kinds(seen)
+        if self.group_by is not None:
+            self._check_group_by(seen)
+
+    def _check_group_by(self, roles: dict[str, str]) -> None:
+        """``group_by`` names a column that becomes one id per row (as far as columns are known)."""
+        col = self.group_by
+        role = "the label" if col == self.label else roles.get(col)
+        if role is None and self.columns:
+            if col not in self.columns:
+                raise ConfigError(f"group_by: {col!r} is not a field (no such column; columns: "
+                                  f"{', '.join(self.columns)})")
+            role = "categorical" if self.others == "categorical" else f"others: {self.others}"
+        if role is None and not self.columns and self.others != "categorical":
+            raise ConfigError(f"group_by: {col!r} is not a field (not listed under categorical, numeric "
+                              "or hashed)")
+        if role is not None and role not in ("categorical", "numeric", "hashed"):
+            raise ConfigError(f"group_by: {col!r} is not a one-id field (it is under {role}); group by a "
+                              "categorical, numeric or hashed column")
 
     def _check_kinds(self, roles: dict[str, str]) -> None:
         """The list kinds' lengths and separators, hashed buckets and ``vocab_from`` (as far as
@@ -217,6 +238,8 @@ class Schema:
         for key in KIND_KEYS:
             if not d[key]:
                 del d[key]
+        if d["group_by"] is None:
+            del d["group_by"]
         return d
 
     def resolve(self, columns: list[str]) -> "Schema":

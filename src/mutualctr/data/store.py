@@ -118,6 +118,37 @@ class FeatureMap:
         """The global pad id of the list matrices (:data:`PAD`), None without list fields."""
         return PAD if self.bag_fields else None
 
+    def layout(self) -> list[list[int]]:
+        """Each field's ``[offset, vocab_size]``: where its rows lie in the one embedding table."""
+        return [[f.offset, f.vocab_size] for f in self.fields]
+
+    def lineage(self, vocab_fingerprint: str) -> dict[str, list[list[int]]]:
+        """The layouts of this store (whose vocabulary fingerprint is ``vocab_fingerprint``) and of
+        the stores it grew from (``prepare --grow``), by vocabulary fingerprint."""
+        return {**(self.parent or {}).get("ancestors", {}), vocab_fingerprint: self.layout()}
+
+    def ancestor_layout(self, vocab_fingerprint: str | None) -> list[list[int]] | None:
+        """The layout of the ancestor store (this one grew from it, directly or through a chain of
+        ``--grow`` children) whose vocabulary fingerprint is ``vocab_fingerprint``, else None.
+
+        Growing keeps every field's local ids (value i of the parent is local id ``2 + i`` in the
+        child too) and lays the fields out again from the same start, so a row of an ancestor's
+        table at ``offset_a + l`` is row ``offset + l`` here."""
+        return (self.parent or {}).get("ancestors", {}).get(vocab_fingerprint) if vocab_fingerprint else None
+
+    @property
+    def group_by(self) -> str | None:
+        """The schema's ``group_by`` field (rows grouped for the grouped AUC), None when unset."""
+        return self.schema.get("group_by")
+
+    @property
+    def group_column(self) -> int | None:
+        """The column of ``X`` that holds the ``group_by`` field's ids, None when unset."""
+        if self.group_by is None:
+            return None
+        names = [self.fields[i].name for i in self.id_fields]
+        return names.index(self.group_by)
+
     def arrays(self, split: str) -> dict[str, tuple[Any, tuple[int, ...]]]:
         """The files of ``split`` besides ``X``/``y``: file name -> (dtype, shape without rows)."""
         out: dict[str, tuple[Any, tuple[int, ...]]] = {}

@@ -1,9 +1,11 @@
 """PNG plots (matplotlib, Agg backend): test AUC per setting per model, the alpha curve (mean
 dev and test AUC of the finetuned group against alpha, the alpha-0 control and the start as
-lines), and AUC vs the number of co-trained models (RQ4)."""
+lines), AUC vs the number of co-trained models (RQ4) and the reliability curves of the finetuned
+members and the alpha-0 control."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -130,8 +132,80 @@ def plot_alpha(rows: Sequence[dict], path: Path) -> Path | None:
     return _save(plt, fig, axes, "mean AUC of the group", path)
 
 
+def _curve_of(run: str) -> list | None:
+    """The test reliability curve group.json records for member ``run`` (None without one)."""
+    from mutualctr.results import Calibration
+
+    group = Path(run).parent / "group.json"
+    if not group.is_file():
+        return None
+    for m in json.loads(group.read_text()).get("members", []):
+        if Path(m.get("run_dir", "")) == Path(run) and m.get("calibration"):
+            return Calibration.from_dict(m["calibration"]).bins
+    return None
+
+
+def plot_reliability(curves: dict[str, dict[str, list]], path: Path) -> Path | None:
+    """One panel per model: observed click rate against mean predicted probability per bin
+    (:func:`mutualctr.metrics.calibration`'s bins), one line per setting, and the diagonal."""
+    curves = {m: c for m, c in curves.items() if c}
+    if not curves:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.4 * len(curves), 3.4), squeeze=False)
+    for ax, (model, by_setting) in zip(axes[0], curves.items()):
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="calibrated")
+        for setting, bins in by_setting.items():
+            ax.plot([b.mean_predicted for b in bins], [b.observed for b in bins], "o-", ms=3,
+                    label=SHORT.get(setting, setting).replace("\n", " "))
+        ax.set_xlabel("mean predicted probability")
+        ax.set_title(LABELS.get(model, model), fontsize=10)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+    return _save(plt, fig, axes, "observed click rate", path)
+
+
+def reliability_curves(rows: Sequence[dict]) -> dict[str, dict[str, list]]:
+    """Per model, the test reliability curve of the first instance of the chosen finetuned group
+    and of the alpha-0 control (RQ2 rows whose group.json records one)."""
+    out: dict[str, dict[str, list]] = {}
+    for r in rows:
+        if r["question"] != "rq2" or r["setting"] not in ("mutual_pretrained", "alpha0_control"):
+            continue
+        if not _selected(r) or r["setting"] in out.get(r["model"], {}) or not r.get("run"):
+            continue
+        curve = _curve_of(str(r["run"]))
+        if curve:
+            out.setdefault(r["model"], {})[r["setting"]] = curve
+    return out
+
+
+def plot_online(rows: Sequence[dict], path: Path) -> Path | None:
+    """The online experiment: the members' mean AUC, ECE and version churn on the next period,
+    per period, one line per arm."""
+    periods = sorted({r["period"] for r in rows})
+    if not periods:
+        return None
+    plt = _plt()
+    panels = (("auc", "AUC on the next period"), ("ece", "ECE"), ("version_churn", "version churn"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels):
+        for arm in dict.fromkeys(r["arm"] for r in rows):
+            pts = [(k, mean_std([r[key] for r in rows if r["arm"] == arm and r["period"] == k
+                                 and r[key] is not None])[0]) for k in periods]
+            pts = [(k, v) for k, v in pts if v == v]
+            if pts:
+                ax.plot([k for k, _ in pts], [v for _, v in pts], "o-", ms=3, label=arm)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("period")
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+    return _save(plt, fig, axes, "mean over members", path)
+
+
 def write_plots(rows: Sequence[dict], out: Path) -> list[Path]:
     out = Path(out)
     made = [plot_settings(rows, out / "auc_by_setting.png"), plot_alpha(rows, out / "auc_vs_alpha.png"),
-            plot_n_models(rows, out / "auc_vs_n_models.png")]
+            plot_n_models(rows, out / "auc_vs_n_models.png"),
+            plot_reliability(reliability_curves(rows), out / "reliability.png")]
     return [p for p in made if p is not None]

@@ -22,9 +22,11 @@ from mutualctr.experiments.stats import mean_std, paired_ttest, relaimp
 
 FIELDS = ["question", "model", "setting", "n_models", "instance", "seed", "alpha", "lr", "teacher", "selected",
           "dev_auc", "dev_logloss", "test_auc", "test_logloss", "start_test_auc", "relaimp_vs_start",
-          "kept_start", "churn", "churn_before", "train_time_s", "run"]
+          "kept_start", "churn", "churn_before", "train_time_s", "run", "test_ece", "test_calibration"]
+#: test_ece / test_calibration: a group member's expected calibration error and predicted/observed
+#: click rate on test (group.json's ``calibration``; empty for runs without it)
 FLOATS = {"alpha", "lr", "dev_auc", "dev_logloss", "test_auc", "test_logloss", "start_test_auc",
-          "relaimp_vs_start", "churn", "churn_before", "train_time_s"}
+          "relaimp_vs_start", "churn", "churn_before", "train_time_s", "test_ece", "test_calibration"}
 INTS = {"n_models", "instance", "seed", "teacher", "selected", "kept_start"}
 
 SETTINGS = {
@@ -56,7 +58,8 @@ def _fmt_cell(v: Any) -> Any:
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
-    """results.csv with numbers parsed ('' stays ''); unknown columns are kept as text."""
+    """results.csv with numbers parsed ('' stays ''); unknown columns are kept as text, known
+    ones the file lacks are ''."""
     out = []
     with open(path, newline="") as f:
         for r in csv.DictReader(f):
@@ -70,6 +73,8 @@ def read_results(path: Path) -> list[dict[str, Any]]:
                     row[k] = int(float(v))
                 else:
                     row[k] = v
+            for k in FIELDS:  # a file written before a column existed: the column, empty
+                row.setdefault(k, "")
             out.append(row)
     return out
 
@@ -164,6 +169,8 @@ def table1(rows: Sequence[dict], dataset: Optional[str], ref: Optional[Sequence[
         base = mean_std(_aucs(per["independent"]))[0]
         header = ["setting"] + [f"#{i}" for i in insts] + ["mean ± std", "RelaImp", "test logloss", "churn",
                                                           "kept start"]
+        has_ece = any(r.get("test_ece", "") != "" for s in per for r in per[s].values())
+        header += ["test ECE"] if has_ece else []  # group members' calibration (issue 27)
         show_ref = ref is not None and dataset in ("criteo", "avazu")
         if show_ref:
             header += [f"paper ({dataset}) mean", "paper RelaImp"]
@@ -194,6 +201,7 @@ def table1(rows: Sequence[dict], dataset: Optional[str], ref: Optional[Sequence[
                 label += f" (teacher #{t})" if t != "" else ""
             row = [label] + cells + [_mean_std(vals), "" if s == "independent" else _pct(relaimp(mean_std(vals)[0], base)),
                                      ll, churn, kept]
+            row += [_num(_mean_of(per[s].values(), "test_ece") if s in per else "", 4)] if has_ece else []
             if show_ref:
                 pv = paper_values(ref, "table1", dataset, model, s) if s in TABLE1 else []
                 pm = mean_std(pv)[0]
@@ -441,8 +449,16 @@ def compare_rows(out: Path, label: str) -> list[dict[str, Any]]:
             "churn_distilled": _churn_cell("distill", list(per["distill"].values()), ens) if per["distill"] else "",
             "ensemble": ens[0]["test_auc"] if ens else "",
             "kept_start": f"{sum(kept)}/{len(kept)}" if kept else "",
+            "ece_finetuned": _mean_of(fin.values(), "test_ece"),
+            "ece_control": _mean_of(per["alpha0_control"].values(), "test_ece"),
         })
     return result
+
+
+def _mean_of(rows: Iterable[dict], key: str) -> float | str:
+    """The mean of ``key`` over ``rows`` ('' when a row lacks it: an experiment written before it)."""
+    vals = [r.get(key, "") for r in rows]
+    return float(sum(vals) / len(vals)) if vals and all(v != "" for v in vals) else ""
 
 
 def compare_table(experiments: Sequence[tuple[str, Path]]) -> str:
@@ -459,8 +475,9 @@ def compare_table(experiments: Sequence[tuple[str, Path]]) -> str:
         for r in compare_rows(out, label):
             body.append([r["protocol"], LABELS.get(r["model"], r["model"]), _short(r["alpha"]), _num(r["pretrained"]),
                          _num(r["finetuned"]), *[diff(r[c]) for c in COMPARE_DIFFS], r["churn_finetuned"],
-                         r["churn_control"], r["churn_distilled"], _num(r["ensemble"]), r["kept_start"]])
+                         r["churn_control"], r["churn_distilled"], _num(r["ensemble"]), r["kept_start"],
+                         _num(r["ece_finetuned"], 4), _num(r["ece_control"], 4)])
     header = ["protocol", "model", "alpha chosen", "pretrained", "finetuned", "finetuned - pretrained",
               "finetuned - control", "finetuned - distilled", "churn finetuned", "churn control",
-              "churn distilled", "ensemble of the pretrained", "kept start"]
+              "churn distilled", "ensemble of the pretrained", "kept start", "ECE finetuned", "ECE control"]
     return _markdown(header, body, right_from=2)

@@ -496,7 +496,9 @@ class Experiment:
                "relaimp_vs_start": r.get("relaimp_test", ""),
                "selected": extra.pop("selected", ""), "run": str(run),
                "train_time_s": r.get("train_time_s", ""),
-               "kept_start": int(r["kept_start"]) if "kept_start" in r else ""}
+               "kept_start": int(r["kept_start"]) if "kept_start" in r else "",
+               "test_ece": (r.get("calibration") or {}).get("ece", ""),
+               "test_calibration": (r.get("calibration") or {}).get("ratio", "")}
         row.update(extra)
         self.rows.append(row)
 

@@ -24,7 +24,7 @@ from mutualctr.config import ConfigError
 from mutualctr.errors import CheckpointError, MutualCTRError
 from mutualctr.metrics import churn, relaimp, sigmoid  # noqa: F401 (jobs.relaimp: read by callers)
 from mutualctr.results import (Churn, EnsembleResult, GroupResult, GroupSettings, MemberScores, Predictions,
-                               RunResult, Scores, StartMetrics)
+                               RunResult, Scores, StartMetrics, VersionChurn)
 from mutualctr.runtime import RuntimeOptions, options_of
 from mutualctr.training.config import (
     MutualConfig, RunConfig, load_run_config, run_config_from_dict, with_group_overrides, with_overrides,
@@ -74,13 +74,14 @@ class LoadedRun:
 
 
 def load_run(run: str | Path, store=None) -> tuple[torch.nn.Module, RunConfig, ModelCheckpoint]:
-    """The best model of a run directory (or a best.pt file), checked against ``store``."""
+    """The best model of a run directory (or a best.pt file), checked against ``store``; a run
+    of a store that ``store`` grew from (``prepare --grow``) comes with its tables grown to
+    ``store``'s layout (:mod:`mutualctr.training.grow`; the checkpoint returned is the run's own)."""
     from mutualctr.models import build_model
 
     path = model_checkpoint_path(run)
     ck = ModelCheckpoint.load(path)
-    if store is not None:
-        check_store(ck.fingerprint, store, path, ck.vocab_fingerprint)
+    ancestor = None if store is None else check_store(ck.fingerprint, store, path, ck.vocab_fingerprint)
     cfg = run_config_from_dict(ck.config, str(path))
     model = build_model(cfg.model_name, ck.num_features, ck.num_fields, cfg.model_params(),
                         sparse_grad=sparse_grad_for(cfg.optim))
@@ -88,6 +89,10 @@ def load_run(run: str | Path, store=None) -> tuple[torch.nn.Module, RunConfig, M
         model.load_state_dict(ck.state_dict)
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit model {cfg.model_name}: {e}") from e
+    if ancestor is not None:  # a run of a store this one grew from: its tables grow
+        from mutualctr.training.grow import grown_model
+
+        model = grown_model(model, build(cfg, store), ancestor, store.feature_map.layout())
     return model, cfg, ck
 
 
@@ -128,10 +133,14 @@ def _check_out(out: Path, resume: bool) -> None:
 
 
 def train(store_path: str | Path, out: str | Path, cfg: RunConfig, options: RuntimeOptions | None = None,
-          **values: Any) -> RunResult:
+          init: str | Path | None = None, **values: Any) -> RunResult:
     """Independent training of one model (the trainer with N = 1). ``options``: how it runs
     (:class:`~mutualctr.runtime.RuntimeOptions`; ``values`` replace single ones: ``quiet=True``);
     its device, precision and compile replace the config's, which the run records.
+
+    ``init`` (warm start): the model starts from that run's best weights (checked against the
+    store like ``mutual --init``), its start is evaluated and kept if no evaluation beats it, and
+    the run records ``init_from``; resuming needs the same ``init``.
 
     Under torchrun (``WORLD_SIZE > 1``) the workers train it data-parallel: each reads its
     shard of every global batch; rank 0 writes the run (see docs/distributed.md).
@@ -146,8 +155,11 @@ def train(store_path: str | Path, out: str | Path, cfg: RunConfig, options: Runt
         out = Path(out)
         with claimed(out, "run", opts.resume, par) as real:
             par.barrier("the start")  # every worker checked --out before anyone writes into it
-            member = Member(config=cfg, model=build(cfg, store), run_dir=real)
-            trainer = Trainer(store, [member], real, cfg.train, parallel=par, options=opts)
+            model = build(cfg, store) if init is None else load_run(init, store)[0]
+            member = Member(config=cfg, model=model, run_dir=real,
+                            init_from=None if init is None else str(Path(init).resolve()))
+            trainer = Trainer(store, [member], real, cfg.train, parallel=par, options=opts,
+                              start_is_candidate=init is not None)
             if par.is_main:
                 RunDir(real).mark()
             return trainer.fit(resume=opts.resume)[0]
@@ -155,7 +167,7 @@ def train(store_path: str | Path, out: str | Path, cfg: RunConfig, options: Runt
 
 def resolve_run_config(store_path: str | Path, out: str | Path, *, model: str | None = None,
                        config: str | Path | RunConfig | None = None, resume: bool = False,
-                       **overrides: Any) -> RunConfig:
+                       init: str | Path | None = None, **overrides: Any) -> RunConfig:
     """The config a ``train`` runs with: ``config`` (a RunConfig or YAML), else with ``resume``
     the run's own config.yaml, else the shipped config of ``model`` for the store's dataset;
     single values replaced by ``overrides`` (with_overrides' keywords; None = keep)."""
@@ -166,6 +178,10 @@ def resolve_run_config(store_path: str | Path, out: str | Path, *, model: str | 
         cfg = load_run_config(config)
     elif resume and model is None and (out / "config.yaml").is_file():
         return load_run_config(out / "config.yaml")
+    elif init is not None:  # a warm start: the config of the run it continues
+        if model is not None:
+            raise ConfigError(f"--model: a warm start (--init {init}) continues that run's model; leave --model out")
+        cfg = _run_config_of(init)
     elif model is None:
         if resume:
             raise CheckpointError(f"{out}: no run to resume here (no config.yaml); to start one, give "
@@ -183,7 +199,23 @@ def evaluate(run: str | Path, store_path: str | Path, split: str = "test", devic
     dev = resolve_device(device)
     model.to(dev)
     X, y = store.split(split)
-    return Scores(**scores(np.asarray(y), predict_logits(model, X, batch_size, dev)))
+    col = store.feature_map.group_column
+    return Scores.of(np.asarray(y), predict_logits(model, X, batch_size, dev),
+                     groups=None if col is None else np.asarray(X[:, col]), group_by=store.feature_map.group_by)
+
+
+def version_churn(run: str | Path, against: str | Path, store_path: str | Path, split: str = "test",
+                  device: str = "auto", batch_size: int = 0) -> VersionChurn:
+    """How much run ``run`` (a new version) changed its predictions from run ``against`` (an
+    earlier one) on ``split`` of one store (:func:`mutualctr.metrics.version_churn`)."""
+    store = open_store(store_path)
+    X, y = store.split(split)
+    dev = resolve_device(device)
+    logits = []
+    for r in (run, against):
+        model, _, _ = load_run(r, store)
+        logits.append(predict_logits(model.to(dev), X, batch_size, dev))
+    return VersionChurn.of(str(run), str(against), split, np.asarray(y), *logits)
 
 
 def predict(run: str | Path, input_path: str | Path, out: str | Path, keep: Sequence[str] = (),
@@ -494,7 +526,8 @@ def _mutual(par, store, out: Path, *, init, configs, seeds, teachers, group: Mut
         scope=group.scope, embedding_lr_scale=group.embedding_lr_scale, finetune_split=group.finetune_split,
         workers=par.world if par.distributed else None)
     before = Churn.from_dict(churn(start_logits)) if start_logits else None
-    result = GroupResult.of(settings, results, before, Churn.from_dict(churn(after_logits)))
+    result = GroupResult.of(settings, results, before, Churn.from_dict(churn(after_logits)),
+                            test=(np.asarray(store.split("test")[1]), after_logits))
     if par.is_main:
         GroupDir(out).write_group(result)
     return result

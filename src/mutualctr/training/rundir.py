@@ -90,19 +90,28 @@ def load(path: str | Path, kind: str) -> dict[str, Any]:
     return obj
 
 
-def check_store(fingerprint: str | None, store, path: str | Path, vocab_fingerprint: str | None = None) -> None:
+def check_store(fingerprint: str | None, store, path: str | Path,
+                vocab_fingerprint: str | None = None) -> list[list[int]] | None:
     """Fail clearly when a checkpoint was trained on a store with another feature map.
 
     The store must be the one trained on (``fingerprint``), or, when ``vocab_fingerprint`` is
     given (a model's weights, not a resumable state), any store with the same vocabulary
-    fingerprint (one prepared ``--vocab-from`` it, or the store it was prepared from)."""
+    fingerprint (one prepared ``--vocab-from`` it, or the store it was prepared from), or a
+    descendant store whose vocabularies grew from that one (``prepare --grow``): then the
+    ancestor's field layout is returned (the tables must grow; else None)."""
     if fingerprint == store.fingerprint:
-        return
+        return None
+    if vocab_fingerprint is not None and vocab_fingerprint != store.vocab_fingerprint:
+        layout = store.feature_map.ancestor_layout(vocab_fingerprint)
+        if layout is not None:
+            return layout
     if vocab_fingerprint is None or vocab_fingerprint != store.vocab_fingerprint:
         raise CheckpointError(
             f"{path}: trained on a store with fingerprint {str(fingerprint)[:12]}, but {store.path} has "
-            f"{store.fingerprint[:12]} (another feature map); use the store the run was trained on"
+            f"{store.fingerprint[:12]} (another feature map, not grown from it); use the store the run "
+            "was trained on or one prepared --vocab-from it"
         )
+    return None
 
 
 def _typed(cls, obj: dict[str, Any], path: Path):

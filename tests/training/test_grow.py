@@ -1,0 +1,125 @@
+"""``prepare --vocab-from PARENT --grow`` and the parent's runs on the grown store (issue 27)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mutualctr import api
+from mutualctr.data.prepare import prepare
+from mutualctr.data.store import FIRST, Store
+from mutualctr.data.synth import generate
+from mutualctr.errors import CheckpointError
+from mutualctr.training.inference import predict_logits
+from tests.conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def days(tmp_path_factory):
+    """Three days of synthetic rows (other seeds: many new values each day), day 2 grown from day
+    1 and day 3 from day 2, and a run on day 1."""
+    root = tmp_path_factory.mktemp("days")
+    for d in (1, 2, 3):
+        generate(2500, root / f"d{d}.txt", seed=10 + d, progress=False)
+    s1 = prepare("criteo", [root / "d1.txt"], root / "s1", min_count=2, progress=False).store
+    s2 = prepare("criteo", [root / "d2.txt"], root / "s2", vocab_from=root / "s1", grow=True, progress=False).store
+    s3 = prepare("criteo", [root / "d3.txt"], root / "s3", vocab_from=root / "s2", grow=True, progress=False).store
+    run = api.train(root / "s1", root / "r1", config=tiny_config(epochs=1), seed=1, quiet=True)
+    return root, (s1, s2, s3), run.run_dir
+
+
+def _old_rows(parent: Store, child: Store):
+    """Rows with only ids the parent has, in the child's ids and in the parent's: the parent's test
+    rows, and the child's test rows with every new value set to its field's OOV id (local 0)."""
+    p_off = np.array([f.offset for f in parent.feature_map.fields])
+    c_off = np.array([f.offset for f in child.feature_map.fields])
+    p_size = np.array([f.vocab_size for f in parent.feature_map.fields])
+    local_p = np.asarray(parent.split("test")[0]).astype(np.int64) - p_off
+    local_c = np.asarray(child.split("test")[0]).astype(np.int64) - c_off
+    local_c = np.where(local_c < p_size, local_c, 0)
+    local = np.concatenate([local_p, local_c])
+    return local + c_off, local + p_off
+
+
+def test_grow_keeps_every_parent_id_and_adds_new_ones(days):
+    _, (s1, s2, s3), _ = days
+    grew = False
+    for parent, child in ((s1, s2), (s2, s3)):
+        for i, (pf, cf) in enumerate(zip(parent.feature_map.fields, child.feature_map.fields)):
+            old, new = parent.vocab(i).to_pylist(), child.vocab(i).to_pylist()
+            assert new[:len(old)] == old  # value j keeps local id FIRST + j
+            assert cf.vocab_size == FIRST + len(new) >= pf.vocab_size
+            grew |= len(new) > len(old)
+            assert not set(new[len(old):]) & set(old)
+        assert child.feature_map.parent["grown"] is True
+        assert child.vocab_fingerprint != parent.vocab_fingerprint
+    assert grew and s2.feature_map.num_features > s1.feature_map.num_features
+    assert set(s3.feature_map.parent["ancestors"]) == {s1.vocab_fingerprint, s2.vocab_fingerprint}
+    # a value of the parent encodes to the same local id in the child
+    from mutualctr.data.fields import Encoder
+
+    v = s1.vocab(20)[3:4]
+    for store in (s1, s2, s3):
+        f = store.feature_map.fields[20]
+        assert Encoder.for_store(store).column(20, v)[0] - f.offset == FIRST + 3
+
+
+def test_a_parent_run_on_the_grown_store_predicts_old_rows_exactly(days):
+    root, (s1, s2, s3), run = days
+    parent = api.load_run(run, s1.path).model
+    for child in (s2, s3):  # the chain: day 1's run on day 3 too
+        grown = api.load_run(run, child.path).model
+        Xc, Xp = _old_rows(s1, child)
+        assert len(Xc) > 20
+        np.testing.assert_array_equal(predict_logits(grown, Xc, 0, "cpu"), predict_logits(parent, Xp, 0, "cpu"))
+        e = api.evaluate(run, child.path)
+        assert 0 < e.auc < 1 and e.rows == child.rows("test")  # (another seed: other synthetic truth)
+
+
+def test_warm_start_and_evaluate_on_the_grown_store(days):
+    root, (s1, s2, s3), run = days
+    warm = api.train(s2.path, root / "w2", init=run, epochs=1, lr=1e-3, quiet=True, threads=1)
+    assert warm.init_from is not None and warm.fingerprint == s2.fingerprint
+    first = api.load_run(root / "w2", s3.path)  # day 2's update on day 3: grown again
+    assert first.model is not None
+    churn = api.churn(root / "w2", run, s2.path)
+    assert churn.rows == s2.rows("test") and churn.mean_abs_diff > 0
+    raw = root / "d2.txt"  # predict: the parent's run on the grown store's raw rows
+    p = api.predict(run, raw, root / "p.csv", data=s2.path)
+    assert p.rows == 2500 and p.auc is not None
+    e = api.export(root / "w2", root / "export", format="torchscript", check=True)  # the update, exported
+    assert e.num_features == s2.feature_map.num_features
+
+
+def test_grow_bad_input(days, tmp_path):
+    from mutualctr.config import ConfigError
+
+    root, (s1, s2, s3), run = days
+    with pytest.raises(ConfigError, match="--grow: needs --vocab-from"):
+        prepare("criteo", [root / "d2.txt"], tmp_path / "x", grow=True, progress=False)
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(CheckpointError, match="not grown from it"):
+        other = prepare("criteo", [root / "d3.txt"], tmp_path / "o", min_count=2, progress=False).store
+        api.load_run(run, other.path)
+
+
+def test_grow_with_a_hashed_field_keeps_its_buckets(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "s.yaml").write_text("label: y\ncategorical: [item, site]\nhashed: {user: {buckets: 50}}\n")
+    for d, lo in ((1, 0), (2, 30)):  # day 2 brings items 30..59, 30 of them new
+        lines = ["y,user,item,site"] + [f"{int(rng.random() < 0.3)},u{rng.integers(0, 500)},i{rng.integers(lo, lo + 30)},"
+                                        f"s{rng.integers(0, 5)}" for _ in range(1500)]
+        (tmp_path / f"d{d}.csv").write_text("\n".join(lines) + "\n")
+    s1 = prepare(str(tmp_path / "s.yaml"), [tmp_path / "d1.csv"], tmp_path / "s1", progress=False).store
+    s2 = prepare(str(tmp_path / "s.yaml"), [tmp_path / "d2.csv"], tmp_path / "s2", vocab_from=tmp_path / "s1",
+                 grow=True, progress=False).store
+    f1, f2 = s1.feature_map, s2.feature_map
+    assert [f.name for f in f2.fields] == ["user", "item", "site"]
+    assert f2.field("user").vocab_size == f1.field("user").vocab_size == 52  # hashed: nothing grows
+    assert f2.field("item").vocab_size == 2 + 60 and f2.field("site").offset > f1.field("site").offset
+    run = api.train(s1.path, tmp_path / "r", config=tiny_config(epochs=1), seed=1, quiet=True)
+    Xc, Xp = _old_rows(s1, s2)
+    np.testing.assert_array_equal(predict_logits(api.load_run(run.run_dir, s2.path).model, Xc, 0, "cpu"),
+                                  predict_logits(api.load_run(run.run_dir, s1.path).model, Xp, 0, "cpu"))
