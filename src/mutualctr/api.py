@@ -102,8 +102,8 @@ def train(data: PathLike, out: PathLike, *, model: ModelLike | None = None, conf
 
     opts = _options(options, device=device, precision=precision, compile=compile, resume=resume, quiet=quiet,
                     dist_timeout=dist_timeout, tensorboard=tensorboard, threads=threads)
-    cfg = jobs.resolve_run_config(data, out, model=None if model is None else _model_name(model), config=config, seed=seed, epochs=epochs, lr=lr,
-                                  batch_size=batch_size, resume=opts.resume)
+    cfg = jobs.resolve_run_config(data, out, model=None if model is None else _model_name(model), config=config,
+                                  seed=seed, epochs=epochs, lr=lr, batch_size=batch_size, resume=opts.resume)
     return jobs.train(data, out, cfg, opts)
 
 
@@ -146,8 +146,8 @@ def mutual(data: PathLike, out: PathLike, *, init: Sequence[PathLike] = (), mode
 
     opts = _options(options, device=device, precision=precision, compile=compile, vectorize=vectorize,
                     resume=resume, quiet=quiet, dist_timeout=dist_timeout, tensorboard=tensorboard, threads=threads)
-    return jobs.mutual_from_flags(data, out, init=list(init), models=[_model_name(m) for m in models], seeds=list(seeds),
-                               teachers=list(teachers), group=group, config_file=config,
+    return jobs.mutual_from_flags(data, out, init=list(init), models=[_model_name(m) for m in models],
+                               seeds=list(seeds), teachers=list(teachers), group=group, config_file=config,
                                config_dir=Path(config_dir) if config_dir else None, alpha=alpha, loss=loss, lr=lr,
                                epochs=epochs, evals_per_epoch=evals_per_epoch, scope=scope,
                                embedding_lr_scale=embedding_lr_scale, finetune_split=finetune_split, seed=seed,

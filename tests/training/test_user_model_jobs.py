@@ -209,3 +209,12 @@ def test_given_config_of_another_class_is_refused():
 
     with pytest.raises(ConfigError, match=f"model {MLP} takes a MLPConfig, got ModelConfig"):
         build_model(MLP, 10, 2, ModelConfig())
+
+
+def test_resume_of_a_user_model_run_equals_uninterrupted(tiny_store, tmp_path):
+    cfg = user_config(seed=5)
+    full = jobs.train(tiny_store, tmp_path / "full", cfg, quiet=True)
+    with interrupted_at_step(20):
+        jobs.train(tiny_store, tmp_path / "cut", cfg, quiet=True)
+    res = jobs.train(tiny_store, tmp_path / "cut", cfg, resume=True, quiet=True)
+    assert res.test_auc == full.test_auc and res.best_step == full.best_step
