@@ -23,6 +23,7 @@ from packaging.utils import canonicalize_name
 
 import mutualctr
 from mutualctr.models import MODELS
+from mutualctr.resources import schema_names
 from mutualctr.training.config import load_run_config, run_config_to_dict, with_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,7 +150,7 @@ ALLOWED_DATA = {"mutualctr/reference/paper_tables.csv"}
 def _check_package_files(names: list[str], prefix: str) -> None:
     files = [n[len(prefix):] for n in names if n.startswith(prefix) and not n.endswith("/")]
     assert sorted(f for f in files if f.endswith(".yaml")) == _shipped_files()
-    assert len(_shipped_files()) == 2 * len(MODELS) + 3
+    assert len(_shipped_files()) == 2 * len(MODELS) + len(schema_names())
     odd = [f for f in files if not f.endswith((".py", ".yaml")) and f not in ALLOWED_DATA]
     assert odd == [], f"files that are neither code nor shipped configs: {odd}"
     assert not [f for f in files if "shared" in f or f.startswith("mutualctr/data/") and not f.endswith(".py")]

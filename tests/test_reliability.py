@@ -476,6 +476,15 @@ def _kinds_parquet(ctx):
 KPREP = "prepare --dataset k.yaml --input k.csv --quiet --out n"
 
 
+_USER = "tests.models.user_models"
+_TRAIN_USER = "train --data {store} --out r --quiet --device cpu"
+
+
+def _user_config(model: str) -> Callable[[Ctx], None]:
+    """``u.yaml``: a run config of user model ``model`` (a YAML mapping under ``model``)."""
+    return _file("u.yaml", f"model: {model}\ntrain: {{epochs: 1, batch_size: 64, prefetch: 0}}\n")
+
+
 CASES = [
     # 2. --overwrite replaces only what is ours
     Case("overwrite-foreign-dir", f"{PREP} precious --overwrite", 2,
@@ -676,6 +685,20 @@ CASES = [
          lambda ctx: (ctx.tmp / "g.yaml").write_text(
              "format: tsv\nheader: false\nquoting: false\ncolumns: [label, a]\ncategorical: [a]\n"
              "group_by: user\n")),
+    # 13. a model of one's own (issue 26): the import string or config named, nothing written
+    Case("user-model-no-colon", f"{_TRAIN_USER} --model mypkg.MLP", 2,
+         "unknown model 'mypkg.MLP' (known: lr, fm, deepfm, dcn, dcnv2, pnn, fibinet; or an installed entry point"),
+    Case("user-model-module-missing", f"{_TRAIN_USER} --model nowhere_pkg.mlp:MLP", 2,
+         "model nowhere_pkg.mlp:MLP: cannot import module 'nowhere_pkg.mlp': ModuleNotFoundError"),
+    Case("user-model-attribute-missing", f"{_TRAIN_USER} --model {_USER}:Missing", 2,
+         f"model {_USER}:Missing: module '{_USER}' has no attribute 'Missing'"),
+    Case("user-model-not-a-module", f"{_TRAIN_USER} --model {_USER}:NotAModule", 2,
+         f"model {_USER}:NotAModule: NotAModule is not a torch.nn.Module subclass"),
+    Case("user-model-unknown-config-key", f"{_TRAIN_USER} --config u.yaml", 2,
+         "u.yaml: unknown key model.dimm (allowed: dim)", _user_config(f"{{name: '{_USER}:Plain', dimm: 3}}")),
+    Case("user-model-wrong-output-shape", f"{_TRAIN_USER} --config u.yaml", 2,
+         f"model {_USER}:WrongShape: forward must return float logits of shape (2,) for ids of shape (2, 39), "
+         "got (2, 1)", _user_config(f"{{name: '{_USER}:WrongShape'}}")),
 ]
 
 

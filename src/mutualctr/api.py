@@ -23,13 +23,21 @@ docs/api.md.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
+from mutualctr.models.plugins import import_string
 from mutualctr.results import EnsembleResult, GroupResult, Predictions, RunResult, Scores, VersionChurn
 from mutualctr.runtime import RuntimeOptions
 from mutualctr.training.config import MutualConfig, RunConfig
 
 PathLike = str | Path
+ModelLike = str | Callable[..., Any]  # a model name or import string, or a user model class or factory
+
+
+def _model_name(model: ModelLike) -> str:
+    """A model given from Python as its name: a class or factory as its import string
+    ``module:qualname`` (what the run records and imports again to load it)."""
+    return model if isinstance(model, str) else import_string(model)
 
 
 def _options(options: RuntimeOptions | None, **values) -> RuntimeOptions:
@@ -79,7 +87,7 @@ def load_config(path: PathLike) -> RunConfig:
     return load_run_config(path)
 
 
-def train(data: PathLike, out: PathLike, *, model: str | None = None, config: PathLike | RunConfig | None = None,
+def train(data: PathLike, out: PathLike, *, model: ModelLike | None = None, config: PathLike | RunConfig | None = None,
           seed: int | None = None, epochs: int | None = None, lr: float | None = None,
           batch_size: int | None = None, device: str | None = None, precision: str | None = None,
           compile: bool | None = None, resume: bool | None = None, quiet: bool | None = None,
@@ -98,8 +106,9 @@ def train(data: PathLike, out: PathLike, *, model: str | None = None, config: Pa
 
     opts = _options(options, device=device, precision=precision, compile=compile, resume=resume, quiet=quiet,
                     dist_timeout=dist_timeout, tensorboard=tensorboard, threads=threads)
-    cfg = jobs.resolve_run_config(data, out, model=model, config=config, seed=seed, epochs=epochs, lr=lr,
-                                  batch_size=batch_size, resume=opts.resume, init=init)
+    cfg = jobs.resolve_run_config(data, out, model=None if model is None else _model_name(model), config=config,
+                                  seed=seed, epochs=epochs, lr=lr, batch_size=batch_size, resume=opts.resume,
+                                  init=init)
     return jobs.train(data, out, cfg, opts, init=init)
 
 
@@ -129,7 +138,7 @@ def predict(run: PathLike, input: PathLike, out: PathLike, *, keep: Sequence[str
     return jobs.predict(run, input, out, keep=keep, store_path=data, device=device)
 
 
-def mutual(data: PathLike, out: PathLike, *, init: Sequence[PathLike] = (), models: Sequence[str] = (),
+def mutual(data: PathLike, out: PathLike, *, init: Sequence[PathLike] = (), models: Sequence[ModelLike] = (),
            seeds: Sequence[int] = (), teachers: Sequence[PathLike] = (), group: MutualConfig | None = None,
            config: PathLike | None = None, alpha: float | str | None = None, loss: str | None = None,
            lr: float | None = None, epochs: int | None = None, evals_per_epoch: int | None = None,
@@ -152,15 +161,15 @@ def mutual(data: PathLike, out: PathLike, *, init: Sequence[PathLike] = (), mode
 
     opts = _options(options, device=device, precision=precision, compile=compile, vectorize=vectorize,
                     resume=resume, quiet=quiet, dist_timeout=dist_timeout, tensorboard=tensorboard, threads=threads)
-    return jobs.mutual_from_flags(data, out, init=list(init), models=list(models), seeds=list(seeds),
-                               teachers=list(teachers), group=group, config_file=config,
+    return jobs.mutual_from_flags(data, out, init=list(init), models=[_model_name(m) for m in models],
+                               seeds=list(seeds), teachers=list(teachers), group=group, config_file=config,
                                config_dir=Path(config_dir) if config_dir else None, alpha=alpha, loss=loss, lr=lr,
                                epochs=epochs, evals_per_epoch=evals_per_epoch, scope=scope,
                                embedding_lr_scale=embedding_lr_scale, finetune_split=finetune_split, seed=seed,
                                options=opts)
 
 
-def distill(data: PathLike, out: PathLike, *, teacher: PathLike, student: PathLike | str,
+def distill(data: PathLike, out: PathLike, *, teacher: PathLike, student: PathLike | ModelLike,
             group: MutualConfig | None = None, config: PathLike | None = None, beta: float | str | None = None,
             loss: str | None = None, lr: float | None = None, epochs: int | None = None,
             evals_per_epoch: int | None = None, scope: str | None = None, embedding_lr_scale: float | None = None,
@@ -171,8 +180,9 @@ def distill(data: PathLike, out: PathLike, *, teacher: PathLike, student: PathLi
     from the labels and the frozen ``teacher``'s predictions, weighted by ``beta`` (``auto``:
     chosen on dev); the settings are :func:`mutual`'s."""
     opts = _options(options, device=device, resume=resume, quiet=quiet, threads=threads)
-    finetune = Path(student).exists()
-    return mutual(data, out, init=[student] if finetune else (), models=() if finetune else [str(student)],
+    finetune = isinstance(student, (str, Path)) and Path(student).exists()
+    return mutual(data, out, init=[student] if finetune else (),
+                  models=() if finetune else [student if callable(student) else str(student)],
                   teachers=[teacher], group=group, config=config, alpha=beta, loss=loss, lr=lr, epochs=epochs,
                   evals_per_epoch=evals_per_epoch, scope=scope, embedding_lr_scale=embedding_lr_scale,
                   finetune_split=finetune_split, seed=seed, options=opts)
@@ -226,7 +236,7 @@ def online_experiment(data: PathLike, out: PathLike, *, dataset: str, periods: i
 
 
 def experiment(questions: str | Sequence[str], data: PathLike, out: PathLike, *,
-               models: Sequence[str] = ("deepfm", "dcn", "pnn", "fibinet"), instances: int = 4,
+               models: Sequence[ModelLike] = ("deepfm", "dcn", "pnn", "fibinet"), instances: int = 4,
                seeds: Sequence[int] | None = None, config_dir: PathLike | None = None, epochs: int | None = None,
                alphas: Sequence[float] | None = None, finetune_lrs: Sequence[float] | None = None,
                finetune_split: float = 0.0, scope: str | None = None, embedding_lr_scale: float | None = None,
@@ -237,7 +247,7 @@ def experiment(questions: str | Sequence[str], data: PathLike, out: PathLike, *,
     (auto). Returns {"rows", "bootstrap", "choices", "paths", "seconds", "dataset"}."""
     from mutualctr.experiments import run_experiment
 
-    return run_experiment(questions, data, out, list(models), instances=instances, seeds=seeds,
+    return run_experiment(questions, data, out, [_model_name(m) for m in models], instances=instances, seeds=seeds,
                           config_dir=Path(config_dir) if config_dir else None, epochs=epochs, alphas=alphas,
                           finetune_lrs=finetune_lrs, finetune_split=finetune_split, scope=scope,
                           embedding_lr_scale=embedding_lr_scale, runs_dir=runs_dir, rq4_model=rq4_model,

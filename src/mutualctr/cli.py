@@ -136,6 +136,17 @@ def schemas_cmd() -> None:
     typer.echo("a schema of your own: prepare --dataset FILE.yaml (start from one above; docs/data.md)")
 
 
+@app.command("models")
+def models_cmd() -> None:
+    """List the models --model and --models take: the built-ins and the installed plugins."""
+    from mutualctr.models import MODELS, plugins  # torch: only when this command runs
+
+    typer.echo(f"built in: {', '.join(MODELS)} (mutualctr)")
+    for name, target, dist in plugins.installed():
+        typer.echo(f"{name}: {target} (entry point of {dist})")
+    typer.echo("a model of your own: --model package.module:ClassName (docs/models.md, \"Writing a model\")")
+
+
 @data_app.command("synth")
 def synth_cmd(
     rows: int = typer.Option(..., "--rows", help="number of rows"),
@@ -209,7 +220,8 @@ def _launch_workers(nproc: int) -> None:
 def train(
     data: Path = typer.Option(..., "--data", help="prepared store (mutualctr prepare)"),
     out: Path = typer.Option(..., "--out", help="run directory to create (or resume)"),
-    model: Optional[str] = typer.Option(None, "--model", help="lr, fm, deepfm, dcn, dcnv2, pnn, fibinet"),
+    model: Optional[str] = typer.Option(None, "--model", help="lr, fm, deepfm, dcn, dcnv2, pnn, fibinet, "
+                                         "an installed plugin (mutualctr models) or package.module:ClassName"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML run config (default: configs/<dataset>/<model>.yaml)"),
     seed: Optional[int] = typer.Option(None, "--seed"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
@@ -438,7 +450,8 @@ def mutual(
     out: Path = typer.Option(..., "--out", help="group directory (one run directory per member inside)"),
     init: List[Path] = typer.Option([], "--init", help="trained runs to finetune: --init RUN [RUN...]"),
     more_init: Optional[List[Path]] = typer.Argument(None, hidden=True),
-    models: Optional[str] = typer.Option(None, "--models", help="scratch: comma-separated model names"),
+    models: Optional[str] = typer.Option(None, "--models", help="scratch: comma-separated model names "
+                                          "(built-ins, plugins, package.module:ClassName)"),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="scratch: comma-separated seeds, one per model"),
     alpha: Optional[str] = typer.Option(None, "--alpha", help=_ALPHA_HELP),
     loss: Optional[str] = typer.Option(None, "--loss", help="mse_prob (default) | mse_logit | kl"),
@@ -474,7 +487,7 @@ def mutual(
                     quiet=quiet, dist_timeout=dist_timeout, tensorboard=tensorboard, threads=threads)
     _launch_workers(nproc)
     g = mc.mutual(data, out, init=list(init) + list(more_init or []),
-                  models=[m for m in models.split(",") if m.strip()] if models else (), seeds=_csv_ints(seeds),
+                  models=[m.strip() for m in models.split(",") if m.strip()] if models else (), seeds=_csv_ints(seeds),
                   config=config, alpha=alpha, loss=loss, lr=lr, epochs=epochs, evals_per_epoch=evals_per_epoch,
                   scope=scope, embedding_lr_scale=embedding_lr_scale, finetune_split=finetune_split, seed=seed,
                   options=opts)
@@ -486,7 +499,7 @@ def mutual(
 def distill(
     data: Path = typer.Option(..., "--data"),
     teacher: Path = typer.Option(..., "--teacher", help="trained run (frozen)"),
-    student: str = typer.Option(..., "--student", help="a run to finetune, or a model name to train"),
+    student: str = typer.Option(..., "--student", help="a run to finetune, or a model name (or package.module:ClassName) to train"),
     out: Path = typer.Option(..., "--out"),
     beta: Optional[str] = typer.Option(None, "--beta", help="weight of MSE(p_student, p_teacher): a number or "
                                                             "auto (chosen on dev, the default)"),

@@ -54,7 +54,7 @@ from mutualctr.experiments import report
 from mutualctr.experiments.plan import JOB_DIRS, MARKERS, Job, JobSpec, Plan, Rq1Jobs, Rq2Jobs, Rq3Jobs, Rq4Jobs
 from mutualctr.experiments.progress import ExperimentProgress
 from mutualctr.experiments.stats import bootstrap_auc_diff
-from mutualctr.models import MODELS
+from mutualctr.models import MODELS, canonical_model_name
 from mutualctr.training import jobs as jobs_api
 from mutualctr.training.config import run_config_to_dict, with_group_overrides, with_overrides
 from mutualctr.training.device import resolve_device
@@ -681,6 +681,12 @@ def _brief(result: dict[str, Any]) -> str:
     return f"dev {result.get('dev_auc', float('nan')):.5f} test {result.get('test_auc', float('nan')):.5f}"
 
 
+def _model_key(name: str) -> str:
+    """A built-in name in lower case (``DeepFM`` -> ``deepfm``); a user model's name as given."""
+    name = name.strip()
+    return name.lower() if name.lower() in MODELS else name
+
+
 def run_experiment(question: str | Sequence[str], data: str | Path, out: str | Path, models: Sequence[str],
                    instances: int = 4, seeds: Optional[Sequence[int]] = None, config_dir: Optional[Path] = None,
                    epochs: Optional[int] = None, alphas: Optional[Sequence[float]] = None,
@@ -700,18 +706,17 @@ def run_experiment(question: str | Sequence[str], data: str | Path, out: str | P
     t0 = time.perf_counter()
     if threads:
         torch.set_num_threads(threads)
-    st = Settings(questions=parse_questions(question), models=[m.strip().lower() for m in models],
+    st = Settings(questions=parse_questions(question), models=[_model_key(m) for m in models],
                   instances=instances, seeds=list(seeds or []),
                   config_dir=Path(config_dir) if config_dir else None, epochs=epochs,
                   alphas=None if alphas is None else [float(a) for a in alphas],
                   finetune_lrs=None if finetune_lrs is None else [float(x) for x in finetune_lrs],
                   finetune_split=float(finetune_split), scope=scope, embedding_lr_scale=embedding_lr_scale,
                   runs_dir=Path(runs_dir) if runs_dir else None,
-                  rq4_model=rq4_model.lower() if rq4_model else None, reference=reference,
+                  rq4_model=_model_key(rq4_model) if rq4_model else None, reference=reference,
                   bootstrap_resamples=bootstrap_resamples)
     for m in st.models + ([st.rq4_model] if st.rq4_model else []):
-        if m not in MODELS:
-            raise ConfigError(f"unknown model {m!r} (known: {', '.join(sorted(MODELS))})")
+        canonical_model_name(m)  # an unknown model or a user model that does not import: refused here
     if "rq4" in st.questions and st.rq4_model and st.rq4_model not in st.models:
         raise ConfigError(f"--rq4-model {st.rq4_model} is not among --models")
     jobs_api.open_store(data)  # a bad --data is refused before anything is written

@@ -1,11 +1,14 @@
 """CTR models over one fused embedding table, a registry and the L2 penalty.
 
 ``build_model(name, num_features, num_fields, config)`` -> ``nn.Module`` whose
-``forward(ids (B, F) LongTensor of global ids) -> (B,)`` logits. See docs/models.md.
+``forward(ids (B, F) LongTensor of global ids) -> (B,)`` logits. A name that is not a built-in
+is a user model (an entry point or ``package.module:ClassName``, :mod:`.plugins`). See
+docs/models.md.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -22,10 +25,13 @@ from mutualctr.models.embedding import FeatureEmbedding, FeatureLinear, RowCache
 from mutualctr.models.fibinet import FiBiNET
 from mutualctr.models.fm import FM
 from mutualctr.models.lr import LR
+from mutualctr.models import plugins
+from mutualctr.models.plugins import Features, ModelSpec
 from mutualctr.models.pnn import PNN
 
 __all__ = [
-    "MODELS", "build_model", "model_config_from_dict", "l2_penalty", "embedding_tables",
+    "MODELS", "build_model", "model_config_from_dict", "model_config_class", "canonical_model_name",
+    "is_builtin", "resolve", "Features", "ModelSpec", "l2_penalty", "embedding_tables",
     "use_row_cache", "set_plain", "FeatureEmbedding", "FeatureLinear", "RowCache", "ModelConfig",
     "MLPConfig", "DCNConfig", "DCNV2Config", "PNNConfig", "FiBiNETConfig",
     "LR", "FM", "DeepFM", "DCN", "DCNV2", "PNN", "FiBiNET",
@@ -49,20 +55,46 @@ def _entry(name: str) -> tuple[type[nn.Module], type[ModelConfig]]:
         raise ConfigError(f"unknown model {name!r} (known: {', '.join(MODELS)})") from None
 
 
-def model_config_from_dict(name: str, data: dict[str, Any] | None) -> ModelConfig:
+def resolve(name: str) -> ModelSpec:
+    """The user model ``name``: an installed entry point or an import string (:mod:`.plugins`)."""
+    return plugins.resolve(name, known=list(MODELS))
+
+
+def is_builtin(name: Any) -> bool:
+    return isinstance(name, str) and name in MODELS
+
+
+def canonical_model_name(name: str) -> str:
+    """The name a run records: a built-in's name, else the import string of the user model (an
+    entry point's target)."""
+    return name if is_builtin(name) or not isinstance(name, str) else resolve(name).name
+
+
+def model_config_class(name: str) -> type:
+    """The config dataclass of model ``name`` (a built-in or a user model)."""
+    return _entry(name)[1] if is_builtin(name) or not isinstance(name, str) else resolve(name).config_class
+
+
+def model_config_from_dict(name: str, data: dict[str, Any] | None) -> Any:
     """The config dataclass of model ``name`` from plain (YAML) data; strict, keys ``model.*``."""
-    return from_dict(_entry(name)[1], data, "model")
+    return from_dict(model_config_class(name), data, "model")
 
 
 def build_model(
     name: str, num_features: int, num_fields: int, config: dict | ModelConfig | None = None,
-    *, sparse_grad: bool = False,
+    *, sparse_grad: bool = False, features: Features | None = None,
 ) -> nn.Module:
     """Model ``name`` for ``num_features`` global ids over ``num_fields`` fields.
 
     ``sparse_grad``: its tables give coalesced row-sparse gradients, which the row-wise
     embedding optimizer reads (``optim.embedding_optimizer: rowwise``); dense otherwise.
+    ``features``: the store's fields, which a user model is built from (default: the counts only).
     """
+    if isinstance(name, str) and not is_builtin(name):
+        spec = resolve(name)
+        if features is None:
+            features = Features.anonymous(num_features, num_fields)
+        return spec.build(replace(features, sparse_grad=sparse_grad), spec.config(config))
     cls, config_cls = _entry(name)
     if config is None or isinstance(config, dict):
         config = model_config_from_dict(name, config)

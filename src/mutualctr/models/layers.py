@@ -4,6 +4,8 @@ Every interaction layer takes the field embeddings ``(B, F, D)`` from
 :class:`~mutualctr.models.embedding.FeatureEmbedding` and is vectorised over the field
 pairs ``i < j`` (row-major order, as ``torch.triu_indices(F, F, 1)``), so a model is a
 few lines of wiring. Dense weights use Xavier-normal init and zero biases (FuxiCTR's choice).
+Public (``__all__``): a model of one's own built from them gets the built-ins' fast backward,
+embedding L2 and row-wise optimizer (docs/models.md, "Writing a model").
 """
 
 from __future__ import annotations

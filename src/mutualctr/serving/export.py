@@ -23,9 +23,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
+import io
 import json
 import logging
 import math
+import os
+import re
+import traceback
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -253,15 +257,17 @@ def require_onnx(packages=ONNX_PACKAGES) -> None:
 @contextlib.contextmanager
 def _quiet():
     """Silence the exporters' warnings and their registry's log lines (torchvision ops ...)."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.fx.experimental.symbolic_shapes")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):  # graph dumps of a failure
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def write_onnx(module: nn.Module, path: Path, num_fields: int) -> int:
@@ -420,10 +426,30 @@ def _write_model(tmp: Path, run, format: str, model: nn.Module, num_fields: int,
         else:
             write_torchscript(module, tmp / MODEL_FILES[format], num_fields)
             manifest["exporter"] = "torch.jit.trace"
-    except (RuntimeError, TypeError, ValueError, AssertionError) as e:
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise ExportError(f"{run}: cannot export model {manifest['model']} as {format}: "
-                          f"{type(e).__name__}: {first}") from e
+    except MutualCTRError:
+        raise
+    except Exception as e:  # the exporters (and a user model's forward) raise many kinds
+        raise ExportError(f"{run}: cannot export model {manifest['model']} as {format}: {_failure(e)}") from e
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _failure(e: BaseException) -> str:
+    """An export failure in one line: its innermost cause (the exporters wrap it) and the line of
+    the model's code that raised it (the last frame outside torch, the standard library and this
+    module), which names the operation the exporter cannot record."""
+    inner, seen = e, 0
+    while (inner.__cause__ or inner.__context__) is not None and seen < 20:
+        inner, seen = inner.__cause__ or inner.__context__, seen + 1
+    text = _ANSI.sub("", str(inner)).strip()
+    message = f"{type(inner).__name__}: {(text.splitlines() or [''])[0]}"
+    skip = (os.path.dirname(torch.__file__), os.path.dirname(os.__file__), os.path.dirname(__file__))
+    frames = [f for f in traceback.extract_tb(inner.__traceback__) if not f.filename.startswith(skip)]
+    if not frames:
+        return message
+    f = frames[-1]
+    return f"{message} (at {Path(f.filename).name}:{f.lineno} in {f.name}: {(f.line or '').strip()})"
 
 
 def _write(real: Path, out, run, format: str, model: nn.Module, store, manifest: dict[str, Any],

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mutualctr.config import ConfigError, check_fields, check_range, from_dict, load_yaml, to_dict
-from mutualctr.models import MODELS, model_config_from_dict
+from mutualctr.models import canonical_model_name, model_config_class, model_config_from_dict
 from mutualctr.runtime import PRECISIONS
 from mutualctr.training.optim import OptimConfig
 
@@ -126,7 +126,10 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         if "name" not in self.model:
             raise ConfigError("missing required key model.name")
-        model_config_from_dict(self.model["name"], self.model_params())
+        name = canonical_model_name(self.model["name"])  # a user model: its import string
+        model_config_from_dict(name, self.model_params())
+        if name != self.model["name"]:
+            self.model = {**self.model, "name": name}
         return self
 
 
@@ -152,9 +155,7 @@ def with_overrides(cfg: RunConfig, *, model: str | None = None, seed: int | None
     cfg = copy.deepcopy(cfg)
     if model is not None and model != cfg.model.get("name"):
         # A different architecture keeps only the shared keys it understands.
-        if model not in MODELS:
-            raise ConfigError(f"unknown model {model!r} (known: {', '.join(sorted(MODELS))})")
-        allowed = set(MODELS[model][1].__dataclass_fields__)
+        allowed = set(model_config_class(model).__dataclass_fields__)
         cfg.model = {"name": model, **{k: v for k, v in cfg.model.items() if k in allowed}}
     train = cfg.train
     if seed is not None:

@@ -41,6 +41,7 @@ import torch
 
 from mutualctr import atomic
 from mutualctr.errors import CheckpointError
+from mutualctr.models.plugins import label as model_label
 from mutualctr.results import GroupResult, RunResult, StartMetrics
 from mutualctr.training.state import LoopState, rng_state
 
@@ -140,6 +141,7 @@ class ModelCheckpoint:
     dev: dict[str, float] | None
     init_from: str | None  # the run it was finetuned from
     vocab_fingerprint: str | None = None  # of the store's vocabulary (None: written before it was recorded)
+    features: dict[str, Any] | None = None  # the store's fields a user model is built from (models.Features)
 
     def save(self, path: str | Path) -> None:
         save(path, {"kind": "model", **asdict(self)})
@@ -271,7 +273,7 @@ class GroupDir:
         _mark(self.path, "group")
 
     def member(self, index: int, model: str) -> RunDir:
-        return RunDir(self.path / f"m{index}-{model}")
+        return RunDir(self.path / f"m{index}-{model_label(model)}")  # a user model: its class name
 
     def write_start(self, starts: list[StartMetrics]) -> None:
         atomic.write_json(self.path / "start.json", [s.to_dict() for s in starts])

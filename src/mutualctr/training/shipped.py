@@ -14,6 +14,7 @@ import yaml
 
 from mutualctr.config import ConfigError
 from mutualctr import resources
+from mutualctr.models.plugins import label
 from mutualctr.resources import CONFIGS, FALLBACK_DATASET, PACKAGE, ConfigFallbackWarning
 from mutualctr.training.config import RunConfig, load_run_config, run_config_from_dict
 
@@ -65,7 +66,8 @@ def find_config(model: str, dataset: str | None = None, config_dir: str | Path |
     missed = ""
     if config_dir is not None:
         base = Path(config_dir)
-        for cand in ([base / dataset / f"{model}.yaml"] if dataset else []) + [base / f"{model}.yaml"]:
+        names = [model] + ([label(model)] if label(model) != model else [])  # a user model: also ClassName.yaml
+        for cand in [base / d / f"{n}.yaml" for n in names for d in ([dataset] if dataset else []) + [""]]:
             if cand.is_file():
                 return ConfigChoice(load_run_config(cand), "config_dir", str(cand))
         missed = f"no {f'{dataset}/{model}.yaml or ' if dataset else ''}{model}.yaml in {base}; "

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from mutualctr.errors import CheckpointError, TrainingError
-from mutualctr.models import RowCache, l2_penalty, use_row_cache
+from mutualctr.models import Features, RowCache, l2_penalty, use_row_cache
 from mutualctr.progress import Bar
 from mutualctr.results import Evaluation, RunResult
 from mutualctr.runtime import RuntimeOptions, options_of
@@ -350,7 +350,7 @@ class Trainer:
                                fingerprint=self.store.fingerprint, store_path=str(Path(self.store.path).resolve()),
                                num_features=fm.num_features, num_fields=fm.num_fields, step=step, epoch=epoch,
                                dev={"auc": dev["auc"], "logloss": dev["logloss"]}, init_from=m.init_from,
-                               vocab_fingerprint=self.store.vocab_fingerprint)
+                               vocab_fingerprint=self.store.vocab_fingerprint, features=Features.of(fm).to_dict())
 
     def _finish(self, state: LoopState) -> list[RunResult]:
         """Each member's best-on-dev weights scored on dev and test: the run's summary."""
