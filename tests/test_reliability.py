@@ -387,6 +387,15 @@ def _run_without_last(ctx):
     (ctx.tmp / "r" / "checkpoints" / "last.pt").unlink()
 
 
+def _group(ctx, command="mutual", extra=("--alpha", "1")):
+    """A finished group (``mutual``) or distillation (``distill``) of the shared run in ``g``."""
+    run = str(ctx.store.parent / "run")
+    members = ["--init", run, run] if command == "mutual" else ["--teacher", run, "--student", "lr"]
+    r = run_cli([command, "--data", str(ctx.store), *members, "--out", "g", "--epochs", "1", "--quiet",
+                 "--threads", "1", *extra], ctx.tmp)
+    assert r.code == 0, r
+
+
 def _run_damaged_last(ctx):
     _run_copy(ctx)
     os.truncate(ctx.tmp / "r" / "checkpoints" / "last.pt", 10000)  # a copy cut short
@@ -642,6 +651,31 @@ CASES = [
     Case("train-diverges-leaves-nothing", "train --data {store} --out r --quiet --model deepfm --lr 1e8 --batch-size 16 --device cpu",
          2,
          "stopped; nothing kept (r was new and is removed)"),
+    # resume means the same job (issue 28 item 4): a protocol setting given again must match
+    Case("train-resume-other-epochs", "train --data {store} --out r --resume --epochs 3 --quiet", 2,
+         "train.epochs: the run was started with 1; --resume continues the same job (drop --epochs or choose "
+         "another --out)", _run_copy),
+    Case("train-resume-other-model", "train --data {store} --out r --resume --model deepfm --quiet", 2,
+         "model.name: the run was started with lr; --resume continues the same job (drop --model", _run_copy),
+    Case("train-resume-other-precision", "train --data {store} --out r --resume --precision bf16 --quiet", 2,
+         "train.precision: the run was started with fp32; --resume continues the same job (drop --precision",
+         _run_copy),
+    Case("train-resume-other-config", "train --data {store} --out r --resume --config c.yaml --quiet", 2,
+         "optim.lr: the run was started with 0.001; --resume continues the same job (drop --config",
+         lambda ctx: (_run_copy(ctx), (ctx.tmp / "c.yaml").write_text(
+             "model: {name: lr}\noptim: {lr: 0.5}\ntrain: {epochs: 1, batch_size: 64}\n"))),
+    Case("train-resume-same-settings", "train --data {store} --out r --resume --model lr --epochs 1 --threads 1 "
+         "--device cpu --quiet", 0, "lr: best dev AUC", _run_copy),
+    Case("mutual-resume-other-alpha", "mutual --data {store} --init {run} {run} --out g --resume --alpha 10 --quiet",
+         2, "mutual.alpha: the group was started with 1; --resume continues the same job (drop --alpha or choose "
+         "another --out)", _group),
+    Case("mutual-resume-other-lr", "mutual --data {store} --init {run} {run} --out g --resume --lr 0.01 --quiet",
+         2, "mutual.lr: the group was started with 0.0001; --resume continues the same job (drop --lr", _group),
+    Case("mutual-resume-other-precision", "mutual --data {store} --init {run} {run} --out g --resume --precision bf16 "
+         "--quiet", 2, "train.precision: the group was started with fp32", _group),
+    Case("distill-resume-other-beta", "distill --data {store} --teacher {run} --student lr --out g --resume "
+         "--beta 10 --quiet", 2, "distill.beta: the distillation was started with 1; --resume continues the same "
+         "job (drop --beta or choose another --out)", lambda ctx: _group(ctx, "distill", ("--beta", "1"))),
     Case("mutual-device-unknown", "mutual --data {store} --init {run} {run} --out g --quiet --alpha 1 --device tpu", 2,
          "train.device: expected one of"),
     # 11. the multi-valued, sequence, dense and hashed kinds (issue 25)

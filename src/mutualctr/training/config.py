@@ -42,8 +42,8 @@ class TrainConfig:
     # a resumable checkpoint also inside an epoch, about every this many seconds (0: only at
     # the evaluations); a killed run then loses at most this much work
     checkpoint_every: float = 300.0
-    # stop when the training loss runs away: the mean of the last 20 steps above this many times
-    # the loss of the first step, three checks in a row (0: never)
+    # stop when the training loss runs away: the mean of the last 5 steps above this many times
+    # the larger of the first step's loss and ln 2, from the second step on (0: never)
     divergence_factor: float = 10.0
 
     def __post_init__(self):
