@@ -676,6 +676,48 @@ CASES = [
     Case("distill-resume-other-beta", "distill --data {store} --teacher {run} --student lr --out g --resume "
          "--beta 10 --quiet", 2, "distill.beta: the distillation was started with 1; --resume continues the same "
          "job (drop --beta or choose another --out)", lambda ctx: _group(ctx, "distill", ("--beta", "1"))),
+    # validation at the boundary (issue 28 items 6, 9): seeds, devices, empty configs, special files
+    Case("train-seed-negative", "train --data {store} --out r --model lr --seed -1 --quiet", 2,
+         "train.seed must be an integer in [0, 4294967295], got -1"),
+    Case("train-seed-huge", "train --data {store} --out r --model lr --seed 99999999999999999999 --quiet", 2,
+         "train.seed must be an integer in [0, 4294967295], got 99999999999999999999"),
+    Case("yaml-seed-negative", "train --data {store} --out r --config c.yaml --quiet", 2,
+         "c.yaml: train.seed must be an integer in [0, 4294967295], got -5",
+         _file("c.yaml", "model: {name: lr}\ntrain: {seed: -5}\n")),
+    Case("yaml-seed-huge", "train --data {store} --out r --config c.yaml --quiet", 2,
+         "c.yaml: train.seed must be an integer in [0, 4294967295], got 99999999999999999999",
+         _file("c.yaml", "model: {name: lr}\ntrain: {seed: 99999999999999999999}\n")),
+    Case("mutual-seeds-negative", "mutual --data {store} --models lr,lr --seeds -1,-2 --out g --quiet", 2,
+         "--seeds must be an integer in [0, 4294967295], got -1"),
+    Case("distill-seed-negative", "distill --data {store} --teacher {run} --student lr --seed -1 --out g --quiet", 2,
+         "--seed must be an integer in [0, 4294967295], got -1"),
+    Case("experiment-seeds-words", "experiment rq1 --data {store} --out x --models lr --seeds a,b --quiet", 2,
+         "--seeds: expected comma-separated integers, got 'a,b'"),
+    Case("prepare-seed-negative", f"{PREP} st --seed -1", 2, "seed must be an integer in [0, 4294967295], got -1"),
+    Case("distill-beta-negative", "distill --data {store} --teacher {run} --student lr --beta -1 --out g --quiet", 2,
+         "distill.beta must be >= 0, got -1.0"),
+    Case("distill-beta-word", "distill --data {store} --teacher {run} --student lr --beta often --out g --quiet", 2,
+         "distill.beta: expected number | 'auto', got 'often'"),
+    Case("evaluate-device-unknown", "evaluate --run {run} --data {store} --device tpu", 2,
+         "device: expected one of 'auto' | 'cpu' | 'cuda', got 'tpu'"),
+    Case("predict-device-unknown", "predict --run {run} --input {raw} --out p.csv --device tpu", 2,
+         "device: expected one of 'auto' | 'cpu' | 'cuda', got 'tpu'"),
+    Case("ensemble-device-unknown", "ensemble --runs {run} {run} --data {store} --device tpu", 2,
+         "device: expected one of 'auto' | 'cpu' | 'cuda', got 'tpu'"),
+    Case("train-dist-timeout-negative", "train --data {store} --out r --model lr --dist-timeout -1 --quiet", 2,
+         "dist_timeout must be a positive number of seconds, got -1.0"),
+    Case("train-dist-timeout-nan", "train --data {store} --out r --model lr --dist-timeout nan --quiet", 2,
+         "dist_timeout must be a positive number of seconds, got nan"),
+    Case("train-config-empty", "train --data {store} --out r --config c.yaml --quiet", 2,
+         "c.yaml: is empty; a run config names at least its model", _file("c.yaml", "")),
+    Case("train-config-dev-null", "train --data {store} --out r --config /dev/null --quiet", 2,
+         "/dev/null: is a character device, not a regular file; give a file"),
+    Case("prepare-input-dev-null", "prepare --dataset criteo --input /dev/null --quiet --out st", 2,
+         "/dev/null: is a character device, not a regular file; give a file"),
+    Case("prepare-input-fifo", "prepare --dataset criteo --input ff --quiet --out st", 2,
+         "ff: is a FIFO (a named pipe), not a regular file; give a file", lambda ctx: os.mkfifo(ctx.tmp / "ff")),
+    Case("predict-input-fifo", "predict --run {run} --input ff --out p.csv", 2,
+         "ff: is a FIFO (a named pipe), not a regular file; give a file", lambda ctx: os.mkfifo(ctx.tmp / "ff")),
     Case("mutual-device-unknown", "mutual --data {store} --init {run} {run} --out g --quiet --alpha 1 --device tpu", 2,
          "train.device: expected one of"),
     # 11. the multi-valued, sequence, dense and hashed kinds (issue 25)
@@ -1019,3 +1061,55 @@ def test_sigint_during_train_keeps_the_checkpoint_and_resumes(shared, tmp_path):
     again = run_cli([*args, "--resume"], tmp_path)
     assert again.code == 0, again
     assert (tmp_path / "r" / "summary.json").is_file()
+
+
+# -- issue 28 item 9: the Python API checks its arguments at entry ------------------------------
+API_CASES = [  # (id, call(mc, shared, tmp), message fragment)
+    ("mutual-init-a-string", lambda mc, s, t: mc.mutual(s / "store", t / "g", init=str(s / "run")),
+     "init: expected a list of paths, got"),
+    ("ensemble-runs-a-string", lambda mc, s, t: mc.ensemble(str(s / "run"), s / "store"),
+     "runs: expected a list of paths, got"),
+    ("predict-keep-a-string", lambda mc, s, t: mc.predict(s / "run", s / "c.txt", t / "p.csv", keep="label"),
+     "keep: expected a list of strings, got 'label' (write keep=['label'])"),
+    ("train-lr-text", lambda mc, s, t: mc.train(s / "store", t / "r", model="lr", lr="0.01"),
+     "lr: expected a number, got '0.01'"),
+    ("train-epochs-text", lambda mc, s, t: mc.train(s / "store", t / "r", model="lr", epochs="2"),
+     "epochs: expected an integer, got '2'"),
+    ("train-data-none", lambda mc, s, t: mc.train(None, t / "r", model="lr"), "data: expected a path, got None"),
+    ("train-model-not-a-string", lambda mc, s, t: mc.train(s / "store", t / "r", model=3),
+     "model: expected a string, got 3"),
+    ("train-seed-negative", lambda mc, s, t: mc.train(s / "store", t / "r", model="lr", seed=-1),
+     "train.seed must be an integer in [0, 4294967295], got -1"),
+    ("evaluate-split-none", lambda mc, s, t: mc.evaluate(s / "run", s / "store", split=None),
+     "split: expected a string, got None"),
+    ("evaluate-device-unknown", lambda mc, s, t: mc.evaluate(s / "run", s / "store", device="tpu"),
+     "device: expected one of 'auto' | 'cpu' | 'cuda', got 'tpu'"),
+    ("mutual-init-holds-none", lambda mc, s, t: mc.mutual(s / "store", t / "g", init=[s / "run", None]),
+     "init[1]: expected a path, got None"),
+    ("mutual-seeds-negative", lambda mc, s, t: mc.mutual(s / "store", t / "g", models=["lr", "lr"], seeds=[-1, 2]),
+     "--seeds must be an integer in [0, 4294967295], got -1"),
+    ("distill-beta-negative", lambda mc, s, t: mc.distill(s / "store", t / "g", teacher=s / "run", student="lr",
+                                                          beta=-1), "distill.beta must be >= 0"),
+    ("prepare-inputs-none", lambda mc, s, t: mc.prepare("criteo", None, t / "st"),
+     "inputs: expected a list of paths, got None"),
+    ("prepare-seed-negative", lambda mc, s, t: mc.prepare("criteo", s / "c.txt", t / "st", seed=-1),
+     "seed must be an integer in [0, 4294967295], got -1"),
+    ("experiment-seeds-a-string", lambda mc, s, t: mc.experiment("rq1", s / "store", t / "x", seeds="1,2"),
+     "seeds: expected a list of integers, got '1,2'"),
+    ("synth-rows-none", lambda mc, s, t: mc.synth(None, t / "s.tsv"), "rows: expected an integer, got None"),
+    ("train-threads-text", lambda mc, s, t: mc.train(s / "store", t / "r", model="lr", threads="2"),
+     "threads must be an integer >= 0"),
+]
+
+
+@pytest.mark.parametrize("call,message", [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES])
+def test_api_argument_case(call, message, shared, tmp_path):
+    """A bad argument raises a ConfigError (a MutualCTRError) naming it, never a bare TypeError or
+    ValueError from inside, and nothing is written."""
+    import mutualctr as mc
+
+    before, shared_before = tree(tmp_path), tree(shared)
+    with pytest.raises(MutualCTRError) as e:
+        call(mc, shared, tmp_path)
+    assert isinstance(e.value, ConfigError) and message in str(e.value), str(e.value)
+    assert tree(tmp_path) == before and tree(shared) == shared_before

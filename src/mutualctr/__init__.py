@@ -15,7 +15,8 @@ _RESULTS = ("Scores", "RunResult", "GroupResult", "EnsembleResult", "Predictions
             "StartMetrics", "GroupSettings", "GroupMean", "GroupChurn", "AlphaPoint", "MemberScores", "Evaluation")
 _CONFIGS = {"RunConfig": "mutualctr.training.config", "MutualConfig": "mutualctr.training.config",
             "TrainConfig": "mutualctr.training.config", "OptimConfig": "mutualctr.training.optim",
-            "MutualCTRError": "mutualctr.errors", "PrepareResult": "mutualctr.data.prepare",
+            "MutualCTRError": "mutualctr.errors", "ConfigError": "mutualctr.errors",
+            "PrepareResult": "mutualctr.data.prepare",
             "PrepareSummary": "mutualctr.data.prepare", "RuntimeOptions": "mutualctr.runtime",
             "LoadedRun": "mutualctr.training.jobs"}
 

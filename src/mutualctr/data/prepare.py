@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from mutualctr import outdir, resources
 from mutualctr.atomic import atomic_dir
-from mutualctr.config import ConfigError, to_dict
+from mutualctr.config import ConfigError, check_seed, to_dict
 from mutualctr.data.encode import bad_row_error
 from mutualctr.data.fields import _Counts, _Field, _ParentField, encode_parts, make_field  # noqa: F401 (_Counts: its old home)
 from mutualctr.data.reader import TableReader, iter_blocks
@@ -44,7 +44,7 @@ from mutualctr.data.schema import BUILTIN, Schema, load_schema, schema_from_dict
 from mutualctr.data.store import (PAD, SPLITS, FeatureMap, FieldInfo, Store, read_feature_map,
                                   split_problem, vocab_fingerprint)
 from mutualctr.data.transform import ChunkTransformer, Transformed
-from mutualctr.errors import DataError, MutualCTRError, StoreError
+from mutualctr.errors import DataError, MutualCTRError, StoreError, input_problem
 from mutualctr.progress import Bar
 
 FRACTIONS = (0.8, 0.1, 0.1)
@@ -313,6 +313,7 @@ class _Plan:
 def _plan(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str, seed: int,
           min_count: int | None, on_bad_rows: str, vocab_from: str | Path | None) -> _Plan:
     """``prepare``'s arguments checked (ConfigError, DataError, StoreError; nothing written)."""
+    check_seed("seed", seed)
     if split not in ("random", "sequential"):
         raise ConfigError(f"split: expected 'random' or 'sequential', got {split!r}")
     if on_bad_rows not in ("error", "skip"):
@@ -353,8 +354,8 @@ def _check_inputs(inputs: Sequence[Path]) -> list[Path]:
     for p in inputs:
         if p.is_dir():
             raise DataError(f"{p}: is a directory, not a file (give each raw file with --input)")
-        if not p.is_file():
-            raise DataError(f"{p}: no such file")
+        if (problem := input_problem(p)) is not None:
+            raise DataError(f"{p}: {problem}")
     return inputs
 
 

@@ -17,7 +17,7 @@ import pyarrow.csv as pacsv
 
 from mutualctr.data._threads import background
 from mutualctr.data.schema import Schema
-from mutualctr.errors import DataError
+from mutualctr.errors import DataError, input_problem
 
 BLOCK_SIZE = 16 << 20
 PARQUET_BATCH = 1 << 16
@@ -101,12 +101,8 @@ class TableReader:
         self.block_size = block_size or BLOCK_SIZE
         self.skipped = 0  # rows of the wrong width skipped
         self._bad_lines: list[int] = []
-        if not self.path.exists():
-            raise DataError(f"{self.path}: no such file")
-        if self.path.is_dir():
-            raise DataError(f"{self.path}: is a directory, not a file")
-        if not self.path.is_file():
-            raise DataError(f"{self.path}: not a regular file")
+        if (problem := input_problem(self.path)) is not None:
+            raise DataError(f"{self.path}: {problem}")
         if schema.format == "parquet":
             self._init_parquet(optional)
         else:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from mutualctr.config import ConfigError, check_fields, check_range, from_dict, load_yaml, to_dict
+from mutualctr.config import ConfigError, check_fields, check_range, check_seed, from_dict, load_yaml, to_dict
 from mutualctr.runtime import PRECISIONS
 from mutualctr.training.optim import OptimConfig
 
@@ -52,6 +52,7 @@ class TrainConfig:
             check_range(f"train.{name}", getattr(self, name), ge=1)
         for name in ("patience", "eval_every", "eval_batch_size", "threads", "prefetch", "checkpoint_every"):
             check_range(f"train.{name}", getattr(self, name), ge=0)
+        check_seed("train.seed", self.seed)
         if self.divergence_factor != 0:
             check_range("train.divergence_factor", self.divergence_factor, gt=1)
         lo, hi = self.row_range
@@ -142,7 +143,10 @@ def run_config_from_dict(data: dict[str, Any], where: str = "") -> RunConfig:
 
 
 def load_run_config(path: str | Path) -> RunConfig:
-    return run_config_from_dict(load_yaml(path), str(path))
+    data = load_yaml(path)
+    if not data:  # not the defaults of a model nobody named
+        raise ConfigError(f"{path}: is empty; a run config names at least its model (model: {{name: deepfm}})")
+    return run_config_from_dict(data, str(path))
 
 
 def with_overrides(cfg: RunConfig, *, model: str | None = None, seed: int | None = None,

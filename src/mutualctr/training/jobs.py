@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from mutualctr import atomic
-from mutualctr.config import ConfigError
+from mutualctr.config import ConfigError, check_seed, check_seeds
 from mutualctr.errors import CheckpointError, MutualCTRError
 from mutualctr.metrics import churn, relaimp, sigmoid  # noqa: F401 (jobs.relaimp: read by callers)
 from mutualctr.results import (Churn, EnsembleResult, GroupResult, GroupSettings, MemberScores, Predictions,
@@ -259,6 +259,9 @@ def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path
         raise ConfigError("give either models or configs for a group from scratch, not both")
     if not (init or models or configs):
         raise ConfigError("give --init RUN... to finetune or --models NAME,... to train from scratch")
+    seeds = check_seeds("--seeds", seeds)
+    if seed is not None:
+        check_seed("--seed", seed)
     n = len(init) or len(models) or len(configs)
     if n < 2 and not teachers:
         raise ConfigError(f"a group needs at least two members to learn from each other, got {n} "
