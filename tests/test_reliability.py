@@ -396,6 +396,42 @@ def _group(ctx, command="mutual", extra=("--alpha", "1")):
     assert r.code == 0, r
 
 
+def _random_bytes(name, n=3000, seed=0):
+    def setup(ctx):
+        import random
+
+        (ctx.tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        (ctx.tmp / name).write_bytes(random.Random(seed).randbytes(n))
+    return setup
+
+
+def _no_weights_only_advice(ctx, r):
+    assert "weights_only" not in r.err and "Re-running" not in r.err, r.err
+
+
+def _experiment_files(results: str | None):
+    """``x/`` holding a stats.json and a results.csv of ``results`` (None: random bytes)."""
+    def setup(ctx):
+        from mutualctr.experiments.report import FIELDS
+
+        (ctx.tmp / "x").mkdir()
+        (ctx.tmp / "x" / "stats.json").write_text("{}")
+        if results is None:
+            _random_bytes("x/results.csv")(ctx)
+        else:
+            (ctx.tmp / "x" / "results.csv").write_text(",".join(FIELDS) + "\n" + results)
+    return setup
+
+
+def _edited_store(edit):
+    """A copy of the shared store in ``st`` whose feature_map.json ``edit(dict) -> text`` rewrote."""
+    def setup(ctx):
+        shutil.copytree(ctx.store, ctx.tmp / "st")
+        fm = ctx.tmp / "st" / "feature_map.json"
+        fm.write_text(edit(json.loads(fm.read_text())))
+    return setup
+
+
 def _run_damaged_last(ctx):
     _run_copy(ctx)
     os.truncate(ctx.tmp / "r" / "checkpoints" / "last.pt", 10000)  # a copy cut short
@@ -718,6 +754,31 @@ CASES = [
          "ff: is a FIFO (a named pipe), not a regular file; give a file", lambda ctx: os.mkfifo(ctx.tmp / "ff")),
     Case("predict-input-fifo", "predict --run {run} --input ff --out p.csv", 2,
          "ff: is a FIFO (a named pipe), not a regular file; give a file", lambda ctx: os.mkfifo(ctx.tmp / "ff")),
+    # damaged or foreign files (issue 28 items 6, 7)
+    Case("checkpoint-random-bytes", "evaluate --run r.pt --data {store}", 2,
+         "r.pt: not a mutualctr checkpoint (unreadable: ", _random_bytes("r.pt"), _no_weights_only_advice),
+    Case("checkpoint-random-bytes-2", "evaluate --run r.pt --data {store}", 2,
+         "r.pt: not a mutualctr checkpoint (unreadable: ", _random_bytes("r.pt", seed=3), _no_weights_only_advice),
+    Case("compare-binary-results", "compare x", 2, "x/results.csv: not a results.csv of mutualctr experiment",
+         _experiment_files(None)),
+    Case("compare-truncated-results", "compare x", 2,
+         "x/results.csv:2: a row of another width than the header (a file cut short?)", _experiment_files("rq1,dee")),
+    Case("compare-header-only-results", "compare x", 2, "x/results.csv: holds no rows (a file cut short?)",
+         _experiment_files("")),
+    Case("store-feature-map-nested", "train --data st --out r --model lr --quiet", 2,
+         "st/feature_map.json: unreadable feature map: RecursionError",
+         _edited_store(lambda d: json.dumps({**d, "schema": 0}).replace('"schema": 0', '"schema": ' + "[" * 100000
+                                                                          + "]" * 100000))),
+    Case("store-num-features-huge", "train --data st --out r --model lr --quiet", 2,
+         "st/feature_map.json: malformed feature map (num_features 10000000000000.0, its fields add up to",
+         _edited_store(lambda d: json.dumps({**d, "num_features": 1e13}))),
+    Case("store-num-features-negative", "train --data st --out r --model lr --quiet", 2,
+         "st/feature_map.json: malformed feature map (num_features -5,",
+         _edited_store(lambda d: json.dumps({**d, "num_features": -5}))),
+    Case("store-vocab-size-huge", "train --data st --out r --model lr --quiet", 2,
+         "is not an integer in [1, 2147483647])",
+         _edited_store(lambda d: json.dumps({**d, "fields": [{**d["fields"][0], "vocab_size": 10**13},
+                                                               *d["fields"][1:]]}))),
     Case("mutual-device-unknown", "mutual --data {store} --init {run} {run} --out g --quiet --alpha 1 --device tpu", 2,
          "train.device: expected one of"),
     # 11. the multi-valued, sequence, dense and hashed kinds (issue 25)
