@@ -432,6 +432,10 @@ def _edited_store(edit):
     return setup
 
 
+def _names_the_schemas(r):
+    assert "was prepared with dataset 'criteo', whose schema differs from 'k.yaml' in" in r.err, r.err
+
+
 def _run_damaged_last(ctx):
     _run_copy(ctx)
     os.truncate(ctx.tmp / "r" / "checkpoints" / "last.pt", 10000)  # a copy cut short
@@ -519,6 +523,24 @@ def _kinds_parquet(ctx):
 
 
 KPREP = "prepare --dataset k.yaml --input k.csv --quiet --out n"
+PPREP = "prepare --dataset p.yaml --input p.parquet --quiet --out n"
+
+
+def _parquet(item, schema="label: y\ncategorical: [item]\n"):
+    """``p.parquet`` of 20 rows with column ``item`` = ``item`` (a pyarrow array) and ``p.yaml``."""
+    def setup(ctx):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({"y": [0, 1] * 10, "item": item(pa)}), ctx.tmp / "p.parquet")
+        (ctx.tmp / "p.yaml").write_text("format: parquet\n" + schema)
+    return setup
+
+
+def _bad_utf8(pa):
+    """A string column whose row 6 holds bytes that are not UTF-8 (written unvalidated)."""
+    raw = pa.array([b"a\xff\xfe" if i == 5 else b"a" for i in range(20)], pa.binary())
+    return pa.Array.from_buffers(pa.string(), 20, raw.buffers())
 
 
 CASES = [
@@ -779,6 +801,23 @@ CASES = [
          "is not an integer in [1, 2147483647])",
          _edited_store(lambda d: json.dumps({**d, "fields": [{**d["fields"][0], "vocab_size": 10**13},
                                                                *d["fields"][1:]]}))),
+    # schemas and parquet columns (issue 28 items 6, 8)
+    Case("schema-separator-empty", KPREP, 2,
+         "k.yaml: separator: must be one character other than a quote or a line break, got ''",
+         _kinds_table(schema="separator: ''\n" + _KINDS)),
+    Case("parquet-list-as-categorical", PPREP, 2,
+         "p.parquet: column item: declared categorical but its parquet type is list<element: string>, which holds "
+         "several values per row", _parquet(lambda pa: pa.array([["a", "b"]] * 20))),
+    Case("parquet-struct-as-categorical", PPREP, 2,
+         "p.parquet: column item: declared categorical but its parquet type is struct<u: int64>",
+         _parquet(lambda pa: pa.array([{"u": i} for i in range(20)]))),
+    Case("parquet-list-as-numeric", PPREP, 2,
+         "p.parquet: column item: declared numeric but its parquet type is list<element: int64>",
+         _parquet(lambda pa: pa.array([[i] for i in range(20)]), "label: y\nnumeric: [item]\n")),
+    Case("parquet-invalid-utf8", PPREP, 2, "p.parquet:6: column item: \"'a\\\\xff\\\\xfe'\" is not valid UTF-8 text",
+         _parquet(_bad_utf8)),
+    Case("prepare-vocab-from-other-schema", f"{KPREP} --vocab-from {{store}}", 2,
+         "vocab_from /", _kinds_table(), lambda ctx, r: _names_the_schemas(r)),
     Case("mutual-device-unknown", "mutual --data {store} --init {run} {run} --out g --quiet --alpha 1 --device tpu", 2,
          "train.device: expected one of"),
     # 11. the multi-valued, sequence, dense and hashed kinds (issue 25)

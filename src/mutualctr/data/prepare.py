@@ -394,7 +394,11 @@ def _schema_hint(schema: Schema, dataset: str | Path, path: Path) -> str:
 def _parent_schema(schema: Schema, dataset: str | Path, parent: Store) -> Schema:
     """The parent's (resolved) schema, after checking that ``dataset`` names the same one."""
     theirs = schema_from_dict(parent.feature_map.schema)
-    a, b = to_dict(schema if schema.columns else schema.resolve(theirs.columns)), to_dict(theirs)
+    try:
+        mine = schema if schema.columns else schema.resolve(theirs.columns)
+    except ConfigError:  # it does not fit the parent's columns: a mismatch, reported as one below
+        mine = schema
+    a, b = to_dict(mine), to_dict(theirs)
     differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     if differ:
         keys = ", ".join(differ[:3]) + (f" and {len(differ) - 3} more" if len(differ) > 3 else "")

@@ -148,6 +148,13 @@ class TableReader:
                     continue
                 raise DataError(f"{self.path}: column {col}: declared {role} but its parquet type is "
                                 f"{t}, neither a list nor text to split at {spec.separator!r}")
+        lists = set(self.schema.multi_valued) | set(self.schema.sequence)
+        for col, t in types.items():  # a one-value field read from a list, struct or map column
+            role = None if col in lists or not pa.types.is_nested(t) else self.schema.role(col)
+            if role not in (None, "drop"):
+                raise DataError(f"{self.path}: column {col}: declared {role} but its parquet "
+                                f"type is {t}, which holds several values per row (declare a list column "
+                                "multi_valued or sequence: docs/data.md)")
 
     def _init_text(self, optional: tuple[str, ...]) -> None:
         first = _first_line(self.path)
