@@ -731,6 +731,8 @@ CASES = [
          2, "mutual.lr: the group was started with 0.0001; --resume continues the same job (drop --lr", _group),
     Case("mutual-resume-other-precision", "mutual --data {store} --init {run} {run} --out g --resume --precision bf16 "
          "--quiet", 2, "train.precision: the group was started with fp32", _group),
+    Case("mutual-resume-same-settings", "mutual --data {store} --init {run} {run} --out g --resume --alpha 1 "
+         "--threads 1 --device cpu --quiet", 0, "group (finetune, alpha=1", _group),
     Case("distill-resume-other-beta", "distill --data {store} --teacher {run} --student lr --out g --resume "
          "--beta 10 --quiet", 2, "distill.beta: the distillation was started with 1; --resume continues the same "
          "job (drop --beta or choose another --out)", lambda ctx: _group(ctx, "distill", ("--beta", "1"))),

@@ -340,8 +340,9 @@ def mutual_from_flags(store_path: str | Path, out: str | Path, *, init: Sequence
             Path(out), flags=flags, group=group, config_file=config_file, models=models, seeds=seeds,
             member_flags={"lr": lr, "epochs": epochs, "evals_per_epoch": evals_per_epoch} if models else {},
             precision=opts.precision, what="distillation" if teachers else "group")
-        if recorded is not None:
-            group, flags, config_file = recorded, {}, None
+        if recorded is not None:  # its settings, and the precision it started with
+            (group, precision), flags, config_file = recorded, {}, None
+            opts = opts.with_values(precision=precision)
     group = (with_group_overrides(group, **flags) if group is not None
              else resolve_group(init=init, configs=configs, config_file=config_file, **flags))
     return mutual(store_path, out, init=init, configs=configs, seeds=seeds, teachers=teachers, group=group,

@@ -106,11 +106,11 @@ def check_group(recorded: MutualConfig, given: dict[str, Any], what: str) -> Non
 
 def check_group_job(out: Path, *, flags: dict[str, Any], group: MutualConfig | None, config_file,
                     models, seeds, member_flags: dict[str, Any], precision: str | None,
-                    what: str) -> MutualConfig | None:
+                    what: str) -> tuple[MutualConfig, str] | None:
     """On ``--resume`` of a started group: refuse what differs from its record (group settings
     given as flags, a whole ``group`` or the ``mutual`` section of ``config_file``; the models,
     seeds and member flags of a group from scratch; the precision). Returns the recorded group
-    settings (None: nothing started, a fresh start)."""
+    settings and precision (None: nothing started, a fresh start)."""
     members = recorded_members(Path(out))
     if not members:
         return None
@@ -135,4 +135,4 @@ def check_group_job(out: Path, *, flags: dict[str, Any], group: MutualConfig | N
         if value is not None and old != value:
             raise refuse(keys[name], old, what, f"--{name.replace('_', '-')}")
     check_precision(cfgs[0], precision, what)
-    return recorded
+    return recorded, cfgs[0].train.precision
