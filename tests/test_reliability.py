@@ -387,6 +387,55 @@ def _run_without_last(ctx):
     (ctx.tmp / "r" / "checkpoints" / "last.pt").unlink()
 
 
+def _group(ctx, command="mutual", extra=("--alpha", "1")):
+    """A finished group (``mutual``) or distillation (``distill``) of the shared run in ``g``."""
+    run = str(ctx.store.parent / "run")
+    members = ["--init", run, run] if command == "mutual" else ["--teacher", run, "--student", "lr"]
+    r = run_cli([command, "--data", str(ctx.store), *members, "--out", "g", "--epochs", "1", "--quiet",
+                 "--threads", "1", *extra], ctx.tmp)
+    assert r.code == 0, r
+
+
+def _random_bytes(name, n=3000, seed=0):
+    def setup(ctx):
+        import random
+
+        (ctx.tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        (ctx.tmp / name).write_bytes(random.Random(seed).randbytes(n))
+    return setup
+
+
+def _no_weights_only_advice(ctx, r):
+    assert "weights_only" not in r.err and "Re-running" not in r.err, r.err
+
+
+def _experiment_files(results: str | None):
+    """``x/`` holding a stats.json and a results.csv of ``results`` (None: random bytes)."""
+    def setup(ctx):
+        from mutualctr.experiments.report import FIELDS
+
+        (ctx.tmp / "x").mkdir()
+        (ctx.tmp / "x" / "stats.json").write_text("{}")
+        if results is None:
+            _random_bytes("x/results.csv")(ctx)
+        else:
+            (ctx.tmp / "x" / "results.csv").write_text(",".join(FIELDS) + "\n" + results)
+    return setup
+
+
+def _edited_store(edit):
+    """A copy of the shared store in ``st`` whose feature_map.json ``edit(dict) -> text`` rewrote."""
+    def setup(ctx):
+        shutil.copytree(ctx.store, ctx.tmp / "st")
+        fm = ctx.tmp / "st" / "feature_map.json"
+        fm.write_text(edit(json.loads(fm.read_text())))
+    return setup
+
+
+def _names_the_schemas(r):
+    assert "was prepared with dataset 'criteo', whose schema differs from 'k.yaml' in" in r.err, r.err
+
+
 def _run_damaged_last(ctx):
     _run_copy(ctx)
     os.truncate(ctx.tmp / "r" / "checkpoints" / "last.pt", 10000)  # a copy cut short
@@ -474,6 +523,24 @@ def _kinds_parquet(ctx):
 
 
 KPREP = "prepare --dataset k.yaml --input k.csv --quiet --out n"
+PPREP = "prepare --dataset p.yaml --input p.parquet --quiet --out n"
+
+
+def _parquet(item, schema="label: y\ncategorical: [item]\n"):
+    """``p.parquet`` of 20 rows with column ``item`` = ``item`` (a pyarrow array) and ``p.yaml``."""
+    def setup(ctx):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({"y": [0, 1] * 10, "item": item(pa)}), ctx.tmp / "p.parquet")
+        (ctx.tmp / "p.yaml").write_text("format: parquet\n" + schema)
+    return setup
+
+
+def _bad_utf8(pa):
+    """A string column whose row 6 holds bytes that are not UTF-8 (written unvalidated)."""
+    raw = pa.array([b"a\xff\xfe" if i == 5 else b"a" for i in range(20)], pa.binary())
+    return pa.Array.from_buffers(pa.string(), 20, raw.buffers())
 
 
 _USER = "tests.models.user_models"
@@ -651,6 +718,117 @@ CASES = [
     Case("train-diverges-leaves-nothing", "train --data {store} --out r --quiet --model deepfm --lr 1e8 --batch-size 16 --device cpu",
          2,
          "stopped; nothing kept (r was new and is removed)"),
+    # resume means the same job (issue 28 item 4): a protocol setting given again must match
+    Case("train-resume-other-epochs", "train --data {store} --out r --resume --epochs 3 --quiet", 2,
+         "train.epochs: the run was started with 1; --resume continues the same job (drop --epochs or choose "
+         "another --out)", _run_copy),
+    Case("train-resume-other-model", "train --data {store} --out r --resume --model deepfm --quiet", 2,
+         "model.name: the run was started with lr; --resume continues the same job (drop --model", _run_copy),
+    Case("train-resume-other-precision", "train --data {store} --out r --resume --precision bf16 --quiet", 2,
+         "train.precision: the run was started with fp32; --resume continues the same job (drop --precision",
+         _run_copy),
+    Case("train-resume-other-config", "train --data {store} --out r --resume --config c.yaml --quiet", 2,
+         "optim.lr: the run was started with 0.001; --resume continues the same job (drop --config",
+         lambda ctx: (_run_copy(ctx), (ctx.tmp / "c.yaml").write_text(
+             "model: {name: lr}\noptim: {lr: 0.5}\ntrain: {epochs: 1, batch_size: 64}\n"))),
+    Case("train-resume-same-settings", "train --data {store} --out r --resume --model lr --epochs 1 --threads 1 "
+         "--device cpu --quiet", 0, "lr: best dev AUC", _run_copy),
+    Case("mutual-resume-other-alpha", "mutual --data {store} --init {run} {run} --out g --resume --alpha 10 --quiet",
+         2, "mutual.alpha: the group was started with 1; --resume continues the same job (drop --alpha or choose "
+         "another --out)", _group),
+    Case("mutual-resume-other-lr", "mutual --data {store} --init {run} {run} --out g --resume --lr 0.01 --quiet",
+         2, "mutual.lr: the group was started with 0.0001; --resume continues the same job (drop --lr", _group),
+    Case("mutual-resume-other-precision", "mutual --data {store} --init {run} {run} --out g --resume --precision bf16 "
+         "--quiet", 2, "train.precision: the group was started with fp32", _group),
+    Case("mutual-resume-same-settings", "mutual --data {store} --init {run} {run} --out g --resume --alpha 1 "
+         "--threads 1 --device cpu --quiet", 0, "group (finetune, alpha=1", _group),
+    Case("distill-resume-other-beta", "distill --data {store} --teacher {run} --student lr --out g --resume "
+         "--beta 10 --quiet", 2, "distill.beta: the distillation was started with 1; --resume continues the same "
+         "job (drop --beta or choose another --out)", lambda ctx: _group(ctx, "distill", ("--beta", "1"))),
+    # validation at the boundary (issue 28 items 6, 9): seeds, devices, empty configs, special files
+    Case("train-seed-negative", "train --data {store} --out r --model lr --seed -1 --quiet", 2,
+         "train.seed must be an integer in [0, 4294967295], got -1"),
+    Case("train-seed-huge", "train --data {store} --out r --model lr --seed 99999999999999999999 --quiet", 2,
+         "train.seed must be an integer in [0, 4294967295], got 99999999999999999999"),
+    Case("yaml-seed-negative", "train --data {store} --out r --config c.yaml --quiet", 2,
+         "c.yaml: train.seed must be an integer in [0, 4294967295], got -5",
+         _file("c.yaml", "model: {name: lr}\ntrain: {seed: -5}\n")),
+    Case("yaml-seed-huge", "train --data {store} --out r --config c.yaml --quiet", 2,
+         "c.yaml: train.seed must be an integer in [0, 4294967295], got 99999999999999999999",
+         _file("c.yaml", "model: {name: lr}\ntrain: {seed: 99999999999999999999}\n")),
+    Case("mutual-seeds-negative", "mutual --data {store} --models lr,lr --seeds -1,-2 --out g --quiet", 2,
+         "--seeds must be an integer in [0, 4294967295], got -1"),
+    Case("distill-seed-negative", "distill --data {store} --teacher {run} --student lr --seed -1 --out g --quiet", 2,
+         "--seed must be an integer in [0, 4294967295], got -1"),
+    Case("experiment-seeds-words", "experiment rq1 --data {store} --out x --models lr --seeds a,b --quiet", 2,
+         "--seeds: expected comma-separated integers, got 'a,b'"),
+    Case("prepare-seed-negative", f"{PREP} st --seed -1", 2, "seed must be an integer in [0, 4294967295], got -1"),
+    Case("distill-beta-negative", "distill --data {store} --teacher {run} --student lr --beta -1 --out g --quiet", 2,
+         "distill.beta must be >= 0, got -1.0"),
+    Case("distill-beta-word", "distill --data {store} --teacher {run} --student lr --beta often --out g --quiet", 2,
+         "distill.beta: expected number | 'auto', got 'often'"),
+    Case("evaluate-device-unknown", "evaluate --run {run} --data {store} --device tpu", 2,
+         "device: expected one of 'auto' | 'cpu' | 'cuda', got 'tpu'"),
+    Case("predict-device-unknown", "predict --run {run} --input {raw} --out p.csv --device tpu", 2,
+         "device: expected one of 'auto' | 'cpu' | 'cuda', got 'tpu'"),
+    Case("ensemble-device-unknown", "ensemble --runs {run} {run} --data {store} --device tpu", 2,
+         "device: expected one of 'auto' | 'cpu' | 'cuda', got 'tpu'"),
+    Case("train-dist-timeout-negative", "train --data {store} --out r --model lr --dist-timeout -1 --quiet", 2,
+         "dist_timeout must be a positive number of seconds, got -1.0"),
+    Case("train-dist-timeout-nan", "train --data {store} --out r --model lr --dist-timeout nan --quiet", 2,
+         "dist_timeout must be a positive number of seconds, got nan"),
+    Case("train-config-empty", "train --data {store} --out r --config c.yaml --quiet", 2,
+         "c.yaml: is empty; a run config names at least its model", _file("c.yaml", "")),
+    Case("train-config-dev-null", "train --data {store} --out r --config /dev/null --quiet", 2,
+         "/dev/null: is a character device, not a regular file; give a file"),
+    Case("prepare-input-dev-null", "prepare --dataset criteo --input /dev/null --quiet --out st", 2,
+         "/dev/null: is a character device, not a regular file; give a file"),
+    Case("prepare-input-fifo", "prepare --dataset criteo --input ff --quiet --out st", 2,
+         "ff: is a FIFO (a named pipe), not a regular file; give a file", lambda ctx: os.mkfifo(ctx.tmp / "ff")),
+    Case("predict-input-fifo", "predict --run {run} --input ff --out p.csv", 2,
+         "ff: is a FIFO (a named pipe), not a regular file; give a file", lambda ctx: os.mkfifo(ctx.tmp / "ff")),
+    # damaged or foreign files (issue 28 items 6, 7)
+    Case("checkpoint-random-bytes", "evaluate --run r.pt --data {store}", 2,
+         "r.pt: not a mutualctr checkpoint (unreadable: ", _random_bytes("r.pt"), _no_weights_only_advice),
+    Case("checkpoint-random-bytes-2", "evaluate --run r.pt --data {store}", 2,
+         "r.pt: not a mutualctr checkpoint (unreadable: ", _random_bytes("r.pt", seed=3), _no_weights_only_advice),
+    Case("compare-binary-results", "compare x", 2, "x/results.csv: not a results.csv of mutualctr experiment",
+         _experiment_files(None)),
+    Case("compare-truncated-results", "compare x", 2,
+         "x/results.csv:2: a row of another width than the header (a file cut short?)", _experiment_files("rq1,dee")),
+    Case("compare-header-only-results", "compare x", 2, "x/results.csv: holds no rows (a file cut short?)",
+         _experiment_files("")),
+    Case("store-feature-map-nested", "train --data st --out r --model lr --quiet", 2,
+         "st/feature_map.json: unreadable feature map: RecursionError",
+         _edited_store(lambda d: json.dumps({**d, "schema": 0}).replace('"schema": 0', '"schema": ' + "[" * 100000
+                                                                          + "]" * 100000))),
+    Case("store-num-features-huge", "train --data st --out r --model lr --quiet", 2,
+         "st/feature_map.json: malformed feature map (num_features 10000000000000.0, its fields add up to",
+         _edited_store(lambda d: json.dumps({**d, "num_features": 1e13}))),
+    Case("store-num-features-negative", "train --data st --out r --model lr --quiet", 2,
+         "st/feature_map.json: malformed feature map (num_features -5,",
+         _edited_store(lambda d: json.dumps({**d, "num_features": -5}))),
+    Case("store-vocab-size-huge", "train --data st --out r --model lr --quiet", 2,
+         "is not an integer in [1, 2147483647])",
+         _edited_store(lambda d: json.dumps({**d, "fields": [{**d["fields"][0], "vocab_size": 10**13},
+                                                               *d["fields"][1:]]}))),
+    # schemas and parquet columns (issue 28 items 6, 8)
+    Case("schema-separator-empty", KPREP, 2,
+         "k.yaml: separator: must be one character other than a quote or a line break, got ''",
+         _kinds_table(schema="separator: ''\n" + _KINDS)),
+    Case("parquet-list-as-categorical", PPREP, 2,
+         "p.parquet: column item: declared categorical but its parquet type is list<element: string>, which holds "
+         "several values per row", _parquet(lambda pa: pa.array([["a", "b"]] * 20))),
+    Case("parquet-struct-as-categorical", PPREP, 2,
+         "p.parquet: column item: declared categorical but its parquet type is struct<u: int64>",
+         _parquet(lambda pa: pa.array([{"u": i} for i in range(20)]))),
+    Case("parquet-list-as-numeric", PPREP, 2,
+         "p.parquet: column item: declared numeric but its parquet type is list<element: int64>",
+         _parquet(lambda pa: pa.array([[i] for i in range(20)]), "label: y\nnumeric: [item]\n")),
+    Case("parquet-invalid-utf8", PPREP, 2, "p.parquet:6: column item: \"'a\\\\xff\\\\xfe'\" is not valid UTF-8 text",
+         _parquet(_bad_utf8)),
+    Case("prepare-vocab-from-other-schema", f"{KPREP} --vocab-from {{store}}", 2,
+         "vocab_from /", _kinds_table(), lambda ctx, r: _names_the_schemas(r)),
     Case("mutual-device-unknown", "mutual --data {store} --init {run} {run} --out g --quiet --alpha 1 --device tpu", 2,
          "train.device: expected one of"),
     # 11. the multi-valued, sequence, dense and hashed kinds (issue 25)
@@ -1022,3 +1200,55 @@ def test_sigint_during_train_keeps_the_checkpoint_and_resumes(shared, tmp_path):
     again = run_cli([*args, "--resume"], tmp_path)
     assert again.code == 0, again
     assert (tmp_path / "r" / "summary.json").is_file()
+
+
+# -- issue 28 item 9: the Python API checks its arguments at entry ------------------------------
+API_CASES = [  # (id, call(mc, shared, tmp), message fragment)
+    ("mutual-init-a-string", lambda mc, s, t: mc.mutual(s / "store", t / "g", init=str(s / "run")),
+     "init: expected a list of paths, got"),
+    ("ensemble-runs-a-string", lambda mc, s, t: mc.ensemble(str(s / "run"), s / "store"),
+     "runs: expected a list of paths, got"),
+    ("predict-keep-a-string", lambda mc, s, t: mc.predict(s / "run", s / "c.txt", t / "p.csv", keep="label"),
+     "keep: expected a list of strings, got 'label' (write keep=['label'])"),
+    ("train-lr-text", lambda mc, s, t: mc.train(s / "store", t / "r", model="lr", lr="0.01"),
+     "lr: expected a number, got '0.01'"),
+    ("train-epochs-text", lambda mc, s, t: mc.train(s / "store", t / "r", model="lr", epochs="2"),
+     "epochs: expected an integer, got '2'"),
+    ("train-data-none", lambda mc, s, t: mc.train(None, t / "r", model="lr"), "data: expected a path, got None"),
+    ("train-model-not-a-string", lambda mc, s, t: mc.train(s / "store", t / "r", model=3),
+     "model: expected a model name, import string or class, got 3"),
+    ("train-seed-negative", lambda mc, s, t: mc.train(s / "store", t / "r", model="lr", seed=-1),
+     "train.seed must be an integer in [0, 4294967295], got -1"),
+    ("evaluate-split-none", lambda mc, s, t: mc.evaluate(s / "run", s / "store", split=None),
+     "split: expected a string, got None"),
+    ("evaluate-device-unknown", lambda mc, s, t: mc.evaluate(s / "run", s / "store", device="tpu"),
+     "device: expected one of 'auto' | 'cpu' | 'cuda', got 'tpu'"),
+    ("mutual-init-holds-none", lambda mc, s, t: mc.mutual(s / "store", t / "g", init=[s / "run", None]),
+     "init[1]: expected a path, got None"),
+    ("mutual-seeds-negative", lambda mc, s, t: mc.mutual(s / "store", t / "g", models=["lr", "lr"], seeds=[-1, 2]),
+     "--seeds must be an integer in [0, 4294967295], got -1"),
+    ("distill-beta-negative", lambda mc, s, t: mc.distill(s / "store", t / "g", teacher=s / "run", student="lr",
+                                                          beta=-1), "distill.beta must be >= 0"),
+    ("prepare-inputs-none", lambda mc, s, t: mc.prepare("criteo", None, t / "st"),
+     "inputs: expected a list of paths, got None"),
+    ("prepare-seed-negative", lambda mc, s, t: mc.prepare("criteo", s / "c.txt", t / "st", seed=-1),
+     "seed must be an integer in [0, 4294967295], got -1"),
+    ("experiment-seeds-a-string", lambda mc, s, t: mc.experiment("rq1", s / "store", t / "x", seeds="1,2"),
+     "seeds: expected a list of integers, got '1,2'"),
+    ("synth-rows-none", lambda mc, s, t: mc.synth(None, t / "s.tsv"), "rows: expected an integer, got None"),
+    ("train-threads-text", lambda mc, s, t: mc.train(s / "store", t / "r", model="lr", threads="2"),
+     "threads must be an integer >= 0"),
+]
+
+
+@pytest.mark.parametrize("call,message", [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES])
+def test_api_argument_case(call, message, shared, tmp_path):
+    """A bad argument raises a ConfigError (a MutualCTRError) naming it, never a bare TypeError or
+    ValueError from inside, and nothing is written."""
+    import mutualctr as mc
+
+    before, shared_before = tree(tmp_path), tree(shared)
+    with pytest.raises(MutualCTRError) as e:
+        call(mc, shared, tmp_path)
+    assert isinstance(e.value, ConfigError) and message in str(e.value), str(e.value)
+    assert tree(tmp_path) == before and tree(shared) == shared_before

@@ -16,7 +16,8 @@ _RESULTS = ("Scores", "RunResult", "GroupResult", "EnsembleResult", "Predictions
             "VersionChurn", "Calibration", "GroupedAUC", "ReliabilityBin")
 _CONFIGS = {"RunConfig": "mutualctr.training.config", "MutualConfig": "mutualctr.training.config",
             "TrainConfig": "mutualctr.training.config", "OptimConfig": "mutualctr.training.optim",
-            "MutualCTRError": "mutualctr.errors", "PrepareResult": "mutualctr.data.prepare",
+            "MutualCTRError": "mutualctr.errors", "ConfigError": "mutualctr.errors",
+            "PrepareResult": "mutualctr.data.prepare",
             "PrepareSummary": "mutualctr.data.prepare", "RuntimeOptions": "mutualctr.runtime",
             "LoadedRun": "mutualctr.training.jobs"}
 

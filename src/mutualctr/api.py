@@ -25,6 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from mutualctr.errors import ConfigError
 from mutualctr.models.plugins import import_string
 from mutualctr.results import EnsembleResult, GroupResult, Predictions, RunResult, Scores, VersionChurn
 from mutualctr.runtime import RuntimeOptions
@@ -40,6 +41,48 @@ def _model_name(model: ModelLike) -> str:
     return model if isinstance(model, str) else import_string(model)
 
 
+def _path_ok(v) -> bool:
+    return isinstance(v, (str, Path)) and str(v) != ""
+
+
+def _bad(name: str, what: str, value) -> ConfigError:
+    return ConfigError(f"{name}: expected {what}, got {value!r}")
+
+
+_KINDS = {  # kind: (test of a given value, what it must be)
+    "path": (_path_ok, "a path"),
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "number": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "model": (lambda v: _path_ok(v) or callable(v), "a model name, import string or class"),
+}
+_PLURAL = {"paths": "paths", "ints": "integers", "strs": "strings", "models": "model names or classes"}
+_ITEM = {"paths": "path", "ints": "int", "strs": "str", "models": "model"}
+
+
+def _check(required: tuple[str, ...] = (), **args: tuple[object, str]) -> None:
+    """The arguments of an API call checked at entry (docs/api.md): each ``name=(value, kind)``
+    is None (not given; refused for ``required`` names) or of its kind; ``paths``, ``ints`` and
+    ``strs`` take a list or tuple (a single string is refused: it would be read letter by
+    letter). A bad one raises :class:`ConfigError` naming the argument."""
+    for name, (value, kind) in args.items():
+        if value is None:
+            if name in required:
+                raise _bad(name, _KINDS[kind][1] if kind in _KINDS else f"a list of {_PLURAL[kind]}", value)
+            continue
+        if kind in _ITEM:
+            item = _ITEM[kind]
+            if isinstance(value, (str, bytes, Path)) or not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{name}: expected a list of {_PLURAL[kind]}, got {value!r}"
+                                  + (f" (write {name}=[{value!r}])" if isinstance(value, (str, Path)) else ""))
+            for i, v in enumerate(value):
+                if not _KINDS[item][0](v):
+                    raise _bad(f"{name}[{i}]", _KINDS[item][1], v)
+        elif not _KINDS[kind][0](value):
+            raise _bad(name, _KINDS[kind][1], value)
+
+
 def _options(options: RuntimeOptions | None, **values) -> RuntimeOptions:
     """The options of an API call: ``options`` (default: quiet) with the keyword arguments that
     were given (None = not given) replacing single values."""
@@ -52,6 +95,7 @@ def synth(rows: int, out: PathLike, *, seed: int = 0, progress: bool = False):
     Returns :class:`mutualctr.data.synth.SynthResult`."""
     from mutualctr.data.synth import generate
 
+    _check(("rows", "out", "seed"), rows=(rows, "int"), out=(out, "path"), seed=(seed, "int"))
     return generate(rows, Path(out), seed=seed, progress=progress)
 
 
@@ -66,6 +110,11 @@ def prepare(dataset: PathLike, inputs: Sequence[PathLike] | PathLike, out: PathL
     :class:`mutualctr.data.prepare.PrepareSummary`, ``.to_dict()`` for JSON)."""
     from mutualctr.data.prepare import prepare as _prepare
 
+    _check(("dataset", "out", "seed"), dataset=(dataset, "path"), out=(out, "path"), split=(split, "str"),
+           seed=(seed, "int"), min_count=(min_count, "int"), on_bad_rows=(on_bad_rows, "str"),
+           overwrite=(overwrite, "bool"), vocab_from=(vocab_from, "path"))
+    if not _path_ok(inputs):  # one path, or a list of them
+        _check(("inputs",), inputs=(inputs, "paths"))
     files = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
     return _prepare(str(dataset), files, Path(out), split=split, seed=seed, min_count=min_count,
                     on_bad_rows=on_bad_rows, overwrite=overwrite, progress=progress, vocab_from=vocab_from,
@@ -104,6 +153,10 @@ def train(data: PathLike, out: PathLike, *, model: ModelLike | None = None, conf
     single values), recorded as the run's ``init_from``."""
     from mutualctr.training import jobs
 
+    _check(("data", "out"), data=(data, "path"), out=(out, "path"), model=(model, "model"), seed=(seed, "int"),
+           epochs=(epochs, "int"), lr=(lr, "number"), batch_size=(batch_size, "int"))
+    if config is not None and not isinstance(config, RunConfig):
+        _check(config=(config, "path"))
     opts = _options(options, device=device, precision=precision, compile=compile, resume=resume, quiet=quiet,
                     dist_timeout=dist_timeout, tensorboard=tensorboard, threads=threads)
     cfg = jobs.resolve_run_config(data, out, model=None if model is None else _model_name(model), config=config,
@@ -116,6 +169,8 @@ def evaluate(run: PathLike, data: PathLike, split: str = "test", *, device: str 
     """A run's best checkpoint scored on ``split`` of store ``data``."""
     from mutualctr.training import jobs
 
+    _check(("run", "data", "split", "device"), run=(run, "path"), data=(data, "path"), split=(split, "str"),
+           device=(device, "str"))
     return jobs.evaluate(run, data, split, device=device)
 
 
@@ -135,7 +190,9 @@ def predict(run: PathLike, input: PathLike, out: PathLike, *, keep: Sequence[str
     written as CSV with the ``keep`` columns beside them."""
     from mutualctr.training import jobs
 
-    return jobs.predict(run, input, out, keep=keep, store_path=data, device=device)
+    _check(("run", "input", "out", "device"), run=(run, "path"), input=(input, "path"), out=(out, "path"),
+           keep=(keep, "strs"), data=(data, "path"), device=(device, "str"))
+    return jobs.predict(run, input, out, keep=list(keep), store_path=data, device=device)
 
 
 def mutual(data: PathLike, out: PathLike, *, init: Sequence[PathLike] = (), models: Sequence[ModelLike] = (),
@@ -159,6 +216,15 @@ def mutual(data: PathLike, out: PathLike, *, init: Sequence[PathLike] = (), mode
     ``device`` ... ``threads``: :class:`RuntimeOptions` values, as for :func:`train`."""
     from mutualctr.training import jobs
 
+    _check(("data", "out"), data=(data, "path"), out=(out, "path"), init=(init, "paths"), models=(models, "models"),
+           seeds=(seeds, "ints"), teachers=(teachers, "paths"), config=(config, "path"), loss=(loss, "str"),
+           lr=(lr, "number"), epochs=(epochs, "int"), evals_per_epoch=(evals_per_epoch, "int"), scope=(scope, "str"),
+           embedding_lr_scale=(embedding_lr_scale, "number"), finetune_split=(finetune_split, "number"),
+           seed=(seed, "int"), config_dir=(config_dir, "path"))
+    if alpha is not None and not isinstance(alpha, str):
+        _check(alpha=(alpha, "number"))
+    if group is not None and not isinstance(group, MutualConfig):
+        raise _bad("group", "a MutualConfig", group)
     opts = _options(options, device=device, precision=precision, compile=compile, vectorize=vectorize,
                     resume=resume, quiet=quiet, dist_timeout=dist_timeout, tensorboard=tensorboard, threads=threads)
     return jobs.mutual_from_flags(data, out, init=list(init), models=[_model_name(m) for m in models],
@@ -179,6 +245,14 @@ def distill(data: PathLike, out: PathLike, *, teacher: PathLike, student: PathLi
     """Knowledge distillation: ``student`` (a run to finetune, or a model name to train) learns
     from the labels and the frozen ``teacher``'s predictions, weighted by ``beta`` (``auto``:
     chosen on dev); the settings are :func:`mutual`'s."""
+    _check(("teacher", "student"), teacher=(teacher, "path"), student=(student, "model"))
+    if beta is not None:
+        from mutualctr.training.config import with_group_overrides
+
+        try:  # checked here, so that the message says beta, not the mutual.alpha it is stored as
+            with_group_overrides(MutualConfig(), alpha=beta)
+        except ConfigError as e:
+            raise ConfigError(str(e).replace("mutual.alpha", "distill.beta")) from None
     opts = _options(options, device=device, resume=resume, quiet=quiet, threads=threads)
     finetune = isinstance(student, (str, Path)) and Path(student).exists()
     return mutual(data, out, init=[student] if finetune else (),
@@ -193,6 +267,8 @@ def ensemble(runs: Sequence[PathLike], data: PathLike, split: str = "test", *, d
     the runs disagree (churn)."""
     from mutualctr.training import jobs
 
+    _check(("runs", "data", "split", "device"), runs=(runs, "paths"), data=(data, "path"), split=(split, "str"),
+           device=(device, "str"))
     return jobs.ensemble(list(runs), data, split, device=device)
 
 
@@ -247,6 +323,11 @@ def experiment(questions: str | Sequence[str], data: PathLike, out: PathLike, *,
     (auto). Returns {"rows", "bootstrap", "choices", "paths", "seconds", "dataset"}."""
     from mutualctr.experiments import run_experiment
 
+    _check(("data", "out", "instances"), data=(data, "path"), out=(out, "path"), models=(models, "models"),
+           instances=(instances, "int"), seeds=(seeds, "ints"), config_dir=(config_dir, "path"),
+           epochs=(epochs, "int"), runs_dir=(runs_dir, "path"), rq4_model=(rq4_model, "str"))
+    if not isinstance(questions, str):
+        _check(("questions",), questions=(questions, "strs"))
     return run_experiment(questions, data, out, [_model_name(m) for m in models], instances=instances, seeds=seeds,
                           config_dir=Path(config_dir) if config_dir else None, epochs=epochs, alphas=alphas,
                           finetune_lrs=finetune_lrs, finetune_split=finetune_split, scope=scope,

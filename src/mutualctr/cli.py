@@ -431,8 +431,11 @@ def _group_table(g):
     return t
 
 
-def _csv_ints(s: Optional[str]) -> List[int]:
-    return [int(x) for x in s.split(",")] if s else []
+def _csv_ints(s: Optional[str], name: str = "--seeds") -> List[int]:
+    try:
+        return [int(x) for x in s.split(",")] if s else []
+    except ValueError:
+        _fail(f"{name}: expected comma-separated integers, got {s!r}")
 
 
 _ALPHA_HELP = ("peer-term weight: a number (0 = the continued-training control) or auto, chosen on dev "

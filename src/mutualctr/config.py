@@ -23,7 +23,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
-from mutualctr.errors import ConfigError
+from mutualctr.errors import ConfigError, input_problem
 
 __all__ = ["ConfigError", "check_fields", "check_range", "from_dict", "load_config", "load_yaml",
            "to_dict"]
@@ -185,6 +185,23 @@ def check_range(key: str, value: float, *, ge: float | None = None, gt: float | 
     raise ConfigError(f"{key} must be {rule}, got {value!r}")
 
 
+SEED_MAX = 2**32 - 1  # numpy's seeds; torch's and the split hash take these too
+
+
+def check_seed(key: str, value: Any) -> int:
+    """``value`` as a seed: an integer in [0, 2**32 - 1], else a ConfigError naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
+        raise ConfigError(f"{key} must be an integer in [0, {SEED_MAX}], got {value!r}")
+    return value
+
+
+def check_seeds(key: str, values: Any) -> list[int]:
+    """A list of seeds (:func:`check_seed` each); a single string or number is refused."""
+    if isinstance(values, (str, bytes, int, float)) or not hasattr(values, "__iter__"):
+        raise ConfigError(f"{key}: expected a list of integers, got {values!r}")
+    return [check_seed(key, v) for v in values]
+
+
 def to_dict(obj: Any) -> Any:
     """Plain (YAML/JSON-safe) form of a config dataclass."""
     if dataclasses.is_dataclass(obj):
@@ -227,8 +244,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory, not a YAML file")
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file")
+    if (problem := input_problem(path)) is not None:
+        raise ConfigError(f"{path}: {problem}")
     try:
         data = yaml.load(path.read_text(), Loader=_StrictLoader)
     except UnicodeDecodeError as e:

@@ -28,3 +28,25 @@ class TrainingError(MutualCTRError):
 
 class OutputError(MutualCTRError):
     """An output path cannot be written: foreign content, another writer, read-only, ..."""
+
+
+def input_problem(path) -> str | None:
+    """Why ``path`` cannot be read as an input file, as the end of a message (``is a FIFO (a
+    named pipe), not a regular file``), or None for a regular file (links followed)."""
+    import os
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as e:
+        return f"cannot read it ({e.strerror or e})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a file"
+    kinds = {stat.S_ISFIFO: "a FIFO (a named pipe)", stat.S_ISCHR: "a character device",
+             stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
+    kind = next((name for test, name in kinds.items() if test(mode)), "not a regular file")
+    return f"is {kind}, not a regular file; give a file"

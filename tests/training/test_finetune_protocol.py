@@ -88,7 +88,7 @@ def test_auto_alpha_group_reports_the_curve_and_its_choice(tiny_store, tmp_path,
 # ---- the start is a candidate ------------------------------------------------------------------------
 
 def test_a_finetuning_that_only_hurts_keeps_its_start(tiny_store, tmp_path, pretrained):
-    g = jobs.mutual(tiny_store, tmp_path / "g", init=pretrained, group=group(alpha=0.0, lr=3.0, evals_per_epoch=2),
+    g = jobs.mutual(tiny_store, tmp_path / "g", init=pretrained, group=group(alpha=0.0, lr=0.1, evals_per_epoch=2),
                     quiet=True).to_dict()
     for m, run in zip(g["members"], pretrained):
         assert m["kept_start"] is True and m["best_step"] == 0

@@ -155,8 +155,9 @@ def test_corrupt_truncated_and_missing_checkpoints(tiny_store, tmp_path):
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         api.evaluate(tmp_path / "r", tiny_store).to_dict()
     best.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+    with pytest.raises(CheckpointError, match=r"not a mutualctr checkpoint \(unreadable: ") as e:
         api.evaluate(tmp_path / "r", tiny_store).to_dict()
+    assert "weights_only" not in str(e.value) and "\n" not in str(e.value)  # never torch's advice
     with pytest.raises(CheckpointError, match="no such run"):
         api.evaluate(tmp_path / "nope", tiny_store).to_dict()
 
@@ -271,7 +272,7 @@ def test_resume_with_nothing_to_resume_starts_fresh_and_says_so(tiny_store, tmp_
 
 def test_a_runaway_loss_stops_the_run_naming_the_step_and_the_last_checkpoint(tiny_store, tmp_path):
     cfg = tiny_config(epochs=5, lr=50.0)
-    with pytest.raises(TrainingError, match=r"(ran away|non-finite loss) at step \d+.*last good checkpoint"):
+    with pytest.raises(TrainingError, match=r"(ran away|non-finite loss) at step \d+.*(last good checkpoint|nothing kept)"):
         api.train(tiny_store, tmp_path / "r", cfg, quiet=True).to_dict()
     from dataclasses import replace
 
@@ -279,6 +280,36 @@ def test_a_runaway_loss_stops_the_run_naming_the_step_and_the_last_checkpoint(ti
     calm.train = replace(calm.train, divergence_factor=1.0001)  # any rise at all counts
     with pytest.raises(ConfigError, match="divergence_factor"):
         replace(calm.train, divergence_factor=0.5)
+
+
+def test_a_runaway_loss_is_caught_in_a_run_shorter_than_any_window(tiny_store, tmp_path):
+    """Issue 28 item 1: one epoch (19 steps, fewer than the old rule's 3 x 20) at lr 50 stops at
+    its second step, naming the step and the loss; a new run with no checkpoint leaves nothing."""
+    for model, lr in (("deepfm", 50.0), ("lr", 1e6), ("dcn", 1e4)):
+        cfg = tiny_config(model, epochs=1, lr=lr)
+        with pytest.raises(TrainingError, match=r"(ran away|non-finite loss) at step [23] ") as e:
+            api.train(tiny_store, tmp_path / model, cfg, quiet=True)
+        assert "nothing kept" in str(e.value) and not (tmp_path / model).exists(), str(e.value)
+
+
+@pytest.mark.parametrize("model", ["lr", "fm", "deepfm", "dcn", "dcnv2", "pnn", "fibinet"])
+def test_the_shipped_configs_and_a_finetuning_stay_far_below_the_divergence_rule(tiny_store, tmp_path, model):
+    """Normal runs never trip it: each shipped criteo config at its learning rate (batches of 256:
+    many steps) and a mutual finetuning of two such runs at a large alpha, with the factor at 3
+    instead of 10 (a margin of 3x)."""
+    from dataclasses import replace
+
+    cfg = api.default_config(model, "criteo")
+    cfg.train = replace(cfg.train, batch_size=256, epochs=2, device="cpu", prefetch=0, divergence_factor=3.0)
+    runs = [api.train(tiny_store, tmp_path / f"r{s}", replace(cfg, train=replace(cfg.train, seed=s)),
+                      quiet=True).run_dir for s in (1, 2)]
+    assert all((Path(r) / "summary.json").is_file() for r in runs)
+    if model in ("deepfm", "lr"):
+        from mutualctr.training.config import MutualConfig
+
+        g = api.mutual(tiny_store, tmp_path / "g", init=runs, group=MutualConfig(alpha=1000.0, lr=1e-3, epochs=2),
+                       quiet=True)
+        assert len(g.members) == 2
 
 
 def test_bf16_is_refused_where_it_is_not_native_and_auto_falls_back(monkeypatch):

@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from mutualctr import outdir, resources
 from mutualctr.atomic import atomic_dir
-from mutualctr.config import ConfigError, to_dict
+from mutualctr.config import ConfigError, check_seed, to_dict
 from mutualctr.data.encode import bad_row_error
 from mutualctr.data.fields import _Counts, _Field, _ParentField, encode_parts, grow_fields, make_field  # noqa: F401 (_Counts: its old home)
 from mutualctr.data.reader import TableReader, iter_blocks
@@ -44,7 +44,7 @@ from mutualctr.data.schema import BUILTIN, Schema, load_schema, schema_from_dict
 from mutualctr.data.store import (PAD, SPLITS, FeatureMap, FieldInfo, Store, read_feature_map,
                                   split_problem, vocab_fingerprint)
 from mutualctr.data.transform import ChunkTransformer, Transformed
-from mutualctr.errors import DataError, MutualCTRError, StoreError
+from mutualctr.errors import DataError, MutualCTRError, StoreError, input_problem
 from mutualctr.progress import Bar
 
 FRACTIONS = (0.8, 0.1, 0.1)
@@ -319,6 +319,7 @@ class _Plan:
 def _plan(dataset: str | Path, inputs: Sequence[Path], out: Path, split: str, seed: int,
           min_count: int | None, on_bad_rows: str, vocab_from: str | Path | None, grow: bool = False) -> _Plan:
     """``prepare``'s arguments checked (ConfigError, DataError, StoreError; nothing written)."""
+    check_seed("seed", seed)
     if split not in ("random", "sequential"):
         raise ConfigError(f"split: expected 'random' or 'sequential', got {split!r}")
     if on_bad_rows not in ("error", "skip"):
@@ -363,8 +364,8 @@ def _check_inputs(inputs: Sequence[Path]) -> list[Path]:
     for p in inputs:
         if p.is_dir():
             raise DataError(f"{p}: is a directory, not a file (give each raw file with --input)")
-        if not p.is_file():
-            raise DataError(f"{p}: no such file")
+        if (problem := input_problem(p)) is not None:
+            raise DataError(f"{p}: {problem}")
     return inputs
 
 
@@ -403,7 +404,11 @@ def _schema_hint(schema: Schema, dataset: str | Path, path: Path) -> str:
 def _parent_schema(schema: Schema, dataset: str | Path, parent: Store) -> Schema:
     """The parent's (resolved) schema, after checking that ``dataset`` names the same one."""
     theirs = schema_from_dict(parent.feature_map.schema)
-    a, b = to_dict(schema if schema.columns else schema.resolve(theirs.columns)), to_dict(theirs)
+    try:
+        mine = schema if schema.columns else schema.resolve(theirs.columns)
+    except ConfigError:  # it does not fit the parent's columns: a mismatch, reported as one below
+        mine = schema
+    a, b = to_dict(mine), to_dict(theirs)
     differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     if differ:
         keys = ", ".join(differ[:3]) + (f" and {len(differ) - 3} more" if len(differ) > 3 else "")

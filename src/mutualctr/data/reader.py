@@ -17,7 +17,7 @@ import pyarrow.csv as pacsv
 
 from mutualctr.data._threads import background
 from mutualctr.data.schema import Schema
-from mutualctr.errors import DataError
+from mutualctr.errors import DataError, input_problem
 
 BLOCK_SIZE = 16 << 20
 PARQUET_BATCH = 1 << 16
@@ -101,12 +101,8 @@ class TableReader:
         self.block_size = block_size or BLOCK_SIZE
         self.skipped = 0  # rows of the wrong width skipped
         self._bad_lines: list[int] = []
-        if not self.path.exists():
-            raise DataError(f"{self.path}: no such file")
-        if self.path.is_dir():
-            raise DataError(f"{self.path}: is a directory, not a file")
-        if not self.path.is_file():
-            raise DataError(f"{self.path}: not a regular file")
+        if (problem := input_problem(self.path)) is not None:
+            raise DataError(f"{self.path}: {problem}")
         if schema.format == "parquet":
             self._init_parquet(optional)
         else:
@@ -152,6 +148,13 @@ class TableReader:
                     continue
                 raise DataError(f"{self.path}: column {col}: declared {role} but its parquet type is "
                                 f"{t}, neither a list nor text to split at {spec.separator!r}")
+        lists = set(self.schema.multi_valued) | set(self.schema.sequence)
+        for col, t in types.items():  # a one-value field read from a list, struct or map column
+            role = None if col in lists or not pa.types.is_nested(t) else self.schema.role(col)
+            if role not in (None, "drop"):
+                raise DataError(f"{self.path}: column {col}: declared {role} but its parquet "
+                                f"type is {t}, which holds several values per row (declare a list column "
+                                "multi_valued or sequence: docs/data.md)")
 
     def _init_text(self, optional: tuple[str, ...]) -> None:
         first = _first_line(self.path)

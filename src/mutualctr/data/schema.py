@@ -153,6 +153,9 @@ class Schema:
         for col in self.min_count_per_column:
             if self.columns and col not in self.columns:
                 raise ConfigError(f"min_count_per_column: {col!r} is not one of columns")
+        if self.separator is not None and (len(self.separator) != 1 or self.separator in '"\r\n'):
+            raise ConfigError(f"separator: must be one character other than a quote or a line break, got "
+                              f"{self.separator!r} (default: ',' for csv, a tab for tsv)")
         self._check_kinds(seen)
         if self.group_by is not None:
             self._check_group_by(seen)

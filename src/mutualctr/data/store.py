@@ -193,17 +193,38 @@ def read_feature_map(path: Path) -> FeatureMap:
                          "foreign directory)")
     try:
         d = json.loads(fm.read_text())
-    except (OSError, ValueError) as e:
-        raise StoreError(f"{fm}: unreadable feature map: {e}") from None
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested thousands deep
+        raise StoreError(f"{fm}: unreadable feature map: {type(e).__name__}: {str(e)[:200]}") from None
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise StoreError(f"{path}: not a mutualctr store ({fm.name} has no format marker)")
     if d.get("version") != VERSION:
         raise StoreError(f"{path}: store version {d.get('version')} is not {VERSION}; "
                          "prepare it again with --overwrite")
     try:
-        return FeatureMap.from_json(d)
+        feature_map = FeatureMap.from_json(d)
     except (KeyError, TypeError) as e:
         raise StoreError(f"{fm}: malformed feature map ({e})") from None
+    _check_sizes(fm, feature_map, d.get("num_features"))
+    return feature_map
+
+
+MAX_FEATURES = 2**31 - 1  # ids are int32 in the store's matrices
+
+
+def _check_sizes(fm: Path, feature_map: FeatureMap, recorded: Any) -> None:
+    """Every field's size and offset a whole number in range, and ``num_features`` what they add
+    up to (a hand-edited or damaged feature map is refused, not used to size the tables)."""
+    if not feature_map.fields:
+        raise StoreError(f"{fm}: malformed feature map (no fields)")
+    for f in feature_map.fields:
+        for key, value, lo in (("vocab_size", f.vocab_size, 1), ("offset", f.offset, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= MAX_FEATURES:
+                raise StoreError(f"{fm}: malformed feature map (field {f.name!r}: {key} {value!r} is not an "
+                                 f"integer in [{lo}, {MAX_FEATURES}])")
+    total = feature_map.num_features
+    if total > MAX_FEATURES or (recorded is not None and recorded != total):
+        raise StoreError(f"{fm}: malformed feature map (num_features {recorded!r}, its fields add up to "
+                         f"{total}; at most {MAX_FEATURES})")
 
 
 class Store:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from mutualctr import atomic
+from mutualctr.errors import DataError
 from mutualctr.experiments import findings, plots
 from mutualctr.experiments.labels import LABELS
 from mutualctr.experiments.stats import mean_std, paired_ttest, relaimp
@@ -58,25 +59,36 @@ def _fmt_cell(v: Any) -> Any:
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
-    """results.csv with numbers parsed ('' stays ''); unknown columns are kept as text, known
-    ones the file lacks are ''."""
-    out = []
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            row: dict[str, Any] = {}
-            for k, v in r.items():
-                if v in ("", None):
-                    row[k] = ""
-                elif k in FLOATS:
-                    row[k] = float(v)
-                elif k in INTS:
-                    row[k] = int(float(v))
-                else:
-                    row[k] = v
-            for k in FIELDS:  # a file written before a column existed: the column, empty
-                row.setdefault(k, "")
-            out.append(row)
-    return out
+    """results.csv with numbers parsed ('' stays ''); unknown columns are kept as text. A file
+    that is not one (binary, no ``question``/``model``/``setting`` columns, a row cut short, a
+    number that is not one) is a DataError naming the file and line."""
+    try:
+        text = Path(path).read_text()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a results.csv of mutualctr experiment (not text: {e.reason} at byte "
+                        f"{e.start})") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        missing = [c for c in ("question", "model", "setting") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"{path}: not a results.csv of mutualctr experiment (no column {missing[0]!r})")
+        return [_parse_row(path, reader.line_num, r) for r in reader]
+    except csv.Error as e:  # a NUL byte, ...
+        raise DataError(f"{path}:{reader.line_num}: not a results.csv of mutualctr experiment ({e})") from None
+
+
+def _parse_row(path: Path, line: int, r: dict[str, Any]) -> dict[str, Any]:
+    if None in r or any(v is None for v in r.values()):  # more or fewer cells than the header
+        raise DataError(f"{path}:{line}: a row of another width than the header (a file cut short?)")
+    row: dict[str, Any] = {}
+    for k, v in r.items():
+        try:
+            row[k] = "" if v == "" else float(v) if k in FLOATS else int(float(v)) if k in INTS else v
+        except (ValueError, OverflowError):
+            raise DataError(f"{path}:{line}: column {k}: {v!r} is not a number") from None
+    for k in FIELDS:  # a file written before a column existed: the column, empty
+        row.setdefault(k, "")
+    return row
 
 
 # ---- the paper's numbers ------------------------------------------------------------------------
@@ -427,8 +439,14 @@ def compare_rows(out: Path, label: str) -> list[dict[str, Any]]:
     for name in ("results.csv", "stats.json"):
         if not (out / name).is_file():
             raise FileNotFoundError(f"{out}: no {name} (not an experiment directory written by mutualctr experiment)")
-    rows = [r for r in read_results(out / "results.csv") if r["question"] in ("rq1", "rq2")]
-    choices = json.loads((out / "stats.json").read_text()).get("choices", {})
+    every = read_results(out / "results.csv")
+    if not every:
+        raise DataError(f"{out / 'results.csv'}: holds no rows (a file cut short?)")
+    rows = [r for r in every if r["question"] in ("rq1", "rq2")]
+    try:
+        choices = json.loads((out / "stats.json").read_text()).get("choices", {})
+    except (ValueError, AttributeError) as e:  # not JSON, not text, not a mapping
+        raise DataError(f"{out / 'stats.json'}: not a stats.json of mutualctr experiment ({e})") from None
     tests = {(t["model"], t["comparison"]): t for t in paired_tests(rows)}
     result = []
     for model in _models(rows):

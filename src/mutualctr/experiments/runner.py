@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from mutualctr import atomic, outdir
-from mutualctr.config import ConfigError, to_dict
+from mutualctr.config import ConfigError, check_seeds, to_dict
 from mutualctr.experiments import report
 from mutualctr.experiments.plan import JOB_DIRS, MARKERS, Job, JobSpec, Plan, Rq1Jobs, Rq2Jobs, Rq3Jobs, Rq4Jobs
 from mutualctr.experiments.progress import ExperimentProgress
@@ -110,7 +110,7 @@ class Settings:
             raise ConfigError("--models: give at least one model")
         if len(set(self.models)) != len(self.models):
             raise ConfigError(f"--models lists a model twice: {','.join(self.models)}")
-        self.seeds = list(self.seeds) or list(range(1, self.instances + 1))
+        self.seeds = check_seeds("--seeds", self.seeds) or list(range(1, self.instances + 1))
         if len(self.seeds) != self.instances:
             raise ConfigError(f"--seeds has {len(self.seeds)} values for --instances {self.instances}")
         if len(set(self.seeds)) != len(self.seeds):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from mutualctr.config import ConfigError, check_fields, check_range, from_dict, load_yaml, to_dict
+from mutualctr.config import ConfigError, check_fields, check_range, check_seed, from_dict, load_yaml, to_dict
 from mutualctr.models import canonical_model_name, model_config_class, model_config_from_dict
 from mutualctr.runtime import PRECISIONS
 from mutualctr.training.optim import OptimConfig
@@ -43,8 +43,8 @@ class TrainConfig:
     # a resumable checkpoint also inside an epoch, about every this many seconds (0: only at
     # the evaluations); a killed run then loses at most this much work
     checkpoint_every: float = 300.0
-    # stop when the training loss runs away: the mean of the last 20 steps above this many times
-    # the loss of the first step, three checks in a row (0: never)
+    # stop when the training loss runs away: the mean of the last 5 steps above this many times
+    # the larger of the first step's loss and ln 2, from the second step on (0: never)
     divergence_factor: float = 10.0
 
     def __post_init__(self):
@@ -53,6 +53,7 @@ class TrainConfig:
             check_range(f"train.{name}", getattr(self, name), ge=1)
         for name in ("patience", "eval_every", "eval_batch_size", "threads", "prefetch", "checkpoint_every"):
             check_range(f"train.{name}", getattr(self, name), ge=0)
+        check_seed("train.seed", self.seed)
         if self.divergence_factor != 0:
             check_range("train.divergence_factor", self.divergence_factor, gt=1)
         lo, hi = self.row_range
@@ -144,7 +145,10 @@ def run_config_from_dict(data: dict[str, Any], where: str = "") -> RunConfig:
 
 
 def load_run_config(path: str | Path) -> RunConfig:
-    return run_config_from_dict(load_yaml(path), str(path))
+    data = load_yaml(path)
+    if not data:  # not the defaults of a model nobody named
+        raise ConfigError(f"{path}: is empty; a run config names at least its model (model: {{name: deepfm}})")
+    return run_config_from_dict(data, str(path))
 
 
 def with_overrides(cfg: RunConfig, *, model: str | None = None, seed: int | None = None,

@@ -9,11 +9,15 @@ import time
 
 import torch
 
-from mutualctr.errors import TrainingError
+from mutualctr.errors import ConfigError, TrainingError
 from mutualctr.training.config import PRECISIONS
 
 
 def resolve_device(name: str) -> torch.device:
+    from mutualctr.runtime import DEVICES
+
+    if name not in DEVICES:  # before torch sees it (its error lists twenty device types)
+        raise ConfigError(f"device: expected one of {' | '.join(map(repr, DEVICES))}, got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():

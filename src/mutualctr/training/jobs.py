@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from mutualctr import atomic
-from mutualctr.config import ConfigError
+from mutualctr.config import ConfigError, check_seed, check_seeds
 from mutualctr.errors import CheckpointError, MutualCTRError
 from mutualctr.metrics import churn, relaimp, sigmoid  # noqa: F401 (jobs.relaimp: read by callers)
 from mutualctr.results import (Churn, EnsembleResult, GroupResult, GroupSettings, MemberScores, Predictions,
@@ -34,6 +34,7 @@ from mutualctr.training.device import resolve_device
 from mutualctr.training.inference import predict_logits, scores
 from mutualctr.training.member import Member
 from mutualctr.training.optim import sparse_grad_for
+from mutualctr.training import resume as resume_check
 from mutualctr.training.rundir import GroupDir, ModelCheckpoint, RunDir, check_store, model_checkpoint_path
 from mutualctr.training.trainer import Trainer
 
@@ -153,6 +154,8 @@ def train(store_path: str | Path, out: str | Path, cfg: RunConfig, options: Runt
     from mutualctr.distributed import session
 
     opts = options_of(options, **values)
+    if opts.resume and (Path(out) / "config.yaml").is_file():
+        resume_check.check_precision(load_run_config(Path(out) / "config.yaml"), opts.precision)
     cfg = with_runtime(cfg, opts)
     with session(1, cfg.train.device, opts.dist_timeout) as par:
         store = open_store(store_path)
@@ -177,12 +180,13 @@ def resolve_run_config(store_path: str | Path, out: str | Path, *, model: str | 
     the run's own config.yaml, else the shipped config of ``model`` for the store's dataset;
     single values replaced by ``overrides`` (with_overrides' keywords; None = keep)."""
     out = Path(out)
+    recorded = load_run_config(out / "config.yaml") if resume and (out / "config.yaml").is_file() else None
     if isinstance(config, RunConfig):
         cfg = config
     elif config is not None:
         cfg = load_run_config(config)
-    elif resume and model is None and (out / "config.yaml").is_file():
-        return load_run_config(out / "config.yaml")
+    elif recorded is not None:
+        cfg = recorded
     elif init is not None:  # a warm start: the config of the run it continues
         if model is not None:
             raise ConfigError(f"--model: a warm start (--init {init}) continues that run's model; leave --model out")
@@ -194,7 +198,11 @@ def resolve_run_config(store_path: str | Path, out: str | Path, *, model: str | 
         raise ConfigError("give --model NAME or --config FILE")
     else:
         cfg = default_config(model, open_store(store_path).feature_map.dataset)
-    return with_overrides(cfg, model=model, **overrides)
+    cfg = with_overrides(cfg, model=model, **overrides)
+    if recorded is not None:  # the same job: what is given again must be what it started with
+        resume_check.check_run(recorded, cfg, from_file=config is not None)
+        return recorded
+    return cfg
 
 
 def evaluate(run: str | Path, store_path: str | Path, split: str = "test", device: str = "auto",
@@ -289,6 +297,9 @@ def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path
         raise ConfigError("give either models or configs for a group from scratch, not both")
     if not (init or models or configs):
         raise ConfigError("give --init RUN... to finetune or --models NAME,... to train from scratch")
+    seeds = check_seeds("--seeds", seeds)
+    if seed is not None:
+        check_seed("--seed", seed)
     n = len(init) or len(models) or len(configs)
     if n < 2 and not teachers:
         raise ConfigError(f"a group needs at least two members to learn from each other, got {n} "
@@ -374,10 +385,19 @@ def mutual_from_flags(store_path: str | Path, out: str | Path, *, init: Sequence
         member_flags = {}
     flags = dict(alpha=alpha, loss=loss, scope=scope, embedding_lr_scale=embedding_lr_scale,
                  finetune_split=finetune_split, **member_flags)
+    opts = options_of(options, **values)
+    if opts.resume:  # the same job: what is given again must be what it started with
+        recorded = resume_check.check_group_job(
+            Path(out), flags=flags, group=group, config_file=config_file, models=models, seeds=seeds,
+            member_flags={"lr": lr, "epochs": epochs, "evals_per_epoch": evals_per_epoch} if models else {},
+            precision=opts.precision, what="distillation" if teachers else "group")
+        if recorded is not None:  # its settings, and the precision it started with
+            (group, precision), flags, config_file = recorded, {}, None
+            opts = opts.with_values(precision=precision)
     group = (with_group_overrides(group, **flags) if group is not None
              else resolve_group(init=init, configs=configs, config_file=config_file, **flags))
     return mutual(store_path, out, init=init, configs=configs, seeds=seeds, teachers=teachers, group=group,
-                  seed=seed, options=options_of(options, **values))
+                  seed=seed, options=opts)
 
 
 ALPHA_TIE = 1e-5  # dev AUCs closer than this are a tie (the smaller alpha wins); docs/training.md

@@ -32,6 +32,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import re
 import zipfile
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
@@ -60,6 +61,17 @@ def save(path: str | Path, payload: dict[str, Any]) -> None:
     atomic.write_bytes(path, buf.getvalue())
 
 
+def _reason(e: BaseException) -> str:
+    """torch's error as one short line, without its advice to load with ``weights_only=False``
+    (which would run whatever the file holds: never to be suggested)."""
+    text = str(e)
+    inner = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|$)", text, re.S)
+    line = " ".join((inner.group(1) if inner else text).split())
+    if "weights_only" in line or not line:
+        line = "not a file torch.save wrote"
+    return f"{type(e).__name__}: {line[:200]}"
+
+
 def load(path: str | Path, kind: str) -> dict[str, Any]:
     """The payload of a ``.pt`` file of ``kind`` ("model", "group", "member"), or a clear
     CheckpointError: missing, truncated, not ours, of another kind, or holding objects that
@@ -76,9 +88,11 @@ def load(path: str | Path, kind: str) -> dict[str, Any]:
             raise CheckpointError(
                 f"{path}: refused: it holds objects other than tensors and plain data, which loading "
                 f"would have to run (a tampered or foreign file); nothing was loaded") from e
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{path}: not a mutualctr checkpoint (unreadable: {_reason(e)})") from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError) as e:
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_reason(e)})") from e
+    except Exception as e:  # random bytes reach torch's unpickler in many ways (IndexError, ...)
+        raise CheckpointError(f"{path}: not a mutualctr checkpoint (unreadable: {_reason(e)})") from e
     if not isinstance(obj, dict) or "format" not in obj:
         raise CheckpointError(f"{path}: not a mutualctr checkpoint")
     formats = MODEL_FORMATS if kind == "model" else (FORMAT,)

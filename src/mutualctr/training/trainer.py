@@ -207,18 +207,21 @@ class Trainer:
                 if self.start_is_candidate:
                     self._evaluate_all(state, [None] * len(self.members), None, progress)
             window = _Window(len(self.members), self.device, state)
-            watch = _Divergence(cfg.divergence_factor, state)
+            watch = _Divergence(cfg.divergence_factor, state, self.device)
             while not state.done:
                 for ids, labels, global_rows in self._epoch(state):
                     losses = self._advance(state, ids, labels, global_rows)
                     window.add(losses, global_rows)
-                    watch.check(state.step, losses, self.members, self.checkpoints)
+                    at_eval = state.batch_in_epoch in self.eval_points
+                    due = not at_eval and self._checkpoint_due(state)
+                    # checked before any checkpoint: none is written of a diverged model
+                    watch.check(state.step, losses, self.members, self.checkpoints, force=at_eval or due)
                     progress.advance(losses, len(labels))
-                    if state.batch_in_epoch in self.eval_points:
+                    if at_eval:
                         self._eval_point(state, window, progress)
                         if state.done:
                             break
-                    elif self._checkpoint_due(state):
+                    elif due:
                         window.keep(state)
                         self.checkpoints.save(state, [m.state() for m in self.members])
         finally:
@@ -416,40 +419,53 @@ class _Window:
 
 
 class _Divergence:
-    """Stops a run whose training loss runs away (a learning rate far too large): the mean loss
-    of the last 20 steps above ``factor`` times the loss of the first step (the model as it
-    started), at three checks in a row (every 20 steps). Non-finite losses are caught at once
-    by the loop."""
+    """Stops a run whose training loss runs away (a learning rate far too large), from the
+    first steps on: the mean loss of the last ``WINDOW`` steps (fewer at the start: those after
+    the first) above ``factor`` times the larger of the member's first-step loss and ln 2 (the
+    loss of a coin flip, so a member that starts near-perfect, a finetuning, keeps room), or a
+    non-finite loss. Read back every step on a CPU; on a GPU every ``GPU_EVERY`` steps and
+    before every evaluation and checkpoint, so no checkpoint is written of a diverged model.
+    docs/training.md justifies the rule."""
 
-    WINDOW, CHECKS = 20, 3
+    WINDOW, GPU_EVERY = 5, 10
 
-    def __init__(self, factor: float, state: LoopState):
+    def __init__(self, factor: float, state: LoopState, device: torch.device):
         self.factor = factor
         self.recent: list[torch.Tensor] = []
+        self.pending = 0
         self.base = None if state.loss_base is None else torch.tensor(state.loss_base)
-        self.state, self.strikes = state, 0
+        self.state, self.every = state, 1 if device.type == "cpu" else self.GPU_EVERY
 
-    def check(self, step: int, losses: torch.Tensor, members, checkpoints) -> None:
+    def check(self, step: int, losses: torch.Tensor, members, checkpoints, force: bool = False) -> None:
         if not self.factor:
             return
         if self.base is None:
             self.base = losses.detach().float().cpu()
             self.state.loss_base = self.base.tolist()
             return
-        self.recent.append(losses.detach().float())  # read back once per window, not per step
-        if len(self.recent) < self.WINDOW:
+        self.recent = [*self.recent[-(self.WINDOW - 1):], losses.detach().float()]
+        self.pending += 1
+        if self.pending < self.every and not force:
             return
+        self.pending = 0
         mean = torch.stack(self.recent).mean(0).cpu()
-        self.recent = []
-        far = mean > self.factor * self.base
-        self.strikes = self.strikes + 1 if bool(far.any()) else 0
-        if self.strikes >= self.CHECKS:
-            bad = ", ".join(f"{m.name} {float(b):.4g} -> {float(x):.4g}"
-                            for m, b, x, f in zip(members, self.base, mean, far) if f)
-            raise TrainingError(f"the training loss ran away at step {step} ({bad}: over {self.factor:g}x its "
-                                f"first-steps level {self.CHECKS} checks in a row; a learning rate too large?); "
-                                f"stopped; the last good checkpoint is {checkpoints.describe_last()} "
-                                "(train.divergence_factor: 0 turns this check off)")
+        limit = self.factor * torch.clamp(self.base, min=math.log(2))
+        far = ~(mean <= limit)  # nan counts
+        if bool(far.any()):
+            raise TrainingError(self._message(step, mean, limit, far, members, checkpoints))
+
+    def _message(self, step: int, mean, limit, far, members, checkpoints) -> str:
+        last = f"; the last good checkpoint is {checkpoints.describe_last()}"
+        if not bool(torch.isfinite(mean).all()):
+            bad = [m.name for m, x in zip(members, mean.tolist()) if not math.isfinite(x)]
+            return f"non-finite loss at step {step} (member {', '.join(bad)}); stopped{last}"
+        bad = ", ".join(f"{m.name} {float(b):.4g} -> {float(x):.4g}"
+                        for m, b, x, f in zip(members, self.base, mean, far) if f)
+        n = len(self.recent)
+        what = "the last step's loss" if n == 1 else f"the mean loss of the last {n} steps"
+        return (f"the training loss ran away at step {step} ({bad}: {what} is over {self.factor:g}x the first "
+                "step's (at least ln 2); a learning rate too large? train.divergence_factor: 0 turns this check "
+                f"off); stopped{last}")
 
 
 class _TrainProgress:
