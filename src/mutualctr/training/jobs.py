@@ -54,12 +54,12 @@ def default_config(model: str, dataset: str | None = None, config_dir: Path | No
 def build(cfg: RunConfig, store, seed: int | None = None):
     """A freshly initialised model of ``cfg`` for ``store`` (seeded by ``seed``, else
     ``cfg.train.seed``), its tables' gradient layout chosen for ``cfg.optim``."""
-    from mutualctr.models import build_model
+    from mutualctr.models import FieldLayout, build_model
 
     torch.manual_seed(cfg.train.seed if seed is None else seed)
     fm = store.feature_map
     return build_model(cfg.model_name, fm.num_features, fm.num_fields, cfg.model_params(),
-                       sparse_grad=sparse_grad_for(cfg.optim))
+                       sparse_grad=sparse_grad_for(cfg.optim), layout=FieldLayout.from_fields(fm.fields))
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class LoadedRun:
 
 def load_run(run: str | Path, store=None) -> tuple[torch.nn.Module, RunConfig, ModelCheckpoint]:
     """The best model of a run directory (or a best.pt file), checked against ``store``."""
-    from mutualctr.models import build_model
+    from mutualctr.models import FieldLayout, build_model
 
     path = model_checkpoint_path(run)
     ck = ModelCheckpoint.load(path)
@@ -83,7 +83,7 @@ def load_run(run: str | Path, store=None) -> tuple[torch.nn.Module, RunConfig, M
         check_store(ck.fingerprint, store, path, ck.vocab_fingerprint)
     cfg = run_config_from_dict(ck.config, str(path))
     model = build_model(cfg.model_name, ck.num_features, ck.num_fields, cfg.model_params(),
-                        sparse_grad=sparse_grad_for(cfg.optim))
+                        sparse_grad=sparse_grad_for(cfg.optim), layout=FieldLayout.from_dict(ck.layout))
     try:
         model.load_state_dict(ck.state_dict)
     except RuntimeError as e:
@@ -204,7 +204,7 @@ def predict(run: str | Path, input_path: str | Path, out: str | Path, keep: Sequ
     enc = encode_file(store, Path(input_path), keep=list(keep))
     dev = resolve_device(device)
     model.to(dev)
-    logits = predict_logits(model, enc.X, batch_size, dev)
+    logits = predict_logits(model, enc.inputs, batch_size, dev)
     probs = sigmoid(logits)
     with atomic.atomic_path(out) as tmp:
         with open(tmp, "w", newline="") as f:

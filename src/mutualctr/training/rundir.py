@@ -130,6 +130,8 @@ class ModelCheckpoint:
     dev: dict[str, float] | None
     init_from: str | None  # the run it was finetuned from
     vocab_fingerprint: str | None = None  # of the store's vocabulary (None: written before it was recorded)
+    #: the store's FieldLayout.to_dict() when it has list or dense fields (None: ids tensors only)
+    layout: dict[str, Any] | None = None
 
     def save(self, path: str | Path) -> None:
         save(path, {"kind": "model", **asdict(self)})
