@@ -116,7 +116,7 @@ def test_exported_model_scores_as_the_eager_model(runs, tiny_store, tmp_path, na
     # --check measured the same thing, with evaluate's AUC as the eager one
     c = res.check
     assert c.rows == len(X) and c.max_abs_diff == pytest.approx(diff, abs=1e-9)
-    assert c.eager_auc == api.evaluate(runs[name], tiny_store)["auc"]
+    assert c.eager_auc == api.evaluate(runs[name], tiny_store).auc
     assert abs(c.exported_auc - c.eager_auc) < 1e-3
     m = read_manifest(out)
     assert m["model"] == cfg.model_name and m["input"]["shape"] == ["batch", store.feature_map.num_fields]
@@ -350,6 +350,6 @@ def test_cli_export_check_json(runs, tiny_store, tmp_path, capsys):
     assert code == 0, err
     obj = json.loads(out)
     assert obj["model"] == "pnn" and obj["check"]["max_abs_diff"] <= 1e-5
-    assert obj["check"]["eager_auc"] == api.evaluate(runs["pnn"], tiny_store)["auc"]
+    assert obj["check"]["eager_auc"] == api.evaluate(runs["pnn"], tiny_store).auc
     code, out, err = _main(capsys, "export", "--run", runs["pnn"], "--out", tmp_path / "f", "--format", "tflite")
     assert code == 2 and "tflite" in err and not (tmp_path / "f").exists()

@@ -69,3 +69,21 @@ def test_distill_from_a_trained_run(kinds, tmp_path):
     store, _, run = kinds
     res = api.distill(store.path, tmp_path / "d", teacher=run, student="lr", epochs=1, threads=1)
     assert len(res.members) == 1
+
+
+def test_a_run_scores_a_store_prepared_with_vocab_from_its_store(kinds, tmp_path):
+    """New rows encoded with the run's store (prepare --vocab-from) are scored by the run as
+    predict scores the same raw rows."""
+    store, _, run = kinds
+    _, raw = kc.write(tmp_path, kc.rows(200, seed=11), name="new.csv")
+    child = prepare(tmp_path / "s.yaml", [raw], tmp_path / "child", split="sequential", progress=False,
+                    vocab_from=store.path).store
+    assert child.vocab_fingerprint == store.vocab_fingerprint
+    ev = api.evaluate(run, child.path, "test")
+    model, _, _ = jobs.load_run(run, child)
+    api.predict(run, raw, tmp_path / "p.csv")
+    with open(tmp_path / "p.csv") as f:
+        got = np.array([float(r[0]) for r in list(csv.reader(f))[1:]])
+    X, _ = child.split("test")
+    np.testing.assert_allclose(got[-len(X):], sigmoid(jobs.predict_logits(model, X, 0, "cpu")), rtol=1e-5, atol=1e-7)
+    assert ev.rows == 20
