@@ -51,3 +51,38 @@ def test_encoder_spec_describes_each_kind(run, tmp_path):
     price = by["price"]["transform"]
     assert price["name"] == "dense" and price["transform"] == "standardize" and price["std"] > 0
     assert by["clicks"]["transform"] == {"name": "dense", "transform": "log1p"}
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_reference_encoder_scores_raw_rows_as_predict(run, tmp_path, fmt):
+    """examples/serve_export.py (no mutualctr) on the raw rows: the same probabilities as
+    mutualctr predict (6 decimals), lists cut and padded, hashes and dense transforms applied."""
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnxscript")
+    import csv
+
+    from tests.export.helpers import serve
+
+    export_run(run, tmp_path / "ex", format=fmt)
+    raw = run.parent / "d.csv"
+    api.predict(run, raw, tmp_path / "p.csv")
+    r = serve(tmp_path / "ex", raw, "--out", tmp_path / "ref.csv")
+    assert r.returncode == 0, r.stderr
+    with open(tmp_path / "p.csv") as f, open(tmp_path / "ref.csv") as g:
+        want = [float(x[0]) for x in list(csv.reader(f))[1:]]
+        got = [float(x[0]) for x in list(csv.reader(g))[1:]]
+    assert len(got) == len(want) == 300
+    assert max(abs(a - b) for a, b in zip(got, want)) <= 1.5e-6
+
+
+def test_reference_encoder_names_a_bad_dense_cell(run, tmp_path):
+    from tests.export.helpers import serve
+
+    export_run(run, tmp_path / "ex", format="torchscript")
+    lines = (run.parent / "d.csv").read_text().splitlines()
+    cells = lines[3].split(",")
+    cells[5] = "abc"  # price
+    (tmp_path / "bad.csv").write_text("\n".join([lines[0], lines[1], ",".join(cells)]) + "\n")
+    r = serve(tmp_path / "ex", tmp_path / "bad.csv", "--out", tmp_path / "o.csv")
+    assert r.returncode == 2 and r.stderr.strip() == f"error: {tmp_path / 'bad.csv'}:3: column price: 'abc' is not a number"
