@@ -264,7 +264,8 @@ class Trainer:
         batch the loop stands at."""
         if self.batches is not None:
             return self.batches.epoch(state.epoch, start_batch=state.batch_in_epoch)
-        return ((*inputs_and_labels(b), len(b)) for b in self.loader.epoch(state.epoch, start_batch=state.batch_in_epoch))
+        pairs = (inputs_and_labels(b) for b in self.loader.epoch(state.epoch, start_batch=state.batch_in_epoch))
+        return ((inputs, labels, len(labels)) for inputs, labels in pairs)
 
     def _advance(self, state: LoopState, ids: torch.Tensor, labels: torch.Tensor, global_rows: int) -> torch.Tensor:
         ids = ids.to(self.device, non_blocking=True)
