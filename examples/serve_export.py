@@ -9,7 +9,9 @@ the layout the run's store was prepared from, label column optional) becomes the
 ids through EXPORT_DIR/encoder.json, the way ``mutualctr predict`` encodes it (docs/export.md
 restates every rule), and is scored by EXPORT_DIR's model: onnxruntime for model.onnx,
 torch.jit for model.pt. The CSV holds the --keep columns and ``probability`` (6 decimals), as
-predict's. Needs Python 3.9+ and numpy, plus onnxruntime (or torch for TorchScript).
+predict's. Needs Python 3.9+ and numpy, plus onnxruntime (or torch for TorchScript), and xxhash
+for a store with hashed fields. A store with list or dense fields gives the model several
+inputs (ids, bag_<field>, values, missing; docs/export.md).
 
 Plain Python, one cell at a time: a reference to port, not a fast serving path. A bad cell
 stops it with one line naming file, line and column (exit 2), as predict does.
@@ -99,6 +101,11 @@ class Encoder:
         ids = spec["ids"]
         self.oov, self.missing, self.first = ids["oov"], ids["missing"], ids["first"]
         self.lookup = [{v: self.first + i for i, v in enumerate(f["vocab"])} for f in self.fields]
+        # a store with list or dense fields (issue 25): the model's further inputs
+        kind = [f["transform"]["name"] for f in self.fields]
+        self.single = [i for i, k in enumerate(kind) if k not in ("list", "dense")]
+        self.lists = [i for i, k in enumerate(kind) if k == "list"]
+        self.dense = [i for i, k in enumerate(kind) if k == "dense"]
 
     @classmethod
     def load(cls, path: str | Path) -> "Encoder":
@@ -118,7 +125,39 @@ class Encoder:
         """Field ``i``'s local id of a raw cell ('' = missing)."""
         if text == "":
             return self.missing
+        t = self.fields[i]["transform"]
+        if t["name"] == "xxh64":  # hashed: no vocabulary
+            import xxhash
+
+            return self.first + xxhash.xxh64_intdigest(text.encode("utf-8"), seed=t["seed"]) % t["buckets"]
         return self.lookup[i].get(self.token(self.fields[i], text), self.oov)
+
+    def list_ids(self, i: int, text: str) -> list[int]:
+        """A list field's padded global ids: items cut to max_length (first, or last for a
+        sequence), an empty cell the one missing id, 0 after the items."""
+        f, t = self.fields[i], self.fields[i]["transform"]
+        items = text.split(t["separator"]) if text else []
+        if any(item == "" for item in items):
+            raise BadInput(f"has an empty item (separator {t['separator']!r})")
+        items = items[-t["max_length"]:] if t["keep"] == "last" else items[:t["max_length"]]
+        ids = [f["offset"] + self.lookup[i].get(item, self.oov) for item in items] or [f["offset"] + self.missing]
+        return ids + [0] * (t["max_length"] - len(ids))
+
+    def dense_value(self, i: int, text: str) -> tuple[float, bool]:
+        """A dense field's (value, missing): the number, then log1p or standardize."""
+        if text == "":
+            return 0.0, True
+        t = self.fields[i]["transform"]
+        if not NUMBER.fullmatch(text) or not math.isfinite(float(text)):
+            raise BadInput("is not a number")
+        v = float(text)
+        if t["transform"] == "log1p":
+            if v <= -1:
+                raise BadInput("is <= -1 (log1p)")
+            v = math.log1p(v)
+        elif t["transform"] == "standardize":
+            v = (v - t["mean"]) / t["std"]
+        return v, False
 
     def label(self, text: str) -> int:
         lm = self.input["label_map"]
@@ -181,9 +220,11 @@ class Encoder:
         raise BadInput(f"{path}:1: expected {len(want)} columns, found {len(first)}")
 
     def encode_file(self, path: str | Path, keep=()) -> tuple[np.ndarray, np.ndarray | None, dict]:
-        """(ids int64 (n, F), labels (n,) or None, {kept column: [raw cells]})."""
+        """(ids int64 (n, F), labels (n,) or None, {kept column: [raw cells]}); for a store
+        with list or dense fields ids is ``{input name: array}`` (the model's inputs)."""
         path = Path(path)
         rows, labels, kept = [], [], {c: [] for c in keep}
+        extra = []
         columns = None
         for n, text, utf8 in self._lines(path):
             cells = self._split(text)
@@ -202,11 +243,20 @@ class Encoder:
                 raise BadInput(f"{path}:{n}: expected {len(columns)} columns, found {len(cells)}")
             j = None
             try:
-                ids = []
+                ids, bags, values, missing = [], [], [], []
                 for i, j in enumerate(src):
                     if not utf8 and not _is_text(cells[j]):
                         raise BadInput("is not valid UTF-8 text")
-                    ids.append(self.fields[i]["offset"] + self.local_id(i, cells[j]))
+                    kind = self.fields[i]["transform"]["name"]
+                    if kind == "list":
+                        bags.append(self.list_ids(i, cells[j]))
+                    elif kind == "dense":
+                        v, m = self.dense_value(i, cells[j])
+                        values.append(v)
+                        missing.append(m)
+                    else:
+                        ids.append(self.fields[i]["offset"] + self.local_id(i, cells[j]))
+                extra.append((bags, values, missing))
                 if lab is not None:
                     j = lab
                     labels.append(self.label(cells[lab]))
@@ -218,8 +268,18 @@ class Encoder:
                 kept[c].append(cells[where[c]])
         if columns is None:
             raise BadInput(f"{path}: empty file")
-        X = np.array(rows, dtype=np.int64).reshape(len(rows), len(self.fields))
-        return X, (np.array(labels, np.float32) if lab is not None else None), kept
+        X = np.array(rows, dtype=np.int64).reshape(len(rows), len(self.single))
+        y = np.array(labels, np.float32) if lab is not None else None
+        if not self.lists and not self.dense:
+            return X, y, kept
+        inputs = {"ids": X}
+        for k, i in enumerate(self.lists):
+            inputs[f"bag_{self.fields[i]['name']}"] = np.array([e[0][k] for e in extra], np.int64).reshape(
+                len(rows), self.fields[i]["transform"]["max_length"])
+        if self.dense:
+            inputs["values"] = np.array([e[1] for e in extra], np.float32).reshape(len(rows), len(self.dense))
+            inputs["missing"] = np.array([e[2] for e in extra], np.bool_).reshape(len(rows), len(self.dense))
+        return inputs, y, kept
 
 
 def _is_text(cell: str) -> bool:
@@ -238,26 +298,35 @@ def load_model(export_dir: str | Path):
     m = _read_json(export_dir / "export.json", EXPORT_FORMAT, EXPORT_VERSION)
     path = export_dir / m["model_file"]
     name_in, name_out = m["input"]["name"], m["output"]["name"]
+    names = [d["name"] for d in m.get("inputs") or [m["input"]]]  # several with list/dense fields
+
+    def named(X):
+        return X if isinstance(X, dict) else {name_in: X}
+
     if m["model_format"] == "onnx":
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return lambda X: session.run([name_out], {name_in: X})[0]
+        return lambda X: session.run([name_out], named(X))[0]
     import torch
 
     model = torch.jit.load(str(path), map_location="cpu")
 
     def score(X):
         with torch.no_grad():
-            return model(torch.from_numpy(X)).numpy()
+            return model(*(torch.from_numpy(named(X)[n]) for n in names)).numpy()
 
     return score
 
 
-def score(model, X: np.ndarray, batch: int = 65536) -> np.ndarray:
-    out = np.empty(len(X), np.float32)
-    for s in range(0, len(X), batch):
-        out[s:s + batch] = model(np.ascontiguousarray(X[s:s + batch]))
+def score(model, X, batch: int = 65536) -> np.ndarray:
+    """Probabilities of ids ``(n, F)`` (or of ``{input name: array}``), a batch at a time."""
+    rows = len(X["ids"]) if isinstance(X, dict) else len(X)
+    out = np.empty(rows, np.float32)
+    for s in range(0, rows, batch):
+        part = ({k: np.ascontiguousarray(v[s:s + batch]) for k, v in X.items()} if isinstance(X, dict)
+                else np.ascontiguousarray(X[s:s + batch]))
+        out[s:s + batch] = model(part)
     return out
 
 
@@ -277,8 +346,8 @@ def main(argv=None) -> int:
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if a.ids_out is not None:
-        np.save(a.ids_out, X)
+    if a.ids_out is not None:  # with list or dense fields: the ids input (the one-id fields)
+        np.save(a.ids_out, X["ids"] if isinstance(X, dict) else X)
     if a.out is not None:
         probs = score(load_model(a.export_dir), X)
         with open(a.out, "w", newline="") as f:

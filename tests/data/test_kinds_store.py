@@ -203,12 +203,15 @@ def test_vocab_from_reuses_every_kind(tmp_path):
     assert child.vocab("hist").to_pylist() == parent.vocab("item").to_pylist()
 
 
-def test_split_refuses_list_and_dense_stores_but_not_hashed_ones(tmp_path):
+def test_split_gives_the_arrays_of_list_and_dense_stores_and_x_of_hashed_ones(tmp_path):
     store = _prep(tmp_path).store
-    with pytest.raises(StoreError, match=r"st: has multi-valued fields \('genres'\), which the models do "
-                                         r"not read yet \(issue 25\); Store\.split_arrays"):
-        store.split("train")
-    assert store.positives("train") == int(store.split_arrays("train").y.sum())
+    X, y = store.split("train")  # every array: the models read the whole batch
+    arrays = store.split_arrays("train")
+    assert len(X) == len(y) == 48 and np.array_equal(X.X, arrays.X) and np.array_equal(y, arrays.y)
+    part = X[3:7]
+    assert len(part) == 4 and np.array_equal(part.bags["hist"], arrays.bags["hist"][3:7])
+    assert np.array_equal(part.missing, arrays.missing[3:7])
+    assert store.positives("train") == int(arrays.y.sum())
     (tmp_path / "h.yaml").write_text("label: y\ncategorical: [item]\nhashed: {user: {buckets: 7}}\n"
                                      "drop: [genres, hist, price, clicks, score]\n")
     h = prepare(tmp_path / "h.yaml", [tmp_path / "d.csv"], tmp_path / "h", progress=False).store
@@ -216,19 +219,3 @@ def test_split_refuses_list_and_dense_stores_but_not_hashed_ones(tmp_path):
     assert h.feature_map.num_fields == 2 and X.shape == (len(y), 2)
     assert h.feature_map.pad_index is None and h.feature_map.fields[0].offset == 0
     assert X[:, 0].max() < 2 + 7 and X[:, 1].min() >= 9
-
-
-def test_train_on_a_list_store_is_one_line_exit_2(tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    _prep(tmp_path)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    p = subprocess.run([sys.executable, "-m", "mutualctr", "train", "--data", "st", "--model", "lr",
-                        "--out", "run", "--epochs", "1", "--threads", "1"], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=300)
-    assert p.returncode == 2, p.stderr
-    last = p.stderr.strip().splitlines()[-1]  # after the warning that no config is shipped for it
-    assert last.startswith("error: ") and "which the models do not read yet" in last
-    assert "Traceback" not in p.stderr and not (tmp_path / "run").exists()

@@ -337,3 +337,41 @@ def test_hung_worker_times_out_with_a_clear_error(tiny_store, tmp_path):
     finally:
         procs[1].send_signal(signal.SIGKILL)
         procs[1].wait()
+
+
+# ---- stores with list and dense fields (issue 25) -------------------------------------------------
+
+def _kinds_store(tmp: Path) -> Path:
+    from mutualctr.data.prepare import prepare
+    from tests.data import kinds_cases as kc
+
+    schema, raw = kc.write(tmp, kc.rows(600, seed=6))
+    return prepare(schema, [raw], tmp / "kst", split="sequential", progress=False).store.path
+
+
+def test_shards_of_a_list_and_dense_store_are_the_single_process_batch(tmp_path):
+    X, y = Store.open(_kinds_store(tmp_path)).split("train")
+    loader = BatchLoader(X, y, batch_size=101, shuffle=True, seed=3)
+    parts = [ShardedBatches(loader, d, 2) for d in range(2)]
+    for whole, (a, b) in zip(loader.epoch(1), zip(*(p.epoch(1) for p in parts))):
+        assert a[2] == b[2] == len(whole)
+        assert torch.equal(torch.cat([a[0].ids, b[0].ids]), whole.ids)
+        assert torch.equal(torch.cat([a[0].bags["hist"], b[0].bags["hist"]]), whole.bags["hist"])
+        assert torch.equal(torch.cat([a[0].missing, b[0].missing]), whole.missing)
+        assert torch.equal(torch.cat([a[1], b[1]]), whole.labels)
+
+
+def test_nproc_data_parallel_on_a_list_and_dense_store_matches_one_process(tmp_path, one_thread):
+    store = _kinds_store(tmp_path)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(_cfg(batch_size=101)))
+    single = api.train(store, tmp_path / "s", run_config_from_dict(_cfg(batch_size=101)), quiet=True).to_dict()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    env.pop("WORLD_SIZE", None)
+    p = subprocess.run([sys.executable, "-m", "mutualctr", "train", "--data", str(store), "--config", str(cfg),
+                        "--out", str(tmp_path / "run"), "--nproc", "2", "--quiet", "--json"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    got = json.loads([line for line in p.stdout.splitlines() if line.startswith("{")][0])
+    for k in ("dev_auc", "test_auc", "test_logloss", "best_step"):
+        assert got[k] == pytest.approx(single[k], abs=TOL), k

@@ -12,7 +12,7 @@ from mutualctr.config import ConfigError
 from mutualctr.data.reader import Chunk, TableReader
 from mutualctr.data.schema import Schema, schema_from_dict
 from mutualctr.data.fields import Encoder, encode_parts, fields_for_store  # noqa: F401 (Encoder: its old home)
-from mutualctr.data.store import Store
+from mutualctr.data.store import SplitArrays, Store
 from mutualctr.data.transform import ChunkTransformer, Transformed
 from mutualctr.errors import DataError
 
@@ -33,6 +33,15 @@ class EncodedRows:
     bags: dict[str, np.ndarray] = field(default_factory=dict)
     values: np.ndarray | None = None  # float32 (rows, n_dense); None without dense fields
     missing: np.ndarray | None = None  # bool (rows, n_dense); None without dense fields
+
+    @property
+    def inputs(self):
+        """What a model scores (``predict_logits``): ``X``, or with list or dense fields the rows
+        as a :class:`~mutualctr.data.store.SplitArrays` (labels 0 when the file has none)."""
+        if not self.bags and self.values is None:
+            return self.X
+        y = self.labels if self.labels is not None else np.zeros(len(self.X), np.float32)
+        return SplitArrays(self.X, y, dict(self.bags), self.values, self.missing)
 
 
 def encode_file(store: Store, path: Path, keep: Sequence[str] = (),

@@ -21,7 +21,7 @@ by :func:`read_batch` from the same rows; a store of one-id fields only keeps th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
@@ -41,10 +41,25 @@ class Batch:
     values: torch.Tensor | None  # float32 (B, n_dense) dense values (0 where missing); None: none
     missing: torch.Tensor | None  # bool (B, n_dense) the value is missing; None: no dense fields
     labels: torch.Tensor  # float32 (B,) 0/1
+    #: scratch space of the models for this batch (the ids every table looks up, built once and
+    #: shared by every table and group member: mutualctr.models.lookup_ids)
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     def mask(self, name: str) -> torch.Tensor:
         """bool (B, max_length): the real items of list field ``name`` (False on the pad)."""
         return self.bags[name] != PAD
+
+    def to(self, device, non_blocking: bool = False) -> "Batch":
+        """The batch on ``device`` (itself when it is there already)."""
+        if self.labels.device == torch.device(device):
+            return self
+
+        def move(t):
+            return None if t is None else t.to(device, non_blocking=non_blocking)
+
+        return Batch(move(self.ids), {k: move(v) for k, v in self.bags.items()},
+                     {k: move(v) for k, v in self.lengths.items()}, move(self.values),
+                     move(self.missing), move(self.labels))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -63,6 +78,21 @@ def read_batch(arrays: SplitArrays, sel) -> Batch:
         values = torch.from_numpy(np.array(arrays.values[sel], dtype=np.float32, copy=True))
         missing = torch.from_numpy(np.array(arrays.missing[sel], dtype=np.bool_, copy=True))
     return Batch(ids, bags, lengths, values, missing, labels)
+
+
+def inputs_and_labels(batch) -> tuple[Any, torch.Tensor]:
+    """``(model input, labels)`` of what a loader yields: an ``(ids, labels)`` tuple as it is,
+    a :class:`Batch` as ``(batch, batch.labels)`` (the models read the whole batch)."""
+    return batch if isinstance(batch, tuple) else (batch, batch.labels)
+
+
+def read_inputs(X, sel):
+    """Rows ``sel`` of a split's model input, as a model reads them: int64 ids ``(B, F)`` of an
+    id matrix, or a :class:`Batch` of a :class:`SplitArrays` (``Store.split`` of a store with
+    list or dense fields)."""
+    if isinstance(X, SplitArrays):
+        return read_batch(X, sel)
+    return torch.from_numpy(np.asarray(X[sel], dtype=np.int64))
 
 
 def read_rows(X, y, sel) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,6 +117,8 @@ class BatchLoader:
         for name, a in [*(bags or {}).items(), ("values", values), ("missing", missing)]:
             if a is not None and len(a) != len(y):
                 raise ValueError(f"{name} has {len(a)} rows but y has {len(y)}")
+        if isinstance(X, SplitArrays):  # Store.split of a store with list or dense fields
+            X, bags, values, missing = X.X, X.bags, X.values, X.missing
         self.X, self.y = X, y
         #: the split's arrays when it has list or dense fields, else None (the tuple path)
         self.arrays = (SplitArrays(X, y, dict(bags), values, missing)

@@ -283,17 +283,16 @@ class Store:
             raise StoreError(f"{self.path}: no split {name!r} (splits: {', '.join(SPLITS)})")
         return int(self.feature_map.counts["rows"][name])
 
-    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+    def split(self, name: str) -> tuple[Any, np.ndarray]:
         """(X int32 (rows, F) global ids, y float32 (rows,)) as read-only memory maps.
 
-        A store with multi-valued, sequence or dense fields raises StoreError: its ``X`` is not
-        every field (read it with :meth:`split_arrays`); the models read only ``(X, y)`` so far."""
+        For a store with multi-valued, sequence or dense fields ``X`` is the split's
+        :class:`SplitArrays` (every array; ``len(X)`` and ``X[a:b]`` work as on a matrix, and
+        ``BatchLoader(X, y)``, ``predict_logits`` and the export read it)."""
         fm = self.feature_map
         if fm.bag_fields or fm.dense_fields:
-            other = fm.fields[(fm.bag_fields + fm.dense_fields)[0]]
-            raise StoreError(
-                f"{self.path}: has {other.kind} fields ({other.name!r}), which the models do not "
-                "read yet (issue 25); Store.split_arrays and BatchLoader.for_split read them")
+            arrays = self.split_arrays(name)
+            return arrays, arrays.y
         return self._xy(name)
 
     def _xy(self, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -381,6 +380,15 @@ class SplitArrays:
     def plain(self) -> bool:
         """Only one-id fields: batches are today's ``(ids, labels)``."""
         return not self.bags and self.values is None
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, sel) -> "SplitArrays":
+        """Rows ``sel`` (a slice or row indices) of every array, as a SplitArrays."""
+        return SplitArrays(self.X[sel], self.y[sel], {k: v[sel] for k, v in self.bags.items()},
+                           None if self.values is None else self.values[sel],
+                           None if self.missing is None else self.missing[sel])
 
 
 VOCAB_FINGERPRINT_VERSION = 1

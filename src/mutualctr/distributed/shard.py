@@ -7,7 +7,7 @@ from typing import Iterator
 import torch
 
 from mutualctr.data._threads import background
-from mutualctr.data.loader import read_rows
+from mutualctr.data.loader import read_batch, read_rows
 from mutualctr.distributed.context import shard_bounds
 
 
@@ -35,8 +35,12 @@ class ShardedBatches:
             n = (rows.stop - rows.start) if isinstance(rows, slice) else len(rows)
             lo, hi = shard_bounds(n, self.part, self.parts)
             sel = slice(rows.start + lo, rows.start + hi) if isinstance(rows, slice) else rows[lo:hi]
-            ids, labels = read_rows(ld.X, ld.y, sel)
-            yield ids, labels, n
+            if ld.arrays is not None:  # a store with list or dense fields: its Batch
+                b = read_batch(ld.arrays, sel)
+                yield b, b.labels, n
+            else:
+                ids, labels = read_rows(ld.X, ld.y, sel)
+                yield ids, labels, n
 
     def epoch(self, e: int, start_batch: int = 0):
         if start_batch < 0:

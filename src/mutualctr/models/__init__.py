@@ -1,9 +1,10 @@
 """CTR models over one fused embedding table, a registry and the L2 penalty.
 
 ``build_model(name, num_features, num_fields, config)`` -> ``nn.Module`` whose
-``forward(ids (B, F) LongTensor of global ids) -> (B,)`` logits. A name that is not a built-in
-is a user model (an entry point or ``package.module:ClassName``, :mod:`.plugins`). See
-docs/models.md.
+``forward(ids (B, F) LongTensor of global ids) -> (B,)`` logits; built with a store's
+:class:`FieldLayout` (``layout=``) it also reads that store's batches of list and dense fields
+(``forward(batch) -> (B,)``). A name that is not a built-in is a user model (an entry point or
+``package.module:ClassName``, :mod:`.plugins`). See docs/models.md.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from mutualctr.models.dcnv2 import DCNV2
 from mutualctr.models.deepfm import DeepFM
 from mutualctr.models.embedding import FeatureEmbedding, FeatureLinear, RowCache
 from mutualctr.models.fibinet import FiBiNET
+from mutualctr.models.fields import FieldLayout, lookup_ids
 from mutualctr.models.fm import FM
 from mutualctr.models.lr import LR
 from mutualctr.models import plugins
@@ -32,7 +34,8 @@ from mutualctr.models.pnn import PNN
 __all__ = [
     "MODELS", "build_model", "model_config_from_dict", "model_config_class", "canonical_model_name",
     "is_builtin", "resolve", "Features", "ModelSpec", "l2_penalty", "embedding_tables",
-    "use_row_cache", "set_plain", "FeatureEmbedding", "FeatureLinear", "RowCache", "ModelConfig",
+    "use_row_cache", "set_plain", "set_layout", "FieldLayout", "lookup_ids", "FeatureEmbedding", "FeatureLinear",
+    "RowCache", "ModelConfig",
     "MLPConfig", "DCNConfig", "DCNV2Config", "PNNConfig", "FiBiNETConfig",
     "LR", "FM", "DeepFM", "DCN", "DCNV2", "PNN", "FiBiNET",
 ]
@@ -82,19 +85,24 @@ def model_config_from_dict(name: str, data: dict[str, Any] | None) -> Any:
 
 def build_model(
     name: str, num_features: int, num_fields: int, config: dict | ModelConfig | None = None,
-    *, sparse_grad: bool = False, features: Features | None = None,
+    *, sparse_grad: bool = False, features: Features | None = None, layout: FieldLayout | None = None,
 ) -> nn.Module:
     """Model ``name`` for ``num_features`` global ids over ``num_fields`` fields.
 
     ``sparse_grad``: its tables give coalesced row-sparse gradients, which the row-wise
     embedding optimizer reads (``optim.embedding_optimizer: rowwise``); dense otherwise.
     ``features``: the store's fields, which a user model is built from (default: the counts only).
+    ``layout``: the store's :class:`FieldLayout` when it has list or dense fields (the model
+    then reads its batches; ``FieldLayout.from_fields(feature_map.fields)``), None otherwise.
     """
     if isinstance(name, str) and not is_builtin(name):
         spec = resolve(name)
         if features is None:
             features = Features.anonymous(num_features, num_fields)
-        return spec.build(replace(features, sparse_grad=sparse_grad), spec.config(config))
+        model = spec.build(replace(features, sparse_grad=sparse_grad), spec.config(config))
+        if layout is not None:  # its FeatureEmbedding tables (if any) read the store's batches
+            set_layout(model, layout)
+        return model
     cls, config_cls = _entry(name)
     if config is None or isinstance(config, dict):
         config = model_config_from_dict(name, config)
@@ -104,7 +112,18 @@ def build_model(
         )
     if num_features < 1 or num_fields < 1:
         raise ConfigError(f"num_features and num_fields must be >= 1, got {num_features}, {num_fields}")
-    return cls(num_features, num_fields, config, sparse_grad)
+    if layout is not None and len(layout.roles) != num_fields:
+        raise ConfigError(f"the layout has {len(layout.roles)} fields, the model {num_fields}")
+    model = cls(num_features, num_fields, config, sparse_grad)
+    set_layout(model, layout)
+    return model
+
+
+def set_layout(model: nn.Module, layout: FieldLayout | None) -> None:
+    """Let every table of ``model`` read batches of ``layout`` (see :class:`FieldLayout`)."""
+    model.layout = layout
+    for table in embedding_tables(model):
+        table.set_layout(layout)
 
 
 def embedding_tables(model: nn.Module) -> list[FeatureEmbedding]:
@@ -137,15 +156,17 @@ def _net_weights(model: nn.Module) -> list[torch.Tensor]:
     ]
 
 
-def l2_penalty(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    """All L2 terms of ``model`` for the batch ``ids (B, F)``: add it to the loss.
+def l2_penalty(model: nn.Module, ids) -> torch.Tensor:
+    """All L2 terms of ``model`` for the batch ``ids (B, F)`` (or a batch with list or dense
+    fields: every id it looks up): add it to the loss.
 
     Embedding part: ``l2 * sum_{b,f} ||w[ids[b,f]]||^2 / B`` per table (batch-local; its
     gradient is already applied by the fast lookup's backward, so there it is a value only;
     on the plain path it is differentiable). Net part: ``net_l2 * sum ||W||^2`` over the
     dense weight matrices (differentiable; biases, BatchNorm and embeddings excluded).
     """
-    total = sum((t.penalty(ids) for t in embedding_tables(model)), ids.new_zeros((), dtype=torch.float32))
+    zero = (ids if isinstance(ids, torch.Tensor) else ids.labels).new_zeros((), dtype=torch.float32)
+    total = sum((t.penalty(ids) for t in embedding_tables(model)), zero)
     net_l2 = getattr(model, "net_l2", 0.0)
     if net_l2:
         total = total + net_l2 * sum(p.pow(2).sum() for p in _net_weights(model))

@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mutualctr.models.fields import FieldLayout, lookup_ids
+
 MARK_MAX_ROWS = 1 << 28  # larger tables always sort: the mark buffers would cost 5 bytes a row
 
 
@@ -170,16 +172,25 @@ class FeatureEmbedding(nn.Module):
         self.row_cache = RowCache()
         self._hooked_weight = None  # id() of the weight that carries the coalesced-flag hook
         self._looked_up = None  # (ids, weight version, rows) of the last fast-path lookup
+        self.layout: FieldLayout | None = None  # set by set_layout for a store with list/dense fields
 
     @property
     def sparse_grad(self) -> bool:
         return self._sparse_grad
 
+    def forward(self, x) -> torch.Tensor:
+        """ids ``(B, F)`` -> ``(B, F, dim)`` (:meth:`lookup`), or a batch with list or dense
+        fields -> its field embeddings ``(B, F, dim)`` (:meth:`fields`)."""
+        if isinstance(x, torch.Tensor):
+            return self.lookup(x)
+        return self.fields(x)
+
     # Under train.compile the lookup runs eagerly: its custom backward and Python-side caches
     # break dynamo's graph anyway, and tracing into it recompiled this frame for every table
     # and every member of a group until dynamo's recompile limit stopped compiling.
     @torch.compiler.disable
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """The rows of ``ids`` (any shape) -> ``ids.shape + (dim,)``, by the fast or plain path."""
         if self.plain or not (torch.is_grad_enabled() and self.weight.requires_grad):
             return F.embedding(ids, self.weight, sparse=self._sparse_grad)  # also: eval, frozen
         if self._sparse_grad and self._hooked_weight != id(self.weight):
@@ -189,13 +200,61 @@ class FeatureEmbedding(nn.Module):
         self._looked_up = (ids, self.weight._version, out.detach()) if self.l2 else None
         return out
 
-    def penalty(self, ids: torch.Tensor) -> torch.Tensor:
+    def set_layout(self, layout: FieldLayout | None) -> None:
+        """Read batches of ``layout`` (None: ids tensors only). With list fields row 0 is the pad:
+        it is zeroed here and, masked out of every pooling, never gets a gradient."""
+        self.layout = layout
+        if layout is not None:
+            self.register_buffer("field_order", layout.order(), persistent=False)
+            if layout.bags:
+                with torch.no_grad():
+                    self.weight[0].zero_()
+
+    def fields(self, batch) -> torch.Tensor:
+        """A batch's field embeddings ``(B, F, dim)`` in field order (:attr:`layout`): a one-id
+        field its row; a list field the ``mean`` (or ``sum``, ``spec.pooling``) of its items'
+        rows, the pad masked out; a dense field its value row times its value, or its missing
+        row when the value is missing. One lookup (:func:`lookup_ids`) for all of them."""
+        lay = self.layout
+        if lay is None:
+            raise ValueError("this table reads ids tensors only: its model was built without the "
+                             "store's field layout (build_model(..., layout=...))")
+        rows = self.lookup(lookup_ids(batch, lay))  # (B, T, dim)
+        n = batch.ids.shape[1]
+        parts = [rows[:, :n]]
+        for name, pool in zip(lay.bags, [p for p in lay.pooling if p is not None]):
+            bag = batch.bags[name]
+            items = rows[:, n:n + bag.shape[1]] * (bag != 0).unsqueeze(-1).to(rows.dtype)
+            pooled = items.sum(dim=1)
+            if pool == "mean":
+                pooled = pooled / batch.lengths[name].clamp(min=1).unsqueeze(-1).to(rows.dtype)
+            parts.append(pooled.unsqueeze(1))
+            n += bag.shape[1]
+        if lay.dense_rows:
+            scale = torch.where(batch.missing, torch.ones_like(batch.values), batch.values)
+            parts.append(rows[:, n:] * scale.unsqueeze(-1).to(rows.dtype))
+        return torch.cat(parts, dim=1).index_select(1, self.field_order)
+
+    def sequence(self, batch, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The un-pooled items of list field ``name``: rows ``(B, L, dim)`` (zero on the pad,
+        oldest first, most recent at ``length - 1``) and the mask ``(B, L)`` (True on an item).
+        A lookup of its own (same fast backward and batch-local L2 gradient as :meth:`lookup`),
+        for models that attend over a behaviour sequence (e.g. DIN)."""
+        bag = batch.bags[name]
+        mask = bag != 0
+        return self.lookup(bag) * mask.unsqueeze(-1).to(self.weight.dtype), mask
+
+    def penalty(self, ids) -> torch.Tensor:
         """``l2 * sum_{b,f} ||w[ids[b,f]]||^2 / B``: differentiable on the plain path only.
 
         On the fast path its gradient is already added by the lookup's backward, so the value
         is computed without autograd (adding it to the loss changes no gradient), from the rows
-        the forward looked up for these very ids when the weight has not changed since.
+        the forward looked up for these very ids when the weight has not changed since. For a
+        batch with list or dense fields ``ids`` are every id it looks up (:func:`lookup_ids`;
+        the pad row is zero and adds nothing).
         """
+        if not isinstance(ids, torch.Tensor):
+            ids = lookup_ids(ids, self.layout)
         if not self.l2:
             return self.weight.new_zeros(())
         if self.plain:

@@ -182,23 +182,25 @@ def installed() -> list[tuple[str, str, str]]:
     return sorted((ep.name, ep.value, getattr(ep.dist, "name", None) or "?") for ep in _entry_points())
 
 
-def check_output(model: nn.Module, name: str, ids: torch.Tensor) -> None:
-    """One forward on ``ids`` (a first batch, in eval mode, no gradient): a ConfigError naming the
-    model unless it returns floating logits of shape ``(B,)``."""
+def check_output(model: nn.Module, name: str, ids) -> None:
+    """One forward on ``ids`` (a first batch: an ids tensor (B, F), or a store's batch of list and
+    dense fields; in eval mode, no gradient): a ConfigError naming the model unless it returns
+    floating logits of shape ``(B,)``."""
+    rows = len(ids)
+    given = f"ids of shape {tuple(ids.shape)}" if isinstance(ids, torch.Tensor) else f"a batch of {rows} rows"
     was = model.training
     model.eval()
     try:
         with torch.no_grad():
             out = model(ids)
     except Exception as e:
-        raise ConfigError(f"model {name}: forward failed on ids of shape {tuple(ids.shape)}: "
-                          f"{type(e).__name__}: {e}") from e
+        raise ConfigError(f"model {name}: forward failed on {given}: {type(e).__name__}: {e}") from e
     finally:
         model.train(was)
     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-    if not isinstance(out, torch.Tensor) or shape != (ids.shape[0],) or not out.is_floating_point():
-        raise ConfigError(f"model {name}: forward must return float logits of shape ({ids.shape[0]},) for "
-                          f"ids of shape {tuple(ids.shape)}, got {shape}")
+    if not isinstance(out, torch.Tensor) or shape != (rows,) or not out.is_floating_point():
+        raise ConfigError(f"model {name}: forward must return float logits of shape ({rows},) for "
+                          f"{given}, got {shape}")
 
 
 def label(name: str) -> str:

@@ -164,6 +164,9 @@ def encoder_spec(store) -> dict[str, Any]:
     fields = []
     for i, f in enumerate(fm.fields):
         vocab = store.vocab(i).to_pylist()
+        if f.spec is not None:  # hashed, list and dense fields (issue 25)
+            fields.append(_kind_field(f, vocab, schema))
+            continue
         if len(vocab) + FIRST != f.vocab_size:
             raise ExportError(f"{store.path}: vocab/{i:03d}.arrow holds {len(vocab)} values, the "
                               f"feature map says {f.vocab_size - FIRST}")
@@ -189,9 +192,28 @@ def encoder_spec(store) -> dict[str, Any]:
                   "quoting": schema.quoting, "columns": list(schema.columns),
                   "label": schema.label, "label_map": dict(schema.label_map)},
         "ids": {"dtype": "int64", "num_fields": fm.num_fields, "num_features": fm.num_features,
-                "oov": OOV, "missing": MISSING, "first": FIRST},
+                "oov": OOV, "missing": MISSING, "first": FIRST, "pad": fm.pad_index},
         "fields": fields,
     }
+
+
+def _kind_field(f, vocab: list, schema) -> dict[str, Any]:
+    """The encoder spec entry of a hashed, multi-valued, sequence or dense field."""
+    from mutualctr.data.fields import HASH_SEED
+
+    spec = dict(f.spec)
+    if f.kind == "hashed":
+        transform: dict[str, Any] = {"name": "xxh64", "buckets": spec["buckets"], "seed": HASH_SEED,
+                                     "formula": "offset + 2 + xxh64(utf8(text), seed) mod buckets"}
+    elif f.kind == "dense":
+        transform = {"name": "dense", **spec}
+    else:  # multi-valued / sequence: items split, cut, each a vocabulary id; input bag_<name>
+        transform = {"name": "list", "separator": spec["separator"], "max_length": spec["max_length"],
+                     "keep": "last" if f.kind == "sequence" else "first", "input": f"bag_{f.name}",
+                     "pooling": spec.get("pooling", "mean"), "vocab_from": spec.get("vocab_from"),
+                     "empty": "one item: the missing id", "pad": 0}
+    return {"name": f.name, "kind": f.kind, "column": f.column, "offset": f.offset,
+            "size": f.vocab_size, "min_count": f.min_count, "transform": transform, "vocab": vocab}
 
 
 # ---- the model ----------------------------------------------------------------------------
@@ -207,6 +229,69 @@ class Probability(nn.Module):
         return torch.sigmoid(self.model(ids))
 
 
+class BatchProbability(Probability):
+    """The model of a store with list or dense fields: inputs ``ids (B, n_id)`` int64, one
+    ``bag_<field> (B, max_length)`` int64 per list field (padded with 0, field order), then
+    ``values (B, n_dense)`` float32 and ``missing (B, n_dense)`` bool when it has dense fields
+    (:func:`model_inputs`); output ``sigmoid(model(batch))`` ``(B,)``."""
+
+    def __init__(self, model: nn.Module, bags: list[str], dense: bool) -> None:
+        super().__init__(model)
+        self.bags, self.dense = list(bags), dense
+
+    def forward(self, ids: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        from mutualctr.data.loader import Batch
+
+        bags = dict(zip(self.bags, rest))
+        lengths = {k: (v != 0).sum(dim=1) for k, v in bags.items()}
+        values, missing = (rest[len(bags)], rest[len(bags) + 1]) if self.dense else (None, None)
+        batch = Batch(ids, bags, lengths, values, missing, ids.new_zeros(ids.shape[0], dtype=torch.float32))
+        return torch.sigmoid(self.model(batch))
+
+
+def model_inputs(fm) -> list[dict[str, Any]]:
+    """The exported model's inputs in order: ``{"name", "dtype", "shape"}`` each (see
+    :class:`BatchProbability`; a store of one-id fields: ``ids`` alone)."""
+    n_id = len(fm.id_fields)
+    out = [{"name": INPUT, "dtype": "int64", "shape": ["batch", n_id]}]
+    for i in fm.bag_fields:
+        f = fm.fields[i]
+        out.append({"name": f"bag_{f.name}", "dtype": "int64", "shape": ["batch", f.spec["max_length"]],
+                    "field": f.name})
+    if fm.dense_fields:
+        n = len(fm.dense_fields)
+        out += [{"name": "values", "dtype": "float32", "shape": ["batch", n]},
+                {"name": "missing", "dtype": "bool", "shape": ["batch", n]}]
+    return out
+
+
+def _examples(inputs: list[dict[str, Any]]) -> tuple[torch.Tensor, ...]:
+    dtypes = {"int64": torch.int64, "float32": torch.float32, "bool": torch.bool}
+    out = []
+    for d in inputs:
+        t = torch.zeros(2, d["shape"][1], dtype=dtypes[d["dtype"]])
+        if d["name"].startswith("bag_"):
+            t[:, 0] = 1  # one item a row (id 1 exists in every store with list fields)
+        out.append(t)
+    return tuple(out)
+
+
+def input_arrays(X, inputs: list[dict[str, Any]], sel) -> dict[str, np.ndarray]:
+    """Rows ``sel`` of a split (an id matrix, or a SplitArrays) as the named model inputs."""
+    from mutualctr.data.store import SplitArrays
+
+    if not isinstance(X, SplitArrays):
+        return {INPUT: np.ascontiguousarray(X[sel], dtype=np.int64)}
+    out = {INPUT: np.ascontiguousarray(X.X[sel], dtype=np.int64)}
+    for d in inputs:
+        if "field" in d:
+            out[d["name"]] = np.ascontiguousarray(X.bags[d["field"]][sel], dtype=np.int64)
+    if X.values is not None:
+        out["values"] = np.array(X.values[sel], dtype=np.float32, copy=True)  # writable
+        out["missing"] = np.array(X.missing[sel], dtype=np.bool_, copy=True)
+    return out
+
+
 class _FMFormula(nn.Module):
     """:class:`~mutualctr.models.layers.FactorizationMachine` without its autograd.Function:
     the same arithmetic (``_FMTerm.forward``), which TorchScript's tracer can record (it cannot
@@ -218,12 +303,13 @@ class _FMFormula(nn.Module):
         return _FMTerm.forward(emb)
 
 
-def serving_module(model: nn.Module) -> Probability:
+def serving_module(model: nn.Module, fm=None) -> Probability:
     """A CPU, eval-mode, frozen copy of ``model`` wrapped in :class:`Probability`.
 
     In eval mode with frozen weights every embedding takes the plain ``F.embedding`` path and
     DCN's cross network its formula; the FM term's autograd.Function is swapped for its own
-    forward (:class:`_FMFormula`). ``model`` itself is left as it is.
+    forward (:class:`_FMFormula`). ``model`` itself is left as it is. ``fm``: the store's
+    feature map; with list or dense fields the module is a :class:`BatchProbability`.
     """
     from mutualctr.models.layers import FactorizationMachine
 
@@ -233,6 +319,8 @@ def serving_module(model: nn.Module) -> Probability:
         for name, child in list(parent.named_children()):
             if isinstance(child, FactorizationMachine):
                 setattr(parent, name, _FMFormula())
+    if fm is not None and (fm.bag_fields or fm.dense_fields):
+        return BatchProbability(m, [fm.fields[i].name for i in fm.bag_fields], bool(fm.dense_fields)).eval()
     return Probability(m).eval()
 
 
@@ -270,52 +358,65 @@ def _quiet():
             logger.setLevel(level)
 
 
-def write_onnx(module: nn.Module, path: Path, num_fields: int) -> int:
-    """``module`` as ONNX at ``path`` (torch.export-based exporter, dynamic batch); the opset."""
+def write_onnx(module: nn.Module, path: Path, num_fields: int,
+               inputs: list[dict[str, Any]] | None = None) -> int:
+    """``module`` as ONNX at ``path`` (torch.export-based exporter, dynamic batch); the opset.
+    ``inputs``: :func:`model_inputs` (default: ``ids (B, num_fields)`` alone)."""
     require_onnx(("onnx", "onnxscript"))
-    example = torch.zeros(2, num_fields, dtype=torch.int64)
+    inputs = inputs or [{"name": INPUT, "dtype": "int64", "shape": ["batch", num_fields]}]
+    examples = _examples(inputs)
+    batch = torch.export.Dim("batch")
+    dynamic = {"ids": {0: batch}} if len(inputs) == 1 else {"ids": {0: batch}, "rest": tuple({0: batch} for _ in inputs[1:])}
     with torch.no_grad(), _quiet():
-        program = torch.onnx.export(module, (example,), dynamo=True, input_names=[INPUT],
-                                    output_names=[OUTPUT],
-                                    dynamic_shapes={"ids": {0: torch.export.Dim("batch")}},
-                                    verbose=False)
+        program = torch.onnx.export(module, examples, dynamo=True, input_names=[d["name"] for d in inputs],
+                                    output_names=[OUTPUT], dynamic_shapes=dynamic, verbose=False)
         program.save(str(path))
     return next((int(o.version) for o in program.model_proto.opset_import if o.domain == ""), 0)
 
 
-def write_torchscript(module: nn.Module, path: Path, num_fields: int) -> None:
-    """``module`` traced (``torch.jit.trace``, batch-size independent ops only) at ``path``."""
-    example = torch.zeros(2, num_fields, dtype=torch.int64)
+def write_torchscript(module: nn.Module, path: Path, num_fields: int,
+                      inputs: list[dict[str, Any]] | None = None) -> None:
+    """``module`` traced (``torch.jit.trace``, batch-size independent ops only) at ``path``;
+    ``inputs`` as for :func:`write_onnx` (positional, in that order)."""
+    inputs = inputs or [{"name": INPUT, "dtype": "int64", "shape": ["batch", num_fields]}]
     with torch.no_grad(), _quiet():
-        traced = torch.jit.trace(module, (example,), check_trace=False)
+        traced = torch.jit.trace(module, _examples(inputs), check_trace=False)
         traced.save(str(path))
 
 
-def load_scorer(out: Path, manifest: dict[str, Any]) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+def load_scorer(out: Path, manifest: dict[str, Any]) -> tuple[Callable[[Any], np.ndarray], str]:
     """A function ``ids (n, F) int64 -> probabilities (n,) float32`` over an export's model
-    file, and the name of what runs it."""
+    file (or, for a model with several inputs, ``{input name: array}`` ->), and the name of
+    what runs it."""
     path = Path(out) / manifest["model_file"]
+    names = [d["name"] for d in manifest.get("inputs") or [manifest["input"]]]
+
+    def named(X) -> dict[str, np.ndarray]:
+        return X if isinstance(X, dict) else {INPUT: X}
+
     if manifest["model_format"] == "onnx":
         require_onnx(("onnxruntime",))
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return (lambda X: session.run([OUTPUT], {INPUT: X})[0]), f"onnxruntime {ort.__version__}"
+        return (lambda X: session.run([OUTPUT], named(X))[0]), f"onnxruntime {ort.__version__}"
     with _quiet():
         traced = torch.jit.load(str(path), map_location="cpu")
 
-    def score(X: np.ndarray) -> np.ndarray:
+    def score(X) -> np.ndarray:
         with torch.no_grad():
-            return traced(torch.from_numpy(X)).numpy()
+            return traced(*(torch.from_numpy(named(X)[n]) for n in names)).numpy()
 
     return score, f"torch.jit (torch {torch.__version__})"
 
 
-def score_rows(score: Callable[[np.ndarray], np.ndarray], X: np.ndarray,
-               batch: int = CHECK_BATCH) -> np.ndarray:
+def score_rows(score: Callable[[Any], np.ndarray], X, batch: int = CHECK_BATCH,
+               inputs: list[dict[str, Any]] | None = None) -> np.ndarray:
+    """Probabilities of every row of ``X`` (an id matrix, or a SplitArrays with ``inputs``)."""
     out = np.empty(len(X), np.float32)
     for s in range(0, len(X), batch):
-        out[s:s + batch] = score(np.ascontiguousarray(X[s:s + batch], dtype=np.int64))
+        arrays = input_arrays(X, inputs or [], slice(s, s + batch))
+        out[s:s + batch] = score(arrays if len(arrays) > 1 else arrays[INPUT])
     return out
 
 
@@ -332,7 +433,7 @@ def check_export(out: Path, manifest: dict[str, Any], model: nn.Module, store,
     logits = predict_logits(model, X, 0, torch.device("cpu"))
     eager = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
     score, runtime = load_scorer(out, manifest)
-    got = score_rows(score, X)
+    got = score_rows(score, X, inputs=manifest.get("inputs"))
     diff = np.abs(got.astype(np.float64) - eager)
     max_diff = float(diff.max()) if np.isfinite(diff).all() else math.inf
     return CheckResult(split=split, rows=int(len(y)), runtime=runtime, max_abs_diff=max_diff,
@@ -399,7 +500,8 @@ def _manifest(run, format: str, cfg, ck, store) -> dict[str, Any]:
         "model_file": MODEL_FILES[format],
         "encoder_file": ENCODER,
         "model": cfg.model_name,
-        "input": {"name": INPUT, "dtype": "int64", "shape": ["batch", fm.num_fields]},
+        "input": {"name": INPUT, "dtype": "int64", "shape": ["batch", len(fm.id_fields)]},
+        **({"inputs": model_inputs(fm)} if fm.bag_fields or fm.dense_fields else {}),
         "output": {"name": OUTPUT, "dtype": "float32", "shape": ["batch"],
                    "meaning": "click probability, sigmoid of the model's logit"},
         "run": str(Path(run).resolve()),
@@ -413,18 +515,19 @@ def _manifest(run, format: str, cfg, ck, store) -> dict[str, Any]:
 
 
 def _write_model(tmp: Path, run, format: str, model: nn.Module, num_fields: int,
-                 manifest: dict[str, Any]) -> None:
-    module = serving_module(model)
+                 manifest: dict[str, Any], fm=None) -> None:
+    module = serving_module(model, fm)
+    inputs = manifest.get("inputs")
     try:
         if format == "onnx":
             import onnx
 
-            opset = write_onnx(module, tmp / MODEL_FILES[format], num_fields)
+            opset = write_onnx(module, tmp / MODEL_FILES[format], num_fields, inputs)
             manifest["onnx_opset"] = opset
             manifest["versions"]["onnx"] = onnx.__version__
             manifest["exporter"] = "torch.onnx.export(dynamo=True)"
         else:
-            write_torchscript(module, tmp / MODEL_FILES[format], num_fields)
+            write_torchscript(module, tmp / MODEL_FILES[format], num_fields, inputs)
             manifest["exporter"] = "torch.jit.trace"
     except MutualCTRError:
         raise
@@ -461,7 +564,7 @@ def _write(real: Path, out, run, format: str, model: nn.Module, store, manifest:
     result = None
     try:
         with atomic_dir(real) as tmp:
-            _write_model(tmp, run, format, model, store.feature_map.num_fields, manifest)
+            _write_model(tmp, run, format, model, store.feature_map.num_fields, manifest, store.feature_map)
             (tmp / ENCODER).write_text(json.dumps(spec, separators=(",", ":")) + "\n")
             if check:
                 result = check_export(tmp, manifest, model, store, tolerance=tolerance)

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mutualctr.data.loader import read_inputs
 from mutualctr.metrics import auc, logloss, sigmoid
 from mutualctr.training.device import autocast
 
@@ -25,14 +26,15 @@ def eval_batch(batch_size: int, device: torch.device) -> int:
 @torch.inference_mode()
 def predict_logits(model: nn.Module, X: np.ndarray, batch_size: int, device: torch.device,
                    precision: str = "fp32") -> np.ndarray:
-    """Logits for every row of a (rows, F) id matrix, in order (``batch_size`` 0: auto)."""
+    """Logits for every row of a (rows, F) id matrix (or the SplitArrays of a store with list or
+    dense fields: ``Store.split``), in order (``batch_size`` 0: auto)."""
     was_training = model.training
     model.eval()
     batch_size = eval_batch(batch_size, device)
     out = np.empty(len(X), dtype=np.float32)
     with autocast(precision, device):
         for start in range(0, len(X), batch_size):
-            ids = torch.from_numpy(np.asarray(X[start:start + batch_size], dtype=np.int64)).to(device)
+            ids = read_inputs(X, slice(start, start + batch_size)).to(device)
             out[start:start + len(ids)] = model(ids).float().cpu().numpy()
     model.train(was_training)
     return out

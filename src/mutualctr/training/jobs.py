@@ -55,15 +55,16 @@ def default_config(model: str, dataset: str | None = None, config_dir: Path | No
 def build(cfg: RunConfig, store, seed: int | None = None):
     """A freshly initialised model of ``cfg`` for ``store`` (seeded by ``seed``, else
     ``cfg.train.seed``), its tables' gradient layout chosen for ``cfg.optim``."""
-    from mutualctr.models import Features, build_model, is_builtin, plugins
+    from mutualctr.data.loader import read_inputs
+    from mutualctr.models import FieldLayout, Features, build_model, is_builtin, plugins
 
     torch.manual_seed(cfg.train.seed if seed is None else seed)
     fm = store.feature_map
     model = build_model(cfg.model_name, fm.num_features, fm.num_fields, cfg.model_params(),
-                        sparse_grad=sparse_grad_for(cfg.optim), features=Features.of(fm))
+                        sparse_grad=sparse_grad_for(cfg.optim), features=Features.of(fm),
+                        layout=FieldLayout.from_fields(fm.fields))
     if not is_builtin(cfg.model_name):  # a user model: its output checked once, on a first batch
-        plugins.check_output(model, cfg.model_name, torch.from_numpy(np.asarray(store.split("train")[0][:2],
-                                                                                 dtype=np.int64)))
+        plugins.check_output(model, cfg.model_name, read_inputs(store.split("train")[0], slice(0, 2)))
     return model
 
 
@@ -82,14 +83,14 @@ def load_run(run: str | Path, store=None) -> tuple[torch.nn.Module, RunConfig, M
     """The best model of a run directory (or a best.pt file), checked against ``store``; a run
     of a store that ``store`` grew from (``prepare --grow``) comes with its tables grown to
     ``store``'s layout (:mod:`mutualctr.training.grow`; the checkpoint returned is the run's own)."""
-    from mutualctr.models import Features, build_model
+    from mutualctr.models import FieldLayout, Features, build_model
 
     path = model_checkpoint_path(run)
     ck = ModelCheckpoint.load(path)
     ancestor = None if store is None else check_store(ck.fingerprint, store, path, ck.vocab_fingerprint)
     cfg = run_config_from_dict(ck.config, str(path))  # a user model: imported by its name, or refused
     model = build_model(cfg.model_name, ck.num_features, ck.num_fields, cfg.model_params(),
-                        sparse_grad=sparse_grad_for(cfg.optim),
+                        sparse_grad=sparse_grad_for(cfg.optim), layout=FieldLayout.from_dict(ck.layout),
                         features=Features.from_dict(ck.features) if ck.features else None)
     try:
         model.load_state_dict(ck.state_dict)
@@ -249,7 +250,7 @@ def predict(run: str | Path, input_path: str | Path, out: str | Path, keep: Sequ
     enc = encode_file(store, Path(input_path), keep=list(keep))
     dev = resolve_device(device)
     model.to(dev)
-    logits = predict_logits(model, enc.X, batch_size, dev)
+    logits = predict_logits(model, enc.inputs, batch_size, dev)
     probs = sigmoid(logits)
     with atomic.atomic_path(out) as tmp:
         with open(tmp, "w", newline="") as f:

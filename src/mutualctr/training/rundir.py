@@ -156,6 +156,8 @@ class ModelCheckpoint:
     init_from: str | None  # the run it was finetuned from
     vocab_fingerprint: str | None = None  # of the store's vocabulary (None: written before it was recorded)
     features: dict[str, Any] | None = None  # the store's fields a user model is built from (models.Features)
+    #: the store's FieldLayout.to_dict() when it has list or dense fields (None: ids tensors only)
+    layout: dict[str, Any] | None = None
 
     def save(self, path: str | Path) -> None:
         save(path, {"kind": "model", **asdict(self)})

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mutualctr.data.loader import inputs_and_labels
 from mutualctr.errors import CheckpointError, TrainingError
 from mutualctr.models import Features, RowCache, l2_penalty, use_row_cache
 from mutualctr.progress import Bar
@@ -271,8 +272,8 @@ class Trainer:
         batch the loop stands at."""
         if self.batches is not None:
             return self.batches.epoch(state.epoch, start_batch=state.batch_in_epoch)
-        return ((ids, labels, len(labels))
-                for ids, labels in self.loader.epoch(state.epoch, start_batch=state.batch_in_epoch))
+        pairs = (inputs_and_labels(b) for b in self.loader.epoch(state.epoch, start_batch=state.batch_in_epoch))
+        return ((inputs, labels, len(labels)) for inputs, labels in pairs)
 
     def _advance(self, state: LoopState, ids: torch.Tensor, labels: torch.Tensor, global_rows: int) -> torch.Tensor:
         ids = ids.to(self.device, non_blocking=True)
@@ -353,7 +354,8 @@ class Trainer:
                                fingerprint=self.store.fingerprint, store_path=str(Path(self.store.path).resolve()),
                                num_features=fm.num_features, num_fields=fm.num_fields, step=step, epoch=epoch,
                                dev={"auc": dev["auc"], "logloss": dev["logloss"]}, init_from=m.init_from,
-                               vocab_fingerprint=self.store.vocab_fingerprint, features=Features.of(fm).to_dict())
+                               vocab_fingerprint=self.store.vocab_fingerprint, features=Features.of(fm).to_dict(),
+                               layout=getattr(m.model, "layout", None) and m.model.layout.to_dict())
 
     def _finish(self, state: LoopState) -> list[RunResult]:
         """Each member's best-on-dev weights scored on dev and test: the run's summary."""
