@@ -1,4 +1,4 @@
-"""mutualctr from Python, end to end in under a minute on a laptop CPU:
+"""mutualctr from Python, end to end in about 10 s on two idle CPU cores (docs/performance.md):
 synthetic rows -> a store -> two DeepFM runs -> mutual finetuning -> an ensemble -> predictions.
 
     python examples/quickstart.py [WORKDIR]

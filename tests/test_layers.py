@@ -38,3 +38,31 @@ def test_an_upward_import_breaks_the_contracts(tmp_path):
     p = _lint(tmp_path)
     assert p.returncode != 0
     assert "mutualctr.models is not allowed to import mutualctr.training" in p.stdout
+
+
+def _function_level_imports(path: Path) -> list[tuple[int, str]]:
+    import ast
+
+    src = path.read_text()
+    lines = src.splitlines()
+    found = []
+    for fn in ast.walk(ast.parse(src)):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    # its line, and the comment and import lines right above it (one block)
+                    i, said = node.lineno - 1, [lines[node.lineno - 1]]
+                    while i > 0 and lines[i - 1].strip().startswith(("#", "import ", "from ")):
+                        i -= 1
+                        said.append(lines[i])
+                    found.append((node.lineno, "\n".join(said)))
+    return found
+
+
+def test_a_function_level_import_says_why():
+    """Imports sit at module level; one inside a function stays only to keep `mutualctr --help`
+    and the error paths fast or to load an optional dependency, with a `# lazy: why` comment
+    on its line or above its block of imports (docs/architecture.md)."""
+    silent = [f"{p.relative_to(ROOT)}:{line}" for p in sorted((ROOT / "src" / "mutualctr").rglob("*.py"))
+              for line, said in _function_level_imports(p) if "# lazy:" not in said]
+    assert not silent, "function-level imports without a '# lazy: why' comment:\n" + "\n".join(silent)

@@ -25,7 +25,7 @@ __all__ = ["__version__", *_API, *_RESULTS, *_CONFIGS]
 
 
 def __getattr__(name: str):
-    import importlib
+    import importlib  # lazy: `import mutualctr` stays light; attributes load on first use
 
     if name in _API:
         return getattr(importlib.import_module("mutualctr.api"), name)

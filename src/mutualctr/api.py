@@ -25,11 +25,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from mutualctr.data.prepare import prepare as _prepare
+from mutualctr.data.synth import generate
 from mutualctr.errors import ConfigError
+from mutualctr.experiments import run_experiment
+from mutualctr.experiments.online import OnlineSettings, run_online
 from mutualctr.models.plugins import import_string
 from mutualctr.results import EnsembleResult, GroupResult, Predictions, RunResult, Scores, VersionChurn
 from mutualctr.runtime import RuntimeOptions
-from mutualctr.training.config import MutualConfig, RunConfig
+from mutualctr.serving import export_run
+from mutualctr.training import jobs
+from mutualctr.training.config import MutualConfig, RunConfig, load_run_config, with_group_overrides
+from mutualctr.training.rundir import model_checkpoint_path
 
 PathLike = str | Path
 ModelLike = str | Callable[..., Any]  # a model name or import string, or a user model class or factory
@@ -93,8 +100,6 @@ def synth(rows: int, out: PathLike, *, seed: int = 0, progress: bool = False):
     """Write ``rows`` synthetic Criteo-format rows to ``out`` (TSV; gzip when it ends in .gz)
     from a hidden ground-truth model, whose own AUC (the ceiling) the result reports.
     Returns :class:`mutualctr.data.synth.SynthResult`."""
-    from mutualctr.data.synth import generate
-
     _check(("rows", "out", "seed"), rows=(rows, "int"), out=(out, "path"), seed=(seed, "int"))
     return generate(rows, Path(out), seed=seed, progress=progress)
 
@@ -108,8 +113,6 @@ def prepare(dataset: PathLike, inputs: Sequence[PathLike] | PathLike, out: PathL
     with ``grow`` they grow with the new rows' values (docs/data.md, "Growing vocabularies").
     Returns :class:`mutualctr.data.prepare.PrepareResult` (``.store``, ``.reused``, ``.summary``: a typed
     :class:`mutualctr.data.prepare.PrepareSummary`, ``.to_dict()`` for JSON)."""
-    from mutualctr.data.prepare import prepare as _prepare
-
     _check(("dataset", "out", "seed"), dataset=(dataset, "path"), out=(out, "path"), split=(split, "str"),
            seed=(seed, "int"), min_count=(min_count, "int"), on_bad_rows=(on_bad_rows, "str"),
            overwrite=(overwrite, "bool"), vocab_from=(vocab_from, "path"))
@@ -124,15 +127,11 @@ def prepare(dataset: PathLike, inputs: Sequence[PathLike] | PathLike, out: PathL
 def default_config(model: str, dataset: str | None = None, config_dir: PathLike | None = None) -> RunConfig:
     """The shipped config of ``model`` for ``dataset`` (the paper's protocol), or
     ``config_dir``'s; see docs/training.md."""
-    from mutualctr.training import jobs
-
     return jobs.default_config(model, dataset, Path(config_dir) if config_dir else None)
 
 
 def load_config(path: PathLike) -> RunConfig:
     """A run config YAML (strict: unknown keys and bad values are errors naming the key)."""
-    from mutualctr.training.config import load_run_config
-
     return load_run_config(path)
 
 
@@ -151,8 +150,6 @@ def train(data: PathLike, out: PathLike, *, model: ModelLike | None = None, conf
     ``threads`` are :class:`RuntimeOptions` values (default: ``options``', else quiet).
     ``init``: a warm start from that run (its config unless ``config``; ``lr``, ``epochs``... replace
     single values), recorded as the run's ``init_from``."""
-    from mutualctr.training import jobs
-
     _check(("data", "out"), data=(data, "path"), out=(out, "path"), model=(model, "model"), seed=(seed, "int"),
            epochs=(epochs, "int"), lr=(lr, "number"), batch_size=(batch_size, "int"))
     if config is not None and not isinstance(config, RunConfig):
@@ -167,8 +164,6 @@ def train(data: PathLike, out: PathLike, *, model: ModelLike | None = None, conf
 
 def evaluate(run: PathLike, data: PathLike, split: str = "test", *, device: str = "auto") -> Scores:
     """A run's best checkpoint scored on ``split`` of store ``data``."""
-    from mutualctr.training import jobs
-
     _check(("run", "data", "split", "device"), run=(run, "path"), data=(data, "path"), split=(split, "str"),
            device=(device, "str"))
     return jobs.evaluate(run, data, split, device=device)
@@ -179,8 +174,6 @@ def churn(run: PathLike, against: PathLike, data: PathLike, split: str = "test",
     """Version churn of run ``run`` against an earlier run ``against`` on ``split`` of ``data``:
     mean |p_new - p_old|, the share of rows whose rank moved by more than a decile, the logit
     correlation, and both runs' scores."""
-    from mutualctr.training import jobs
-
     return jobs.version_churn(run, against, data, split, device=device)
 
 
@@ -188,8 +181,6 @@ def predict(run: PathLike, input: PathLike, out: PathLike, *, keep: Sequence[str
             device: str = "auto") -> Predictions:
     """Click probabilities for raw rows (encoded with the run's store: unseen values are OOV),
     written as CSV with the ``keep`` columns beside them."""
-    from mutualctr.training import jobs
-
     _check(("run", "input", "out", "device"), run=(run, "path"), input=(input, "path"), out=(out, "path"),
            keep=(keep, "strs"), data=(data, "path"), device=(device, "str"))
     return jobs.predict(run, input, out, keep=list(keep), store_path=data, device=device)
@@ -214,8 +205,6 @@ def mutual(data: PathLike, out: PathLike, *, init: Sequence[PathLike] = (), mode
     default, chooses it on dev). ``lr``, ``epochs``, ``evals_per_epoch`` are the finetuning's,
     or for a group from scratch the members' own. ``teachers``: frozen peers (distillation).
     ``device`` ... ``threads``: :class:`RuntimeOptions` values, as for :func:`train`."""
-    from mutualctr.training import jobs
-
     _check(("data", "out"), data=(data, "path"), out=(out, "path"), init=(init, "paths"), models=(models, "models"),
            seeds=(seeds, "ints"), teachers=(teachers, "paths"), config=(config, "path"), loss=(loss, "str"),
            lr=(lr, "number"), epochs=(epochs, "int"), evals_per_epoch=(evals_per_epoch, "int"), scope=(scope, "str"),
@@ -247,8 +236,6 @@ def distill(data: PathLike, out: PathLike, *, teacher: PathLike, student: PathLi
     chosen on dev); the settings are :func:`mutual`'s."""
     _check(("teacher", "student"), teacher=(teacher, "path"), student=(student, "model"))
     if beta is not None:
-        from mutualctr.training.config import with_group_overrides
-
         try:  # checked here, so that the message says beta, not the mutual.alpha it is stored as
             with_group_overrides(MutualConfig(), alpha=beta)
         except ConfigError as e:
@@ -265,8 +252,6 @@ def distill(data: PathLike, out: PathLike, *, teacher: PathLike, student: PathLi
 def ensemble(runs: Sequence[PathLike], data: PathLike, split: str = "test", *, device: str = "auto") -> EnsembleResult:
     """The average of the runs' probabilities on ``split``, each run's own scores, and how much
     the runs disagree (churn)."""
-    from mutualctr.training import jobs
-
     _check(("runs", "data", "split", "device"), runs=(runs, "paths"), data=(data, "path"), split=(split, "str"),
            device=(device, "str"))
     return jobs.ensemble(list(runs), data, split, device=device)
@@ -276,9 +261,6 @@ def load_run(run: PathLike, data: PathLike | None = None):
     """A run's best model (a plain ``nn.Module``: ids (B, F) in, logits (B,) out), its config and
     checkpoint; checked against store ``data`` when given. Returns
     :class:`mutualctr.training.jobs.LoadedRun`."""
-    from mutualctr.training import jobs
-    from mutualctr.training.rundir import model_checkpoint_path
-
     store = jobs.open_store(data) if data is not None else None
     model, cfg, ck = jobs.load_run(run, store)
     return jobs.LoadedRun(model=model.eval(), config=cfg, checkpoint=ck, path=model_checkpoint_path(run))
@@ -289,8 +271,6 @@ def export(run: PathLike, out: PathLike, *, format: str = "onnx", data: PathLike
     """A run's model (ids in, probability out) as ONNX or TorchScript plus the encoder spec that
     turns raw rows into its ids; see docs/export.md. Returns
     :class:`mutualctr.serving.ExportResult`."""
-    from mutualctr.serving import export_run
-
     return export_run(run, out, format=format, store_path=data, check=check, tolerance=tolerance,
                       overwrite=overwrite)
 
@@ -303,8 +283,6 @@ def online_experiment(data: PathLike, out: PathLike, *, dataset: str, periods: i
     (schema ``dataset``): pretrain, then per period the incremental update, the mutual finetune
     and the alpha-0 control, each scored on the next period (:mod:`mutualctr.experiments.online`).
     Resumable. Returns {"rows", "new_ids", "tables", "plots"}."""
-    from mutualctr.experiments.online import OnlineSettings, run_online
-
     st = OnlineSettings(dataset=str(dataset), periods=periods, models=list(models), alpha=alpha, lr=lr,
                         epochs=epochs, pretrain_epochs=pretrain_epochs, threads=threads,
                         config_dir=None if config_dir is None else str(config_dir))
@@ -321,8 +299,6 @@ def experiment(questions: str | Sequence[str], data: PathLike, out: PathLike, *,
     """The paper's research questions (``rq1``..``rq4``, ``all``) with controls, written to
     ``out`` (results.csv, tables.md, stats.json, plots); ``alphas=None`` chooses alpha on dev
     (auto). Returns {"rows", "bootstrap", "choices", "paths", "seconds", "dataset"}."""
-    from mutualctr.experiments import run_experiment
-
     _check(("data", "out", "instances"), data=(data, "path"), out=(out, "path"), models=(models, "models"),
            instances=(instances, "int"), seeds=(seeds, "ints"), config_dir=(config_dir, "path"),
            epochs=(epochs, "int"), runs_dir=(runs_dir, "path"), rq4_model=(rq4_model, "str"))

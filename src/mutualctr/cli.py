@@ -1,17 +1,32 @@
 """The `mutualctr` command line: thin wrappers that parse, call the library and print.
 
-Each command imports its library module lazily so that `mutualctr --help` stays fast.
+Each command imports the library (and torch) when it runs, so that `mutualctr --help` and the
+error paths stay fast.
 Library errors (ConfigError, StoreError, DataError, CheckpointError, ...) derive from
 ``MutualCTRError``; :func:`main` prints them (and a missing file) as one clear line, exit code 2.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import sys
+import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
+from rich.table import Table
+
+import mutualctr as mc
+from mutualctr import interrupt, outdir
+from mutualctr.errors import MutualCTRError
+from mutualctr.progress import make_console
+from mutualctr.resources import ConfigFallbackWarning, schema_description, schema_names, schema_path
+from mutualctr.runtime import RuntimeOptions
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="CTR prediction with deep mutual learning.")
@@ -21,14 +36,12 @@ app.add_typer(data_app, name="data")
 
 def _print_version(value: bool) -> None:
     if value:
-        from mutualctr import __version__
-
-        typer.echo(f"mutualctr {__version__}")
+        typer.echo(f"mutualctr {mc.__version__}")
         raise typer.Exit()
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None, _default=None) -> None:
-    from mutualctr.resources import ConfigFallbackWarning
+    # lazy: torch and the library load only when a command runs (--help, errors stay fast)
     from mutualctr.training.device import CPUContentionWarning
 
     if issubclass(category, (ConfigFallbackWarning, CPUContentionWarning)):  # one line, like the errors
@@ -40,9 +53,6 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, _de
 @app.callback()
 def _main(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                        help="print the version and exit")) -> None:
-    import functools
-    import warnings
-
     if getattr(warnings.showwarning, "func", None) is not _show_warning:  # once per process
         warnings.showwarning = functools.partial(_show_warning, _default=warnings.showwarning)
 
@@ -56,11 +66,6 @@ def _fail(msg: str) -> None:
 
 
 def _print_prepare_summary(result) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from mutualctr.progress import make_console
-
     s = result.summary
     console = make_console()  # a file or a pipe: full-width tables, no colours
     head = "reused existing store" if result.reused else "prepared store"
@@ -113,8 +118,6 @@ def prepare_cmd(
                               "values reaching the min count get new ones; the parent's runs load with grown tables"),
 ) -> None:
     """Prepare raw CTR files into a memory-mapped training store (reused when unchanged)."""
-    import mutualctr as mc
-
     if split not in ("random", "sequential"):
         _fail(f"--split: expected random or sequential, got {split!r}")
     if on_bad_rows not in ("error", "skip"):
@@ -128,8 +131,6 @@ def prepare_cmd(
 @app.command("schemas")
 def schemas_cmd() -> None:
     """List the schemas shipped with mutualctr: prepare --dataset NAME reads a file of that layout."""
-    from mutualctr.resources import schema_description, schema_names, schema_path
-
     typer.echo("built in: criteo (Kaggle train.txt), avazu (Kaggle train.csv)")
     for name in schema_names():
         typer.echo(f"{name}: {schema_description(name)}\n    {schema_path(name)}")
@@ -139,6 +140,7 @@ def schemas_cmd() -> None:
 @app.command("models")
 def models_cmd() -> None:
     """List the models --model and --models take: the built-ins and the installed plugins."""
+    # lazy: torch and the library load only when a command runs (--help, errors stay fast)
     from mutualctr.models import MODELS, plugins  # torch: only when this command runs
 
     typer.echo(f"built in: {', '.join(MODELS)} (mutualctr)")
@@ -155,8 +157,6 @@ def synth_cmd(
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
 ) -> None:
     """Write synthetic Criteo-format rows from a hidden ground-truth model."""
-    import mutualctr as mc
-
     r = mc.synth(rows, out, seed=seed, progress=not quiet)
     typer.echo(f"wrote {r.rows:,} rows to {r.path} in {r.seconds:.1f} s "
                f"({r.rows / max(r.seconds, 1e-9):,.0f} rows/s)")
@@ -168,8 +168,6 @@ def synth_cmd(
 
 
 def _print_json(obj) -> None:
-    import json
-
     typer.echo(json.dumps(obj, default=float))
 
 
@@ -189,6 +187,7 @@ def _set_threads(threads: Optional[int]) -> None:
         return
     if threads < 0:
         _fail(f"--threads must be >= 0 (0: torch's default), got {threads}")
+    # lazy: torch and the library load only when a command runs (--help, errors stay fast)
     import torch
 
     torch.set_num_threads(threads)
@@ -197,8 +196,6 @@ def _set_threads(threads: Optional[int]) -> None:
 def _runtime(**flags):
     """The run-time options of a command (:class:`mutualctr.runtime.RuntimeOptions`), built
     once from its flags (None = not given) and handed to the API whole."""
-    from mutualctr.runtime import RuntimeOptions
-
     return RuntimeOptions.from_dict(flags)
 
 
@@ -208,6 +205,7 @@ _DIST_TIMEOUT = typer.Option(None, "--dist-timeout", help="seconds a worker wait
 
 def _launch_workers(nproc: int) -> None:
     """--nproc K outside torchrun: run this very command as K torchrun workers, exit with its code."""
+    # lazy: torch and the library load only when a command runs (--help, errors stay fast)
     from mutualctr.distributed import env_world_size, launch
 
     if nproc < 1:
@@ -244,7 +242,7 @@ def train(
                                         "config; --lr/--epochs replace values); --resume needs it again"),
 ):
     """Train one model; keeps the best-on-dev checkpoint and reports its test metrics."""
-    import mutualctr as mc
+    # lazy: torch and the library load only when a command runs (--help, errors stay fast)
     from mutualctr.distributed import is_main_process
 
     _set_threads(threads)
@@ -270,8 +268,6 @@ def train(
 def _check_run(run: Path) -> None:
     """A missing run fails here, as one line, before torch is imported (seconds)."""
     if run.suffix != ".pt" and not run.exists():
-        from mutualctr import outdir
-
         _fail(outdir.missing_run(run))
     if run.suffix == ".pt" and not run.is_file():
         _fail(f"{run}: no such checkpoint file")
@@ -279,11 +275,10 @@ def _check_run(run: Path) -> None:
 
 def _run_store(run: Path) -> Path:
     """The store a run was trained on: its store.json (read without torch), else its checkpoint's."""
-    import json
-
     try:
         return Path(json.loads((run / "store.json").read_text())["path"])
     except (OSError, ValueError, KeyError, TypeError):
+        # lazy: torch and the library load only when a command runs (--help, errors stay fast)
         from mutualctr.training.rundir import ModelCheckpoint, model_checkpoint_path
 
         path = ModelCheckpoint.load(model_checkpoint_path(run)).store_path
@@ -304,8 +299,6 @@ def evaluate(
     _check_run(run)
     if data is None:
         data = _run_store(run)
-    import mutualctr as mc
-
     r = mc.evaluate(run, data, split, device=device)
     if json_out:
         _print_json(r.to_dict())
@@ -329,8 +322,6 @@ def churn(
     """Version churn: how much --run's predictions moved from --against's on the same rows."""
     _check_run(run)
     _check_run(against)
-    import mutualctr as mc
-
     r = mc.churn(run, against, data if data is not None else _run_store(run), split, device=device)
     if json_out:
         _print_json(r.to_dict())
@@ -350,8 +341,6 @@ def predict(
 ):
     """Write click probabilities for raw rows (unseen values map to OOV)."""
     _check_run(run)
-    import mutualctr as mc
-
     r = mc.predict(run, input, out, keep=keep, data=data, device=device).to_dict()
     extra = f" (AUC {r['auc']:.5f} on the file's labels)" if "auc" in r else ""
     typer.echo(f"wrote {r['rows']:,} probabilities to {out}{extra}")
@@ -366,10 +355,6 @@ def _print_group(g, json_out: bool, out: Optional[Path] = None) -> None:
     if json_out:
         _print_json(g.to_dict())
         return
-    from rich.table import Table
-
-    from mutualctr.progress import make_console
-
     console = make_console()  # a file or a pipe: full-width tables, no colours
     st = g.settings
     if g.alpha_search:
@@ -395,8 +380,6 @@ def _print_group(g, json_out: bool, out: Optional[Path] = None) -> None:
 def _member_paths(g, out: Optional[Path]) -> List[str]:
     """One line a member: ``m0 deepfm -> GROUP/m0-deepfm``, and for a searched group the chosen
     alpha's directory the link leads to."""
-    import os
-
     lines = []
     for i, m in enumerate(g.members):
         name = Path(m.run_dir).name
@@ -407,8 +390,6 @@ def _member_paths(g, out: Optional[Path]) -> List[str]:
 
 
 def _group_table(g):
-    from rich.table import Table
-
     st, nan = g.settings, float("nan")
     t = Table(title=f"group ({st.mode}, alpha={st.alpha:g}, lr={st.lr:g})")
     ft = any(m.start for m in g.members)
@@ -482,7 +463,7 @@ def mutual(
     threads: Optional[int] = _THREADS,
 ):
     """Deep mutual learning of N models: finetune trained runs, or train from scratch."""
-    import mutualctr as mc
+    # lazy: torch and the library load only when a command runs (--help, errors stay fast)
     from mutualctr.distributed import is_main_process
 
     _set_threads(threads)
@@ -522,8 +503,6 @@ def distill(
     threads: Optional[int] = _THREADS,
 ):
     """Knowledge distillation: the student learns from labels and a frozen teacher."""
-    import mutualctr as mc
-
     _set_threads(threads)
     opts = _runtime(device=device, resume=resume, quiet=quiet, threads=threads)
     g = mc.distill(data, out, teacher=teacher, student=student, config=config, beta=beta, loss=loss, lr=lr,
@@ -545,8 +524,6 @@ def ensemble(
     runs = list(runs) + list(more_runs or [])
     for run in runs:
         _check_run(run)
-    import mutualctr as mc
-
     r = mc.ensemble(runs, data, split, device=device)
     if json_out:
         _print_json(r.to_dict())
@@ -598,8 +575,6 @@ def experiment(
 ):
     """Run RQ1-RQ4 of the paper with controls; writes results.csv, tables.md, stats.json and plots.
     ``online``: the daily update over the periods of a time-ordered raw --data file (docs/training.md)."""
-    import mutualctr as mc
-
     _set_threads(threads)
     if question.strip() == "online":
         if dataset is None:
@@ -629,6 +604,7 @@ def compare(
 ):
     """One table across experiments (e.g. one per finetuning option): per model, finetuned minus
     pretrained, control and distilled (paired p), churn before -> after, kept starts."""
+    # lazy: torch and the library load only when a command runs (--help, errors stay fast)
     from mutualctr.experiments.report import compare_rows, compare_table
 
     if label and len(label) != len(experiments):
@@ -653,6 +629,7 @@ def demo(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """The main job end to end: synthetic data -> store -> RQ1 + RQ2 with controls for DeepFM and DCN."""
+    # lazy: torch and the library load only when a command runs (--help, errors stay fast)
     from mutualctr.experiments.demo import run_demo
 
     run_demo(out, rows=rows, quiet=quiet, threads=threads)
@@ -675,11 +652,7 @@ def export_cmd(
     json_out: bool = typer.Option(False, "--json", help="print the result as one JSON object"),
 ):
     """Export a run for serving: the model (ids -> probability) and the encoder spec; see docs/export.md."""
-    from dataclasses import asdict
-
     _check_run(run)
-    import mutualctr as mc
-
     r = mc.export(run, out, format=format, data=data, check=check, tolerance=tolerance, overwrite=overwrite)
     if json_out:
         _print_json(asdict(r) | {"out": str(r.out)})
@@ -694,9 +667,6 @@ def export_cmd(
 
 
 def main() -> None:
-    from mutualctr import interrupt
-    from mutualctr.errors import MutualCTRError
-
     interrupt.install()  # SIGTERM unwinds like Ctrl-C: temporaries and locks removed on the way
     try:
         app()

@@ -1,5 +1,8 @@
 """Error types. Each message names the file, line, column or key at fault."""
 
+import os
+import stat
+
 
 class MutualCTRError(Exception):
     """Base class for the errors mutualctr reports to users as one clear line."""
@@ -33,9 +36,6 @@ class OutputError(MutualCTRError):
 def input_problem(path) -> str | None:
     """Why ``path`` cannot be read as an input file, as the end of a message (``is a FIFO (a
     named pipe), not a regular file``), or None for a regular file (links followed)."""
-    import os
-    import stat
-
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:

@@ -8,6 +8,8 @@ the benchmarks (numpy only).
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit
+from scipy.stats import rankdata
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -38,8 +40,6 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     """Probabilities of logits, in float64 (no overflow for large negative logits)."""
-    from scipy.special import expit
-
     return expit(np.asarray(logits, dtype=np.float64))
 
 
@@ -74,8 +74,6 @@ def churn(logits: list[np.ndarray]) -> dict[str, float]:
 def percentile_ranks(scores: np.ndarray) -> np.ndarray:
     """Each row's rank among ``scores`` as a fraction in (0, 1]: its 1-based rank (ties share
     their mean rank) divided by the number of rows."""
-    from scipy.stats import rankdata
-
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     return rankdata(s, method="average") / max(s.size, 1)
 

@@ -40,6 +40,7 @@ Typical use (what ``prepare`` does)::
 from __future__ import annotations
 
 import csv
+import fcntl
 import fnmatch
 import hashlib
 import itertools
@@ -542,8 +543,6 @@ def locked(path: str | Path, *, shown: str | Path | None = None,
             with _held_guard:
                 _held[key] -= 1
         return
-    import fcntl
-
     lock = lock_path(key)
     try:
         key.parent.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,9 @@ from typing import Sequence
 import numpy as np
 
 from mutualctr.config import ConfigError
+from mutualctr.data.fields import Encoder, encode_parts, fields_for_store  # noqa: F401 (Encoder: its old home)
 from mutualctr.data.reader import Chunk, TableReader
 from mutualctr.data.schema import Schema, schema_from_dict
-from mutualctr.data.fields import Encoder, encode_parts, fields_for_store  # noqa: F401 (Encoder: its old home)
 from mutualctr.data.store import SplitArrays, Store
 from mutualctr.data.transform import ChunkTransformer, Transformed
 from mutualctr.errors import DataError

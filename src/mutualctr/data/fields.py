@@ -27,8 +27,18 @@ import pyarrow.compute as pc
 import xxhash
 
 from mutualctr.config import ConfigError, to_dict
-from mutualctr.data.schema import (DENSE, HASHED, LIST_KINDS, SEQUENCE, DenseSpec, HashedSpec,
-                                   MultiValuedSpec, Schema, SequenceSpec, schema_from_dict)
+from mutualctr.data.schema import (
+    DENSE,
+    HASHED,
+    LIST_KINDS,
+    SEQUENCE,
+    DenseSpec,
+    HashedSpec,
+    MultiValuedSpec,
+    Schema,
+    SequenceSpec,
+    schema_from_dict,
+)
 from mutualctr.data.store import FIRST, MISSING, OOV, PAD, FieldInfo, Store, write_vocab
 from mutualctr.data.transform import truncate
 

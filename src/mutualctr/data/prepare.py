@@ -27,12 +27,15 @@ import hashlib
 import json
 import os
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from mutualctr import outdir, resources
 from mutualctr.atomic import atomic_dir
@@ -41,8 +44,16 @@ from mutualctr.data.encode import bad_row_error
 from mutualctr.data.fields import _Counts, _Field, _ParentField, encode_parts, grow_fields, make_field  # noqa: F401 (_Counts: its old home)
 from mutualctr.data.reader import TableReader, iter_blocks
 from mutualctr.data.schema import BUILTIN, Schema, load_schema, schema_from_dict
-from mutualctr.data.store import (PAD, SPLITS, FeatureMap, FieldInfo, Store, read_feature_map,
-                                  split_problem, vocab_fingerprint)
+from mutualctr.data.store import (
+    PAD,
+    SPLITS,
+    FeatureMap,
+    FieldInfo,
+    Store,
+    read_feature_map,
+    split_problem,
+    vocab_fingerprint,
+)
 from mutualctr.data.transform import ChunkTransformer, Transformed
 from mutualctr.errors import DataError, MutualCTRError, StoreError, input_problem
 from mutualctr.progress import Bar
@@ -158,8 +169,6 @@ def count_lines(path: Path, block: int = 16 << 20) -> int:
 def _count_rows(schema: Schema, path: Path) -> int:
     """Data rows of a file (physical lines minus header), for the sequential split."""
     if schema.format == "parquet":
-        import pyarrow.parquet as pq
-
         return pq.ParquetFile(str(path)).metadata.num_rows
     reader = TableReader(schema, path)  # checks layout and header
     return count_lines(path) - reader.header_lines
@@ -198,9 +207,6 @@ class _NpyWriter:
 def _ordered_map(fn: Callable, items, workers: int = 2, window: int = 4):
     """``map(fn, items)`` on a thread pool, in order, at most ``window`` results ahead
     (pyarrow and numpy release the GIL, so chunks are processed on both cores)."""
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
     pending: deque = deque()
     it = iter(items)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mutualctr-prepare") as ex:

@@ -7,6 +7,7 @@ number of columns raise a DataError naming file and line (or are skipped and cou
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -14,6 +15,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from mutualctr.data._threads import background
 from mutualctr.data.schema import Schema
@@ -74,8 +76,6 @@ def iter_lines(path: Path, block: int = 4 << 20) -> Iterator[bytes]:
 
 def _split_line(line: str, schema: Schema) -> list[str]:
     if schema.quoting and '"' in line:
-        import csv
-
         return next(csv.reader([line], delimiter=schema.sep))
     return line.split(schema.sep)
 
@@ -122,8 +122,6 @@ class TableReader:
             raise DataError(f"{where}: {detail} (expected {', '.join(want)})")
 
     def _init_parquet(self, optional: tuple[str, ...]) -> None:
-        import pyarrow.parquet as pq
-
         try:
             self._pq = pq.ParquetFile(str(self.path))
         except (pa.ArrowInvalid, OSError) as e:

@@ -22,8 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mutualctr.data.schema import (CATEGORICAL, DENSE, HASHED, HOUR, LIST_KINDS, NUMERIC, WEEKDAY,
-                                   WEEKEND, Schema)
+from mutualctr.data.schema import CATEGORICAL, DENSE, HASHED, HOUR, LIST_KINDS, NUMERIC, WEEKDAY, WEEKEND, Schema
 
 _INT_RE = r"^[+-]?[0-9]+$"
 _NUM_RE = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"

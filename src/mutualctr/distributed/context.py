@@ -42,6 +42,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from mutualctr.errors import TrainingError
 
@@ -111,8 +112,6 @@ class Grid(Local):
     distributed = True
 
     def __init__(self, num_members: int, device: torch.device):
-        import torch.distributed as dist
-
         if not dist.is_initialized():
             raise RuntimeError("Grid needs an initialised torch.distributed process group")
         self.dist = dist
@@ -339,8 +338,6 @@ def session(num_members: int, device: str | None = None, timeout_s: float | None
     (gloo on CPU, NCCL on CUDA, each collective bounded by ``timeout_s``, default
     ``$MUTUALCTR_DIST_TIMEOUT`` or 600 s) and destroys it at the end.
     """
-    import torch.distributed as dist
-
     if env_world_size() <= 1 and not (dist.is_available() and dist.is_initialized()):
         yield Local(num_members)
         return

@@ -31,11 +31,19 @@ from typing import Any, Sequence
 
 import numpy as np
 
+import mutualctr as mc
 from mutualctr import atomic
 from mutualctr.config import ConfigError
+from mutualctr.data.prepare import prepare
+from mutualctr.data.schema import load_schema
+from mutualctr.data.store import Store
+from mutualctr.experiments import plots
 from mutualctr.experiments.stats import paired_ttest
 from mutualctr.metrics import churn, version_churn
 from mutualctr.results import Scores
+from mutualctr.training.inference import predict_logits
+from mutualctr.training.jobs import load_run
+from mutualctr.training.shipped import find_config
 
 ARMS = ("incremental", "mutual", "control")
 #: fewest rows a period may hold (its store splits 80/10/10 and needs both classes in each)
@@ -92,8 +100,6 @@ def cut_periods(raw: Path, header: bool, periods: int, out: Path) -> list[Path]:
 def _stores(st: OnlineSettings, files: list[Path], out: Path) -> tuple[list[Path], list[Path | None]]:
     """The training store of each period (grown from the previous one) and the evaluation store of
     each period k >= 1 (period k's rows in period k-1's vocabularies)."""
-    from mutualctr.data.prepare import prepare
-
     train, evals = [], [None]
     for k, f in enumerate(files):
         parent = train[-1] if train else None
@@ -111,10 +117,6 @@ def _resume(d: Path) -> bool:
 
 
 def _pretrain(st: OnlineSettings, store: Path, out: Path) -> list[str]:
-    import mutualctr as mc
-    from mutualctr.data.store import Store
-    from mutualctr.training.shipped import find_config
-
     runs = []
     for i, model in enumerate(st.models):
         d = out / "runs" / "p0" / f"m{i}-{model}"
@@ -128,8 +130,6 @@ def _pretrain(st: OnlineSettings, store: Path, out: Path) -> list[str]:
 
 def _update(st: OnlineSettings, arm: str, store: Path, prev: list[str], d: Path) -> list[str]:
     """Arm ``arm`` of one period trained on ``store`` from ``prev``: its members' run directories."""
-    import mutualctr as mc
-
     if arm == "incremental":
         runs = []
         for i, run in enumerate(prev):
@@ -147,9 +147,6 @@ def _update(st: OnlineSettings, arm: str, store: Path, prev: list[str], d: Path)
 
 def _all_logits(run: str, store) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Labels, logits and group ids of every row of ``store`` (its splits in order)."""
-    from mutualctr.training.inference import predict_logits
-    from mutualctr.training.jobs import load_run
-
     model = load_run(run, store)[0]
     col = store.feature_map.group_column
     ys, zs, gs = [], [], []
@@ -163,8 +160,6 @@ def _all_logits(run: str, store) -> tuple[np.ndarray, np.ndarray, np.ndarray | N
 
 def _score(period: int, arm: str, runs: list[str], prev: list[str] | None, store_path: Path, out: Path) -> list[dict]:
     """Each member of an arm scored on an evaluation store (cached in OUT/evals)."""
-    from mutualctr.data.store import Store
-
     cache = out / "evals" / f"p{period}-{arm}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
@@ -190,8 +185,6 @@ def _score(period: int, arm: str, runs: list[str], prev: list[str] | None, store
 def new_id_share(parent_path: Path, child_path: Path) -> dict[str, float]:
     """Of a grown store: the share of its values (all counted fields) new since ``parent``, and
     the share of its rows that hold at least one new value."""
-    from mutualctr.data.store import Store
-
     parent, child = Store.open(parent_path), Store.open(child_path)
     pf, cf = parent.feature_map.fields, child.feature_map.fields
     counted = [i for i, f in enumerate(cf) if f.spec is None]
@@ -209,8 +202,6 @@ def new_id_share(parent_path: Path, child_path: Path) -> dict[str, float]:
 
 def run_online(raw: Path, out: Path, st: OnlineSettings) -> dict[str, Any]:
     """The whole online experiment (resumable): scores rows, tables.md, online.csv, the plot."""
-    from mutualctr.data.schema import load_schema
-
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise ConfigError(f"--out {out}: holds files that are not an online experiment; choose another --out")
@@ -236,8 +227,6 @@ def run_online(raw: Path, out: Path, st: OnlineSettings) -> dict[str, Any]:
 
 
 def _write(out: Path, rows: list[dict], shares: list[dict], st: OnlineSettings) -> dict[str, Any]:
-    from mutualctr.experiments import plots
-
     text = online_tables(rows, shares, st)
     atomic.write_text(out / "tables.md", text)
     keys = list(rows[0])

@@ -11,6 +11,7 @@ from typing import Sequence
 
 from mutualctr.experiments.labels import LABELS
 from mutualctr.experiments.stats import mean_std
+from mutualctr.results import Calibration
 
 ORDER = ["independent", "mutual_scratch", "mutual_pretrained", "alpha0_control", "distill", "ensemble"]
 SHORT = {"independent": "indep.", "mutual_scratch": "DML\nscratch", "mutual_pretrained": "DML\nfinetune",
@@ -21,10 +22,10 @@ def _plt():
     # matplotlib is imported on first plot, not with the module: choosing the Agg backend at import
     # would change the backend of a session that imports mutualctr, and `mutualctr compare`
     # (which reads report.py) would load matplotlib for nothing
-    import matplotlib
+    import matplotlib  # lazy: see above
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after the backend is chosen
 
     return plt
 
@@ -134,8 +135,6 @@ def plot_alpha(rows: Sequence[dict], path: Path) -> Path | None:
 
 def _curve_of(run: str) -> list | None:
     """The test reliability curve group.json records for member ``run`` (None without one)."""
-    from mutualctr.results import Calibration
-
     group = Path(run).parent / "group.json"
     if not group.is_file():
         return None

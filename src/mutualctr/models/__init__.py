@@ -16,8 +16,14 @@ import torch
 from torch import nn
 
 from mutualctr.config import ConfigError, from_dict
+from mutualctr.models import plugins
 from mutualctr.models.config import (
-    DCNConfig, DCNV2Config, FiBiNETConfig, MLPConfig, ModelConfig, PNNConfig,
+    DCNConfig,
+    DCNV2Config,
+    FiBiNETConfig,
+    MLPConfig,
+    ModelConfig,
+    PNNConfig,
 )
 from mutualctr.models.dcn import DCN
 from mutualctr.models.dcnv2 import DCNV2
@@ -27,7 +33,6 @@ from mutualctr.models.fibinet import FiBiNET
 from mutualctr.models.fields import FieldLayout, lookup_ids
 from mutualctr.models.fm import FM
 from mutualctr.models.lr import LR
-from mutualctr.models import plugins
 from mutualctr.models.plugins import Features, ModelSpec
 from mutualctr.models.pnn import PNN
 

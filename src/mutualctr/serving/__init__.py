@@ -5,7 +5,12 @@ spec (:func:`encoder_spec`, raw rows -> ids without mutualctr) into a directory.
 """
 
 from mutualctr.serving.export import (
-    CheckResult, ExportError, ExportResult, encoder_spec, export_run, log_squared_thresholds,
+    CheckResult,
+    ExportError,
+    ExportResult,
+    encoder_spec,
+    export_run,
+    log_squared_thresholds,
     read_manifest,
 )
 

@@ -43,7 +43,17 @@ from torch import nn
 from mutualctr import __version__, outdir
 from mutualctr.atomic import atomic_dir
 from mutualctr.config import ConfigError
+from mutualctr.data.fields import HASH_SEED
+from mutualctr.data.loader import Batch
+from mutualctr.data.schema import CATEGORICAL, NUMERIC, schema_from_dict
+from mutualctr.data.store import FIRST, MISSING, OOV, SplitArrays, Store
+from mutualctr.data.transform import bucket
 from mutualctr.errors import MutualCTRError
+from mutualctr.metrics import auc, logloss
+from mutualctr.models.layers import FactorizationMachine, _FMTerm
+from mutualctr.training.inference import predict_logits
+from mutualctr.training.jobs import load_run
+from mutualctr.training.rundir import check_store, model_checkpoint_path
 
 FORMAT = "mutualctr-export"
 VERSION = 1
@@ -103,8 +113,6 @@ _FLOAT_MAX = float(np.finfo(np.float64).max)
 
 def _tokens(values: np.ndarray) -> np.ndarray:
     """The tokens :func:`mutualctr.data.transform.bucket` gives ``values`` (int64 or float64)."""
-    from mutualctr.data.transform import bucket
-
     with np.errstate(all="ignore"):  # bucket floors huge floats before it overwrites them
         return bucket(pa.array(values)).to_numpy(zero_copy_only=False)
 
@@ -156,9 +164,6 @@ def log_squared_thresholds(count: int, values: str = "integer") -> list:
 
 def encoder_spec(store) -> dict[str, Any]:
     """The encoder spec (a JSON-able dict) of a store: see docs/export.md for every key."""
-    from mutualctr.data.schema import CATEGORICAL, NUMERIC, schema_from_dict
-    from mutualctr.data.store import FIRST, MISSING, OOV
-
     fm = store.feature_map
     schema = schema_from_dict(fm.schema)
     fields = []
@@ -199,8 +204,6 @@ def encoder_spec(store) -> dict[str, Any]:
 
 def _kind_field(f, vocab: list, schema) -> dict[str, Any]:
     """The encoder spec entry of a hashed, multi-valued, sequence or dense field."""
-    from mutualctr.data.fields import HASH_SEED
-
     spec = dict(f.spec)
     if f.kind == "hashed":
         transform: dict[str, Any] = {"name": "xxh64", "buckets": spec["buckets"], "seed": HASH_SEED,
@@ -240,8 +243,6 @@ class BatchProbability(Probability):
         self.bags, self.dense = list(bags), dense
 
     def forward(self, ids: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
-        from mutualctr.data.loader import Batch
-
         bags = dict(zip(self.bags, rest))
         lengths = {k: (v != 0).sum(dim=1) for k, v in bags.items()}
         values, missing = (rest[len(bags)], rest[len(bags) + 1]) if self.dense else (None, None)
@@ -278,8 +279,6 @@ def _examples(inputs: list[dict[str, Any]]) -> tuple[torch.Tensor, ...]:
 
 def input_arrays(X, inputs: list[dict[str, Any]], sel) -> dict[str, np.ndarray]:
     """Rows ``sel`` of a split (an id matrix, or a SplitArrays) as the named model inputs."""
-    from mutualctr.data.store import SplitArrays
-
     if not isinstance(X, SplitArrays):
         return {INPUT: np.ascontiguousarray(X[sel], dtype=np.int64)}
     out = {INPUT: np.ascontiguousarray(X.X[sel], dtype=np.int64)}
@@ -298,8 +297,6 @@ class _FMFormula(nn.Module):
     record a Python autograd.Function)."""
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        from mutualctr.models.layers import _FMTerm
-
         return _FMTerm.forward(emb)
 
 
@@ -311,8 +308,6 @@ def serving_module(model: nn.Module, fm=None) -> Probability:
     forward (:class:`_FMFormula`). ``model`` itself is left as it is. ``fm``: the store's
     feature map; with list or dense fields the module is a :class:`BatchProbability`.
     """
-    from mutualctr.models.layers import FactorizationMachine
-
     m = copy.deepcopy(model).cpu().eval()
     m.requires_grad_(False)
     for parent in list(m.modules()):
@@ -396,7 +391,7 @@ def load_scorer(out: Path, manifest: dict[str, Any]) -> tuple[Callable[[Any], np
 
     if manifest["model_format"] == "onnx":
         require_onnx(("onnxruntime",))
-        import onnxruntime as ort
+        import onnxruntime as ort  # lazy: optional dependency (mutualctr[export])
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return (lambda X: session.run([OUTPUT], named(X))[0]), f"onnxruntime {ort.__version__}"
@@ -423,9 +418,6 @@ def score_rows(score: Callable[[Any], np.ndarray], X, batch: int = CHECK_BATCH,
 def check_export(out: Path, manifest: dict[str, Any], model: nn.Module, store,
                  split: str = "test", tolerance: float = TOLERANCE) -> CheckResult:
     """Score ``split`` through the export in ``out`` and through ``model`` (as ``evaluate``)."""
-    from mutualctr.metrics import auc, logloss
-    from mutualctr.training.inference import predict_logits
-
     X, y = store.split(split)
     y = np.asarray(y)
     if len(y) == 0:
@@ -464,10 +456,6 @@ def export_run(run: str | Path, out: str | Path, format: str = "onnx",
     (ExportError, nothing written) when a probability differs from the eager model's by more
     than ``tolerance``. ``overwrite`` replaces an earlier export, never another directory.
     """
-    from mutualctr.data.store import Store
-    from mutualctr.training.jobs import load_run
-    from mutualctr.training.rundir import check_store, model_checkpoint_path
-
     if format not in MODEL_FILES:
         raise ConfigError(f"format: expected {' or '.join(MODEL_FILES)}, got {format!r}")
     if not (tolerance > 0 and math.isfinite(tolerance)):
@@ -520,7 +508,7 @@ def _write_model(tmp: Path, run, format: str, model: nn.Module, num_fields: int,
     inputs = manifest.get("inputs")
     try:
         if format == "onnx":
-            import onnx
+            import onnx  # lazy: optional dependency (mutualctr[export])
 
             opset = write_onnx(module, tmp / MODEL_FILES[format], num_fields, inputs)
             manifest["onnx_opset"] = opset

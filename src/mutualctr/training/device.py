@@ -5,17 +5,18 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import time
+import warnings
 
 import torch
 
 from mutualctr.errors import ConfigError, TrainingError
+from mutualctr.runtime import DEVICES
 from mutualctr.training.config import PRECISIONS
 
 
 def resolve_device(name: str) -> torch.device:
-    from mutualctr.runtime import DEVICES
-
     if name not in DEVICES:  # before torch sees it (its error lists twenty device types)
         raise ConfigError(f"device: expected one of {' | '.join(map(repr, DEVICES))}, got {name!r}")
     if name == "auto":
@@ -159,8 +160,6 @@ def warn_if_cpu_contended(threads: int) -> None:
     cores = len(os.sched_getaffinity(0))
     advice = contention_advice(threads, cores, others, cli=False)
     if advice:
-        import warnings
-
         warnings.warn(CPUContentionWarning(advice, contention_advice(threads, cores, others)),
                       stacklevel=_caller_level())
 
@@ -168,8 +167,6 @@ def warn_if_cpu_contended(threads: int) -> None:
 def _caller_level() -> int:
     """The ``stacklevel`` (for a warning issued by our caller) of the first frame outside
     mutualctr: the line of the user's script that called ``mc.train`` / ``mc.mutual``."""
-    import sys
-
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
     frame, level = sys._getframe(1), 1
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):

@@ -19,45 +19,62 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from mutualctr import atomic
+from mutualctr import atomic, outdir
 from mutualctr.config import ConfigError, check_seed, check_seeds
+from mutualctr.data.encode import encode_file
+from mutualctr.data.loader import read_inputs
+from mutualctr.data.store import Store
+from mutualctr.distributed import session
 from mutualctr.errors import CheckpointError, MutualCTRError
 from mutualctr.metrics import churn, relaimp, sigmoid  # noqa: F401 (jobs.relaimp: read by callers)
-from mutualctr.results import (Churn, EnsembleResult, GroupResult, GroupSettings, MemberScores, Predictions,
-                               RunResult, Scores, StartMetrics, VersionChurn)
+from mutualctr.models import Features, FieldLayout, build_model, is_builtin, plugins
+from mutualctr.results import (
+    Churn,
+    EnsembleResult,
+    GroupResult,
+    GroupSettings,
+    MemberScores,
+    Predictions,
+    RunResult,
+    Scores,
+    StartMetrics,
+    VersionChurn,
+)
 from mutualctr.runtime import RuntimeOptions, options_of
+from mutualctr.training import resume as resume_check
 from mutualctr.training.config import (
-    MutualConfig, RunConfig, load_run_config, run_config_from_dict, with_group_overrides, with_overrides,
-    train_with_runtime, with_runtime,
+    MutualConfig,
+    RunConfig,
+    load_run_config,
+    run_config_from_dict,
+    train_with_runtime,
+    with_group_overrides,
+    with_overrides,
+    with_runtime,
 )
 from mutualctr.training.device import resolve_device
+from mutualctr.training.grow import grown_model
 from mutualctr.training.inference import predict_logits, scores
 from mutualctr.training.member import Member
 from mutualctr.training.optim import sparse_grad_for
-from mutualctr.training import resume as resume_check
 from mutualctr.training.rundir import GroupDir, ModelCheckpoint, RunDir, check_store, model_checkpoint_path
+from mutualctr.training.shipped import find_config
 from mutualctr.training.trainer import Trainer
 
-def open_store(path: str | Path):
-    from mutualctr.data.store import Store
 
+def open_store(path: str | Path):
     return Store.open(path)
 
 
 def default_config(model: str, dataset: str | None = None, config_dir: Path | None = None) -> RunConfig:
     """The config of ``model`` for ``dataset``: :func:`mutualctr.training.shipped.find_config` (the shipped
     configs, ``config_dir`` first; a fallback to another dataset's config warns)."""
-    from mutualctr.training.shipped import find_config
-
     return find_config(model, dataset, config_dir).config
 
 
 def build(cfg: RunConfig, store, seed: int | None = None):
     """A freshly initialised model of ``cfg`` for ``store`` (seeded by ``seed``, else
     ``cfg.train.seed``), its tables' gradient layout chosen for ``cfg.optim``."""
-    from mutualctr.data.loader import read_inputs
-    from mutualctr.models import FieldLayout, Features, build_model, is_builtin, plugins
-
     torch.manual_seed(cfg.train.seed if seed is None else seed)
     fm = store.feature_map
     model = build_model(cfg.model_name, fm.num_features, fm.num_fields, cfg.model_params(),
@@ -83,8 +100,6 @@ def load_run(run: str | Path, store=None) -> tuple[torch.nn.Module, RunConfig, M
     """The best model of a run directory (or a best.pt file), checked against ``store``; a run
     of a store that ``store`` grew from (``prepare --grow``) comes with its tables grown to
     ``store``'s layout (:mod:`mutualctr.training.grow`; the checkpoint returned is the run's own)."""
-    from mutualctr.models import FieldLayout, Features, build_model
-
     path = model_checkpoint_path(run)
     ck = ModelCheckpoint.load(path)
     ancestor = None if store is None else check_store(ck.fingerprint, store, path, ck.vocab_fingerprint)
@@ -97,8 +112,6 @@ def load_run(run: str | Path, store=None) -> tuple[torch.nn.Module, RunConfig, M
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit model {cfg.model_name}: {e}") from e
     if ancestor is not None:  # a run of a store this one grew from: its tables grow
-        from mutualctr.training.grow import grown_model
-
         model = grown_model(model, build(cfg, store), ancestor, store.feature_map.layout())
     return model, cfg, ck
 
@@ -110,8 +123,6 @@ def claimed(out: str | Path, kind: str, resume: bool, par=None) -> Iterator[Path
     without ``resume``; one writer at a time (the main process holds the lock for the whole
     job); temporaries of killed writers removed. Yields the real path; nothing is created
     (the job marks the directory as ours when it starts writing)."""
-    from mutualctr import outdir
-
     real = outdir.resolve(out, error=CheckpointError)
     if par is not None and not par.is_main:
         yield real
@@ -152,8 +163,6 @@ def train(store_path: str | Path, out: str | Path, cfg: RunConfig, options: Runt
     Under torchrun (``WORLD_SIZE > 1``) the workers train it data-parallel: each reads its
     shard of every global batch; rank 0 writes the run (see docs/distributed.md).
     """
-    from mutualctr.distributed import session
-
     opts = options_of(options, **values)
     if opts.resume and (Path(out) / "config.yaml").is_file():
         resume_check.check_precision(load_run_config(Path(out) / "config.yaml"), opts.precision)
@@ -235,10 +244,6 @@ def version_churn(run: str | Path, against: str | Path, store_path: str | Path, 
 def predict(run: str | Path, input_path: str | Path, out: str | Path, keep: Sequence[str] = (),
             store_path: str | Path | None = None, device: str = "auto", batch_size: int = 0) -> Predictions:
     """Encode raw rows with the run's store vocabulary and write probabilities as CSV."""
-    from mutualctr.data.encode import encode_file
-
-    from mutualctr import outdir
-
     # never over an input, a checkpoint, a store's or run's file, or a file not ours (outdir)
     out = outdir.claim_file(out, inputs=(input_path, run), error=CheckpointError)
     if store_path is None:
@@ -289,8 +294,6 @@ def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path
     ``options``: how it runs (:class:`~mutualctr.runtime.RuntimeOptions`; ``values`` replace
     single ones: ``quiet=True``).
     """
-    from mutualctr.distributed import session
-
     opts = options_of(options, **values)
     if bool(init) and (models or configs):
         raise ConfigError("give either --init RUN... (finetune) or --models (scratch), not both")
@@ -331,8 +334,6 @@ def mutual(store_path: str | Path, out: str | Path, *, init: Sequence[str | Path
 def _link_members(par, out: Path, result: GroupResult) -> GroupResult:
     """A searched group's members reachable as ``OUT/m{i}-{model}``: links to the chosen
     alpha's members (:func:`mutualctr.outdir.link_members`), which the result names."""
-    from mutualctr import outdir
-
     if par.is_main:
         outdir.link_members(out, out / f"alpha-{result.settings.alpha:g}")
     at = [out / Path(m.run_dir).name for m in result.members]
@@ -444,8 +445,6 @@ def _search_alpha(one, out: Path, group: MutualConfig, resume: bool) -> GroupRes
         if where.group_file.is_file():
             tried[alpha] = where.read_group()
         else:
-            from mutualctr import outdir
-
             _check_out(where.path, resume)
             if where.path.is_dir() and not resume:  # started before any checkpoint: ours, start over
                 outdir.remove(where.path, "group", error=CheckpointError)

@@ -6,12 +6,12 @@ differ; the precision may not (a resumed run keeps the precision it started with
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 from mutualctr.errors import ConfigError
-from mutualctr.training.config import MutualConfig, RunConfig, load_run_config, run_config_to_dict
+from mutualctr.training.config import MutualConfig, RunConfig, load_run_config, run_config_to_dict, with_group_overrides
 
 # how each run may run differently from one start to the next, never what it computes
 RUNTIME_KEYS = frozenset({"train.device", "train.compile", "train.threads", "train.prefetch",
@@ -80,8 +80,6 @@ def recorded_members(out: Path) -> list[tuple[Path, RunConfig]]:
 def recorded_group(out: Path, members: list[tuple[Path, RunConfig]]) -> MutualConfig:
     """The group settings a started group recorded (its members' ``mutual`` section; ``alpha:
     auto`` where it searched)."""
-    from dataclasses import replace
-
     group = members[0][1].mutual
     return replace(group, alpha="auto") if any(out.glob("alpha-*/")) else group
 
@@ -120,8 +118,6 @@ def check_group_job(out: Path, *, flags: dict[str, Any], group: MutualConfig | N
         check_group(recorded, {f.name: getattr(whole, f.name) for f in fields(MutualConfig)}, what)
     given = {k: v for k, v in flags.items() if v is not None}
     if given:
-        from mutualctr.training.config import with_group_overrides
-
         parsed = with_group_overrides(MutualConfig(), **given)
         check_group(recorded, {k: getattr(parsed, k) for k in given}, what)
     cfgs = [c for _, c in members]

@@ -39,8 +39,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from mutualctr import atomic
+from mutualctr import atomic, outdir
 from mutualctr.errors import CheckpointError
 from mutualctr.models.plugins import label as model_label
 from mutualctr.results import GroupResult, RunResult, StartMetrics
@@ -215,8 +216,6 @@ def _member_file_payload(index: int, step: int, fingerprint: str, state: MemberS
 # ---- directories ------------------------------------------------------------------------------
 
 def _mark(path: Path, kind: str) -> None:
-    from mutualctr import outdir
-
     path.mkdir(parents=True, exist_ok=True)
     if not outdir.is_ours(path, kind) or not (path / outdir.MARKER).is_file():
         outdir.write_marker(path, kind)
@@ -238,8 +237,6 @@ class RunDir:
         _mark(self.path, "run")
 
     def write_start_files(self, config: dict[str, Any], store) -> None:
-        import yaml
-
         self.mark()
         atomic.write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         atomic.write_json(self.path / "store.json", {"path": str(Path(store.path).resolve()),
@@ -271,8 +268,6 @@ def model_checkpoint_path(run: str | Path) -> Path:
     if run.suffix == ".pt":
         return run
     if not run.exists():
-        from mutualctr import outdir
-
         raise CheckpointError(outdir.missing_run(run))
     if not run.is_dir():
         raise CheckpointError(f"{run}: is a file, not a run directory (or a .pt checkpoint)")

@@ -12,8 +12,8 @@ from typing import Literal
 
 import yaml
 
-from mutualctr.config import ConfigError
 from mutualctr import resources
+from mutualctr.config import ConfigError
 from mutualctr.models.plugins import label
 from mutualctr.resources import CONFIGS, FALLBACK_DATASET, PACKAGE, ConfigFallbackWarning
 from mutualctr.training.config import RunConfig, load_run_config, run_config_from_dict

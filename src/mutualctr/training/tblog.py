@@ -19,7 +19,7 @@ SCALARS = ("train_loss", "dev_auc", "dev_logloss", "lr")
 class TensorBoardLog:
     def __init__(self, log_dir: str | Path):
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # lazy: optional dependency
         except ImportError as e:
             raise TrainingError(f"--tensorboard needs the tensorboard package ({e}); "
                                 "pip install 'mutualctr[tensorboard]'") from None

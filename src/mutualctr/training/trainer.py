@@ -20,22 +20,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.markup import escape
 from torch import nn
 
-from mutualctr.data.loader import inputs_and_labels
+from mutualctr.data.loader import BatchLoader, inputs_and_labels
+from mutualctr.distributed.context import Local
+from mutualctr.distributed.shard import ShardedBatches
 from mutualctr.errors import CheckpointError, TrainingError
 from mutualctr.models import Features, RowCache, l2_penalty, use_row_cache
 from mutualctr.progress import Bar
 from mutualctr.results import Evaluation, RunResult
 from mutualctr.runtime import RuntimeOptions, options_of
 from mutualctr.training.config import MutualConfig, TrainConfig, run_config_to_dict, train_with_runtime
-from mutualctr.training.device import (autocast, compile_models, resolve_device, resolve_precision,
-                                       warn_if_cpu_contended)
+from mutualctr.training.device import autocast, compile_models, resolve_device, resolve_precision, warn_if_cpu_contended
+from mutualctr.training.group import VectorisedGroup
 from mutualctr.training.inference import predict_logits, scores
 from mutualctr.training.losses import bce, peer_term
 from mutualctr.training.member import Member
 from mutualctr.training.rundir import Checkpointer, ModelCheckpoint
 from mutualctr.training.state import LoopState, seed_everything, set_rng_state
+from mutualctr.training.tblog import TensorBoardLog
 
 __all__ = ["Member", "Trainer"]
 
@@ -55,8 +59,6 @@ class Trainer:
         architecture) as one vmapped forward (:mod:`mutualctr.training.group`); ``tensorboard``
         also writes each evaluation as TensorBoard scalars into that directory. ``title``: a
         line printed above the progress when training starts (the alpha of a search)."""
-        from mutualctr.distributed.context import Local
-
         if not members:
             raise ValueError("a trainer needs at least one member")
         self.par = parallel if parallel is not None else Local(len(members))
@@ -89,22 +91,16 @@ class Trainer:
             compile_models([m.model for m in self.members], self.device, opts.vectorize)
         self.vectorised = None
         if opts.vectorize:  # after the moves to the device: it holds the models' constant buffers
-            from mutualctr.training.group import VectorisedGroup
-
             self.vectorised = VectorisedGroup([m.model for m in self.members])
         self.checkpoints = Checkpointer(self.out, self.par, store.fingerprint)
         self.eval_points = self._eval_points()
         self._ckpt_t0, self._ckpt_interval = None, None  # see _checkpoint_due
         self.tensorboard = None
         if opts.tensorboard is not None and self.par.is_writer:
-            from mutualctr.training.tblog import TensorBoardLog
-
             self.tensorboard = TensorBoardLog(opts.tensorboard)
         self._weight = 1.0  # this worker's share of the global batch (data parallelism)
 
     def _batch_source(self):
-        from mutualctr.data.loader import BatchLoader
-
         X, y = self.store.split("train")
         cfg = self.train_cfg
         lo, hi = (round(len(y) * f) for f in cfg.row_range)
@@ -114,8 +110,6 @@ class Trainer:
             raise TrainingError(f"{self.store.path}: the train split is empty")
         if self.par.data_size == 1:
             return loader, None
-        from mutualctr.distributed.shard import ShardedBatches
-
         return loader, ShardedBatches(loader, self.par.data_rank, self.par.data_size)
 
     def _eval_points(self) -> set[int]:
@@ -495,8 +489,6 @@ class _TrainProgress:
         """Print ``msg`` as it is (rich markup escaped: a path or a label may hold brackets)."""
         if self.bar.quiet:
             return
-        from rich.markup import escape
-
         self.bar.log(escape(msg))
 
     def close(self) -> None:
