@@ -26,7 +26,6 @@ sampling noise, ~3e-4 at 1M rows). ``ceiling_auc_rows`` in the meta file says ho
 from __future__ import annotations
 
 import gzip
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
