@@ -23,7 +23,9 @@ interrupted experiment run again resumes where it stopped and writes the same ta
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -229,10 +231,11 @@ def run_online(raw: Path, out: Path, st: OnlineSettings) -> dict[str, Any]:
 def _write(out: Path, rows: list[dict], shares: list[dict], st: OnlineSettings) -> dict[str, Any]:
     text = online_tables(rows, shares, st)
     atomic.write_text(out / "tables.md", text)
-    keys = list(rows[0])
-    atomic.write_text(out / "online.csv", ",".join(keys) + "\n" + "".join(
-        ",".join("" if r[k] is None else repr(r[k]) if isinstance(r[k], float) else str(r[k]) for k in keys) + "\n"
-        for r in rows))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")  # None is written empty
+    w.writeheader()
+    w.writerows(rows)
+    atomic.write_text(out / "online.csv", buf.getvalue())
     plot = plots.plot_online(rows, out / "online.png")
     return {"rows": rows, "new_ids": shares, "tables": str(out / "tables.md"),
             "plots": [str(plot)] if plot else []}
