@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mutualctr.models.layers import (
-    SENET, Bilinear, CrossNet, CrossNetV2, FactorizationMachine, InnerProduct, OuterProduct,
+    SENET, Bilinear, CrossNet, CrossNetV2, FactorizationMachine, InnerProduct, OuterProduct, autocast_input,
 )
 
 B, F, D = 3, 5, 4
@@ -143,3 +143,32 @@ def test_bilinear(emb, kind):
             w = layer.weight[index]
             want[b, p] = (emb[b, i] @ w) * emb[b, j]
     torch.testing.assert_close(layer(emb), want)
+
+
+def test_autocast_input_casts_only_under_autocast():
+    x = torch.randn(B, F, D)
+    assert autocast_input(x) is x
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert autocast_input(x).dtype == torch.bfloat16
+        torch.testing.assert_close(autocast_input(x).float(), x.bfloat16().float())
+
+
+def test_fibinet_builds_its_pairs_in_bf16_under_autocast_and_stays_near_fp32():
+    """The bilinear output (the MLP's (B, 2P*D) input) is bf16 under bf16 autocast, not fp32
+    cast again by the MLP; the logits move by bf16 rounding only."""
+    from mutualctr.models.config import FiBiNETConfig
+    from mutualctr.models.fibinet import FiBiNET
+
+    torch.manual_seed(0)
+    model = FiBiNET(50, 6, FiBiNETConfig(embed_dim=8))
+    ids = torch.randint(0, 50, (64, 6))
+    seen = []
+    hook = model.mlp[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].dtype))
+    fp32 = model(ids)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = model(ids)
+    hook.remove()
+    assert seen == [torch.float32, torch.bfloat16]
+    assert fp32.dtype == bf16.dtype == torch.float32
+    torch.testing.assert_close(bf16, fp32, atol=0.05, rtol=0.05)
+    assert not torch.equal(bf16, fp32)

@@ -3,7 +3,9 @@
 ids ``(B, F)`` -> ``E (B, F, D)``; SENET re-weights fields -> ``V (B, F, D)``; the bilinear
 layer (field_all / field_each / field_interaction, one set of weights per input as in the
 paper) turns each of ``E`` and ``V`` into ``(B, P, D)``; both are flattened, concatenated
-``(B, 2*P*D)`` and fed to the MLP; the first-order term is added -> ``(B,)``.
+``(B, 2*P*D)`` and fed to the MLP; the first-order term is added -> ``(B,)``. Under bf16
+autocast the embeddings are cast once, so the pair tensors are built in bf16 (the MLP reads
+them in bf16 either way).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import torch
 
 from mutualctr.models.base import CTRModel
 from mutualctr.models.config import FiBiNETConfig
-from mutualctr.models.layers import SENET, Bilinear
+from mutualctr.models.layers import SENET, Bilinear, autocast_input
 
 
 class FiBiNET(CTRModel):
@@ -28,6 +30,6 @@ class FiBiNET(CTRModel):
         self.mlp = self.make_mlp(2 * num_pairs * d)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        emb = self.embedding(ids)  # (B, F, D)
+        emb = autocast_input(self.embedding(ids))  # (B, F, D); bf16 under bf16 autocast (why: layers.py)
         pq = torch.cat([self.bilinear(emb), self.bilinear_senet(self.senet(emb))], dim=1)  # (B, 2P, D)
         return self.linear(ids) + self.mlp(pq.flatten(1))
