@@ -49,7 +49,9 @@ def other_store(tmp_path_factory) -> Path:
 
 def tiny_config(model: str = "deepfm", *, seed: int = 1, epochs: int = 2, evals_per_epoch: int = 1,
                 embedding_optimizer: str = "rowwise", lr: float = 3e-3, patience: int = 0, **model_kw):
-    """A small, fast run config (embedding 4, one hidden layer) for tests."""
+    """A small, fast run config (embedding 4, one hidden layer) for tests, pinned to fp32 (the
+    default, auto, is bf16 on CPUs with AMX or AVX512-BF16): the tests that compare exact values
+    then compute the same on every CI machine."""
     from mutualctr.training.config import run_config_from_dict
 
     model_cfg = {"name": model, "embed_dim": 4, **model_kw}
@@ -59,7 +61,8 @@ def tiny_config(model: str = "deepfm", *, seed: int = 1, epochs: int = 2, evals_
         "model": model_cfg,
         "optim": {"lr": lr, "embedding_optimizer": embedding_optimizer},
         "train": {"batch_size": 256, "epochs": epochs, "seed": seed, "evals_per_epoch": evals_per_epoch,
-                  "patience": patience, "device": "cpu", "prefetch": 0, "eval_batch_size": 2048},
+                  "patience": patience, "device": "cpu", "prefetch": 0, "eval_batch_size": 2048,
+                  "precision": "fp32"},
     })
 
 

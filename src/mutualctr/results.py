@@ -241,6 +241,7 @@ class RunResult:
     relaimp_test: float | None = _opt()  # groups: RelaImp against the member's start, in %
     relaimp_dev: float | None = _opt()
     calibration: Calibration | None = _opt()  # groups: on test, at the best point (no curve)
+    precision: str | None = _opt()  # fp32 | bf16: what the training steps ran in (None: runs before it was recorded)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import warnings
+
 import pytest
 import torch
 
@@ -79,6 +81,33 @@ def test_bf16_precision_trains_close_to_fp32_and_keeps_fp32_state(tiny_store, tm
     assert all(t.dtype == torch.float32 for t in _state(tmp_path / "bf16").values() if t.is_floating_point())
     saved = run_config_from_dict(__import__("yaml").safe_load((tmp_path / "bf16" / "config.yaml").read_text()))
     assert saved.train.precision == "bf16"
+    assert s["precision"] == "bf16" and ref["precision"] == "fp32"
+
+
+@pytest.mark.parametrize("flags, chosen", [({"avx2"}, "fp32"), ({"avx2", "avx512_bf16"}, "bf16"),
+                                           ({"amx_bf16"}, "bf16")])
+def test_auto_precision_is_chosen_once_and_recorded(tiny_store, tmp_path, monkeypatch, flags, chosen):
+    """The default (auto) resolves when the run starts, by the CPU's flags; config.yaml and
+    summary.json record the choice, and a resume keeps it whatever the CPU it resumes on."""
+    from dataclasses import replace
+
+    from mutualctr.training import device as D
+
+    monkeypatch.setattr(D, "cpu_flags", lambda: flags)
+    cfg = tiny_config(epochs=1)
+    cfg.train = replace(cfg.train, precision="auto")
+    s = api.train(tiny_store, tmp_path / "r", cfg, quiet=True).to_dict()
+    saved = run_config_from_dict(__import__("yaml").safe_load((tmp_path / "r" / "config.yaml").read_text()))
+    assert s["precision"] == saved.train.precision == chosen
+    assert s["test_auc"] == api.evaluate(tmp_path / "r", tiny_store).auc  # scored in fp32 both times
+    other = {"avx2"} if chosen == "bf16" else {"amx_bf16"}
+    monkeypatch.setattr(D, "cpu_flags", lambda: other)
+    cfg.train = replace(cfg.train, epochs=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = api.train(tiny_store, tmp_path / "r", cfg, quiet=True, resume=True).to_dict()
+    assert resumed["precision"] == chosen
+    assert any("emulated" in str(w.message) for w in caught) == (chosen == "bf16")
 
 
 def test_precision_and_eval_batch_are_checked():

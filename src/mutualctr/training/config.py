@@ -29,11 +29,12 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     prefetch: int = 2  # batches prepared ahead in a background thread
-    # bf16: forward (and so backward) under bf16 autocast; parameters, optimizer states, losses
-    # and metrics stay float32; refused where the CPU has no native bf16 (AMX or AVX512-BF16),
-    # where it is emulated and many times slower. auto: bf16 where native, else fp32.
-    # Figures: docs/performance.md.
-    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    # bf16: training steps (forward, and so backward) under bf16 autocast; parameters, optimizer
+    # states, losses, evaluations and predictions stay float32; refused where the device has no
+    # native bf16 (AMX or AVX512-BF16 CPUs, bf16 GPUs), where it is emulated and many times
+    # slower. auto (the default): bf16 where native, else fp32, chosen when the run starts and
+    # recorded in its config.yaml and summary.json. Evidence and figures: docs/performance.md.
+    precision: Literal["fp32", "bf16", "auto"] = "auto"
     # compile: each member's forward through torch.compile (inductor), which fuses the
     # elementwise work around the matrix products, after a compile pause (docs/performance.md).
     compile: bool = False

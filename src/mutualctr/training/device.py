@@ -48,14 +48,19 @@ def native_bf16(device: torch.device) -> bool:
     return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+def resolve_precision(precision: str, device: torch.device, resuming: bool = False) -> str:
     """fp32 or bf16 for ``train.precision`` on ``device``: ``auto`` is bf16 where it is native;
-    an explicit ``bf16`` where it is not is refused rather than run at a fraction of the speed."""
+    an explicit ``bf16`` where it is not is refused rather than run at a fraction of the speed,
+    except when ``resuming`` a job that started in bf16 elsewhere: it continues as it started,
+    emulated, with a warning (a resume never changes what a job computes)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r} ({', '.join(PRECISIONS)})")
     if precision == "auto":
         return "bf16" if native_bf16(device) else "fp32"
-    if precision == "bf16" and not native_bf16(device):
+    if precision == "bf16" and not native_bf16(device) and resuming:
+        warnings.warn(f"this job started in bf16 and resumes in bf16, emulated on this {torch.device(device).type.upper()} "
+                      "(no AMX or AVX512-BF16): many times slower than fp32", stacklevel=2)
+    elif precision == "bf16" and not native_bf16(device):
         raise TrainingError(f"--precision bf16: this {torch.device(device).type.upper()} has no native bf16 "
                             "(no AMX or AVX512-BF16; emulated bf16 runs many times slower than fp32); "
                             "use --precision fp32, or auto to take bf16 only where it is native")

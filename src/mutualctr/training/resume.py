@@ -54,6 +54,8 @@ def check_run(recorded: RunConfig, given: RunConfig, what: str = "run", from_fil
     name first: a different model differs in many keys); ``from_file``: ``given`` is a
     ``--config`` (the advice names it)."""
     old, new = flat(run_config_to_dict(recorded)), flat(run_config_to_dict(given))
+    if new.get("train.precision") == "auto":  # the default: the precision the run started with
+        new["train.precision"] = old.get("train.precision")
     keys = ["model.name", *sorted(k for k in old.keys() | new.keys() if k != "model.name")]
     for key in keys:
         if key not in RUNTIME_KEYS and old.get(key) != new.get(key):
@@ -61,7 +63,9 @@ def check_run(recorded: RunConfig, given: RunConfig, what: str = "run", from_fil
 
 
 def check_precision(recorded: RunConfig, precision: str | None, what: str = "run") -> None:
-    if precision is not None and precision != recorded.train.precision:
+    """A resume keeps the precision the job started with: ``auto`` (the default) means that one;
+    an explicit other value is refused."""
+    if precision not in (None, "auto") and precision != recorded.train.precision:
         raise refuse("train.precision", recorded.train.precision, what)
 
 

@@ -14,6 +14,7 @@ it carries is :class:`~mutualctr.training.state.LoopState`, scoring is
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 import sys
 import time
 from pathlib import Path
@@ -73,7 +74,12 @@ class Trainer:
         self.quiet = opts.quiet
         self.start_is_candidate = start_is_candidate
         self.device = resolve_device(train.device)
-        self.precision = resolve_precision(train.precision, self.device)  # fp32 or bf16
+        # fp32 or bf16, chosen once: the run records it (config.yaml, summary.json), so a resume,
+        # even on another machine, continues in the precision it started with
+        self.precision = resolve_precision(train.precision, self.device, resuming=opts.resume)
+        self.train_cfg = train = replace(train, precision=self.precision)
+        for m in members:
+            m.config.train = replace(m.config.train, precision=self.precision)
         threads = train.threads if opts.threads is None else opts.threads
         if threads > 0:
             torch.set_num_threads(threads)
@@ -176,7 +182,9 @@ class Trainer:
         """(labels, logits) of ``split``, every row, in order (data workers score a shard each)."""
         X, y = self.dev if split == "dev" else self.test
         lo, hi = self.par.shard(len(y))
-        logits = predict_logits(model, X[lo:hi], self.train_cfg.eval_batch_size, self.device, self.precision)
+        # scored in fp32 whatever the training precision: summary.json then agrees with
+        # `evaluate`, `predict` and the fp32 export of the same weights
+        logits = predict_logits(model, X[lo:hi], self.train_cfg.eval_batch_size, self.device)
         return np.asarray(y), self.par.gather_rows(logits, len(y))
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
@@ -369,7 +377,7 @@ class Trainer:
                 steps=state.step, train_time_s=round(state.elapsed, 2),
                 samples_per_s=(round(state.step * self.train_cfg.batch_size / state.elapsed, 1)
                                if state.elapsed > 0 else None),
-                start=m.start, fingerprint=self.store.fingerprint,
+                start=m.start, fingerprint=self.store.fingerprint, precision=self.precision,
                 kept_start=m.best["step"] == 0 if self.start_is_candidate else None,
                 warnings=[problem] if problem else None)
             if self.par.is_writer:
