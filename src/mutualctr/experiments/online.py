@@ -37,7 +37,7 @@ import mutualctr as mc
 from mutualctr import atomic
 from mutualctr.config import ConfigError
 from mutualctr.data.prepare import prepare
-from mutualctr.data.schema import load_schema
+from mutualctr.data.schema import LIST_KINDS, load_schema
 from mutualctr.data.store import Store
 from mutualctr.experiments import plots
 from mutualctr.experiments.stats import paired_ttest
@@ -184,21 +184,34 @@ def _score(period: int, arm: str, runs: list[str], prev: list[str] | None, store
     return rows
 
 
+def _grown_fields(fm) -> list[int]:
+    """The fields whose vocabulary grows: counted and list fields (a sequence sharing another
+    field's ids is left out: its values are that field's)."""
+    return [i for i, f in enumerate(fm.fields)
+            if f.spec is None or (f.kind in LIST_KINDS and not f.spec.get("vocab_from"))]
+
+
 def new_id_share(parent_path: Path, child_path: Path) -> dict[str, float]:
-    """Of a grown store: the share of its values (all counted fields) new since ``parent``, and
-    the share of its rows that hold at least one new value."""
+    """Of a grown store: the share of its values (all counted and list fields) new since
+    ``parent``, and the share of its rows that hold at least one new value (any list item too)."""
     parent, child = Store.open(parent_path), Store.open(child_path)
-    pf, cf = parent.feature_map.fields, child.feature_map.fields
-    counted = [i for i, f in enumerate(cf) if f.spec is None]
-    new = sum(cf[i].vocab_size - pf[i].vocab_size for i in counted)
-    total = sum(cf[i].vocab_size - 2 for i in counted)
-    cols = [child.feature_map.id_fields.index(i) for i in counted]
+    pf, cf = parent.feature_map, child.feature_map
+    grown = _grown_fields(cf)
+    new = sum(cf.fields[i].vocab_size - pf.fields[i].vocab_size for i in grown)
+    total = sum(cf.fields[i].vocab_size - 2 for i in grown)
+    counted = [i for i in grown if cf.fields[i].spec is None]
+    cols = [cf.id_fields.index(i) for i in counted]
     hit, rows = 0, 0
     for name in ("train", "dev", "test"):
-        X = np.asarray(child.split(name)[0])[:, cols].astype(np.int64)
-        local = X - np.array([cf[i].offset for i in counted])
-        hit += int((local >= np.array([pf[i].vocab_size for i in counted])).any(axis=1).sum())
-        rows += len(X)
+        arrays = child.split_arrays(name)
+        local = np.asarray(arrays.X)[:, cols].astype(np.int64) - np.array([cf.fields[i].offset for i in counted])
+        has_new = (local >= np.array([pf.fields[i].vocab_size for i in counted])).any(axis=1)
+        for i in cf.bag_fields:
+            f = cf.fields[i]
+            bag = np.asarray(arrays.bags[f.name]).astype(np.int64)
+            has_new |= ((bag != 0) & (bag - f.offset >= pf.fields[i].vocab_size)).any(axis=1)
+        hit += int(has_new.sum())
+        rows += len(arrays.y)
     return {"new_values": new / total if total else 0.0, "rows_with_new": hit / rows if rows else 0.0}
 
 
