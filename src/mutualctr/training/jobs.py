@@ -222,9 +222,8 @@ def evaluate(run: str | Path, store_path: str | Path, split: str = "test", devic
     dev = resolve_device(device)
     model.to(dev)
     X, y = store.split(split)
-    col = store.feature_map.group_column
     return Scores.of(np.asarray(y), predict_logits(model, X, batch_size, dev),
-                     groups=None if col is None else np.asarray(X[:, col]), group_by=store.feature_map.group_by)
+                     groups=store.feature_map.group_ids(X), group_by=store.feature_map.group_by)
 
 
 def version_churn(run: str | Path, against: str | Path, store_path: str | Path, split: str = "test",
