@@ -245,3 +245,39 @@ def test_new_id_share_counts_list_items(list_days):
             changed |= (np.asarray(arrays.bags[k]) != old.bags[k]).any(axis=1)
         hit, rows = hit + int(changed.sum()), rows + len(changed)
     assert 0 < hit < rows and share["rows_with_new"] == pytest.approx(hit / rows)
+
+
+def test_an_ancestor_run_scores_and_exports_on_the_grown_store_as_on_its_own(list_days):
+    """Day 1's run on day 3's grown store (evaluate, predict, export): a value new since day 1 is
+    scored with its field's OOV row, so every raw row scores exactly as on day 1's own store; the
+    export takes day 3's encoder spec and its check passes."""
+    import json
+
+    from mutualctr.data.encode import encode_file
+    from mutualctr.serving.export import load_scorer, score_rows
+
+    root, (s1, s2, s3), run = list_days
+    raw = root / "d3.csv"
+    own, grown = encode_file(s1, raw).inputs, encode_file(s3, raw).inputs
+    assert (np.asarray(grown.X) >= s1.feature_map.num_features).any()  # day 3 holds values day 1 lacks
+    z_own = predict_logits(api.load_run(run, s1.path).model, own, 0, "cpu")
+    z_grown = predict_logits(api.load_run(run, s3.path).model, grown, 0, "cpu")
+    np.testing.assert_array_equal(z_grown, z_own)  # every row, new values included
+    e = api.export(run, root / "x3", format="torchscript", data=s3.path, check=True)
+    assert e.check.passed and e.num_features == s3.feature_map.num_features
+    manifest = json.loads((root / "x3" / "export.json").read_text())
+    assert manifest["store"]["fingerprint"] == s3.fingerprint and manifest["checkpoint"]["trained_on"] == s1.fingerprint
+    spec = json.loads((root / "x3" / "encoder.json").read_text())
+    assert json.dumps(spec).count('"i47"') and not json.dumps(
+        json.loads((api.export(run, root / "x1", format="torchscript").out / "encoder.json").read_text())).count('"i47"')
+    p = score_rows(load_scorer(root / "x3", manifest)[0], grown, inputs=manifest.get("inputs"))
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-z_own)), atol=1e-5)  # the artefact, on day 3's encoding
+    # to train (train --init, mutual --init) the new rows start as a fresh model's, not as the OOV row
+    from mutualctr.training.jobs import load_run
+
+    f1, f3 = s1.feature_map.field("item"), s3.feature_map.field("item")
+    for new_rows, same in (("oov", True), ("fresh", False)):
+        table = next(v for v in load_run(run, s3, new_rows=new_rows)[0].state_dict().values()
+                     if v.dim() == 2 and v.shape[0] == s3.feature_map.num_features)
+        new = table[f3.offset + f1.vocab_size:f3.offset + f3.vocab_size]
+        assert len(new) > 10 and bool((new == table[f3.offset]).all()) is same
