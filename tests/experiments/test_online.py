@@ -157,3 +157,23 @@ def test_periods_by_time_bad_input(timed, tmp_path):
                         "--period", "month", "--models", "deepfm,dcn", "--threads", "1"],
                        capture_output=True, text=True, env=os.environ, timeout=120)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "at most 4 periods here" in p.stderr
+
+
+def test_periods_cut_before_the_index_are_kept(setup, tmp_path):
+    """An experiment cut before periods.json existed resumes on its period files as they are."""
+    import json
+    import os
+    import shutil
+
+    from mutualctr.data.schema import load_schema
+    from mutualctr.experiments.periods import cut_periods
+
+    root, st, _ = setup
+    shutil.copytree(root / "full" / "periods", tmp_path / "periods")
+    (tmp_path / "periods" / "periods.json").unlink()
+    stamps = {f.name: os.stat(f).st_mtime_ns for f in (tmp_path / "periods").iterdir()}
+    files, names = cut_periods(root / "raw.txt", load_schema("criteo"), 3, tmp_path / "periods")
+    assert {f.name: os.stat(f).st_mtime_ns for f in files} == stamps  # not rewritten
+    assert names == json.loads((root / "full" / "periods" / "periods.json").read_text()) == [
+        {"name": "rows 1-1200", "rows": 1200}, {"name": "rows 1201-2400", "rows": 1200},
+        {"name": "rows 2401-3600", "rows": 1200}]

@@ -42,7 +42,9 @@ def cut_periods(raw: Path, schema: Schema, periods: int, out: Path, time_column:
     """``raw``'s rows cut into ``periods`` files under ``out``: the files and, per period, its
     ``name`` and ``rows``. Reused when present."""
     files = [out / f"period-{k}.txt" for k in range(periods)]
-    if all(f.is_file() for f in files) and (out / INDEX).is_file():
+    if all(f.is_file() for f in files):
+        if not (out / INDEX).is_file():  # cut before periods.json was written: the files stay as they are
+            atomic.write_json(out / INDEX, _index_of(files, schema.header is not False))
         return files, json.loads((out / INDEX).read_text())
     if periods < 3:
         raise ConfigError(f"--periods: {periods}; the online experiment needs at least 3 (pretrain, update, evaluate)")
@@ -61,6 +63,17 @@ def cut_periods(raw: Path, schema: Schema, periods: int, out: Path, time_column:
                     w.write(f.readline())
     atomic.write_json(out / INDEX, counts)
     return files, counts
+
+
+def _index_of(files: list[Path], header: bool) -> list[dict]:
+    """The name (its rows' numbers) and rows of each period file already cut (equal rows)."""
+    out, first = [], 1
+    for f in files:
+        with open(f) as r:
+            rows = sum(1 for _ in r) - header
+        out.append({"name": f"rows {first}-{first + rows - 1}", "rows": rows})
+        first += rows
+    return out
 
 
 def _equal_rows(raw: Path, header: bool, periods: int) -> list[dict]:
