@@ -177,3 +177,17 @@ def test_periods_cut_before_the_index_are_kept(setup, tmp_path):
     assert names == json.loads((root / "full" / "periods" / "periods.json").read_text()) == [
         {"name": "rows 1-1200", "rows": 1200}, {"name": "rows 1201-2400", "rows": 1200},
         {"name": "rows 2401-3600", "rows": 1200}]
+
+
+def test_periods_by_day_of_an_hour_column_without_header(tmp_path):
+    """A headerless tsv whose time column is a YYMMDDHH hour (Avazu): cut by day."""
+    from mutualctr.data.schema import Schema
+    from mutualctr.experiments.periods import cut_periods
+
+    schema = Schema(format="tsv", header=False, quoting=False, columns=["y", "hour", "a"], label="y",
+                    categorical=["a"], hour=["hour"])
+    lines = [f"{i % 2}\t1410{21 + i // 250:02d}{i % 24:02d}\ta{i % 5}" for i in range(1000)]  # 4 days of 250
+    (tmp_path / "h.tsv").write_text("\n".join(lines) + "\n")
+    files, names = cut_periods(tmp_path / "h.tsv", schema, 3, tmp_path / "p", "hour", "day")
+    assert names == [{"name": f"2014-10-{d}", "rows": 250} for d in (21, 22, 23)]
+    assert files[0].read_text().splitlines() == lines[:250] and files[2].read_text().splitlines() == lines[500:750]

@@ -286,7 +286,8 @@ def _period_line(names: list[dict] | None, st: OnlineSettings) -> str:
     if not names:
         return ""
     how = f"{st.period or 'month'}s of column {st.time_column}" if st.time_column else "equal rows"
-    return f"Periods ({how}): " + ", ".join(f"{k} = {n['name']} ({n['rows']:,} rows)" for k, n in enumerate(names)) + ".\n\n"
+    each = ", ".join(f"{k} = {n['name']} ({n['rows']:,} rows)" for k, n in enumerate(names))
+    return f"Periods ({how}): {each}.\n\n"
 
 
 def _pairs(rows: list[dict], a: str, b: str, key: str, periods: Sequence[int]) -> list[tuple[float, float]]:

@@ -104,6 +104,13 @@ def period_of(value: str, period: str, hour: bool) -> str:
     return t.strftime("%Y-%m")
 
 
+def _split(schema: Schema, lines) -> Iterator[list[str]]:
+    """Each line's cells (quoted fields read as csv when the schema quotes)."""
+    if schema.quoting:
+        return csv.reader(lines, delimiter=schema.sep)
+    return (ln.rstrip("\r\n").split(schema.sep) for ln in lines)
+
+
 def _cells(raw: Path, schema: Schema, column: str) -> Iterator[tuple[int, str]]:
     """(line number, the time column's cell) of every data row of ``raw`` (None: a blank line)."""
     with _open(raw) as f:
@@ -111,14 +118,13 @@ def _cells(raw: Path, schema: Schema, column: str) -> Iterator[tuple[int, str]]:
         names = list(schema.columns)
         line0 = 1
         if schema.header is not False:
-            names = next(csv.reader([first], delimiter=schema.sep)) if schema.quoting else first.rstrip("\r\n").split(schema.sep)
-            line0 = 2
+            names, line0 = next(_split(schema, [first])), 2
         else:
             f.seek(0)
         if column not in names:
             raise ConfigError(f"--time-column: {raw} has no column {column!r} (columns: {', '.join(names)})")
         j = names.index(column)
-        rows = csv.reader(f, delimiter=schema.sep) if schema.quoting else (ln.rstrip("\r\n").split(schema.sep) for ln in f)
+        rows = _split(schema, f)
         for n, cells in enumerate(rows, line0):
             yield n, (cells[j] if j < len(cells) else "") if cells else None
 
@@ -151,6 +157,7 @@ def _calendar_counts(raw: Path, schema: Schema, column: str, period: str, period
                           f"at most {len(counts)} periods here")
     small = [c for c in counts[:periods] if c["rows"] < MIN_PERIOD_ROWS]
     if small:
-        raise ConfigError(f"--periods {periods}: the {period} {small[0]['name']} of {raw} has {small[0]['rows']:,} rows; "
+        name, rows = small[0]["name"], small[0]["rows"]
+        raise ConfigError(f"--periods {periods}: the {period} {name} of {raw} has {rows:,} rows; "
                           f"a period needs at least {MIN_PERIOD_ROWS}")
     return counts[:periods]

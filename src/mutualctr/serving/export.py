@@ -455,8 +455,8 @@ def export_run(run: str | Path, out: str | Path, format: str = "onnx",
     accepted when it has the run's vocabulary (``prepare --vocab-from``) or grew from the run's
     store (``prepare --grow``, any number of days later): then the export takes that store's
     encoder spec and the run's tables grown to it, a value new since the run's store scored with
-    its field's OOV row (as the run scores it on its own store). ``check``: score the store's test split through the written artefact and fail
-    (ExportError, nothing written) when a probability differs from the eager model's by more
+    its field's OOV row (as the run scores it on its own store). ``check``: score the store's
+    test split through the written artefact and fail (ExportError, nothing written) when a probability differs from the eager model's by more
     than ``tolerance``. ``overwrite`` replaces an earlier export, never another directory.
     """
     if format not in MODEL_FILES:
