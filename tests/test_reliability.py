@@ -194,6 +194,13 @@ class Case:
 PREP = "prepare --dataset criteo --input {raw} --quiet --out"
 
 
+def _two_months(d: Path) -> None:
+    """t.csv: 300 rows a month in January and February 2020 (Unix seconds in ``ts``), and t.yaml."""
+    (d / "t.yaml").write_text("label: y\ncategorical: [a]\ndrop: [ts]\n")
+    rows = [f"{i % 2},a{i % 7},{1577836800 + (i // 300) * 2678400 + i}" for i in range(600)]
+    (d / "t.csv").write_text("y,a,ts\n" + "\n".join(rows) + "\n")
+
+
 def _holder(path: str, conn) -> None:  # runs in the forked child
     import time
 
@@ -859,6 +866,9 @@ CASES = [
          "(another feature map, not grown from it)", lambda ctx: ctx.prepare("o", min_count=1)),
     Case("online-more-periods-than-rows", "experiment online --data {raw} --dataset criteo --periods 3 --out x", 2,
          "--periods 3: ", None),
+    Case("online-more-months-than-data", "experiment online --data t.csv --dataset t.yaml --periods 3 --time-column ts "
+         "--period month --out x", 2, "--periods 3: t.csv has 2 months by its column ts (2020-01 .. 2020-02); at most "
+         "2 periods here", lambda ctx: _two_months(ctx.tmp)),
     Case("group-by-not-a-field", f"{PREP} n".replace("criteo", "g.yaml"), 2, "group_by: 'user' is not a field",
          lambda ctx: (ctx.tmp / "g.yaml").write_text(
              "format: tsv\nheader: false\nquoting: false\ncolumns: [label, a]\ncategorical: [a]\n"

@@ -278,14 +278,18 @@ def export(run: PathLike, out: PathLike, *, format: str = "onnx", data: PathLike
 def online_experiment(data: PathLike, out: PathLike, *, dataset: str, periods: int = 7,
                       models: Sequence[str] = ("deepfm", "dcn"), alpha: float = 1.0, lr: float = 1e-4,
                       epochs: int = 1, pretrain_epochs: int | None = None, config_dir: PathLike | None = None,
-                      threads: int | None = None) -> dict:
+                      threads: int | None = None, time_column: str | None = None,
+                      period: str | None = None) -> dict:
     """The daily update over ``periods`` consecutive periods of the time-ordered raw file ``data``
     (schema ``dataset``): pretrain, then per period the incremental update, the mutual finetune
     and the alpha-0 control, each scored on the next period (:mod:`mutualctr.experiments.online`).
-    Resumable. Returns {"rows", "new_ids", "tables", "plots"}."""
+    The periods hold equal rows, or with ``time_column`` are the first ``periods`` calendar
+    ``period``s (day, week, month: the default) of that column (:mod:`mutualctr.experiments.periods`).
+    Resumable. Returns {"rows", "new_ids", "tables", "plots", "periods"}."""
     st = OnlineSettings(dataset=str(dataset), periods=periods, models=list(models), alpha=alpha, lr=lr,
                         epochs=epochs, pretrain_epochs=pretrain_epochs, threads=threads,
-                        config_dir=None if config_dir is None else str(config_dir))
+                        config_dir=None if config_dir is None else str(config_dir), time_column=time_column,
+                        period=period)
     return run_online(Path(data), Path(out), st)
 
 

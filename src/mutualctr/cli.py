@@ -572,6 +572,11 @@ def experiment(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="online: the schema of the raw --data file"),
     periods: int = typer.Option(7, "--periods", help="online: consecutive periods the raw rows are cut into"),
     update_epochs: int = typer.Option(1, "--update-epochs", help="online: epochs of each period's update"),
+    time_column: Optional[str] = typer.Option(None, "--time-column", help="online: cut by the calendar periods "
+                                              "of this column (Unix seconds, or YYMMDDHH for an hour column): the "
+                                              "first --periods of them; default: --periods of equal rows"),
+    period: Optional[str] = typer.Option(None, "--period", help="online, with --time-column: day | week | month "
+                                         "(UTC; default month)"),
 ):
     """Run RQ1-RQ4 of the paper with controls; writes results.csv, tables.md, stats.json and plots.
     ``online``: the daily update over the periods of a time-ordered raw --data file (docs/training.md)."""
@@ -583,7 +588,7 @@ def experiment(
         lr = (_csv_floats(finetune_lr, "--finetune-lr") or [1e-4])[0]
         r = mc.online_experiment(data, out, dataset=dataset, periods=periods, models=[m for m in models.split(",")
                                  if m.strip()], alpha=a, lr=lr, epochs=update_epochs, pretrain_epochs=epochs,
-                                 config_dir=config_dir, threads=threads)
+                                 config_dir=config_dir, threads=threads, time_column=time_column, period=period)
         typer.echo(f"{len(r['rows'])} result rows -> {r['tables']} (online.csv, {', '.join(r['plots'])})")
         return
     r = mc.experiment(question, data, out, models=[m for m in models.split(",") if m.strip()], instances=instances,

@@ -205,7 +205,10 @@ class _CountedField(_Field):
     def fit(self, path: Path, offset: int, fitted: dict[str, _Field]) -> tuple[FieldInfo, pa.Array]:
         if self.counts is None:  # no train row held a value
             self.counts = _Counts(pa.string())
-        values, counts = self.counts.vocabulary(self.min_count)
+        return self.fitted(path, offset, *self.counts.vocabulary(self.min_count))
+
+    def fitted(self, path: Path, offset: int, values: pa.Array, counts: pa.Array) -> tuple[FieldInfo, pa.Array]:
+        """Take ``values`` (with their ``counts``) as the field's vocabulary, its rows from ``offset``."""
         self.counts = None  # not needed again
         write_vocab(path, values, counts)
         self.encoder = Encoder([values], [offset])
@@ -266,6 +269,31 @@ class _RelocatedField(_ParentField):
         return info, vocab
 
 
+def _grown_vocabulary(old: pa.Table, counts: "_Counts | None", min_count: int) -> tuple[pa.Array, pa.Array, int]:
+    """A grown field's vocabulary: the parent's values (``old``, in its order) with their counts,
+    then the values of ``counts`` (the new train rows') seen at least ``min_count`` times that the
+    parent lacks, sorted by value, with their new counts; and how many values are new."""
+    old_values = old.column("value").combine_chunks()
+    if counts is None:
+        counts = _Counts(old_values.type if len(old_values) else pa.string())
+    new_values, new_counts = counts.vocabulary(min_count)
+    if new_values.type != old_values.type and len(old_values):
+        new_values = new_values.cast(old_values.type)
+    if len(old_values):
+        fresh = pc.invert(pc.is_in(new_values, value_set=old_values))
+        new_values, new_counts = new_values.filter(fresh), new_counts.filter(fresh)
+    values = pa.concat_arrays([old_values.cast(new_values.type), new_values])
+    counts_out = pa.concat_arrays([old.column("count").combine_chunks().cast(pa.int64()),
+                                   new_counts.cast(pa.int64())])
+    return values, counts_out, len(new_values)
+
+
+def _fit_grown(field: "_CountedField", old: pa.Table, path: Path, offset: int) -> tuple[FieldInfo, pa.Array]:
+    """Fit a grown counted or list field (:func:`_grown_vocabulary`), its rows from ``offset``."""
+    values, counts, field.grown = _grown_vocabulary(old, field.counts, field.min_count)
+    return field.fitted(path, offset, values, counts)
+
+
 class _GrownField(_CountedField):
     """A counted field (categorical, numeric-bucketed, hour) of a ``--grow`` child: the parent's
     values keep their local ids (``FIRST + i``, in the parent's order); the values of the new
@@ -279,38 +307,19 @@ class _GrownField(_CountedField):
         self.old = parent.vocab_table(i)
 
     def fit(self, path: Path, offset: int, fitted: dict[str, _Field]) -> tuple[FieldInfo, pa.Array]:
-        old_values = self.old.column("value").combine_chunks()
-        if self.counts is None:
-            self.counts = _Counts(old_values.type if len(old_values) else pa.string())
-        new_values, new_counts = self.counts.vocabulary(self.min_count)
-        self.counts = None
-        if new_values.type != old_values.type and len(old_values):
-            new_values = new_values.cast(old_values.type)
-        fresh = pc.invert(pc.is_in(new_values, value_set=old_values)) if len(old_values) else None
-        if fresh is not None:
-            new_values, new_counts = new_values.filter(fresh), new_counts.filter(fresh)
-        values = pa.concat_arrays([old_values.cast(new_values.type), new_values])
-        counts = pa.concat_arrays([self.old.column("count").combine_chunks().cast(pa.int64()),
-                                   new_counts.cast(pa.int64())])
-        write_vocab(path, values, counts)
-        self.encoder = Encoder([values], [offset])
-        self.info = FieldInfo(self.name, self.kind, self.column, FIRST + len(values), offset, offset,
-                              offset + 1, self.min_count)
-        self.grown = len(new_values)
-        return self.info, values
+        return _fit_grown(self, self.old, path, offset)
 
 
 def grow_fields(parent: Store, schema: Schema, min_count: int | None) -> list[_Field]:
-    """The fields of a ``--grow`` child of ``parent``: counted fields grow
-    (:class:`_GrownField`), hashed and dense ones keep the parent's settings at their new offset;
-    list fields are refused (their ids are shared and pooled: not grown yet)."""
+    """The fields of a ``--grow`` child of ``parent``: counted and list fields grow
+    (:class:`_GrownField`, :class:`_GrownListField`; a sequence sharing another field's ids grows
+    with that field), hashed and dense ones keep the parent's settings at their new offset."""
     out: list[_Field] = []
     for i, info in enumerate(parent.feature_map.fields):
+        mc = info.min_count if min_count is None else schema.min_count_for(info.column, min_count)
         if info.kind in LIST_KINDS:
-            raise ConfigError(f"--grow: {parent.path} has the {info.kind} field {info.name!r}; growing the "
-                              "vocabulary of list fields is not supported (prepare with --vocab-from alone)")
-        if info.spec is None:
-            mc = info.min_count if min_count is None else schema.min_count_for(info.column, min_count)
+            out.append(_GrownListField(parent, i, mc, schema.spec(info.column)))
+        elif info.spec is None:
             out.append(_GrownField(parent, i, mc))  # by default the parent's min count
         else:
             out.append(_RelocatedField(parent, i, make_field(schema, info.name, info.kind, info.column, 1)))
@@ -424,6 +433,22 @@ class _ListField(_CountedField):
             out[rows, np.arange(len(rows)) - np.repeat(starts, lengths)] = ids
         out[lengths == 0, 0] = self.info.missing_index
         return out
+
+
+class _GrownListField(_ListField):
+    """A multi-valued or sequence field of a ``--grow`` child: its items' vocabulary grows as a
+    :class:`_GrownField`'s does (the parent's items keep their local ids, the pad stays
+    :data:`PAD`); a field sharing another's ids (``vocab_from``) takes that field's grown ids."""
+
+    def __init__(self, parent: Store, i: int, min_count: int, spec: MultiValuedSpec | SequenceSpec) -> None:
+        info = parent.feature_map.fields[i]
+        super().__init__(info.name, info.kind, info.column, min_count, spec)
+        self.old = None if self.shares else parent.vocab_table(i)
+
+    def fit(self, path: Path, offset: int, fitted: dict[str, _Field]) -> tuple[FieldInfo, pa.Array]:
+        if self.shares is not None:
+            return super().fit(path, offset, fitted)
+        return _fit_grown(self, self.old, path, offset)
 
 
 class _DenseField(_Field):

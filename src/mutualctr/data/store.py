@@ -149,6 +149,14 @@ class FeatureMap:
         names = [self.fields[i].name for i in self.id_fields]
         return names.index(self.group_by)
 
+    def group_ids(self, X) -> np.ndarray | None:
+        """The ``group_by`` field's ids of rows ``X`` (a split's ids matrix or its
+        :class:`SplitArrays`), None when the schema names no ``group_by``."""
+        col = self.group_column
+        if col is None:
+            return None
+        return np.asarray((X.X if isinstance(X, SplitArrays) else X)[:, col])
+
     def arrays(self, split: str) -> dict[str, tuple[Any, tuple[int, ...]]]:
         """The files of ``split`` besides ``X``/``y``: file name -> (dtype, shape without rows)."""
         out: dict[str, tuple[Any, tuple[int, ...]]] = {}

@@ -24,7 +24,6 @@ interrupted experiment run again resumes where it stopped and writes the same ta
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
 from dataclasses import asdict, dataclass
@@ -37,9 +36,10 @@ import mutualctr as mc
 from mutualctr import atomic
 from mutualctr.config import ConfigError
 from mutualctr.data.prepare import prepare
-from mutualctr.data.schema import load_schema
+from mutualctr.data.schema import LIST_KINDS, load_schema
 from mutualctr.data.store import Store
 from mutualctr.experiments import plots
+from mutualctr.experiments.periods import cut_periods
 from mutualctr.experiments.stats import paired_ttest
 from mutualctr.metrics import churn, version_churn
 from mutualctr.results import Scores
@@ -48,8 +48,6 @@ from mutualctr.training.jobs import load_run
 from mutualctr.training.shipped import find_config
 
 ARMS = ("incremental", "mutual", "control")
-#: fewest rows a period may hold (its store splits 80/10/10 and needs both classes in each)
-MIN_PERIOD_ROWS = 200
 MARKER = "online.json"
 
 
@@ -64,39 +62,14 @@ class OnlineSettings:
     pretrain_epochs: int | None = None  # period 0 (default: the model config's)
     threads: int | None = None
     config_dir: str | None = None  # run configs: DIR/<model>.yaml or DIR/<dataset>/<model>.yaml
+    time_column: str | None = None  # cut by the calendar periods of this column (else equal rows)
+    period: str | None = None  # with time_column: day | week | month (default month)
 
-
-def _open(path: Path):
-    return gzip.open(path, "rt") if path.suffix == ".gz" else open(path)
-
-
-def cut_periods(raw: Path, header: bool, periods: int, out: Path) -> list[Path]:
-    """``raw``'s rows cut into ``periods`` files of consecutive rows under ``out`` (the header
-    line, if any, copied into each); the last period takes the remainder. Two streaming passes
-    (count, then write); reused when present."""
-    files = [out / f"period-{k}.txt" for k in range(periods)]
-    if all(f.is_file() for f in files):
-        return files
-    if periods < 3:
-        raise ConfigError(f"--periods: {periods}; the online experiment needs at least 3 (pretrain, update, evaluate)")
-    with _open(raw) as f:
-        head = f.readline() if header else ""
-        rows = sum(1 for _ in f)
-    per = rows // periods
-    if per < MIN_PERIOD_ROWS:
-        raise ConfigError(f"--periods {periods}: {raw} has {rows:,} rows, {per:,} per period; a period needs "
-                          f"at least {MIN_PERIOD_ROWS} (at most {rows // MIN_PERIOD_ROWS} periods here)")
-    out.mkdir(parents=True, exist_ok=True)
-    with _open(raw) as f:
-        if header:
-            f.readline()
-        for k, path in enumerate(files):
-            n = per if k < periods - 1 else rows - per * (periods - 1)
-            with atomic.atomic_path(path) as tmp, open(tmp, "w") as w:
-                w.write(head)
-                for _ in range(n):
-                    w.write(f.readline())
-    return files
+    def marker(self) -> dict[str, Any]:
+        """The settings as recorded in OUT/online.json (the calendar keys only when set, so an
+        experiment of equal-row periods started before they existed resumes)."""
+        d = asdict(self)
+        return {k: v for k, v in d.items() if k not in ("time_column", "period") or v is not None}
 
 
 def _stores(st: OnlineSettings, files: list[Path], out: Path) -> tuple[list[Path], list[Path | None]]:
@@ -150,14 +123,14 @@ def _update(st: OnlineSettings, arm: str, store: Path, prev: list[str], d: Path)
 def _all_logits(run: str, store) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Labels, logits and group ids of every row of ``store`` (its splits in order)."""
     model = load_run(run, store)[0]
-    col = store.feature_map.group_column
+    fm = store.feature_map
     ys, zs, gs = [], [], []
     for name in ("train", "dev", "test"):
         X, y = store.split(name)
         ys.append(np.asarray(y))
         zs.append(predict_logits(model, X, 0, "cpu"))
-        gs.append(None if col is None else np.asarray(X[:, col]))
-    return np.concatenate(ys), np.concatenate(zs), None if col is None else np.concatenate(gs)
+        gs.append(fm.group_ids(X))
+    return np.concatenate(ys), np.concatenate(zs), None if fm.group_by is None else np.concatenate(gs)
 
 
 def _score(period: int, arm: str, runs: list[str], prev: list[str] | None, store_path: Path, out: Path) -> list[dict]:
@@ -184,21 +157,34 @@ def _score(period: int, arm: str, runs: list[str], prev: list[str] | None, store
     return rows
 
 
+def _grown_fields(fm) -> list[int]:
+    """The fields whose vocabulary grows: counted and list fields (a sequence sharing another
+    field's ids is left out: its values are that field's)."""
+    return [i for i, f in enumerate(fm.fields)
+            if f.spec is None or (f.kind in LIST_KINDS and not f.spec.get("vocab_from"))]
+
+
 def new_id_share(parent_path: Path, child_path: Path) -> dict[str, float]:
-    """Of a grown store: the share of its values (all counted fields) new since ``parent``, and
-    the share of its rows that hold at least one new value."""
+    """Of a grown store: the share of its values (all counted and list fields) new since
+    ``parent``, and the share of its rows that hold at least one new value (any list item too)."""
     parent, child = Store.open(parent_path), Store.open(child_path)
-    pf, cf = parent.feature_map.fields, child.feature_map.fields
-    counted = [i for i, f in enumerate(cf) if f.spec is None]
-    new = sum(cf[i].vocab_size - pf[i].vocab_size for i in counted)
-    total = sum(cf[i].vocab_size - 2 for i in counted)
-    cols = [child.feature_map.id_fields.index(i) for i in counted]
+    pf, cf = parent.feature_map, child.feature_map
+    grown = _grown_fields(cf)
+    new = sum(cf.fields[i].vocab_size - pf.fields[i].vocab_size for i in grown)
+    total = sum(cf.fields[i].vocab_size - 2 for i in grown)
+    counted = [i for i in grown if cf.fields[i].spec is None]
+    cols = [cf.id_fields.index(i) for i in counted]
     hit, rows = 0, 0
     for name in ("train", "dev", "test"):
-        X = np.asarray(child.split(name)[0])[:, cols].astype(np.int64)
-        local = X - np.array([cf[i].offset for i in counted])
-        hit += int((local >= np.array([pf[i].vocab_size for i in counted])).any(axis=1).sum())
-        rows += len(X)
+        arrays = child.split_arrays(name)
+        local = np.asarray(arrays.X)[:, cols].astype(np.int64) - np.array([cf.fields[i].offset for i in counted])
+        has_new = (local >= np.array([pf.fields[i].vocab_size for i in counted])).any(axis=1)
+        for i in cf.bag_fields:
+            f = cf.fields[i]
+            bag = np.asarray(arrays.bags[f.name]).astype(np.int64)
+            has_new |= ((bag != 0) & (bag - f.offset >= pf.fields[i].vocab_size)).any(axis=1)
+        hit += int(has_new.sum())
+        rows += len(arrays.y)
     return {"new_values": new / total if total else 0.0, "rows_with_new": hit / rows if rows else 0.0}
 
 
@@ -208,10 +194,12 @@ def run_online(raw: Path, out: Path, st: OnlineSettings) -> dict[str, Any]:
     if out.exists() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise ConfigError(f"--out {out}: holds files that are not an online experiment; choose another --out")
     schema = load_schema(st.dataset)
-    files = cut_periods(Path(raw), schema.header is not False, st.periods, out / "periods")
-    marker = {"raw": str(Path(raw).resolve()), **asdict(st)}
+    if st.period is not None and st.time_column is None:
+        raise ConfigError(f"--period {st.period}: needs --time-column COL (the column whose {st.period}s cut the rows)")
+    marker = {"raw": str(Path(raw).resolve()), **st.marker()}
     if (out / MARKER).is_file() and json.loads((out / MARKER).read_text()) != marker:
         raise ConfigError(f"--out {out}: holds an online experiment with other settings; choose another --out")
+    files, names = cut_periods(Path(raw), schema, st.periods, out / "periods", st.time_column, st.period)
     atomic.write_json(out / MARKER, marker)
     train, evals = _stores(st, files, out)
     pre = _pretrain(st, train[0], out)
@@ -225,11 +213,12 @@ def run_online(raw: Path, out: Path, st: OnlineSettings) -> dict[str, Any]:
             rows += _score(k + 1, arm, runs, prev[arm], evals[k + 1], out)
             prev[arm] = runs
     shares = [new_id_share(train[k - 1], train[k]) for k in range(1, st.periods)]
-    return _write(out, rows, shares, st)
+    return _write(out, rows, shares, st, names)
 
 
-def _write(out: Path, rows: list[dict], shares: list[dict], st: OnlineSettings) -> dict[str, Any]:
-    text = online_tables(rows, shares, st)
+def _write(out: Path, rows: list[dict], shares: list[dict], st: OnlineSettings,
+           names: list[dict] | None = None) -> dict[str, Any]:
+    text = online_tables(rows, shares, st, names)
     atomic.write_text(out / "tables.md", text)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")  # None is written empty
@@ -238,7 +227,7 @@ def _write(out: Path, rows: list[dict], shares: list[dict], st: OnlineSettings) 
     atomic.write_text(out / "online.csv", buf.getvalue())
     plot = plots.plot_online(rows, out / "online.png")
     return {"rows": rows, "new_ids": shares, "tables": str(out / "tables.md"),
-            "plots": [str(plot)] if plot else []}
+            "plots": [str(plot)] if plot else [], "periods": names}
 
 
 def _fmt(x: Any, nd: int = 5) -> str:
@@ -250,7 +239,7 @@ METRICS = (("auc", "AUC", 5), ("logloss", "logloss", 5), ("calibration", "pred/o
            ("member_churn", "member churn", 4))
 
 
-def online_tables(rows: list[dict], shares: list[dict], st: OnlineSettings) -> str:
+def online_tables(rows: list[dict], shares: list[dict], st: OnlineSettings, names: list[dict] | None = None) -> str:
     """Per period and arm the members' means, the averages over periods, the paired tests and the
     share of new ids per period (markdown)."""
     def mean(rs, key):
@@ -281,7 +270,8 @@ def online_tables(rows: list[dict], shares: list[dict], st: OnlineSettings) -> s
     new = "".join(f"| {k} | {100 * s['new_values']:.1f}% | {100 * s['rows_with_new']:.1f}% |\n"
                   for k, s in enumerate(shares, 1))
     return (f"# Online experiment: {st.periods} periods, models {', '.join(st.models)}, alpha {st.alpha:g}, "
-            f"update lr {st.lr:g}, {st.epochs} epoch(s)\n\nScored on all rows of the next period "
+            f"update lr {st.lr:g}, {st.epochs} epoch(s)\n\n" + _period_line(names, st)
+            + "Scored on all rows of the next period "
             "(values new that period are OOV). Means over members.\n\n" + head + body
             + "\n## Averaged over the updated periods\n\n| arm | " + " | ".join(h for _, h, _ in METRICS)
             + " |\n|" + "---|" * (1 + len(METRICS)) + "\n" + avg
@@ -289,6 +279,15 @@ def online_tables(rows: list[dict], shares: list[dict], st: OnlineSettings) -> s
             "|---|---|---|---|---|\n" + tests
             + "\n## New ids per period (grown store against the previous one)\n\n| period | new values "
             "| rows with a new value |\n|---|---|---|\n" + new)
+
+
+def _period_line(names: list[dict] | None, st: OnlineSettings) -> str:
+    """The periods' names and rows, one line (empty when unknown)."""
+    if not names:
+        return ""
+    how = f"{st.period or 'month'}s of column {st.time_column}" if st.time_column else "equal rows"
+    each = ", ".join(f"{k} = {n['name']} ({n['rows']:,} rows)" for k, n in enumerate(names))
+    return f"Periods ({how}): {each}.\n\n"
 
 
 def _pairs(rows: list[dict], a: str, b: str, key: str, periods: Sequence[int]) -> list[tuple[float, float]]:

@@ -53,7 +53,7 @@ from mutualctr.metrics import auc, logloss
 from mutualctr.models.layers import FactorizationMachine, _FMTerm
 from mutualctr.training.inference import predict_logits
 from mutualctr.training.jobs import load_run
-from mutualctr.training.rundir import check_store, model_checkpoint_path
+from mutualctr.training.rundir import model_checkpoint_path
 
 FORMAT = "mutualctr-export"
 VERSION = 1
@@ -451,9 +451,12 @@ def export_run(run: str | Path, out: str | Path, format: str = "onnx",
                tolerance: float = TOLERANCE, overwrite: bool = False) -> ExportResult:
     """Export the best model of ``run`` and its store's encoder spec into directory ``out``.
 
-    ``store_path``: the store (default: the one the run was trained on; its fingerprint must
-    match). ``check``: score the store's test split through the written artefact and fail
-    (ExportError, nothing written) when a probability differs from the eager model's by more
+    ``store_path``: the store (default: the one the run was trained on); another store is
+    accepted when it has the run's vocabulary (``prepare --vocab-from``) or grew from the run's
+    store (``prepare --grow``, any number of days later): then the export takes that store's
+    encoder spec and the run's tables grown to it, a value new since the run's store scored with
+    its field's OOV row (as the run scores it on its own store). ``check``: score the store's
+    test split through the written artefact and fail (ExportError, nothing written) when a probability differs from the eager model's by more
     than ``tolerance``. ``overwrite`` replaces an earlier export, never another directory.
     """
     if format not in MODEL_FILES:
@@ -471,7 +474,8 @@ def export_run(run: str | Path, out: str | Path, format: str = "onnx",
             if not store_path:
                 raise ExportError(f"{ck_path}: names no store; pass --data STORE")
         store = Store.open(store_path)
-        check_store(ck.fingerprint, store, ck_path)
+        if ck.fingerprint != store.fingerprint:  # checked: of its vocabulary, or grown from its store
+            model = load_run(run, store)[0]
         manifest = _manifest(run, format, cfg, ck, store)
         result, files = _write(real, shown, run, format, model, store, manifest, check, tolerance)
     fm = store.feature_map
@@ -493,7 +497,8 @@ def _manifest(run, format: str, cfg, ck, store) -> dict[str, Any]:
         "output": {"name": OUTPUT, "dtype": "float32", "shape": ["batch"],
                    "meaning": "click probability, sigmoid of the model's logit"},
         "run": str(Path(run).resolve()),
-        "checkpoint": {"step": ck.step, "epoch": ck.epoch, "dev": ck.dev, "init_from": ck.init_from},
+        "checkpoint": {"step": ck.step, "epoch": ck.epoch, "dev": ck.dev, "init_from": ck.init_from,
+                       **({"trained_on": ck.fingerprint} if ck.fingerprint != store.fingerprint else {})},
         "store": {"path": str(Path(store.path).resolve()), "fingerprint": store.fingerprint,
                   "dataset": fm.dataset},
         "num_fields": fm.num_fields,

@@ -96,10 +96,12 @@ class LoadedRun:
     path: Path
 
 
-def load_run(run: str | Path, store=None) -> tuple[torch.nn.Module, RunConfig, ModelCheckpoint]:
+def load_run(run: str | Path, store=None, new_rows: str = "oov") -> tuple[torch.nn.Module, RunConfig, ModelCheckpoint]:
     """The best model of a run directory (or a best.pt file), checked against ``store``; a run
     of a store that ``store`` grew from (``prepare --grow``) comes with its tables grown to
-    ``store``'s layout (:mod:`mutualctr.training.grow`; the checkpoint returned is the run's own)."""
+    ``store``'s layout (:mod:`mutualctr.training.grow`; the checkpoint returned is the run's own),
+    the new values' rows copies of their field's OOV row (``oov``: to score) or as a fresh model's
+    (``fresh``: to train on)."""
     path = model_checkpoint_path(run)
     ck = ModelCheckpoint.load(path)
     ancestor = None if store is None else check_store(ck.fingerprint, store, path, ck.vocab_fingerprint)
@@ -112,7 +114,7 @@ def load_run(run: str | Path, store=None) -> tuple[torch.nn.Module, RunConfig, M
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit model {cfg.model_name}: {e}") from e
     if ancestor is not None:  # a run of a store this one grew from: its tables grow
-        model = grown_model(model, build(cfg, store), ancestor, store.feature_map.layout())
+        model = grown_model(model, build(cfg, store), ancestor, store.feature_map.layout(), new_rows)
     return model, cfg, ck
 
 
@@ -173,7 +175,7 @@ def train(store_path: str | Path, out: str | Path, cfg: RunConfig, options: Runt
         out = Path(out)
         with claimed(out, "run", opts.resume, par) as real:
             par.barrier("the start")  # every worker checked --out before anyone writes into it
-            model = build(cfg, store) if init is None else load_run(init, store)[0]
+            model = build(cfg, store) if init is None else load_run(init, store, new_rows="fresh")[0]
             member = Member(config=cfg, model=model, run_dir=real,
                             init_from=None if init is None else str(Path(init).resolve()))
             trainer = Trainer(store, [member], real, cfg.train, parallel=par, options=opts,
@@ -222,9 +224,8 @@ def evaluate(run: str | Path, store_path: str | Path, split: str = "test", devic
     dev = resolve_device(device)
     model.to(dev)
     X, y = store.split(split)
-    col = store.feature_map.group_column
     return Scores.of(np.asarray(y), predict_logits(model, X, batch_size, dev),
-                     groups=None if col is None else np.asarray(X[:, col]), group_by=store.feature_map.group_by)
+                     groups=store.feature_map.group_ids(X), group_by=store.feature_map.group_by)
 
 
 def version_churn(run: str | Path, against: str | Path, store_path: str | Path, split: str = "test",
@@ -486,7 +487,7 @@ def _members(par, store, out: Path, *, init, configs, seeds, group: MutualConfig
         for i, run in enumerate(init):
             if i not in par.member_ids:  # another worker's member
                 continue
-            model, cfg, _ = load_run(run, store)
+            model, cfg, _ = load_run(run, store, new_rows="fresh")
             own_seed = cfg.train.seed
             cfg = with_runtime(replace(cfg, train=base, mutual=group, optim=replace(
                 cfg.optim, lr=group.lr, embedding_lr_scale=group.embedding_lr_scale)), options)
