@@ -5,6 +5,7 @@ one epoch of pretraining. Skipped without the shared data (only read, never copi
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -53,7 +54,9 @@ def test_din_and_deepfm_group_resumes_equal_and_din_exports(ml, tmp_path):
         assert (a["test_auc"], a["test_logloss"], a["start"]) == (b["test_auc"], b["test_logloss"], b["start"])
     assert res["churn"] == full["churn"]
     member = tmp_path / "cut" / "m0-DIN"
-    e = mc.export(member, tmp_path / "x", format="onnx", check=True)
+    # ONNX where the export extra is installed (8 s of the test's ~25), else TorchScript
+    fmt = "onnx" if all(importlib.util.find_spec(m) for m in ("onnxruntime", "onnxscript")) else "torchscript"
+    e = mc.export(member, tmp_path / "x", format=fmt, check=True)
     assert e.check.passed and e.check.rows == ROWS // 10
     manifest = json.loads((tmp_path / "x" / "export.json").read_text())
     assert manifest["model"] == DIN and [d["name"] for d in manifest["inputs"]] == [
