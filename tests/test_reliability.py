@@ -554,6 +554,17 @@ _USER = "tests.models.user_models"
 _TRAIN_USER = "train --data {store} --out r --quiet --device cpu"
 
 
+def _user_runs(ctx: Ctx) -> None:
+    """``u1``, ``u2``: two runs of the test model Plain (one epoch), for ``mutual --init``."""
+    from mutualctr.training import jobs  # lazy: as the shared fixture's
+    from mutualctr.training.config import run_config_from_dict
+
+    for seed in (1, 2):
+        cfg = run_config_from_dict({"model": {"name": f"{_USER}:Plain"}, "train": {
+            "epochs": 1, "batch_size": 64, "device": "cpu", "prefetch": 0, "seed": seed}})
+        jobs.train(ctx.store, ctx.tmp / f"u{seed}", cfg, quiet=True)
+
+
 def _user_config(model: str) -> Callable[[Ctx], None]:
     """``u.yaml``: a run config of user model ``model`` (a YAML mapping under ``model``)."""
     return _file("u.yaml", f"model: {model}\ntrain: {{epochs: 1, batch_size: 64, prefetch: 0}}\n")
@@ -887,6 +898,9 @@ CASES = [
     Case("user-model-wrong-output-shape", f"{_TRAIN_USER} --config u.yaml", 2,
          f"model {_USER}:WrongShape: forward must return float logits of shape (2,) for ids of shape (2, 39), "
          "got (2, 1)", _user_config(f"{{name: '{_USER}:WrongShape'}}")),
+    Case("user-model-vectorize", "mutual --data {store} --init u1 u2 --vectorize --out g --quiet --threads 1", 2,
+         f"--vectorize supports the built-in models only (lr, fm, deepfm, dcn, dcnv2, pnn, fibinet), got "
+         f"{_USER}:Plain; train without --vectorize", _user_runs),
 ]
 
 

@@ -59,15 +59,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _spawn(spec: dict, tmp: Path, world: int = 2) -> list[subprocess.Popen]:
-    """``world`` worker processes of tests/distributed/_worker.py, as torchrun would start them."""
+def _spawn(spec: dict, tmp: Path, world: int = 2, paths: tuple[Path, ...] = ()) -> list[subprocess.Popen]:
+    """``world`` worker processes of tests/distributed/_worker.py, as torchrun would start them
+    (this tree's src/ first on their path, then ``paths``, e.g. a user model's package)."""
     path = tmp / f"spec{_free_port()}.json"
     path.write_text(json.dumps(spec))
     port = str(_free_port())
     procs = []
     for r in range(world):
         env = dict(os.environ, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=port, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT),
+                   MASTER_PORT=port, OMP_NUM_THREADS="1",
+                   PYTHONPATH=os.pathsep.join(map(str, [ROOT / "src", ROOT, *paths])),
                    PYTHONFAULTHANDLER="1")  # a crash prints every thread's Python stack
         procs.append(subprocess.Popen([sys.executable, "-m", "tests.distributed._worker", str(path)], cwd=ROOT,
                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))

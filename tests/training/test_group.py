@@ -5,9 +5,11 @@ import torch
 
 from mutualctr.errors import TrainingError
 from mutualctr.models import build_model
+from mutualctr.models.plugins import Features
 from mutualctr.training import jobs as api
 from mutualctr.training.group import VectorisedGroup
 from tests.conftest import group, tiny_config
+from tests.models.user_models import Plain, PlainConfig
 
 SMALL = {"embed_dim": 8, "mlp": {"hidden": [32, 16], "dropout": 0.0}}
 
@@ -64,3 +66,12 @@ def test_vectorise_refuses_mixed_architectures_and_batch_norm():
         VectorisedGroup(_members("deepfm", 1) + _members("deepfm", 1, {**SMALL, "embed_dim": 4}))
     with pytest.raises(TrainingError, match="batch_norm"):
         VectorisedGroup(_members("deepfm", 2, {**SMALL, "mlp": {"hidden": [8], "batch_norm": True}}))
+
+
+def test_vectorise_refuses_a_user_model():
+    """A user model may call its tables otherwise than the stand-ins replay (the example DIN's
+    sequence lookup): refused up front with one line rather than failing mid-step."""
+    models = [Plain(Features.anonymous(50, 3), PlainConfig()) for _ in range(2)]
+    with pytest.raises(TrainingError, match=r"^--vectorize supports the built-in models only \(lr, fm, deepfm, "
+                                            r".*\), got tests.models.user_models:Plain; train without --vectorize$"):
+        VectorisedGroup(models)

@@ -13,7 +13,8 @@ What it saves is per-call overhead (kernel launches, small-matrix inefficiency),
 what bounds a GPU step at CTR sizes. On a CPU whose cores each member's matmuls already fill,
 it is about as fast as the loop or slower (``python -m benchmarks.bench_group``).
 
-Limits: every member must have the same model class and model config (seeds may differ), and
+Limits: every member must have the same built-in model class (a user model may call its tables
+in ways the stand-ins do not replay, e.g. a sequence lookup) and model config (seeds may differ), and
 no BatchNorm (its running statistics are updated in place, which a stacked copy would lose);
 other buffers (constant index tables) must be equal across members and enter unbatched.
 Dropout draws a different mask per member (``randomness="different"``), as the loop does, but
@@ -29,7 +30,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from mutualctr.errors import TrainingError
-from mutualctr.models import FeatureEmbedding
+from mutualctr.models import MODELS, FeatureEmbedding
 
 
 class _Given(nn.Module):
@@ -48,6 +49,9 @@ class VectorisedGroup:
 
     def __init__(self, models: list[nn.Module]):
         first = models[0]
+        if type(first) not in {cls for cls, _ in MODELS.values()}:  # a user model may use its tables otherwise
+            raise TrainingError(f"--vectorize supports the built-in models only ({', '.join(MODELS)}), got "
+                                f"{type(first).__module__}:{type(first).__qualname__}; train without --vectorize")
         for m in models[1:]:
             if type(m) is not type(first) or getattr(m, "config", None) != getattr(first, "config", None):
                 raise TrainingError(
