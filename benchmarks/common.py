@@ -22,7 +22,16 @@ ROOT = Path(__file__).resolve().parents[1]
 #   bf16-compile  bf16 + train.compile
 #   plain      F.embedding (PyTorch's embedding backward) with a dense table gradient and
 #              torch's dense Adam on the whole table: what a plain PyTorch CTR model does
-MODES = ("fast", "reference", "bf16", "compile", "bf16-compile", "plain")
+# default: the shipped config untouched, what a user gets without flags (precision auto: bf16
+# where the CPU has it natively; evaluation in fp32, as the trainer scores); the others pin
+# their precision and compile switch
+MODES = ("default", "fast", "reference", "bf16", "compile", "bf16-compile", "plain")
+
+
+def eval_precision(trainer, mode: str) -> str:
+    """The precision a benchmark scores ``trainer``'s model in: the trainer's own choice (fp32)
+    on the default path, else the training precision of the mode."""
+    return "fp32" if mode == "default" else trainer.train_cfg.precision
 
 
 def cpu_name() -> str:
@@ -86,6 +95,8 @@ def median(xs) -> float:
 
 def mode_train(train, mode: str):
     """``train`` (a TrainConfig) with the precision and the compile switch of path ``mode``."""
+    if mode == "default":
+        return train
     return replace(train, precision="bf16" if mode.startswith("bf16") else "fp32", compile="compile" in mode)
 
 

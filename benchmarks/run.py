@@ -47,7 +47,7 @@ import torch
 
 from benchmarks.bench_prepare import run_child
 from benchmarks.common import (
-    MODES, ROOT, activate, build_trainer, header, header_line, load, median, step,
+    MODES, ROOT, activate, build_trainer, eval_precision, header, header_line, load, median, step,
 )
 
 def log(msg: str) -> None:
@@ -96,7 +96,7 @@ def eval_pass(trainer, mode: str, reps: int = 3) -> tuple[float, float]:
     for _ in range(reps):
         t = time.perf_counter()
         logits = predict_logits(model, Xm, trainer.train_cfg.eval_batch_size, trainer.device,
-                                trainer.train_cfg.precision)
+                                eval_precision(trainer, mode))
         times.append(time.perf_counter() - t)
     return len(y) / median(times), scores(np.asarray(y), logits)["auc"]
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import ROOT, build_trainer, header, header_line, load, median, step
+from benchmarks.common import ROOT, build_trainer, eval_precision, header, header_line, load, median, step
 
 PEERS = ("fuxictr", "deepctr")
 
@@ -60,7 +60,7 @@ class Peer:
         self.p.wait(timeout=60)
 
 
-def ours_eval(tr, batch: int, passes: int) -> tuple[float, float]:
+def ours_eval(tr, batch: int, passes: int, mode: str) -> tuple[float, float]:
     from mutualctr.training.inference import predict_logits, scores
 
     X, y = tr.test
@@ -68,7 +68,7 @@ def ours_eval(tr, batch: int, passes: int) -> tuple[float, float]:
     dts = []
     for _ in range(passes):
         t = time.perf_counter()
-        logits = predict_logits(tr.members[0].model, Xm, batch, tr.device, tr.train_cfg.precision)
+        logits = predict_logits(tr.members[0].model, Xm, batch, tr.device, eval_precision(tr, mode))
         dts.append(time.perf_counter() - t)
     return len(y) / min(dts), scores(np.asarray(y), logits)["auc"]
 
@@ -80,9 +80,10 @@ def arguments(doc: str, rounds: int) -> argparse.ArgumentParser:
     ap.add_argument("--store", required=True)
     ap.add_argument("--models", default="deepfm,dcn")
     ap.add_argument("--rounds", type=int, default=rounds)
-    ap.add_argument("--mode", default="fast", choices=("fast", "bf16", "compile", "bf16-compile"),
-                    help="mutualctr's settings: fast (fp32), bf16 (train.precision bf16), either with "
-                         "train.compile; the peers run fp32")
+    ap.add_argument("--mode", default="fast", choices=("default", "fast", "bf16", "compile", "bf16-compile"),
+                    help="mutualctr's settings: default (the shipped config: precision auto, evaluation "
+                         "fp32), fast (fp32), bf16 (train.precision bf16), either with train.compile; the "
+                         "peers run fp32")
     ap.add_argument("--peers-python", default=str(ROOT / "bench_out" / "peers-venv" / "bin" / "python"))
     ap.add_argument("--out", type=Path, default=ROOT / "bench_out")
     return ap
@@ -135,7 +136,7 @@ def main(argv=None) -> dict:
                     times[p.name] += p.call({"cmd": "steps", "n": a.steps})["times"]
                 print(f"  {model} round {r + 1}/{a.rounds} (load {load():.1f})", flush=True)
             row = {}
-            ev, auc = ours_eval(tr, a.eval_batch, a.eval_passes)
+            ev, auc = ours_eval(tr, a.eval_batch, a.eval_passes, a.mode)
             row["mutualctr"] = {"train_samples_per_s": round(4000 / median(times["mutualctr"])), "eval_samples_per_s": round(ev)}
             for p in peers:
                 e = p.call({"cmd": "eval", "batch": a.eval_batch, "passes": a.eval_passes})

@@ -226,9 +226,10 @@ def train(
     lr: Optional[float] = typer.Option(None, "--lr"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (default) | bf16: bf16 autocast of "
-                                            "the forward (fast only where the CPU or GPU has native bf16; figures "
-                                            "in docs/performance.md)"),
+    precision: Optional[str] = typer.Option(None, "--precision", help="auto (default: bf16 where the CPU or GPU "
+                                            "has it natively, else fp32; the run records which) | fp32 | bf16: "
+                                            "bf16 autocast of the training step; evaluation is fp32 (figures in "
+                                            "docs/performance.md)"),
     compile: Optional[bool] = _COMPILE,
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
@@ -449,7 +450,8 @@ def mutual(
     config: Optional[Path] = _GROUP_CONFIG,
     seed: Optional[int] = typer.Option(None, "--seed", help="batch order seed"),
     device: Optional[str] = typer.Option(None, "--device"),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | bf16 (default: the members' own)"),
+    precision: Optional[str] = typer.Option(None, "--precision", help="auto | fp32 | bf16 (default: the members' own; "
+                                            "docs/performance.md)"),
     compile: Optional[bool] = _COMPILE,
     vectorize: bool = typer.Option(False, "--vectorize", help="members of one architecture run as one vmapped "
                                                               "forward (for GPUs; on CPU about as fast as the loop)"),
