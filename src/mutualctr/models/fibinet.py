@@ -31,5 +31,6 @@ class FiBiNET(CTRModel):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         emb = autocast_input(self.embedding(ids))  # (B, F, D); bf16 under bf16 autocast (why: layers.py)
-        pq = torch.cat([self.bilinear(emb), self.bilinear_senet(self.senet(emb))], dim=1)  # (B, 2P, D)
+        pairs = self.bilinear.by_field(emb) + self.bilinear_senet.by_field(self.senet(emb))
+        pq = torch.cat(pairs, dim=1)  # (B, 2P, D): one copy into the MLP's input
         return self.linear(ids) + self.mlp(pq.flatten(1))

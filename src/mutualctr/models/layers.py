@@ -283,15 +283,25 @@ class Bilinear(_Pairs):
         self.weight = _xavier(count[bilinear_type], dim, dim)
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        if self.bilinear_type == "field_all":
-            vw = emb @ self.weight[0]  # (B, F, D)
-            return vw.index_select(1, self.rows) * emb.index_select(1, self.cols)
-        if self.bilinear_type == "field_each":
-            vw = torch.einsum("bfd,fde->bfe", emb, self.weight)
-            return vw.index_select(1, self.rows) * emb.index_select(1, self.cols)
-        # Pair-major: gather (P, B, D) slabs from the (F, B, D) view, so that the P products
-        # are one bmm with no layout copies; the (B, P, D) result is a transposed view.
-        fields_first = emb.transpose(0, 1)
-        p = fields_first.index_select(0, self.rows)
-        q = fields_first.index_select(0, self.cols)
-        return (torch.bmm(p, self.weight) * q).transpose(0, 1)
+        return torch.cat(self.by_field(emb), dim=1)
+
+    def by_field(self, emb: torch.Tensor) -> list[torch.Tensor]:
+        """The pairs ``(i, j > i)`` of each field ``i`` in turn: ``F - 1`` tensors
+        ``(B, F-1-i, D)``, in the row-major pair order.
+
+        The pairs of field ``i`` are contiguous in that order and their ``v_j`` are the slice
+        ``emb[:, i+1:]``, so nothing is gathered (no index_select forward, no scatter backward):
+        ``v_i W`` is one matrix product per field (for ``field_interaction`` against the pairs'
+        kernels side by side, ``(D, (F-1-i) * D)``) times that slice."""
+        b, f, d = emb.shape
+        out, start = [], 0
+        for i in range(f - 1):
+            k = f - 1 - i
+            if self.bilinear_type == "field_interaction":
+                kernels = self.weight[start:start + k].transpose(0, 1).reshape(d, k * d)  # [W_i,i+1 | ...]
+                vw = (emb[:, i] @ kernels).view(b, k, d)
+            else:
+                vw = (emb[:, i] @ self.weight[0 if self.bilinear_type == "field_all" else i]).unsqueeze(1)
+            out.append(vw * emb[:, i + 1:])
+            start += k
+        return out
