@@ -913,7 +913,7 @@ def shared(tmp_path_factory):
     from mutualctr.training.config import run_config_from_dict
 
     cfg = run_config_from_dict({"model": {"name": "lr"}, "train": {"epochs": 1, "batch_size": 64, "device": "cpu",
-                                                                     "prefetch": 0}})
+                                                                     "prefetch": 0, "precision": "fp32"}})
     jobs.train(d / "store", d / "run", cfg, quiet=True)
     return d
 
