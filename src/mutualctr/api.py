@@ -138,7 +138,7 @@ def load_config(path: PathLike) -> RunConfig:
 def train(data: PathLike, out: PathLike, *, model: ModelLike | None = None, config: PathLike | RunConfig | None = None,
           seed: int | None = None, epochs: int | None = None, lr: float | None = None,
           batch_size: int | None = None, device: str | None = None, precision: str | None = None,
-          compile: bool | None = None, resume: bool | None = None, quiet: bool | None = None,
+          compile: bool | str | None = None, resume: bool | None = None, quiet: bool | None = None,
           dist_timeout: float | None = None, tensorboard: PathLike | None = None, threads: int | None = None,
           options: RuntimeOptions | None = None, init: PathLike | None = None) -> RunResult:
     """Train one model on store ``data`` into run directory ``out``; the best-on-dev checkpoint
@@ -192,7 +192,7 @@ def mutual(data: PathLike, out: PathLike, *, init: Sequence[PathLike] = (), mode
            lr: float | None = None, epochs: int | None = None, evals_per_epoch: int | None = None,
            scope: str | None = None, embedding_lr_scale: float | None = None, finetune_split: float | None = None,
            seed: int | None = None, device: str | None = None, precision: str | None = None,
-           compile: bool | None = None, vectorize: bool | None = None, config_dir: PathLike | None = None,
+           compile: bool | str | None = None, vectorize: bool | None = None, config_dir: PathLike | None = None,
            resume: bool | None = None, quiet: bool | None = None, dist_timeout: float | None = None,
            tensorboard: PathLike | None = None, threads: int | None = None,
            options: RuntimeOptions | None = None) -> GroupResult:

@@ -36,7 +36,7 @@ class RuntimeOptions:
 
     device: str | None = None  # auto | cpu | cuda; None: the config's train.device
     precision: str | None = None  # fp32 | bf16 | auto; None: the config's train.precision
-    compile: bool | None = None  # torch.compile the forward; None: the config's train.compile
+    compile: bool | str | None = None  # torch.compile the forward (true, false or "auto"); None: the config's train.compile
     vectorize: bool = False  # a group of one architecture as one vmapped forward
     threads: int | None = None  # torch intra-op threads; None: the config's train.threads; 0: torch's default
     quiet: bool = False  # no progress bars
@@ -51,8 +51,9 @@ class RuntimeOptions:
             raise ConfigError(f"train.precision: expected one of {_choices(PRECISIONS)}, got {self.precision!r}")
         for name in ("compile", "vectorize", "quiet", "resume"):
             value = getattr(self, name)
-            if not isinstance(value, bool) and not (name == "compile" and value is None):
-                raise ConfigError(f"{name}: expected true/false, got {value!r}")
+            if not isinstance(value, bool) and not (name == "compile" and value in (None, "auto")):
+                raise ConfigError(f"{name}: expected true/false{' or auto' if name == 'compile' else ''}, "
+                                  f"got {value!r}")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 0):
             raise ConfigError(f"threads must be an integer >= 0 (0: torch's default), got {self.threads!r}")

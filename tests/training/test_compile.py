@@ -1,6 +1,7 @@
 """train.compile: each member's forward through torch.compile gives the eager run's results."""
 
 import copy
+import sys
 import shutil
 from dataclasses import replace
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from mutualctr.errors import TrainingError
+from mutualctr.errors import ConfigError, TrainingError
 from mutualctr.models import build_model
 from mutualctr.training import jobs as api
 from mutualctr.training.rundir import ModelCheckpoint
@@ -97,3 +98,26 @@ def test_compiled_run_resumes_to_the_uninterrupted_result(tiny_store, tmp_path):
     b = ModelCheckpoint.load(tmp_path / "cut" / "checkpoints" / "best.pt").state_dict
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_compile_auto_compiles_long_runs_only_and_records_the_choice(tiny_store, tmp_path, monkeypatch):
+    """``compile: auto`` is yes from COMPILE_AUTO_STEPS planned steps (steps per epoch x epochs),
+    not vectorised and with a C++ compiler; the run's config.yaml records true or false."""
+
+    from mutualctr.training import device as D
+
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("CXX", sys.executable)  # any program on PATH stands for the compiler here
+    assert D.resolve_compile("auto", D.COMPILE_AUTO_STEPS, cpu, vectorize=False) is True
+    assert D.resolve_compile("auto", D.COMPILE_AUTO_STEPS - 1, cpu, vectorize=False) is False
+    assert D.resolve_compile("auto", 10 * D.COMPILE_AUTO_STEPS, cpu, vectorize=True) is False
+    assert D.resolve_compile(True, 1, cpu, vectorize=False) is True
+    monkeypatch.setenv("CXX", "no-such-compiler-xyz")
+    assert D.resolve_compile("auto", 10 * D.COMPILE_AUTO_STEPS, cpu, vectorize=False) is False  # no error: eager
+    cfg = tiny_config(epochs=1)
+    cfg.train = replace(cfg.train, compile="auto")
+    api.train(tiny_store, tmp_path / "r", cfg, quiet=True)
+    assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["train"]["compile"] is False
+    assert with_overrides(tiny_config(), compile="auto").train.compile == "auto"
+    with pytest.raises(ConfigError, match="compile"):
+        api.train(tiny_store, tmp_path / "bad", tiny_config(), compile="sometimes", quiet=True)

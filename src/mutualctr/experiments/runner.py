@@ -57,7 +57,7 @@ from mutualctr.experiments.stats import bootstrap_auc_diff
 from mutualctr.models import MODELS, canonical_model_name
 from mutualctr.training import jobs as jobs_api
 from mutualctr.training.config import run_config_to_dict, with_group_overrides, with_overrides
-from mutualctr.training.device import resolve_device
+from mutualctr.training.device import resolve_device, resolve_precision
 from mutualctr.training.inference import predict_logits
 from mutualctr.training.jobs import choose_alpha, search_alphas
 
@@ -154,6 +154,9 @@ def _key_config(cfg) -> dict[str, Any]:
     """The part of a run config that identifies its result (the cache key's config)."""
     d = run_config_to_dict(cfg)
     d["train"] = {k: v for k, v in d["train"].items() if k not in _SPEED_ONLY}
+    # what the run will compute in: auto (the default) is fp32 or bf16 by the machine, so a cache
+    # of fp32 runs made before auto was the default is reused where auto means fp32
+    d["train"]["precision"] = resolve_precision(cfg.train.precision, resolve_device(cfg.train.device))
     d.pop("mutual", None)  # how the run would be finetuned is not part of what it is
     return d
 

@@ -37,7 +37,9 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "auto"] = "auto"
     # compile: each member's forward through torch.compile (inductor), which fuses the
     # elementwise work around the matrix products, after a compile pause (docs/performance.md).
-    compile: bool = False
+    # auto: compile when the run plans at least device.COMPILE_AUTO_STEPS training steps (where
+    # the pause pays for itself) and a C++ compiler is there; the run records true or false.
+    compile: bool | Literal["auto"] = False
     # the part of the train split a run reads: rows [lo * n, hi * n) in the split's order
     # (experiment --finetune-split pretrains on the first part and finetunes on the rest)
     row_range: tuple[float, float] = (0.0, 1.0)
@@ -155,7 +157,7 @@ def load_run_config(path: str | Path) -> RunConfig:
 def with_overrides(cfg: RunConfig, *, model: str | None = None, seed: int | None = None,
                    epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
                    device: str | None = None, precision: str | None = None,
-                   compile: bool | None = None, evals_per_epoch: int | None = None) -> RunConfig:
+                   compile: bool | str | None = None, evals_per_epoch: int | None = None) -> RunConfig:
     """A copy of ``cfg`` with single values replaced (CLI flags)."""
     cfg = copy.deepcopy(cfg)
     if model is not None and model != cfg.model.get("name"):

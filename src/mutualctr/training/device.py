@@ -87,6 +87,23 @@ def require_compiler(device: torch.device) -> None:
                             "is not on PATH (install g++ or set CXX), or train without --compile")
 
 
+# train.compile: auto compiles runs of at least this many planned training steps: the compile
+# pause (about 30-60 s for a model's step, evaluation and last short batch on a 2-core CPU) is
+# then a few percent of the run, and the step is 1.1-1.4x faster (docs/performance.md,
+# "Compile where it pays")
+COMPILE_AUTO_STEPS = 5000
+
+
+def resolve_compile(setting: bool | str, planned_steps: int, device: torch.device, vectorize: bool) -> bool:
+    """``train.compile`` as a yes or no: ``auto`` is yes for runs of at least
+    :data:`COMPILE_AUTO_STEPS` steps, not vectorised, with a C++ compiler where the device needs one."""
+    if setting != "auto":
+        return bool(setting)
+    if vectorize or planned_steps < COMPILE_AUTO_STEPS:
+        return False
+    return torch.device(device).type != "cpu" or shutil.which(os.environ.get("CXX", "g++")) is not None
+
+
 def compile_models(models, device: torch.device, vectorize: bool) -> None:
     """Each model's forward through ``torch.compile``, in place (state_dict keys and
     checkpoints stay those of the plain model)."""

@@ -33,7 +33,9 @@ from mutualctr.progress import Bar
 from mutualctr.results import Evaluation, RunResult
 from mutualctr.runtime import RuntimeOptions, options_of
 from mutualctr.training.config import MutualConfig, TrainConfig, run_config_to_dict, train_with_runtime
-from mutualctr.training.device import autocast, compile_models, resolve_device, resolve_precision, warn_if_cpu_contended
+from mutualctr.training.device import (
+    autocast, compile_models, resolve_compile, resolve_device, resolve_precision, warn_if_cpu_contended,
+)
 from mutualctr.training.group import VectorisedGroup
 from mutualctr.training.inference import predict_logits, scores
 from mutualctr.training.losses import bce, peer_term
@@ -77,15 +79,18 @@ class Trainer:
         # fp32 or bf16, chosen once: the run records it (config.yaml, summary.json), so a resume,
         # even on another machine, continues in the precision it started with
         self.precision = resolve_precision(train.precision, self.device, resuming=opts.resume)
-        self.train_cfg = train = replace(train, precision=self.precision)
-        for m in members:
-            m.config.train = replace(m.config.train, precision=self.precision)
         threads = train.threads if opts.threads is None else opts.threads
         if threads > 0:
             torch.set_num_threads(threads)
         store.require_both_classes("train", "dev")  # no gradient signal, or no model selection, otherwise
         self.loader, self.batches = self._batch_source()
         self.steps_per_epoch = len(self.loader)
+        compiles = resolve_compile(train.compile, self.steps_per_epoch * train.epochs, self.device, opts.vectorize)
+        # chosen once: the run records fp32 or bf16 and true or false (config.yaml, summary.json),
+        # so a resume, even on another machine, continues as it started
+        self.train_cfg = train = replace(train, precision=self.precision, compile=compiles)
+        for m in members:
+            m.config.train = replace(m.config.train, precision=self.precision, compile=compiles)
         self.dev, self.test = store.split("dev"), store.split("test")
         self.row_cache = RowCache()  # the batch's distinct rows, shared by every table
         for m in self.members:
