@@ -299,18 +299,18 @@ def experiment(questions: str | Sequence[str], data: PathLike, out: PathLike, *,
                alphas: Sequence[float] | None = None, finetune_lrs: Sequence[float] | None = None,
                finetune_split: float = 0.0, scope: str | None = None, embedding_lr_scale: float | None = None,
                runs_dir: PathLike | None = None, rq4_model: str | None = None, paper: bool | None = None, threads: int | None = None,
-               quiet: bool = True) -> dict:
+               quiet: bool = True, precision: str | None = None) -> dict:
     """The paper's research questions (``rq1``..``rq4``, ``all``) with controls, written to
     ``out`` (results.csv, tables.md, stats.json, plots); ``alphas=None`` chooses alpha on dev
     (auto). Returns {"rows", "bootstrap", "choices", "paths", "seconds", "dataset"}."""
     _check(("data", "out", "instances"), data=(data, "path"), out=(out, "path"), models=(models, "models"),
            instances=(instances, "int"), seeds=(seeds, "ints"), config_dir=(config_dir, "path"),
-           epochs=(epochs, "int"), runs_dir=(runs_dir, "path"), rq4_model=(rq4_model, "str"))
+           epochs=(epochs, "int"), runs_dir=(runs_dir, "path"), rq4_model=(rq4_model, "str"),
+           precision=(precision, "str"))
     if not isinstance(questions, str):
         _check(("questions",), questions=(questions, "strs"))
     return run_experiment(questions, data, out, [_model_name(m) for m in models], instances=instances, seeds=seeds,
                           config_dir=Path(config_dir) if config_dir else None, epochs=epochs, alphas=alphas,
                           finetune_lrs=finetune_lrs, finetune_split=finetune_split, scope=scope,
                           embedding_lr_scale=embedding_lr_scale, runs_dir=runs_dir, rq4_model=rq4_model,
-                          reference=paper, quiet=quiet,
-                          threads=threads)
+                          reference=paper, quiet=quiet, threads=threads, precision=precision)

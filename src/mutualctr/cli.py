@@ -579,6 +579,9 @@ def experiment(
                                               "first --periods of them; default: --periods of equal rows"),
     period: Optional[str] = typer.Option(None, "--period", help="online, with --time-column: day | week | month "
                                          "(UTC; default month)"),
+    precision: Optional[str] = typer.Option(None, "--precision", help="auto | fp32 | bf16 for every run (default: the "
+                                            "configs', auto); fp32 reproduces the tables made before auto was the "
+                                            "default (docs/performance.md)"),
 ):
     """Run RQ1-RQ4 of the paper with controls; writes results.csv, tables.md, stats.json and plots.
     ``online``: the daily update over the periods of a time-ordered raw --data file (docs/training.md)."""
@@ -598,7 +601,7 @@ def experiment(
                       alphas=None if alpha.strip().lower() == "auto" else _csv_floats(alpha, "--alpha"),
                       finetune_lrs=_csv_floats(finetune_lr, "--finetune-lr") or None, finetune_split=finetune_split,
                       scope=scope, embedding_lr_scale=embedding_lr_scale, runs_dir=runs, rq4_model=rq4_model, paper=paper,
-                      threads=threads, quiet=quiet)
+                      threads=threads, quiet=quiet, precision=precision)
     typer.echo(f"{len(r['rows'])} result rows in {r['seconds']:.0f} s -> {r['paths']['tables']} "
                f"(results.csv, stats.json, plots: {', '.join(Path(p).name for p in r['paths']['plots'])})")
 

@@ -109,8 +109,25 @@ def test_changed_settings_make_new_runs(fake_api, tmp_path):
     assert len(fake_api.calls) == 3  # other configs -> other keys
 
 
+def test_precision_is_part_of_the_key_as_resolved(fake_api, tmp_path, monkeypatch):
+    """--precision sets every run's; the run key holds what auto resolves to, so on a CPU
+    without native bf16 the fp32 runs cached before auto was the default are reused, and on one
+    with it fp32 runs are other runs."""
+    from mutualctr.training import device as D
+
+    monkeypatch.setattr(D, "cpu_flags", lambda: {"avx2"})
+    _run(tmp_path / "exp", "rq1", models=["deepfm"], precision="fp32")
+    fake_api.calls.clear()
+    _run(tmp_path / "exp2", "rq1", models=["deepfm"], runs_dir=tmp_path / "exp" / "runs")  # auto = fp32 here
+    assert len(fake_api.calls) == 0
+    monkeypatch.setattr(D, "cpu_flags", lambda: {"amx_bf16"})
+    _run(tmp_path / "exp3", "rq1", models=["deepfm"], runs_dir=tmp_path / "exp" / "runs")  # auto = bf16 here
+    assert len(fake_api.calls) == 3
+
+
 @pytest.mark.parametrize("kw", [dict(instances=1), dict(seeds=[1, 1]), dict(seeds=[1, 2, 3]), dict(alphas=[]),
-                                dict(models=["nosuchmodel"]), dict(models=["deepfm", "deepfm"])])
+                                dict(models=["nosuchmodel"]), dict(models=["deepfm", "deepfm"]),
+                                dict(precision="fp16")])
 def test_bad_settings_are_refused(fake_api, tmp_path, kw):
     with pytest.raises(ConfigError):
         _run(tmp_path / "exp", **kw)

@@ -55,6 +55,7 @@ from mutualctr.experiments.plan import JOB_DIRS, MARKERS, Job, JobSpec, Plan, Rq
 from mutualctr.experiments.progress import ExperimentProgress
 from mutualctr.experiments.stats import bootstrap_auc_diff
 from mutualctr.models import MODELS, canonical_model_name
+from mutualctr.runtime import PRECISIONS
 from mutualctr.training import jobs as jobs_api
 from mutualctr.training.config import run_config_to_dict, with_group_overrides, with_overrides
 from mutualctr.training.device import resolve_device, resolve_precision
@@ -98,6 +99,7 @@ class Settings:
     scope: Optional[str] = None  # the group config's unless given (all | dense)
     embedding_lr_scale: Optional[float] = None
     runs_dir: Optional[Path] = None  # the run cache (default OUT/runs); experiments may share one
+    precision: Optional[str] = None  # fp32 | bf16 | auto for every run; None: the configs' (auto)
     rq4_model: Optional[str] = None
     reference: Optional[bool] = None  # paper numbers beside ours; None = when Criteo/Avazu
     bootstrap_resamples: int = 1000
@@ -127,6 +129,8 @@ class Settings:
             raise ConfigError(f"--scope: expected all or dense, got {self.scope!r}")
         if self.embedding_lr_scale is not None and not self.embedding_lr_scale > 0:
             raise ConfigError(f"--embedding-lr-scale must be > 0, got {self.embedding_lr_scale}")
+        if self.precision not in (None, *PRECISIONS):
+            raise ConfigError(f"--precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def rq4_seeds(self) -> list[int]:
         seeds = list(self.seeds)
@@ -142,7 +146,7 @@ class Settings:
                 "epochs": self.epochs, "alphas": self.alphas or "auto", "finetune_lrs": self.finetune_lrs,
                 "finetune_split": self.finetune_split, "scope": self.scope,
                 "embedding_lr_scale": self.embedding_lr_scale, "rq4_model": self.rq4_model, "bootstrap_resamples": self.bootstrap_resamples,
-                "bootstrap_seed": self.bootstrap_seed}
+                "bootstrap_seed": self.bootstrap_seed} | ({"precision": self.precision} if self.precision else {})
 
 
 # train settings that change how fast a run goes, not what it computes: not part of a run's key,
@@ -219,7 +223,8 @@ class Experiment:
         if (model, seed) not in self._seed_configs:
             if model not in self._configs:
                 self._configs[model] = self.api.default_config(model, self.dataset, self.settings.config_dir)
-            cfg = with_overrides(self._configs[model], seed=seed, epochs=self.settings.epochs)
+            cfg = with_overrides(self._configs[model], seed=seed, epochs=self.settings.epochs,
+                                 precision=self.settings.precision)
             if self.settings.finetune_split > 0:
                 cfg.train = replace(cfg.train, row_range=(0.0, 1.0 - self.settings.finetune_split))
             self._seed_configs[(model, seed)] = (cfg, _key_config(cfg))
@@ -698,7 +703,7 @@ def run_experiment(question: str | Sequence[str], data: str | Path, out: str | P
                    runs_dir: Optional[Path] = None, rq4_model: Optional[str] = None, quiet: bool = False,
                    reference: Optional[bool] = None,
                    progress: bool = True, bootstrap_resamples: int = 1000,
-                   threads: Optional[int] = None) -> dict[str, Any]:
+                   threads: Optional[int] = None, precision: Optional[str] = None) -> dict[str, Any]:
     """Run RQ1-RQ4 (or a subset) and write results.csv, tables.md, stats.json and the plots.
 
     Returns {"rows", "bootstrap", "choices", "paths": {...}, "seconds"}. ``quiet`` silences
@@ -717,7 +722,7 @@ def run_experiment(question: str | Sequence[str], data: str | Path, out: str | P
                   finetune_split=float(finetune_split), scope=scope, embedding_lr_scale=embedding_lr_scale,
                   runs_dir=Path(runs_dir) if runs_dir else None,
                   rq4_model=_model_key(rq4_model) if rq4_model else None, reference=reference,
-                  bootstrap_resamples=bootstrap_resamples)
+                  bootstrap_resamples=bootstrap_resamples, precision=precision)
     for m in st.models + ([st.rq4_model] if st.rq4_model else []):
         canonical_model_name(m)  # an unknown model or a user model that does not import: refused here
     if "rq4" in st.questions and st.rq4_model and st.rq4_model not in st.models:
