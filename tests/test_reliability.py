@@ -1160,7 +1160,11 @@ def _cli_paused_at(target: str, argv: list[str], cwd: Path, ready: Path) -> subp
     module:function) waits, once it has run, until a signal arrives; ``ready`` appears then."""
     module, name = target.split(":")
     code = f"""
-import sys, time, importlib
+import sys, time, importlib, signal
+# the signal state a shell gives a command, whatever this test process inherited or set
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGINT, signal.SIGTERM}})
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
 m = importlib.import_module({module!r})
 owner, _, attr = {name!r}.rpartition(".")
 holder = getattr(m, owner) if owner else m
@@ -1187,7 +1191,12 @@ def _interrupt(p: subprocess.Popen, ready: Path, sig) -> Result:
         assert time.monotonic() < deadline, "the command never reached the pause"
         time.sleep(0.05)
     p.send_signal(sig)
-    out, err = p.communicate(timeout=120)
+    try:
+        out, err = p.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        raise AssertionError(f"no exit 120 s after {sig!r}; stdout {out[-2000:]!r} stderr {err[-2000:]!r}") from None
     return Result(p.returncode, out, err)
 
 
