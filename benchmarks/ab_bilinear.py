@@ -22,14 +22,16 @@ import torch
 from benchmarks.common import header, header_line
 from mutualctr.models.config import FiBiNETConfig
 from mutualctr.models.fibinet import FiBiNET
+from mutualctr.models.layers import field_pairs
 
 F, V, B = 39, 45_000, 4000
 
 
 def _former_bilinear(layer, emb):
+    rows, cols = field_pairs(emb.shape[1])
     fields_first = emb.transpose(0, 1)
-    p = fields_first.index_select(0, layer.rows)
-    q = fields_first.index_select(0, layer.cols)
+    p = fields_first.index_select(0, rows)
+    q = fields_first.index_select(0, cols)
     return (torch.bmm(p, layer.weight) * q).transpose(0, 1)
 
 

@@ -269,7 +269,7 @@ class SENET(nn.Module):
         return emb * self.excitation(emb.mean(dim=2)).unsqueeze(-1)
 
 
-class Bilinear(_Pairs):
+class Bilinear(nn.Module):
     """FiBiNET bilinear interaction ``(v_i W) * v_j`` for pairs: ``(B, F, D)`` -> ``(B, P, D)``.
 
     ``field_all``: one ``W (D, D)``; ``field_each``: ``W_i`` per field ``(F, D, D)``;
@@ -277,7 +277,8 @@ class Bilinear(_Pairs):
     """
 
     def __init__(self, num_fields: int, dim: int, bilinear_type: str):
-        super().__init__(num_fields)
+        super().__init__()
+        self.num_pairs = num_fields * (num_fields - 1) // 2
         self.bilinear_type = bilinear_type
         count = {"field_all": 1, "field_each": num_fields, "field_interaction": self.num_pairs}
         self.weight = _xavier(count[bilinear_type], dim, dim)

@@ -57,13 +57,14 @@ def resolve_precision(precision: str, device: torch.device, resuming: bool = Fal
         raise ValueError(f"unknown precision {precision!r} ({', '.join(PRECISIONS)})")
     if precision == "auto":
         return "bf16" if native_bf16(device) else "fp32"
-    if precision == "bf16" and not native_bf16(device) and resuming:
-        warnings.warn(f"this job started in bf16 and resumes in bf16, emulated on this {torch.device(device).type.upper()} "
-                      "(no AMX or AVX512-BF16): many times slower than fp32", stacklevel=2)
-    elif precision == "bf16" and not native_bf16(device):
-        raise TrainingError(f"--precision bf16: this {torch.device(device).type.upper()} has no native bf16 "
-                            "(no AMX or AVX512-BF16; emulated bf16 runs many times slower than fp32); "
-                            "use --precision fp32, or auto to take bf16 only where it is native")
+    if precision == "bf16" and not native_bf16(device):
+        kind = torch.device(device).type.upper()
+        if not resuming:
+            raise TrainingError(f"--precision bf16: this {kind} has no native bf16 (no AMX or AVX512-BF16; "
+                                "emulated bf16 runs many times slower than fp32); use --precision fp32, or auto "
+                                "to take bf16 only where it is native")
+        warnings.warn(f"this job started in bf16 and resumes in bf16, emulated on this {kind} (no AMX or "
+                      "AVX512-BF16): many times slower than fp32", stacklevel=2)
     return precision
 
 
@@ -76,21 +77,23 @@ def autocast(precision: str, device: torch.device):
     return contextlib.nullcontext()
 
 
+def has_compiler(device: torch.device) -> bool:
+    """Whether torch.compile can run on ``device``: on CPU, inductor's C++ backend needs a C++
+    compiler (``$CXX``, else ``g++``) on PATH."""
+    return torch.device(device).type != "cpu" or shutil.which(os.environ.get("CXX", "g++")) is not None
+
+
 def require_compiler(device: torch.device) -> None:
-    """``train.compile`` on CPU runs inductor's C++ backend: fail before anything is written
-    when there is no C++ compiler to run."""
-    if torch.device(device).type != "cpu":
-        return
-    cxx = os.environ.get("CXX", "g++")
-    if shutil.which(cxx) is None:
+    """``train.compile``: fail before anything is written when there is no C++ compiler to run."""
+    if not has_compiler(device):
+        cxx = os.environ.get("CXX", "g++")
         raise TrainingError(f"train.compile needs a C++ compiler for torch.compile on CPU: {cxx!r} "
                             "is not on PATH (install g++ or set CXX), or train without --compile")
 
 
-# train.compile: auto compiles runs of at least this many planned training steps: the compile
-# pause (about 30-60 s for a model's step, evaluation and last short batch on a 2-core CPU) is
-# then a few percent of the run, and the step is 1.1-1.4x faster (docs/performance.md,
-# "Compile where it pays")
+# train.compile: auto compiles runs of at least this many planned training steps, past the
+# break-even of the compile pause against the faster steps even with a cold inductor cache
+# (docs/performance.md, "Compile where it pays")
 COMPILE_AUTO_STEPS = 5000
 
 
@@ -99,9 +102,7 @@ def resolve_compile(setting: bool | str, planned_steps: int, device: torch.devic
     :data:`COMPILE_AUTO_STEPS` steps, not vectorised, with a C++ compiler where the device needs one."""
     if setting != "auto":
         return bool(setting)
-    if vectorize or planned_steps < COMPILE_AUTO_STEPS:
-        return False
-    return torch.device(device).type != "cpu" or shutil.which(os.environ.get("CXX", "g++")) is not None
+    return not vectorize and planned_steps >= COMPILE_AUTO_STEPS and has_compiler(device)
 
 
 def compile_models(models, device: torch.device, vectorize: bool) -> None:

@@ -14,9 +14,9 @@ it carries is :class:`~mutualctr.training.state.LoopState`, scoring is
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -76,8 +76,6 @@ class Trainer:
         self.quiet = opts.quiet
         self.start_is_candidate = start_is_candidate
         self.device = resolve_device(train.device)
-        # fp32 or bf16, chosen once: the run records it (config.yaml, summary.json), so a resume,
-        # even on another machine, continues in the precision it started with
         self.precision = resolve_precision(train.precision, self.device, resuming=opts.resume)
         threads = train.threads if opts.threads is None else opts.threads
         if threads > 0:
