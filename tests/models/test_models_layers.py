@@ -52,6 +52,20 @@ def test_inner_product(emb):
     torch.testing.assert_close(InnerProduct(F)(emb), want.to(emb.dtype))
 
 
+def test_inner_product_gradient_equals_autograd_of_the_pairwise_dots(emb):
+    """InnerProduct's hand-written backward (two matmuls with the pair gradients) against
+    autograd through the explicit dot of every pair."""
+    g = torch.randn(B, len(pairs()), dtype=emb.dtype)
+    with torch.enable_grad():
+        x = emb.clone().requires_grad_(True)
+        (InnerProduct(F)(x) * g).sum().backward()
+        y = emb.clone().requires_grad_(True)
+        want = torch.stack([torch.stack([y[b, i] @ y[b, j] for i, j in pairs()]) for b in range(B)])
+        (want * g).sum().backward()
+        assert torch.autograd.gradcheck(InnerProduct(F), (emb.clone().requires_grad_(True),))
+    torch.testing.assert_close(x.grad, y.grad)
+
+
 def test_outer_product_with_kernel(emb):
     layer = OuterProduct(F, D).double()
     want = torch.zeros(B, len(pairs()), dtype=emb.dtype)
@@ -78,27 +92,35 @@ def test_cross(emb):
     torch.testing.assert_close(layer(x0), want)
 
 
-def test_cross_fused_backward_equals_autograd_of_the_formula(emb):
-    """Training uses _Cross's hand-written backward; it must give autograd's gradients for x_0,
-    every w_l and every b_l (the formula written out here, looped)."""
-    layer = CrossNet(F * D, 3).double()
+@pytest.mark.parametrize("layers", [0, 1, 3, 6])
+def test_cross_closed_form_gradients_equal_autograd_of_the_formula(emb, layers):
+    """CrossNet computes x_L = c_L x_0 + beta_L in closed form (and x_L . v without forming
+    x_L); values and gradients for x_0, every w_l, b_l (and v) must be those of the layers
+    written out one after the other, looped here."""
+    layer = CrossNet(F * D, layers).double()
     with torch.no_grad():
         for b in layer.bias:
             b.normal_()
     g = torch.randn(B, F * D, dtype=emb.dtype)
-    with torch.enable_grad():
-        x0 = emb.flatten(1).clone().requires_grad_(True)
-        (layer(x0) * g).sum().backward()
-        got = [x0.grad] + [p.grad.clone() for p in layer.parameters()]
+
+    def grads(fn):
         layer.zero_grad()
-        y0 = emb.flatten(1).clone().requires_grad_(True)
-        x = y0
+        x0 = emb.flatten(1).clone().requires_grad_(True)
+        v = torch.randn(F * D, dtype=emb.dtype, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+        out, proj = fn(x0, v)
+        ((out * g).sum() + (proj * g[:, 0]).sum()).backward()
+        return [out.detach(), proj.detach(), x0.grad, v.grad] + [p.grad for p in layer.parameters()]
+
+    def written_out(x0, v):
+        x = x0
         for w, b in zip(layer.weight, layer.bias):
-            x = y0 * (x @ w) + b + x
-        (x * g).sum().backward()
-        want = [y0.grad] + [p.grad for p in layer.parameters()]
+            x = x0 * (x @ w) + b + x
+        return x, x @ v
+
+    with torch.enable_grad():
+        got = grads(lambda x0, v: (layer(x0), layer.project(x0, v)))
+        want = grads(written_out)
         assert torch.autograd.gradcheck(lambda a: layer(a), (emb.flatten(1).clone().requires_grad_(True),))
-    torch.testing.assert_close(layer(emb.flatten(1)), x.detach())
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b)
 

@@ -86,6 +86,36 @@ def test_cross_network_alone(name, extra):
     assert model(batch()[0]).shape == (32,)
 
 
+@pytest.mark.parametrize("hidden", [H, []])
+def test_dcn_is_its_paper_formula(hidden):
+    """DCN applies its output Linear part by part without forming the cross output; written out
+    here as the paper and FuxiCTR do: cross layers one after the other, concatenated with the
+    MLP's output, one Linear. Logits and every gradient in float64."""
+    torch.manual_seed(0)
+    model = build_model("dcn", N, F, {"embed_dim": D, "init_std": 0.1, "mlp": {"hidden": hidden}}).double()
+    with torch.no_grad():
+        for b in model.cross.bias:
+            b.normal_()
+    ids, y = batch()
+
+    def written_out(ids):
+        x0 = model.embedding(ids).flatten(1)
+        x = x0
+        for w, b in zip(model.cross.weight, model.cross.bias):
+            x = x0 * (x @ w) + b + x
+        parts = [x] if model.mlp is None else [x, model.mlp(x0)]
+        return model.out(torch.cat(parts, dim=1)).squeeze(-1)
+
+    got, want = [], []
+    for fn, out in ((model, got), (written_out, want)):
+        model.zero_grad()
+        logits = fn(ids)
+        F_.binary_cross_entropy_with_logits(logits, y.double()).backward()
+        out += [logits.detach()] + [p.grad.to_dense() if p.grad.is_sparse else p.grad for p in model.parameters()]
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
 @IDS
 def test_every_parameter_gets_a_gradient(name, extra):
     torch.manual_seed(0)

@@ -3,7 +3,8 @@
 ids ``(B, F)`` -> ``x_0 = flatten(embedding) (B, d = F*D)``; a cross network
 ``x_{l+1} = x_0 (x_l . w_l) + b_l + x_l`` (explicit bounded-degree crosses) runs in parallel
 with an MLP (implicit crosses); their outputs ``(B, d)`` and ``(B, hidden[-1])`` are
-concatenated and a final Linear gives ``(B,)`` logits. No first-order term (as the paper);
+concatenated and a final Linear gives ``(B,)`` logits (applied to each part, which is the
+same function: the cross output need not be formed). No first-order term (as the paper);
 ``mlp.hidden: []`` leaves the cross network alone.
 """
 
@@ -29,5 +30,10 @@ class DCN(CTRModel):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         x0 = self.embedding(ids).flatten(1)  # (B, d)
-        parts = [self.cross(x0)] if self.mlp is None else [self.cross(x0), self.mlp(x0)]
-        return self.out(torch.cat(parts, dim=1)).squeeze(-1)
+        # self.out is the Linear over [cross(x0), mlp(x0)] (B, d + h), applied part by part:
+        # the cross network's (B, d) output is never formed (CrossNet.project).
+        w, d = self.out.weight[0], x0.shape[1]  # (d + h,)
+        logit = self.cross.project(x0, w[:d]) + self.out.bias
+        if self.mlp is not None:
+            logit = logit + self.mlp(x0) @ w[d:]
+        return logit

@@ -79,23 +79,33 @@ class MLP(nn.Sequential):
         return out.squeeze(-1) if self.squeeze else out
 
 
-class _FMTerm(torch.autograd.Function):
-    """``0.5 * (||sum_f v_f||^2 - sum_f ||v_f||^2)`` per row, with a one-pass backward
-    ``d/dv_f = g * (sum_f' v_f' - v_f)``: autograd's backward of the same formula makes ~5
-    passes over the (B, F, D) embeddings (7-9 ms vs 3 ms at B=4000, F=39, D=16 on 2 cores).
+class _SavedInput(torch.autograd.Function):
+    """Base of the one-tensor Functions with a hand-written backward that reads that tensor;
     vmap-able (``setup_context``) for the vectorised group path."""
 
     generate_vmap_rule = True
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @classmethod
+    def call(cls, x: torch.Tensor) -> torch.Tensor:
+        """The Function when a gradient is to be computed, else its forward's ops plainly
+        (the same values; TorchScript's tracer cannot record a Python Function)."""
+        return cls.apply(x) if x.requires_grad else cls.forward(x)
+
+
+class _FMTerm(_SavedInput):
+    """``0.5 * (||sum_f v_f||^2 - sum_f ||v_f||^2)`` per row, with a one-pass backward
+    ``d/dv_f = g * (sum_f' v_f' - v_f)``: autograd's backward of the same formula makes ~5
+    passes over the (B, F, D) embeddings (7-9 ms vs 3 ms at B=4000, F=39, D=16 on 2 cores)."""
 
     @staticmethod
     def forward(emb: torch.Tensor) -> torch.Tensor:
         square_of_sum = emb.sum(dim=1).square().sum(dim=1)
         sum_of_square = torch.linalg.vector_norm(emb.flatten(1), dim=1).square()
         return 0.5 * (square_of_sum - sum_of_square)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0])
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
@@ -113,51 +123,21 @@ class FactorizationMachine(nn.Module):
     """
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        return _FMTerm.apply(emb)
-
-
-class _Cross(torch.autograd.Function):
-    """The cross layers with a hand-written backward: per layer, with ``G = dL/dx_{l+1}`` and
-    ``t = rowsum(G * x_0)`` (B,): ``dx_l = G + t w_l^T``, ``dx_0 += G * s_l``, ``dw_l = x_l^T t``,
-    ``db_l = colsum(G)``; a few fused passes over (B, d) where autograd runs ~3x as many
-    elementwise kernels plus an outer-product matmul. Not vmap-able: :class:`CrossNet` uses
-    the plain formula under vmap."""
-
-    @staticmethod
-    def forward(ctx, x0: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-        n = len(params) // 2
-        xs, ss, x = [], [], x0
-        for w, b in zip(params[:n], params[n:]):
-            s = x @ w  # (B, 1)
-            xs.append(x)
-            ss.append(s)
-            x = torch.addcmul(x + b, x0, s)
-        ctx.n = n
-        ctx.save_for_backward(x0, *params[:n], *xs, *ss)
-        return x
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        n = ctx.n
-        saved = ctx.saved_tensors
-        x0, ws, xs, ss = saved[0], saved[1:1 + n], saved[1 + n:1 + 2 * n], saved[1 + 2 * n:]
-        dx0 = torch.zeros_like(x0)
-        dws, dbs = [None] * n, [None] * n
-        g = grad
-        for l in reversed(range(n)):
-            t = torch.linalg.vecdot(g, x0).unsqueeze(1)  # (B, 1)
-            dx0.addcmul_(g, ss[l])
-            dws[l] = xs[l].t() @ t  # (d, 1)
-            dbs[l] = g.sum(dim=0)
-            g = torch.addcmul(g, t, ws[l].t())  # dL/dx_l: the residual plus the scalar's path
-        return (dx0 + g, *dws, *dbs)  # x_0 is also layer 0's input
+        return _FMTerm.call(emb)
 
 
 class CrossNet(nn.Module):
     """DCN cross layers ``x_{l+1} = x_0 (x_l . w_l) + b_l + x_l``: ``(B, d)`` -> ``(B, d)``.
 
-    ``x_l . w_l`` is a scalar per row, so each layer costs O(d) (2d parameters). Trained with
-    the fused backward of :class:`_Cross`.
+    ``x_l . w_l`` is a scalar per row, so each layer costs O(d) (2d parameters). Computed in
+    closed form: by induction ``x_l = c_l x_0 + beta_l``, with a scalar ``c_l`` per row (B,)
+    and ``beta_l = b_0 + ... + b_{l-1}`` (d,), so ``x_l . w_l = c_l (x_0 . w_l) + beta_l . w_l``
+    and ``c_{l+1} = c_l + x_l . w_l``. One ``(B, d) x (d, L)`` product gives every
+    ``x_0 . w_l``, the recursion runs on ``(B,)`` scalars, and one pass writes
+    ``x_L = c_L x_0 + beta_L``: the same function as :meth:`formula` (which the tests check,
+    values and gradients) with two passes over ``(B, d)`` forward instead of ~3 a layer, and
+    autograd's backward stays as short. That DCN's cross output is a per-row multiple of ``x_0``
+    plus a bias was noted by xDeepFM (Lian et al. 2018).
     """
 
     def __init__(self, dim: int, num_layers: int):
@@ -166,12 +146,36 @@ class CrossNet(nn.Module):
         self.bias = nn.ParameterList(nn.Parameter(torch.zeros(dim)) for _ in range(num_layers))
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
-        if len(self.weight) and torch.is_grad_enabled() and not torch._C._functorch.is_batchedtensor(x0):
-            return _Cross.apply(x0, *self.weight, *self.bias)
-        return self.formula(x0)
+        if not len(self.weight):
+            return x0
+        c, beta, _ = self._closed_form(x0)
+        return torch.addcmul(beta, x0, c.unsqueeze(1))
+
+    def project(self, x0: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``x_L . v`` per row ``(B,)`` for a vector ``v (d,)``, without forming ``x_L (B, d)``:
+        ``c_L (x_0 . v) + beta_L . v``, with ``x_0 . v`` a column of the same product. What a
+        Linear after the cross network computes (DCN's output layer)."""
+        if not len(self.weight):
+            return x0 @ v.to(x0.dtype)
+        c, beta, xv = self._closed_form(x0, v)
+        return c * xv + beta @ v.to(beta.dtype)
+
+    def _closed_form(self, x0: torch.Tensor, v: torch.Tensor | None = None):
+        """``c_L (B,)``, ``beta_L (d,)`` and, given ``v``, ``x_0 . v (B,)``."""
+        cols = [*self.weight] if v is None else [*self.weight, v.unsqueeze(1)]
+        w = torch.cat(cols, dim=1).to(x0.dtype)  # (d, L [+ 1])
+        # The products have one output column per layer: bandwidth-bound, so bf16 would only
+        # add a cast pass over (B, d). The (B,) scalars stay in x_0's dtype (fp32 under autocast).
+        with torch.autocast(x0.device.type, enabled=False):
+            p = x0 @ w  # (B, L [+ 1]): x_0 . w_l
+            c, beta = torch.ones_like(p[:, 0]), torch.zeros_like(w[:, 0])
+            for l, b in enumerate(self.bias):
+                c = c + c * p[:, l] + beta @ w[:, l]  # c_{l+1} = c_l + x_l . w_l
+                beta = beta + b.to(x0.dtype)
+        return c, beta, (None if v is None else p[:, -1])
 
     def formula(self, x0: torch.Tensor) -> torch.Tensor:
-        """The layers written out (autograd's backward): evaluation and under vmap."""
+        """The layers written out, one after the other: the reference the tests compare with."""
         x = x0
         for w, b in zip(self.weight, self.bias):
             x = x0 * (x @ w) + b + x
@@ -203,17 +207,41 @@ class CrossNetV2(nn.Module):
         return x
 
 
+class _PairDots(_SavedInput):
+    """``<v_i, v_j>`` for the pairs ``i < j``: the upper triangle of the Gram matrix, row by row
+    (the pairs of field ``i`` are the slice ``gram[:, i, i+1:]``). Backward: with ``U (B, F, F)``
+    holding each pair's gradient at ``(i, j)`` and zeros elsewhere, ``d emb = U emb + U^T emb``,
+    two matmuls. Autograd's backward of the former gather (index_select) from the Gram matrix
+    scattered into a zeroed ``(B, F, F)`` and added two matmuls' outputs, and index_select is
+    slow on bf16 CPU tensors; this makes a bf16 PNN step 1.4x faster (docs/performance.md)."""
+
+    @staticmethod
+    def forward(emb: torch.Tensor) -> torch.Tensor:
+        gram = torch.bmm(emb, emb.transpose(1, 2))  # (B, F, F), one BLAS call
+        return torch.cat([gram[:, i, i + 1:] for i in range(gram.shape[1] - 1)], dim=1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (emb,) = ctx.saved_tensors
+        batch, fields = emb.shape[:2]
+        upper, start = grad.new_zeros(batch, fields, fields), 0
+        for i in range(fields - 1):
+            end = start + fields - 1 - i
+            upper[:, i, i + 1:] = grad[:, start:end]
+            start = end
+        upper = upper.to(emb.dtype)
+        return torch.baddbmm(torch.bmm(upper, emb), upper.transpose(1, 2), emb)
+
+
 class InnerProduct(nn.Module):
-    """IPNN: ``<v_i, v_j>`` for all pairs: ``(B, F, D)`` -> ``(B, P)``."""
+    """IPNN: ``<v_i, v_j>`` for all pairs: ``(B, F, D)`` -> ``(B, P)`` (:class:`_PairDots`)."""
 
     def __init__(self, num_fields: int):
         super().__init__()
-        rows, cols = field_pairs(num_fields)
-        self.register_buffer("flat", rows * num_fields + cols, persistent=False)
+        self.num_fields = num_fields
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        gram = torch.bmm(emb, emb.transpose(1, 2))  # (B, F, F), one BLAS call
-        return gram.flatten(1).index_select(1, self.flat)
+        return _PairDots.call(emb)
 
 
 class _Pairs(nn.Module):

@@ -12,7 +12,7 @@ import torch
 
 from mutualctr.models.base import CTRModel
 from mutualctr.models.config import PNNConfig
-from mutualctr.models.layers import InnerProduct, OuterProduct
+from mutualctr.models.layers import InnerProduct, OuterProduct, autocast_input
 
 
 class PNN(CTRModel):
@@ -28,5 +28,5 @@ class PNN(CTRModel):
         self.mlp = self.make_mlp(num_fields * d + num_pairs)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        emb = self.embedding(ids)  # (B, F, D)
+        emb = autocast_input(self.embedding(ids))  # (B, F, D); bf16 once under autocast, not per part
         return self.mlp(torch.cat([emb.flatten(1), self.product(emb)], dim=1))

@@ -50,7 +50,6 @@ from mutualctr.data.store import FIRST, MISSING, OOV, SplitArrays, Store
 from mutualctr.data.transform import bucket
 from mutualctr.errors import MutualCTRError
 from mutualctr.metrics import auc, logloss
-from mutualctr.models.layers import FactorizationMachine, _FMTerm
 from mutualctr.training.inference import predict_logits
 from mutualctr.training.jobs import load_run
 from mutualctr.training.rundir import model_checkpoint_path
@@ -291,29 +290,16 @@ def input_arrays(X, inputs: list[dict[str, Any]], sel) -> dict[str, np.ndarray]:
     return out
 
 
-class _FMFormula(nn.Module):
-    """:class:`~mutualctr.models.layers.FactorizationMachine` without its autograd.Function:
-    the same arithmetic (``_FMTerm.forward``), which TorchScript's tracer can record (it cannot
-    record a Python autograd.Function)."""
-
-    def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        return _FMTerm.forward(emb)
-
-
 def serving_module(model: nn.Module, fm=None) -> Probability:
     """A CPU, eval-mode, frozen copy of ``model`` wrapped in :class:`Probability`.
 
-    In eval mode with frozen weights every embedding takes the plain ``F.embedding`` path and
-    DCN's cross network its formula; the FM term's autograd.Function is swapped for its own
-    forward (:class:`_FMFormula`). ``model`` itself is left as it is. ``fm``: the store's
+    In eval mode with frozen weights every embedding takes the plain ``F.embedding`` path, and
+    the layers with a hand-written backward (FM, inner products) their forward ops without the
+    autograd.Function, which TorchScript's tracer cannot record. ``model`` itself is left as it is. ``fm``: the store's
     feature map; with list or dense fields the module is a :class:`BatchProbability`.
     """
     m = copy.deepcopy(model).cpu().eval()
     m.requires_grad_(False)
-    for parent in list(m.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, FactorizationMachine):
-                setattr(parent, name, _FMFormula())
     if fm is not None and (fm.bag_fields or fm.dense_fields):
         return BatchProbability(m, [fm.fields[i].name for i in fm.bag_fields], bool(fm.dense_fields)).eval()
     return Probability(m).eval()

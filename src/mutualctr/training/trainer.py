@@ -34,7 +34,7 @@ from mutualctr.results import Evaluation, RunResult
 from mutualctr.runtime import RuntimeOptions, options_of
 from mutualctr.training.config import MutualConfig, TrainConfig, run_config_to_dict, train_with_runtime
 from mutualctr.training.device import (
-    autocast, compile_models, resolve_compile, resolve_device, resolve_precision, warn_if_cpu_contended,
+    autocast, compile_models, keep_freed_memory, resolve_compile, resolve_device, resolve_precision, warn_if_cpu_contended,
 )
 from mutualctr.training.group import VectorisedGroup
 from mutualctr.training.inference import predict_logits, scores
@@ -80,6 +80,8 @@ class Trainer:
         threads = train.threads if opts.threads is None else opts.threads
         if threads > 0:
             torch.set_num_threads(threads)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # process-wide, like the threads: a step's tensors reuse their pages
         store.require_both_classes("train", "dev")  # no gradient signal, or no model selection, otherwise
         self.loader, self.batches = self._batch_source()
         self.steps_per_epoch = len(self.loader)
