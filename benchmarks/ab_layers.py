@@ -1,13 +1,15 @@
-"""A/B of the shipped layers against autograd of their formula: DeepFM's FM term, DCN's cross network.
+"""A/B of the shipped layers against autograd of their formula: DeepFM's FM term, DCN's cross network, PNN's inner products.
 
-    python -m benchmarks.ab_layers --store bench_out/store_1000000_0 [--models deepfm,dcn]
-        [--steps 40] [--modes fast,bf16]
+    python -m benchmarks.ab_layers --store bench_out/store_1000000_0 [--models deepfm,dcn,pnn]
+        [--steps 40] [--modes fast,default]
 
-Per model, two trainers (same initial weights, shipped criteo config) in one process: one with
-the formula through autograd patched in (DeepFM: the FM term; DCN: the cross layers one after the
-other, concatenated with the MLP's output, one Linear), one as shipped (``models.layers._FMTerm``;
-the closed-form ``CrossNet.project``), stepping alternately on the same batches; median step time
-after 5 warm-up steps.
+Per model, two trainers (same initial weights, shipped criteo config) in one process, stepping
+alternately on the same batches; median step time after 5 warm-up steps. One runs the formula
+through autograd (DeepFM: the FM term; DCN: the cross layers one after the other, concatenated
+with the MLP's output, one Linear; PNN: the Gram matrix's pairs by index_select, the embeddings
+cast by each consumer: PNN as it was before issue 29's second sitting), the other as shipped
+(``models.layers._FMTerm``; the closed-form ``CrossNet.project``; ``_PairDots`` with the
+embeddings cast once).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import build_trainer, header, header_line, step
+from mutualctr.models.layers import field_pairs
 
 
 def autograd_fm(self, emb):
@@ -32,15 +35,23 @@ def autograd_dcn(self, ids):
     return self.out(torch.cat([self.cross.formula(x0), self.mlp(x0)], dim=1)).squeeze(-1)
 
 
-LAYERS = {"deepfm": ("fm", autograd_fm), "dcn": (None, autograd_dcn)}  # None: the model's forward
+def autograd_pnn(self, ids):  # the former IPNN: Gram matrix, index_select of the pairs, autograd
+    emb = self.embedding(ids)
+    rows, cols = field_pairs(emb.shape[1])
+    pairs = torch.bmm(emb, emb.transpose(1, 2)).flatten(1).index_select(1, rows * emb.shape[1] + cols)
+    return self.mlp(torch.cat([emb.flatten(1), pairs], dim=1))
+
+
+# (layer, formula): the layer's forward is patched; None: the model's forward
+LAYERS = {"deepfm": ("fm", autograd_fm), "dcn": (None, autograd_dcn), "pnn": (None, autograd_pnn)}
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", required=True)
-    ap.add_argument("--models", default="deepfm,dcn")
+    ap.add_argument("--models", default="deepfm,dcn,pnn")
     ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--modes", default="fast,bf16")
+    ap.add_argument("--modes", default="fast,default")
     a = ap.parse_args(argv)
     print(header_line(header()), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,7 +70,7 @@ def main(argv=None) -> None:
                     for k, tr in trs.items():
                         ts[k].append(step(tr, ids, labels, i))
                 old, new = (statistics.median(ts[k][5:]) * 1e3 for k in ("autograd", "fused"))
-                print(f"{model} {mode}: step with autograd {attr or 'cross'} {old:.1f} ms, shipped {new:.1f} ms -> "
+                print(f"{model} {mode}: step with autograd {attr or 'formula'} {old:.1f} ms, shipped {new:.1f} ms -> "
                       f"{old / new:.2f}x ({4000 / old * 1e3:,.0f} -> {4000 / new * 1e3:,.0f} samples/s)", flush=True)
 
 

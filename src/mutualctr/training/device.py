@@ -126,13 +126,13 @@ def keep_freed_memory() -> bool:
     """Let glibc reuse the memory a training step frees instead of returning it to the kernel.
 
     A CPU step allocates and frees the same few-MB tensors every time ((B, F*D) activations and
-    their gradients: 10 MB at B=4000, d=624). glibc's defaults give blocks like these back
-    (``munmap``, heap trimming) and take them again on the next step, and each 4 KB page of a
-    fresh block costs a page fault plus zeroing on first write: 13-17k faults a PNN step here,
-    and an elementwise op over a fresh 10 MB tensor 2.8 ms against 0.55 ms over reused memory
-    (docs/performance.md, "The allocator"). Serving blocks up to 32 MB from the heap and never
-    trimming it keeps the pages mapped; the cost is that the process holds its peak heap until
-    it exits. Process-wide, once, glibc only; ``MUTUALCTR_SYSTEM_MALLOC=1`` leaves it alone.
+    their gradients: 10 MB at B=4000, d=624). glibc's defaults give some of them back (``munmap``,
+    heap trimming) and take them again on the next step, and each 4 KB page of a fresh block
+    costs a page fault plus zeroing on first write: 2-13k faults a step for DeepFM, DCN and PNN
+    here, 5-25% of their step (docs/performance.md, "DCN and PNN cut to their matrix products").
+    Serving blocks up to 32 MB from the heap and never trimming it keeps the pages mapped; the
+    cost is that the process holds its peak heap until it exits. Process-wide, once, glibc only;
+    ``MUTUALCTR_SYSTEM_MALLOC=1`` leaves it alone.
     Returns whether the settings are (now) applied."""
     global _malloc_tuned
     if _malloc_tuned:
