@@ -6,8 +6,9 @@
 glibc's settings are process-wide and cannot be undone, so each round runs two fresh
 processes one after the other, ``MUTUALCTR_SYSTEM_MALLOC=1`` (glibc's defaults) and without it
 (the default), each building a Trainer per model (shipped criteo config) and timing
-``--steps`` steps on the same batches. Prints per round and model the median step and the page
-faults a step, then the median over rounds of the per-round ratio.
+``--steps`` steps on the same batches. Prints per round and model the median step, the page
+faults and the kernel's CPU time a step (less noisy than the wall time between processes), and
+the process's peak RSS so far, then the median over rounds of the per-round ratio.
 """
 
 from __future__ import annotations
@@ -25,19 +26,25 @@ from benchmarks.common import build_trainer, header, header_line, step
 
 
 def child(store: str, models: list[str], steps: int, mode: str) -> dict:
-    """Median step (ms) and median minor page faults a step, per model, in this process."""
+    """Per model, in this process: the median step (ms), minor page faults and system CPU time
+    (ms, the kernel's share: page faults are spent there) a step, and the process's peak RSS
+    (MiB) after the model."""
     out = {}
     for model in models:
         with tempfile.TemporaryDirectory() as tmp:
             tr = build_trainer(store, [model], tmp, mode=mode)
             batches = tr.loader.epoch(0)
-            times, faults = [], []
+            times, faults, system = [], [], []
             for i in range(steps):
                 ids, labels = next(batches)
-                before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                before = resource.getrusage(resource.RUSAGE_SELF)
                 times.append(step(tr, ids, labels, i))
-                faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-            out[model] = (statistics.median(times[5:]) * 1e3, statistics.median(faults[5:]))
+                after = resource.getrusage(resource.RUSAGE_SELF)
+                faults.append(after.ru_minflt - before.ru_minflt)
+                system.append(after.ru_stime - before.ru_stime)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            out[model] = (statistics.median(times[5:]) * 1e3, statistics.median(faults[5:]),
+                          statistics.median(system[5:]) * 1e3, peak)
     return out
 
 
@@ -65,7 +72,9 @@ def main(argv=None) -> None:
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
             res[name] = json.loads(done.stdout.strip().splitlines()[-1])
             print(f"round {r + 1} {name:17s} " + "  ".join(
-                f"{m} {ms:.1f} ms ({f:.0f} faults)" for m, (ms, f) in res[name].items()), flush=True)
+                f"{m} {ms:.1f} ms ({f:.0f} faults, {sys_ms:.1f} ms in the kernel, peak RSS {rss:,.0f} MiB)"
+                for m, (ms, f, sys_ms, rss) in res[name].items()),
+                flush=True)
         for m in models:
             ratios[m].append(res["glibc defaults"][m][0] / res["keep_freed_memory"][m][0])
     print("median over rounds of (glibc defaults / keep_freed_memory) step time: " + "  ".join(

@@ -117,22 +117,23 @@ def compile_models(models, device: torch.device, vectorize: bool) -> None:
 
 
 MALLOC_ENV = "MUTUALCTR_SYSTEM_MALLOC"  # set to 1: leave the C allocator's settings as they are
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
-_MMAP_THRESHOLD_MAX = 32 << 20  # glibc's upper bound on 64-bit
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 _malloc_tuned = False
 
 
 def keep_freed_memory() -> bool:
     """Let glibc reuse the memory a training step frees instead of returning it to the kernel.
 
-    A CPU step allocates and frees the same few-MB tensors every time ((B, F*D) activations and
-    their gradients: 10 MB at B=4000, d=624). glibc's defaults give some of them back (``munmap``,
-    heap trimming) and take them again on the next step, and each 4 KB page of a fresh block
-    costs a page fault plus zeroing on first write: 2-13k faults a step for DeepFM, DCN and PNN
-    here, 5-25% of their step (docs/performance.md, "DCN and PNN cut to their matrix products").
-    Serving blocks up to 32 MB from the heap and never trimming it keeps the pages mapped; the
-    cost is that the process holds its peak heap until it exits. Process-wide, once, glibc only;
-    ``MUTUALCTR_SYSTEM_MALLOC=1`` leaves it alone.
+    A CPU step allocates and frees the same tensors every time ((B, F*D) activations and their
+    gradients: 10 MB at B=4000, d=624; FiBiNET's (B, P, D) pair tensors: 95 MB). glibc's
+    defaults give some of them back (``munmap``, heap trimming; every block over 32 MB is its
+    own ``mmap``) and take them again on the next step, and each 4 KB page of a fresh block
+    costs a page fault plus zeroing on first write: 3-13k faults (8-22 ms of kernel time) a step
+    for DeepFM, DCN and PNN here, 102-116k (280 ms, 1.3x the step) for FiBiNET
+    (docs/performance.md, "DCN and PNN cut to their matrix products"). Serving every block from the heap (no ``mmap``) and never trimming it
+    keeps the pages mapped; the cost is that the process holds its peak heap until it exits.
+    (A thread's arena still maps what its heaps cannot hold: glibc falls back to ``mmap``.)
+    Process-wide, once, glibc only; ``MUTUALCTR_SYSTEM_MALLOC=1`` leaves it alone.
     Returns whether the settings are (now) applied."""
     global _malloc_tuned
     if _malloc_tuned:
@@ -146,8 +147,7 @@ def keep_freed_memory() -> bool:
         return False
     try:
         libc = ctypes.CDLL(None)
-        _malloc_tuned = bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
-                             and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+        _malloc_tuned = bool(libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     except (OSError, AttributeError):
         return False
     return _malloc_tuned
