@@ -1,15 +1,16 @@
-"""A/B of the shipped layers against autograd of their formula: DeepFM's FM term, DCN's cross network, PNN's inner products.
+"""A/B of the shipped layers against autograd of their formula: DeepFM's FM term, DCN's cross network, PNN's inner products, FiBiNET's bilinear layers.
 
-    python -m benchmarks.ab_layers --store bench_out/store_1000000_0 [--models deepfm,dcn,pnn]
+    python -m benchmarks.ab_layers --store bench_out/store_1000000_0 [--models deepfm,dcn,pnn,fibinet]
         [--steps 40] [--modes fast,default]
 
 Per model, two trainers (same initial weights, shipped criteo config) in one process, stepping
 alternately on the same batches; median step time after 5 warm-up steps. One runs the formula
 through autograd (DeepFM: the FM term; DCN: the cross layers one after the other, concatenated
 with the MLP's output, one Linear; PNN: the Gram matrix's pairs by index_select, the embeddings
-cast by each consumer: PNN as it was before issue 29's second sitting), the other as shipped
-(``models.layers._FMTerm``; the closed-form ``CrossNet.project``; ``_PairDots`` with the
-embeddings cast once).
+cast by each consumer: PNN as it was before issue 29's second sitting; FiBiNET: the field-by-field
+bilinear products through autograd), the other as shipped (``models.layers._FMTerm``; the
+closed-form ``CrossNet.project``; ``_PairDots`` with the embeddings cast once; ``_FieldPairs``).
+Fewer warm-up steps when ``--steps`` is small (FiBiNET: ``--steps 10``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import build_trainer, header, header_line, step
-from mutualctr.models.layers import field_pairs
+from mutualctr.models.layers import _field_kernels_times, field_pairs
 
 
 def autograd_fm(self, emb):
@@ -42,8 +43,17 @@ def autograd_pnn(self, ids):  # the former IPNN: Gram matrix, index_select of th
     return self.mlp(torch.cat([emb.flatten(1), pairs], dim=1))
 
 
-# (layer, formula): the layer's forward is patched; None: the model's forward
-LAYERS = {"deepfm": ("fm", autograd_fm), "dcn": (None, autograd_dcn), "pnn": (None, autograd_pnn)}
+def autograd_bilinear(self, emb):  # Bilinear.by_field's ops through autograd
+    return [vw * emb[:, i + 1:] for i, vw in enumerate(_field_kernels_times(emb, self.weight, self.bilinear_type))]
+
+
+# model: (layers, method, formula): each layer's method is patched; no layers: the model's forward
+LAYERS = {
+    "deepfm": (["fm"], "forward", autograd_fm),
+    "dcn": ([], "forward", autograd_dcn),
+    "pnn": ([], "forward", autograd_pnn),
+    "fibinet": (["bilinear", "bilinear_senet"], "by_field", autograd_bilinear),
+}
 
 
 def main(argv=None) -> None:
@@ -56,21 +66,21 @@ def main(argv=None) -> None:
     print(header_line(header()), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for model in a.models.split(","):
-            attr, formula = LAYERS[model]
+            attrs, method, formula = LAYERS[model]
             for mode in a.modes.split(","):
                 trs = {k: build_trainer(a.store, [model], Path(tmp) / f"{model}-{k}-{mode}", mode=mode)
                        for k in ("autograd", "fused")}
                 model_ = trs["autograd"].members[0].model
-                layer = getattr(model_, attr) if attr else model_
-                layer.forward = types.MethodType(formula, layer)
+                for layer in [getattr(model_, attr) for attr in attrs] or [model_]:
+                    setattr(layer, method, types.MethodType(formula, layer))
                 batches = trs["fused"].loader.epoch(0)
                 ts = {k: [] for k in trs}
                 for i in range(a.steps):
                     ids, labels = next(batches)
                     for k, tr in trs.items():
                         ts[k].append(step(tr, ids, labels, i))
-                old, new = (statistics.median(ts[k][5:]) * 1e3 for k in ("autograd", "fused"))
-                print(f"{model} {mode}: step with autograd {attr or 'formula'} {old:.1f} ms, shipped {new:.1f} ms -> "
+                old, new = (statistics.median(ts[k][min(5, a.steps // 3):]) * 1e3 for k in ("autograd", "fused"))
+                print(f"{model} {mode}: step with autograd {'/'.join(attrs) or 'formula'} {old:.1f} ms, shipped {new:.1f} ms -> "
                       f"{old / new:.2f}x ({4000 / old * 1e3:,.0f} -> {4000 / new * 1e3:,.0f} samples/s)", flush=True)
 
 

@@ -167,6 +167,26 @@ def test_bilinear(emb, kind):
     torch.testing.assert_close(layer(emb), want)
 
 
+@pytest.mark.parametrize("kind", ["field_all", "field_each", "field_interaction"])
+def test_bilinear_gradients_equal_autograd_of_the_pairwise_products(emb, kind):
+    """Training goes through _FieldPairs' hand-written backward; the gradients of the embeddings
+    and of every kernel must be autograd's through the products written pair by pair."""
+    layer = Bilinear(F, D, kind).double()
+    g = torch.randn(B, len(pairs()), D, dtype=emb.dtype)
+    with torch.enable_grad():
+        x = emb.clone().requires_grad_(True)
+        (layer(x) * g).sum().backward()
+        got = [x.grad, layer.weight.grad.clone()]
+        layer.zero_grad()
+        y = emb.clone().requires_grad_(True)
+        index = {"field_all": lambda p, i: 0, "field_each": lambda p, i: i, "field_interaction": lambda p, i: p}[kind]
+        want = torch.stack([(y[:, i] @ layer.weight[index(p, i)]) * y[:, j] for p, (i, j) in enumerate(pairs())], 1)
+        (want * g).sum().backward()
+        assert torch.autograd.gradcheck(layer, (emb.clone().requires_grad_(True),))
+    for a, b in zip(got, [y.grad, layer.weight.grad]):
+        torch.testing.assert_close(a, b)
+
+
 def test_autocast_input_casts_only_under_autocast():
     x = torch.randn(B, F, D)
     assert autocast_input(x) is x

@@ -322,16 +322,73 @@ class Bilinear(nn.Module):
         The pairs of field ``i`` are contiguous in that order and their ``v_j`` are the slice
         ``emb[:, i+1:]``, so nothing is gathered (no index_select forward, no scatter backward):
         ``v_i W`` is one matrix product per field (for ``field_interaction`` against the pairs'
-        kernels side by side, ``(D, (F-1-i) * D)``) times that slice."""
+        kernels side by side, ``(D, (F-1-i) * D)``) times that slice. Trained through
+        :class:`_FieldPairs` (its backward); evaluation, export and vmap run the same ops
+        plainly."""
+        if emb.requires_grad and not torch._C._functorch.is_batchedtensor(emb):
+            return list(_FieldPairs.apply(emb, self.weight, self.bilinear_type))
+        return [vw * emb[:, i + 1:] for i, vw in enumerate(_field_kernels_times(emb, self.weight, self.bilinear_type))]
+
+
+def _field_kernels(weight: torch.Tensor, kind: str, num_fields: int) -> list[torch.Tensor]:
+    """Per field ``i < F - 1`` its kernels side by side, ``(D, m_i * D)``: the pairs' ``W_ij``
+    for ``field_interaction`` (``m_i = F-1-i``), else the one ``W_i`` / ``W`` (``m_i = 1``)."""
+    d, out, start = weight.shape[-1], [], 0
+    for i in range(num_fields - 1):
+        k = num_fields - 1 - i
+        if kind == "field_interaction":
+            out.append(weight[start:start + k].transpose(0, 1).reshape(d, k * d))  # [W_i,i+1 | ...]
+        else:
+            out.append(weight[0 if kind == "field_all" else i])
+        start += k
+    return out
+
+
+def _field_kernels_times(emb: torch.Tensor, weight: torch.Tensor, kind: str) -> list[torch.Tensor]:
+    """``v_i`` times field ``i``'s kernels, ``(B, m_i, D)`` per field (see :func:`_field_kernels`)."""
+    b, f, d = emb.shape
+    return [(emb[:, i] @ m).view(b, -1, d) for i, m in enumerate(_field_kernels(weight, kind, f))]
+
+
+class _FieldPairs(torch.autograd.Function):
+    """:meth:`Bilinear.by_field` with a backward that adds every field's gradients into one
+    ``(B, F, D)`` tensor. Autograd's backward of the per-field ``emb[:, i]`` and ``emb[:, i+1:]``
+    fills a zeroed ``(B, F, D)`` for each of those 2(F-1) slices and adds it to the total: 152
+    fills and adds a FiBiNET step, 100 of its 635 ms (docs/performance.md). Per field, with
+    ``G_i (B, k, D)`` the gradient of its pairs and ``vw_i = v_i M_i`` recomputed:
+    ``d emb[:, i+1:] += G_i * vw_i``, ``d vw_i = G_i * emb[:, i+1:]`` (summed over the pairs
+    when one kernel serves them all), ``d v_i += d vw_i M_i^T``, ``d M_i = v_i^T d vw_i``."""
+
+    @staticmethod
+    def forward(ctx, emb: torch.Tensor, weight: torch.Tensor, kind: str):
+        ctx.save_for_backward(emb, weight)
+        ctx.kind = kind
+        return tuple(vw * emb[:, i + 1:] for i, vw in enumerate(_field_kernels_times(emb, weight, kind)))
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor):
+        emb, weight = ctx.saved_tensors
         b, f, d = emb.shape
-        out, start = [], 0
-        for i in range(f - 1):
-            k = f - 1 - i
-            if self.bilinear_type == "field_interaction":
-                kernels = self.weight[start:start + k].transpose(0, 1).reshape(d, k * d)  # [W_i,i+1 | ...]
-                vw = (emb[:, i] @ kernels).view(b, k, d)
-            else:
-                vw = (emb[:, i] @ self.weight[0 if self.bilinear_type == "field_all" else i]).unsqueeze(1)
-            out.append(vw * emb[:, i + 1:])
-            start += k
-        return out
+        d_emb = torch.zeros_like(emb)
+        d_kernels = []
+        for i, (m, g) in enumerate(zip(_field_kernels(weight.to(emb.dtype), ctx.kind, f), grads)):
+            g = g.to(emb.dtype)
+            vw = (emb[:, i] @ m).view(b, -1, d)  # (B, m_i, D)
+            d_emb[:, i + 1:].addcmul_(g, vw)
+            d_vw = g * emb[:, i + 1:]
+            if vw.shape[1] == 1:  # one kernel for all of field i's pairs
+                d_vw = d_vw.sum(dim=1, keepdim=True)
+            d_vw = d_vw.flatten(1)  # (B, m_i * D)
+            d_emb[:, i] += d_vw @ m.t()
+            d_kernels.append(emb[:, i].t() @ d_vw)  # (D, m_i * D)
+        return d_emb, _kernel_grads(d_kernels, ctx.kind, weight), None
+
+
+def _kernel_grads(d_kernels: list[torch.Tensor], kind: str, weight: torch.Tensor) -> torch.Tensor:
+    """The gradient of ``weight`` from the per-field kernel gradients of :func:`_field_kernels`."""
+    d = weight.shape[-1]
+    if kind == "field_all":
+        return torch.stack(d_kernels).sum(dim=0, keepdim=True).to(weight.dtype)
+    if kind == "field_each":
+        return torch.cat([torch.stack(d_kernels).to(weight.dtype), weight.new_zeros(1, d, d)])  # W_F-1: unused
+    return torch.cat([m.view(d, -1, d).transpose(0, 1) for m in d_kernels]).to(weight.dtype)
