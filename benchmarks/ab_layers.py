@@ -1,4 +1,4 @@
-"""A/B of the shipped layers against autograd of their formula: DeepFM's FM term, DCN's cross network, PNN's inner products, FiBiNET's bilinear layers.
+"""A/B of the shipped layers against autograd of their formula (FM, cross, inner products, bilinear).
 
     python -m benchmarks.ab_layers --store bench_out/store_1000000_0 [--models deepfm,dcn,pnn,fibinet]
         [--steps 40] [--modes fast,default]
@@ -80,7 +80,8 @@ def main(argv=None) -> None:
                     for k, tr in trs.items():
                         ts[k].append(step(tr, ids, labels, i))
                 old, new = (statistics.median(ts[k][min(5, a.steps // 3):]) * 1e3 for k in ("autograd", "fused"))
-                print(f"{model} {mode}: step with autograd {'/'.join(attrs) or 'formula'} {old:.1f} ms, shipped {new:.1f} ms -> "
+                what = "/".join(attrs) or "formula"
+                print(f"{model} {mode}: step with autograd {what} {old:.1f} ms, shipped {new:.1f} ms -> "
                       f"{old / new:.2f}x ({4000 / old * 1e3:,.0f} -> {4000 / new * 1e3:,.0f} samples/s)", flush=True)
 
 

@@ -327,7 +327,8 @@ class Bilinear(nn.Module):
         plainly."""
         if emb.requires_grad and not torch._C._functorch.is_batchedtensor(emb):
             return list(_FieldPairs.apply(emb, self.weight, self.bilinear_type))
-        return [vw * emb[:, i + 1:] for i, vw in enumerate(_field_kernels_times(emb, self.weight, self.bilinear_type))]
+        vws = _field_kernels_times(emb, self.weight, self.bilinear_type)
+        return [vw * emb[:, i + 1:] for i, vw in enumerate(vws)]
 
 
 def _field_kernels(weight: torch.Tensor, kind: str, num_fields: int) -> list[torch.Tensor]:

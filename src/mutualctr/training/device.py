@@ -130,8 +130,9 @@ def keep_freed_memory() -> bool:
     own ``mmap``) and take them again on the next step, and each 4 KB page of a fresh block
     costs a page fault plus zeroing on first write: 3-13k faults (8-22 ms of kernel time) a step
     for DeepFM, DCN and PNN here, 102-116k (280 ms, 1.3x the step) for FiBiNET
-    (docs/performance.md, "DCN and PNN cut to their matrix products"). Serving every block from the heap (no ``mmap``) and never trimming it
-    keeps the pages mapped; the cost is that the process holds its peak heap until it exits.
+    (docs/performance.md, "DCN and PNN cut to their matrix products"). Serving every block from
+    the heap (no ``mmap``) and never trimming it keeps the pages mapped; the cost is that the
+    process holds its peak heap until it exits.
     (A thread's arena still maps what its heaps cannot hold: glibc falls back to ``mmap``.)
     Process-wide, once, glibc only; ``MUTUALCTR_SYSTEM_MALLOC=1`` leaves it alone.
     Returns whether the settings are (now) applied."""
