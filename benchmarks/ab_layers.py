@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import build_trainer, header, header_line, step
-from mutualctr.models.layers import _field_kernels_times, field_pairs
+from mutualctr.models.layers import _field_pairs, field_pairs
 
 
 def autograd_fm(self, emb):
@@ -44,7 +44,7 @@ def autograd_pnn(self, ids):  # the former IPNN: Gram matrix, index_select of th
 
 
 def autograd_bilinear(self, emb):  # Bilinear.by_field's ops through autograd
-    return [vw * emb[:, i + 1:] for i, vw in enumerate(_field_kernels_times(emb, self.weight, self.bilinear_type))]
+    return _field_pairs(emb, self.weight, self.bilinear_type)
 
 
 # model: (layers, method, formula): each layer's method is patched; no layers: the model's forward

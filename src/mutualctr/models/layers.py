@@ -327,8 +327,7 @@ class Bilinear(nn.Module):
         plainly."""
         if emb.requires_grad and not torch._C._functorch.is_batchedtensor(emb):
             return list(_FieldPairs.apply(emb, self.weight, self.bilinear_type))
-        vws = _field_kernels_times(emb, self.weight, self.bilinear_type)
-        return [vw * emb[:, i + 1:] for i, vw in enumerate(vws)]
+        return _field_pairs(emb, self.weight, self.bilinear_type)
 
 
 def _field_kernels(weight: torch.Tensor, kind: str, num_fields: int) -> list[torch.Tensor]:
@@ -345,10 +344,11 @@ def _field_kernels(weight: torch.Tensor, kind: str, num_fields: int) -> list[tor
     return out
 
 
-def _field_kernels_times(emb: torch.Tensor, weight: torch.Tensor, kind: str) -> list[torch.Tensor]:
-    """``v_i`` times field ``i``'s kernels, ``(B, m_i, D)`` per field (see :func:`_field_kernels`)."""
+def _field_pairs(emb: torch.Tensor, weight: torch.Tensor, kind: str) -> list[torch.Tensor]:
+    """The products of :meth:`Bilinear.by_field`: per field ``i``, ``v_i`` times its kernels
+    (:func:`_field_kernels`), ``(B, m_i, D)``, times the slice ``emb[:, i+1:]``."""
     b, f, d = emb.shape
-    return [(emb[:, i] @ m).view(b, -1, d) for i, m in enumerate(_field_kernels(weight, kind, f))]
+    return [(emb[:, i] @ m).view(b, -1, d) * emb[:, i + 1:] for i, m in enumerate(_field_kernels(weight, kind, f))]
 
 
 class _FieldPairs(torch.autograd.Function):
@@ -364,7 +364,7 @@ class _FieldPairs(torch.autograd.Function):
     def forward(ctx, emb: torch.Tensor, weight: torch.Tensor, kind: str):
         ctx.save_for_backward(emb, weight)
         ctx.kind = kind
-        return tuple(vw * emb[:, i + 1:] for i, vw in enumerate(_field_kernels_times(emb, weight, kind)))
+        return tuple(_field_pairs(emb, weight, kind))
 
     @staticmethod
     def backward(ctx, *grads: torch.Tensor):

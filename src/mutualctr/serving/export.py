@@ -294,9 +294,10 @@ def serving_module(model: nn.Module, fm=None) -> Probability:
     """A CPU, eval-mode, frozen copy of ``model`` wrapped in :class:`Probability`.
 
     In eval mode with frozen weights every embedding takes the plain ``F.embedding`` path, and
-    the layers with a hand-written backward (FM, inner products) their forward ops without the
-    autograd.Function, which TorchScript's tracer cannot record. ``model`` itself is left as it is. ``fm``: the store's
-    feature map; with list or dense fields the module is a :class:`BatchProbability`.
+    the layers with a hand-written backward (FM, inner products, bilinear) their forward ops
+    without the autograd.Function, which TorchScript's tracer cannot record. ``model`` itself is
+    left as it is. ``fm``: the store's feature map; with list or dense fields the module is a
+    :class:`BatchProbability`.
     """
     m = copy.deepcopy(model).cpu().eval()
     m.requires_grad_(False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import sys
@@ -118,9 +119,9 @@ def compile_models(models, device: torch.device, vectorize: bool) -> None:
 
 MALLOC_ENV = "MUTUALCTR_SYSTEM_MALLOC"  # set to 1: leave the C allocator's settings as they are
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
-_malloc_tuned = False
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
     """Let glibc reuse the memory a training step frees instead of returning it to the kernel.
 
@@ -135,10 +136,7 @@ def keep_freed_memory() -> bool:
     process holds its peak heap until it exits.
     (A thread's arena still maps what its heaps cannot hold: glibc falls back to ``mmap``.)
     Process-wide, once, glibc only; ``MUTUALCTR_SYSTEM_MALLOC=1`` leaves it alone.
-    Returns whether the settings are (now) applied."""
-    global _malloc_tuned
-    if _malloc_tuned:
-        return True
+    Returns whether the settings are applied (decided at the first call)."""
     if os.environ.get(MALLOC_ENV, "") not in ("", "0") or not sys.platform.startswith("linux"):
         return False
     import ctypes  # lazy: Linux only
@@ -148,10 +146,9 @@ def keep_freed_memory() -> bool:
         return False
     try:
         libc = ctypes.CDLL(None)
-        _malloc_tuned = bool(libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+        return bool(libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     except (OSError, AttributeError):
         return False
-    return _malloc_tuned
 
 
 class CPUContentionWarning(UserWarning):
